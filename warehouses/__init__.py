@@ -1,0 +1,1 @@
+"""Stages and warehouses behind two small interfaces (see `warehouses.base`)."""

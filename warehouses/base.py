@@ -1,0 +1,118 @@
+"""The two small interfaces every stage and warehouse fills, and their shared vocabulary.
+
+The core (`syncd.pipeline`) only talks to these protocols and branches on `Capabilities`,
+never on a warehouse's name. A conformance test runs over every adapter.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from syncd.batch import StagedBatch, StagedFormat, SyncRecord
+from syncd.errors import ConfigError
+from syncd.fields import Column
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,126}$")
+
+
+def validate_identifier(name: str, what: str = "identifier") -> str:
+    """Return `name` if it is a plain SQL identifier (letters, digits, underscore), else raise.
+
+    syncd never executes a table, schema or dataset name it has not validated here.
+    """
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        raise ConfigError(
+            [
+                f"{what}: {name!r} is not a valid name: use letters, digits and underscores, "
+                "starting with a letter or underscore (at most 127 characters)"
+            ]
+        )
+    return name
+
+
+def quote_identifier(name: str, quote: str = '"') -> str:
+    """The one identifier-quoting function: validate, then quote (`"x"` or `` `x` ``)."""
+    validate_identifier(name)
+    return f"{quote}{name}{quote}"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a warehouse can do; the core decides on these, not on names."""
+
+    staging_formats: tuple[StagedFormat, ...]  # first is preferred
+    transactional: bool = True  # load + sync row in one transaction
+    json_type: bool = False  # CustomVars as a native JSON type
+    remote_stage: bool = False  # loads from the stage (S3/GCS) rather than a local file
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    days: tuple[date, ...]
+    rows_deleted: int
+    sync_rows_deleted: int
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """Where staged files live (local folder, S3, GCS), and the StorageOnly checkpoint."""
+
+    def put(self, local_path: Path, name: str) -> str:
+        """Store `local_path` as object `name` (FilePrefix applied inside); return its URI."""
+        ...
+
+    def delete(self, uri: str) -> None:
+        """Remove a staged object; a missing object is not an error."""
+        ...
+
+    def read_checkpoint(self) -> datetime | None:
+        """The StorageOnly resume point, or None when there is none."""
+        ...
+
+    def write_checkpoint(self, end: datetime) -> None:
+        """Atomically replace the StorageOnly checkpoint."""
+        ...
+
+    def check(self) -> None:
+        """Raise a StageError saying plainly what is wrong (missing bucket, no permission)."""
+        ...
+
+
+@runtime_checkable
+class Warehouse(Protocol):
+    """A database that holds the export table, the SyncTable and the rejects table."""
+
+    capabilities: Capabilities
+
+    def ensure_tables(self, columns: Sequence[Column]) -> tuple[Column, ...]:
+        """Create the tables, or reconcile an existing export table: keep its columns and their
+        order, add the missing ones. Return the export table's columns as they now are."""
+        ...
+
+    def commit_batch(self, staged: StagedBatch, record: SyncRecord) -> None:
+        """Atomically: delete earlier rows of this batch, load it and its rejects, insert the
+        sync row. Either all of it happens or none of it."""
+        ...
+
+    def sync_records(self, since: datetime | None = None) -> list[SyncRecord]:
+        """Committed batches (ending after `since`, if given), oldest first."""
+        ...
+
+    def inconsistent_days(self, since: date) -> list[date]:
+        """UTC days from `since` on whose rows and sync rows disagree."""
+        ...
+
+    def rollback_days(self, first: date, last: date) -> RollbackResult:
+        """Delete the rows and sync rows of days first..last (inclusive) in one transaction."""
+        ...
+
+    def check(self) -> None:
+        """Raise a LoadError saying plainly what is wrong (cannot connect, no permission)."""
+        ...
+
+    def close(self) -> None: ...
