@@ -1,0 +1,166 @@
+"""Which batch comes next: export windows after the committed prefix, or legacy bundles.
+
+The planner is pure: it takes the committed sync records and "now" and returns batch keys.
+Committed time is a set of intervals; the next batch starts at the first gap after the earliest
+committed time (a rolled-back day is a gap and is planned again), or at StartTime on a fresh
+install. A window is ready once its end is at least ExportDelay behind now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from syncd.batch import BatchKey, SyncRecord
+from syncd.timeutil import UTC
+
+DAY = timedelta(days=1)
+DEFAULT_LOOKBACK = timedelta(days=30)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Settings that shape segment-export windows."""
+
+    duration: timedelta = timedelta(hours=1)
+    delay: timedelta = timedelta(hours=24)
+    start_time: datetime | None = None  # None: DEFAULT_LOOKBACK before now, on a fresh install
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A legacy export bundle as listed by the API."""
+
+    id: int
+    start: datetime
+    stop: datetime
+
+
+def align_down(moment: datetime, duration: timedelta) -> datetime:
+    """The window boundary at or before `moment`; windows are aligned to UTC midnight."""
+    midnight = moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    steps = (moment - midnight) // duration
+    return midnight + steps * duration
+
+
+def covered_intervals(records: Iterable[SyncRecord]) -> list[tuple[datetime, datetime]]:
+    """Merge committed batches into disjoint [start, end) intervals, oldest first.
+
+    A record continued from hauser's SyncTable has no start: hauser only ever advanced, so it
+    covers everything before its end.
+    """
+    spans = sorted(((r.start or _EPOCH), r.end) for r in records if r.end > (r.start or _EPOCH))
+    merged: list[tuple[datetime, datetime]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def contiguous_end(records: Sequence[SyncRecord]) -> datetime | None:
+    """End of the committed prefix (the sync point an operator reads), or None when empty."""
+    intervals = covered_intervals(records)
+    return intervals[0][1] if intervals else None
+
+
+def first_start(records: Sequence[SyncRecord], plan: WindowPlan, now: datetime) -> datetime:
+    """Where planning begins: the earliest committed time, else StartTime (aligned)."""
+    intervals = covered_intervals(records)
+    if intervals:
+        return intervals[0][0]
+    start = plan.start_time if plan.start_time is not None else now - DEFAULT_LOOKBACK
+    return align_down(start, plan.duration)
+
+
+def plan_windows(
+    records: Sequence[SyncRecord], plan: WindowPlan, now: datetime, limit: int = 1
+) -> list[BatchKey]:
+    """Up to `limit` ready segment-export windows, in commit order."""
+    intervals = covered_intervals(records)
+    ready_until = now - plan.delay
+    cursor = first_start(records, plan, now)
+    keys: list[BatchKey] = []
+    i = 0
+    while len(keys) < limit:
+        while i < len(intervals) and intervals[i][1] <= cursor:
+            i += 1
+        if i < len(intervals) and intervals[i][0] <= cursor:
+            cursor = intervals[i][1]  # inside committed time: jump to its end
+            continue
+        end = align_down(cursor, plan.duration) + plan.duration
+        if i < len(intervals):
+            end = min(end, intervals[i][0])  # stop at the next committed interval
+        if end > ready_until:
+            break
+        keys.append(BatchKey(start=cursor, end=end, source="segment"))
+        cursor = end
+    return keys
+
+
+def next_window_ready_at(
+    records: Sequence[SyncRecord], plan: WindowPlan, now: datetime
+) -> datetime:
+    """When the next segment window will be ready (its end plus the delay)."""
+    probe = plan_windows(records, WindowPlan(plan.duration, timedelta(0), plan.start_time), now)
+    if probe:
+        return probe[0].end + plan.delay
+    # Even with no delay nothing is ready: the window in progress ends at the next boundary.
+    return align_down(now, plan.duration) + plan.duration + plan.delay
+
+
+def legacy_start(
+    records: Sequence[SyncRecord], start_time: datetime | None, now: datetime
+) -> datetime:
+    """Where to list legacy bundles from: the end of the first committed prefix, else StartTime."""
+    end = contiguous_end(records)
+    if end is not None:
+        return end
+    return start_time if start_time is not None else now - DEFAULT_LOOKBACK
+
+
+def plan_bundles(
+    records: Sequence[SyncRecord],
+    bundles: Sequence[Bundle],
+    group_by_day: bool,
+    limit: int = 1,
+) -> list[BatchKey]:
+    """Batches of legacy bundles not yet committed, oldest first.
+
+    With `group_by_day`, one batch holds every bundle that starts on a UTC day, and a day is
+    planned only once it is complete (a later bundle exists), so no day is loaded in halves.
+    """
+    intervals = covered_intervals(records)
+
+    def committed(b: Bundle) -> bool:
+        return any(s <= b.start and b.stop <= e for s, e in intervals)
+
+    pending = sorted((b for b in bundles if not committed(b)), key=lambda b: (b.start, b.id))
+    keys: list[BatchKey] = []
+    if not group_by_day:
+        for b in pending[:limit]:
+            keys.append(BatchKey(start=b.start, end=b.stop, source="legacy", bundle_ids=(b.id,)))
+        return keys
+    latest_stop = max((b.stop for b in bundles), default=None)
+    by_day: dict[datetime, list[Bundle]] = {}
+    for b in pending:
+        day = b.start.replace(hour=0, minute=0, second=0, microsecond=0)
+        by_day.setdefault(day, []).append(b)
+    for day, group in sorted(by_day.items()):
+        if latest_stop is None or latest_stop < day + DAY:
+            break  # the day is not complete yet
+        keys.append(
+            BatchKey(
+                start=group[0].start,
+                end=max(b.stop for b in group),
+                source="legacy",
+                bundle_ids=tuple(b.id for b in group),
+            )
+        )
+        if len(keys) >= limit:
+            break
+    return keys

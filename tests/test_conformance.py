@@ -1,0 +1,173 @@
+"""What every warehouse adapter promises the core, run over each adapter and its stage.
+
+A new adapter joins by adding one `pytest.param` to ADAPTERS: a function that takes a scratch
+folder and returns the warehouse with the stage it reads from (skip inside it when the
+adapter's service is not available here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from syncd.batch import StagedBatch, StagedFormat, SyncRecord, TransformedBatch
+from syncd.fields import export_columns
+from syncd.timeutil import UTC
+from warehouses.base import Stage, Warehouse
+from warehouses.duckdb import DuckDBWarehouse
+from warehouses.local import LocalStage
+from warehouses.sql import day_start
+from warehouses.storage_only import StorageOnlyWarehouse
+
+if TYPE_CHECKING:
+    from conftest import StagedFiles
+
+
+@dataclass
+class Adapter:
+    warehouse: Warehouse
+    stage: Stage
+
+
+def duckdb_over_local(folder: Path) -> Adapter:
+    return Adapter(DuckDBWarehouse(folder / "syncd.duckdb"), LocalStage(folder / "stage"))
+
+
+def storage_only_over_local(folder: Path) -> Adapter:
+    stage = LocalStage(folder / "stage", prefix="hauser-uploads/")
+    return Adapter(StorageOnlyWarehouse(stage), stage)
+
+
+ADAPTERS = [
+    pytest.param(duckdb_over_local, id="duckdb"),
+    pytest.param(storage_only_over_local, id="storage-only"),
+]
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Adapter]:
+    make: Callable[[Path], Adapter] = request.param
+    made = make(tmp_path)
+    made.warehouse.ensure_tables(export_columns())
+    yield made
+    made.warehouse.close()
+
+
+@pytest.fixture
+def commit(adapter: Adapter, staged_files: StagedFiles) -> Callable[..., TransformedBatch]:
+    """Transform (fake), stage through the adapter's stage, and commit one batch."""
+
+    def run(start: str, count: int = 3, fmt: StagedFormat | None = None) -> TransformedBatch:
+        key = staged_files.key(start)
+        chosen = fmt or adapter.warehouse.capabilities.staging_formats[0]
+        rejects = [{"position": count, "reason": "not an object", "raw": "42"}]
+        batch = staged_files.write(key, staged_files.rows(key, count), chosen, rejects=rejects)
+        assert batch.rejects_path is not None
+        staged = StagedBatch(
+            batch=batch,
+            uri=adapter.stage.put(batch.path, batch.path.name),
+            rejects_uri=adapter.stage.put(batch.rejects_path, batch.rejects_path.name),
+        )
+        record = SyncRecord(
+            batch_id=key.id,
+            source=key.source,
+            start=key.start,
+            end=key.end,
+            committed_at=key.end + timedelta(hours=1),
+            rows_loaded=batch.rows,
+            rows_rejected=batch.rejected,
+            staged_uri=staged.uri,
+        )
+        adapter.warehouse.commit_batch(staged, record)
+        return batch
+
+    return run
+
+
+def test_fills_both_protocols(adapter: Adapter) -> None:
+    assert isinstance(adapter.warehouse, Warehouse) and isinstance(adapter.stage, Stage)
+
+
+def test_ensure_tables_keeps_every_requested_column_in_order(adapter: Adapter) -> None:
+    names = [c.name for c in adapter.warehouse.ensure_tables(export_columns())]
+    assert [n for n in names if n in {c.name for c in export_columns()}] == [
+        c.name for c in export_columns()
+    ]
+
+
+def test_a_fresh_warehouse_has_no_sync_point(adapter: Adapter) -> None:
+    assert adapter.warehouse.sync_records() == []
+
+
+def test_check_passes(adapter: Adapter) -> None:
+    adapter.warehouse.check()
+    adapter.stage.check()
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "ndjson"])
+def test_a_commit_sets_the_resume_point(
+    adapter: Adapter, commit: Callable[..., TransformedBatch], fmt: StagedFormat
+) -> None:
+    if fmt not in adapter.warehouse.capabilities.staging_formats:
+        pytest.skip(f"{fmt} is not a staging format of this adapter")
+    batch = commit("2024-03-01T00:00:00Z", fmt=fmt)
+    assert adapter.warehouse.sync_records()[-1].end == batch.key.end
+
+
+def test_the_resume_point_is_the_latest_commit(
+    adapter: Adapter, commit: Callable[..., TransformedBatch]
+) -> None:
+    commit("2024-03-01T00:00:00Z")
+    second = commit("2024-03-01T01:00:00Z")
+    assert adapter.warehouse.sync_records()[-1].end == second.key.end
+
+
+def test_a_recommit_does_not_duplicate(
+    adapter: Adapter, commit: Callable[..., TransformedBatch]
+) -> None:
+    commit("2024-03-01T00:00:00Z")
+    batch = commit("2024-03-01T00:00:00Z")
+    assert [r.end for r in adapter.warehouse.sync_records()] == [batch.key.end]
+
+
+def test_committed_days_are_consistent(
+    adapter: Adapter, commit: Callable[..., TransformedBatch]
+) -> None:
+    batch = commit("2024-03-01T00:00:00Z")
+    assert adapter.warehouse.inconsistent_days(batch.key.day) == []
+
+
+def test_rollback_moves_the_resume_point_before_the_day(
+    adapter: Adapter, commit: Callable[..., TransformedBatch]
+) -> None:
+    commit("2024-03-01T00:00:00Z")
+    batch = commit("2024-03-01T01:00:00Z")
+    adapter.warehouse.rollback_days(batch.key.day, batch.key.day)
+    assert adapter.warehouse.sync_records(since=day_start(batch.key.day)) == []
+
+
+def test_rollback_keeps_earlier_days(
+    adapter: Adapter, commit: Callable[..., TransformedBatch]
+) -> None:
+    earlier = commit("2024-02-29T23:00:00Z")
+    later = commit("2024-03-01T00:00:00Z")
+    adapter.warehouse.rollback_days(later.key.day, later.key.day)
+    assert [r.end for r in adapter.warehouse.sync_records()] == [earlier.key.end]
+
+
+def test_rollback_reports_the_days(
+    adapter: Adapter, commit: Callable[..., TransformedBatch]
+) -> None:
+    batch = commit("2024-03-01T00:00:00Z")
+    result = adapter.warehouse.rollback_days(batch.key.day, batch.key.day)
+    assert result.days == (batch.key.day,)
+
+
+def test_sync_records_are_utc(adapter: Adapter, commit: Callable[..., TransformedBatch]) -> None:
+    commit("2024-03-01T00:00:00Z")
+    assert {r.end.tzinfo for r in adapter.warehouse.sync_records()} == {UTC}

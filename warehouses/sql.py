@@ -1,0 +1,465 @@
+"""SQL shared by the SQL warehouses (DuckDB now; PostgreSQL and Redshift to come).
+
+Everything a dialect does differently is data in a `Dialect`: column type names, the
+parameter placeholder, identifier case folding. Every builder returns a `Query`: SQL text from
+a constant template filled by `render` (which quotes every name it inserts through
+`warehouses.base.quote_identifier`), plus the values that travel as parameters. No value ever
+reaches the SQL text.
+
+Timestamps are stored as naive UTC (`TIMESTAMP` without time zone), as hauser did;
+`to_db_timestamp` / `from_db_timestamp` convert at the edge.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from syncd.batch import SyncRecord
+from syncd.fields import BATCH_ID, KNOWN_FIELDS, LOADED_AT, Column, FieldType
+from syncd.timeutil import UTC
+from warehouses.base import quote_identifier, validate_identifier
+
+_I, _F, _S, _T = FieldType.INT64, FieldType.FLOAT, FieldType.STRING, FieldType.TIMESTAMP
+
+#: The column every day-based query dates orphan rows by.
+EVENT_START = Column("EventStart", KNOWN_FIELDS["EventStart"])
+
+#: Columns the sync, consistency and rollback SQL depend on; `ensure_tables` adds them to any
+#: export table that lacks them.
+REQUIRED_EXPORT_COLUMNS: tuple[Column, ...] = (EVENT_START, BATCH_ID, LOADED_AT)
+
+#: hauser's SyncTable, in hauser's order (ID is -1 since hauser v1.0, the bundle id before).
+HAUSER_SYNC_COLUMNS: tuple[Column, ...] = (
+    Column("ID", _I),
+    Column("Processed", _T),  # committed at
+    Column("BundleEndTime", _T),  # batch end: the resume point is its maximum
+)
+
+#: The SyncTable: hauser's columns first so hauser's own reader still works, then syncd's.
+SYNC_COLUMNS: tuple[Column, ...] = (
+    *HAUSER_SYNC_COLUMNS,
+    Column("SyncdBatchId", _S),
+    Column("SyncdSource", _S),
+    Column("BatchStart", _T),
+    Column("BundleIds", _S),  # comma-separated legacy bundle ids
+    Column("OperationId", _S),
+    Column("RowsLoaded", _I),
+    Column("RowsRejected", _I),
+    Column("Bytes", _I),
+    Column("StagedUri", _S),
+    Column("SyncdVersion", _S),
+)
+
+#: Rows the transform quarantined, one per rejected export row.
+REJECTS_COLUMNS: tuple[Column, ...] = (
+    Column("SyncdBatchId", _S),
+    Column("Position", _I),
+    Column("Reason", _S),
+    Column("Raw", _S),
+    Column("RejectedAt", _T),
+)
+
+#: Source of sync rows continued from a hauser SyncTable.
+HAUSER_SOURCE = "hauser"
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What one SQL warehouse spells differently."""
+
+    name: str
+    types: Mapping[FieldType, str]  # column type for each FieldType
+    param: str = "?"  # placeholder: "?" (DuckDB) or "%s" (psycopg, redshift_connector)
+    fold_case: bool = False  # identifiers match case-insensitively even when quoted
+
+    def column_type(self, type_: FieldType) -> str:
+        return self.types[type_]
+
+    def placeholders(self, count: int) -> str:
+        return ", ".join([self.param] * count)
+
+
+DUCKDB = Dialect(
+    name="duckdb",
+    types={_I: "BIGINT", _F: "DOUBLE", _S: "VARCHAR", _T: "TIMESTAMP", FieldType.JSON: "JSON"},
+    param="?",
+    fold_case=True,
+)
+
+POSTGRES = Dialect(
+    name="postgres",
+    types={
+        _I: "BIGINT",
+        _F: "DOUBLE PRECISION",
+        _S: "TEXT",
+        _T: "TIMESTAMP",
+        FieldType.JSON: "JSONB",
+    },
+    param="%s",
+)
+
+#: hauser's Redshift types; CustomVars stays text as in hauser's tables.
+REDSHIFT = Dialect(
+    name="redshift",
+    types={
+        _I: "BIGINT",
+        _F: "DOUBLE PRECISION",
+        _S: "VARCHAR(65535)",
+        _T: "TIMESTAMP",
+        FieldType.JSON: "VARCHAR(65535)",
+    },
+    param="%s",
+)
+
+# Catalog type names (information_schema.columns.data_type of DuckDB, PostgreSQL, Redshift)
+# mapped back to a FieldType, by their leading word(s). Anything else reads as STRING.
+_TYPE_FAMILIES: tuple[tuple[re.Pattern[str], FieldType], ...] = (
+    (re.compile(r"^(TIMESTAMP|DATETIME)"), _T),
+    (
+        re.compile(
+            r"^(BIGINT|INTEGER|INT|INT2|INT4|INT8|INT64|SMALLINT|TINYINT|HUGEINT|UBIGINT|"
+            r"UINTEGER|USMALLINT|UTINYINT|UHUGEINT|LONG)\b"
+        ),
+        _I,
+    ),
+    (re.compile(r"^(DOUBLE|FLOAT|FLOAT4|FLOAT8|REAL|DECIMAL|NUMERIC)\b"), _F),
+    (re.compile(r"^(JSON|JSONB|SUPER)\b"), FieldType.JSON),
+)
+
+
+def field_type_of(sql_type: str) -> FieldType:
+    """The FieldType of a catalog column type; unknown types read as STRING."""
+    normalized = sql_type.strip().upper()
+    for pattern, type_ in _TYPE_FAMILIES:
+        if pattern.match(normalized):
+            return type_
+    return _S
+
+
+@dataclass(frozen=True)
+class Query:
+    """SQL text and the values that travel with it as parameters."""
+
+    sql: str
+    params: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class TableNames:
+    """The three tables of a SQL warehouse, validated once; `schema` qualifies them if set."""
+
+    export: str = "fsexport"
+    sync: str = "fssync"
+    rejects: str = "fsrejects"
+    schema: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_identifier(self.export, "ExportTable")
+        validate_identifier(self.sync, "SyncTable")
+        validate_identifier(self.rejects, "RejectsTable")
+        if self.schema is not None:
+            validate_identifier(self.schema, "DatabaseSchema")
+
+    def qualified(self, table: str) -> str:
+        """`"schema"."table"` or `"table"`, quoted."""
+        if self.schema is None:
+            return quote_identifier(table)
+        return f"{quote_identifier(self.schema)}.{quote_identifier(table)}"
+
+
+_TABLE_FIELDS = ("export", "sync", "rejects")
+
+
+def render(template: str, d: Dialect, t: TableNames | None = None, **fragments: str) -> str:
+    """Fill a constant SQL template; the one place where SQL text meets names.
+
+    `{p}` becomes the dialect's parameter placeholder; `{export}`, `{sync}`, `{rejects}` the
+    quoted (qualified) table names of `t`; a field named in `fragments` takes that fragment
+    (built by this module from quoted identifiers and dialect type names); any other field is
+    a column name and is quoted by `quote_identifier`. Values never pass through here.
+    """
+    values: dict[str, str] = {}
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is None or name in values:
+            continue
+        if name in fragments:
+            values[name] = fragments[name]
+        elif name == "p":
+            values[name] = d.param
+        elif name in _TABLE_FIELDS and t is not None:
+            values[name] = t.qualified(getattr(t, name))
+        else:
+            values[name] = quote_identifier(name)
+    return template.format_map(values)
+
+
+def column_list(columns: Sequence[Column] | Sequence[str]) -> str:
+    """`"a", "b"`: quoted column names for an INSERT or SELECT list."""
+    names = [c.name if isinstance(c, Column) else c for c in columns]
+    return ", ".join(quote_identifier(n) for n in names)
+
+
+# --- DDL -------------------------------------------------------------------------------------
+
+_CREATE_TABLE = "CREATE TABLE IF NOT EXISTS {table} ({definitions})"
+_ADD_COLUMN = "ALTER TABLE {table} ADD COLUMN {definition}"
+_TABLE_COLUMNS = (
+    "SELECT column_name, data_type FROM information_schema.columns "
+    "WHERE {name_match} AND {schema_match} ORDER BY ordinal_position"
+)
+
+
+def column_definition(d: Dialect, column: Column) -> str:
+    return f"{quote_identifier(column.name)} {d.column_type(column.type)}"
+
+
+def create_table(d: Dialect, qualified_table: str, columns: Sequence[Column]) -> Query:
+    definitions = ", ".join(column_definition(d, c) for c in columns)
+    return Query(render(_CREATE_TABLE, d, table=qualified_table, definitions=definitions))
+
+
+def add_column(d: Dialect, qualified_table: str, column: Column) -> Query:
+    definition = column_definition(d, column)
+    return Query(render(_ADD_COLUMN, d, table=qualified_table, definition=definition))
+
+
+def table_columns(d: Dialect, table: str, schema: str | None) -> Query:
+    """(column_name, data_type) of `table`, in table order; no rows when it does not exist."""
+    name_match = "lower(table_name) = lower({p})" if d.fold_case else "table_name = {p}"
+    schema_match = "table_schema = {p}" if schema is not None else "table_schema = current_schema()"
+    params: tuple[Any, ...] = (table,) if schema is None else (table, schema)
+    sql = render(
+        _TABLE_COLUMNS,
+        d,
+        name_match=name_match.replace("{p}", d.param),
+        schema_match=schema_match.replace("{p}", d.param),
+    )
+    return Query(sql, params)
+
+
+def missing_columns(
+    existing: Sequence[str], wanted: Sequence[Column], fold_case: bool
+) -> list[Column]:
+    """The `wanted` columns absent from `existing` names, in `wanted` order."""
+    have = {n.lower() for n in existing} if fold_case else set(existing)
+    return [c for c in wanted if (c.name.lower() if fold_case else c.name) not in have]
+
+
+def with_required(columns: Sequence[Column]) -> tuple[Column, ...]:
+    """`columns` plus any of REQUIRED_EXPORT_COLUMNS they lack, at the end."""
+    names = {c.name.lower() for c in columns}
+    return (*columns, *(c for c in REQUIRED_EXPORT_COLUMNS if c.name.lower() not in names))
+
+
+# --- one batch -------------------------------------------------------------------------------
+
+_DELETE_BATCH = "DELETE FROM {table} WHERE {SyncdBatchId} = {p}"
+_INSERT_SYNC_ROW = "INSERT INTO {sync} ({columns}) VALUES ({placeholders})"
+
+
+def delete_batch(d: Dialect, t: TableNames, batch_id: str) -> list[Query]:
+    """Remove every trace of one batch (export rows, rejects, sync row): a re-run's first step."""
+    return [
+        Query(render(_DELETE_BATCH, d, table=t.qualified(table)), (batch_id,))
+        for table in (t.export, t.rejects, t.sync)
+    ]
+
+
+def insert_sync_row(
+    d: Dialect,
+    t: TableNames,
+    record: SyncRecord,
+    rows_loaded: int,
+    rows_rejected: int,
+    syncd_version: str,
+) -> Query:
+    """The sync row of a committed batch; RowsLoaded/RowsRejected are what was loaded."""
+    values = (
+        -1,
+        to_db_timestamp(record.committed_at),
+        to_db_timestamp(record.end),
+        record.batch_id,
+        record.source,
+        to_db_timestamp(record.start) if record.start is not None else None,
+        ",".join(str(b) for b in record.bundle_ids),
+        record.operation_id,
+        rows_loaded,
+        rows_rejected,
+        record.bytes,
+        record.staged_uri,
+        record.syncd_version or syncd_version,
+    )
+    sql = render(
+        _INSERT_SYNC_ROW,
+        d,
+        t,
+        columns=column_list(SYNC_COLUMNS),
+        placeholders=d.placeholders(len(SYNC_COLUMNS)),
+    )
+    return Query(sql, values)
+
+
+# --- reading the sync table ------------------------------------------------------------------
+
+_SELECT_SYNC_ROWS = "SELECT {columns} FROM {sync}{where} ORDER BY {BundleEndTime}, {Processed}"
+_AFTER = " WHERE {BundleEndTime} > {p}"
+
+
+def select_sync_rows(
+    d: Dialect, t: TableNames, since: datetime | None, present: Collection[str] | None = None
+) -> Query:
+    """Sync rows (SYNC_COLUMNS order) ending after `since`, oldest first.
+
+    `present` names the sync table's columns when it may still be hauser's (not reconciled
+    yet, e.g. read by the status command): syncd's missing columns then read as NULL.
+    """
+    have = None if present is None else {n.lower() for n in present}
+    selected = ", ".join(
+        quote_identifier(c.name)
+        if have is None or c.name.lower() in have
+        else f"NULL AS {quote_identifier(c.name)}"
+        for c in SYNC_COLUMNS
+    )
+    where = render(_AFTER, d) if since is not None else ""
+    params = (to_db_timestamp(since),) if since is not None else ()
+    return Query(render(_SELECT_SYNC_ROWS, d, t, columns=selected, where=where), params)
+
+
+def record_from_row(row: Sequence[Any]) -> SyncRecord:
+    """A SyncRecord from a row in SYNC_COLUMNS order; hauser's rows have only ID and times."""
+    (
+        hauser_id,
+        processed,
+        end_value,
+        batch_id,
+        source,
+        start,
+        bundle_ids,
+        operation_id,
+        rows_loaded,
+        rows_rejected,
+        size,
+        staged_uri,
+        version,
+    ) = row
+    end = from_db_timestamp(end_value)
+    committed_at = from_db_timestamp(processed) if processed is not None else end
+    if batch_id is None:
+        legacy_id = int(hauser_id) if hauser_id is not None else -1
+        return SyncRecord(
+            batch_id=f"{HAUSER_SOURCE}-{end.strftime('%Y%m%dT%H%M%SZ')}",
+            source=HAUSER_SOURCE,
+            start=None,
+            end=end,
+            committed_at=committed_at,
+            bundle_ids=(legacy_id,) if legacy_id >= 0 else (),
+            extra={"hauser_id": str(legacy_id)},
+        )
+    return SyncRecord(
+        batch_id=batch_id,
+        source=source or "",
+        start=from_db_timestamp(start) if start is not None else None,
+        end=end,
+        committed_at=committed_at,
+        bundle_ids=tuple(int(b) for b in bundle_ids.split(",") if b) if bundle_ids else (),
+        operation_id=operation_id or "",
+        rows_loaded=int(rows_loaded or 0),
+        rows_rejected=int(rows_rejected or 0),
+        bytes=int(size or 0),
+        staged_uri=staged_uri or "",
+        syncd_version=version or "",
+    )
+
+
+# --- days: consistency and rollback ----------------------------------------------------------
+
+_INCONSISTENT_DAYS = (
+    "SELECT DISTINCT x.day FROM ("
+    # rows of a batch that has no sync row, dated by their own EventStart
+    "SELECT CAST(e.{EventStart} AS DATE) AS day FROM {export} e "
+    "WHERE e.{SyncdBatchId} IS NOT NULL AND e.{EventStart} >= {p} "
+    "AND NOT EXISTS (SELECT 1 FROM {sync} s WHERE s.{SyncdBatchId} = e.{SyncdBatchId}) "
+    "UNION "
+    # sync rows whose RowsLoaded differs from the rows present, dated by BatchStart
+    "SELECT CAST(s.{BatchStart} AS DATE) AS day FROM {sync} s "
+    "LEFT JOIN (SELECT {SyncdBatchId} AS batch_id, COUNT(*) AS n FROM {export} "
+    "WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {sync} WHERE {BatchStart} >= {p}) "
+    "GROUP BY {SyncdBatchId}) c ON c.batch_id = s.{SyncdBatchId} "
+    "WHERE s.{SyncdBatchId} IS NOT NULL AND s.{BatchStart} >= {p} "
+    "AND COALESCE(c.n, 0) <> COALESCE(s.{RowsLoaded}, 0)"
+    ") x ORDER BY x.day"
+)
+
+_BATCHES_IN_DAYS = (
+    "SELECT {SyncdBatchId} FROM {sync} WHERE {BatchStart} >= {p} AND {BatchStart} < {p}"
+)
+_ROLLBACK_EXPORT = (
+    "DELETE FROM {export} WHERE {SyncdBatchId} IN ({batches_in_days}) "
+    "OR ({EventStart} >= {p} AND {EventStart} < {p} AND ({SyncdBatchId} IS NULL "
+    "OR {SyncdBatchId} NOT IN (SELECT {SyncdBatchId} FROM {sync} WHERE {SyncdBatchId} IS NOT NULL)))"
+)
+_ROLLBACK_REJECTS = "DELETE FROM {rejects} WHERE {SyncdBatchId} IN ({batches_in_days})"
+_ROLLBACK_SYNC = (
+    "DELETE FROM {sync} WHERE ({BatchStart} >= {p} AND {BatchStart} < {p}) "
+    "OR ({BatchStart} IS NULL AND {BundleEndTime} > {p} AND {BundleEndTime} <= {p})"
+)
+
+
+def inconsistent_days(d: Dialect, t: TableNames, since: date) -> Query:
+    """UTC days from `since` on whose rows and sync rows disagree, one `day` per row, sorted.
+
+    A day disagrees when it holds export rows of a batch that has no sync row (dated by each
+    row's EventStart), or a sync row whose RowsLoaded differs from the rows present for its
+    batch (dated by BatchStart). hauser-era rows carry no batch id and cannot be checked.
+    """
+    lo = to_db_timestamp(day_start(since))
+    return Query(render(_INCONSISTENT_DAYS, d, t), (lo, lo, lo))
+
+
+def rollback_days(d: Dialect, t: TableNames, first: date, last: date) -> list[Query]:
+    """Statements, in order and for one transaction, that delete days first..last inclusive.
+
+    1. export rows of the sync rows whose BatchStart falls in the days, and rows dated in the
+       days (EventStart) that belong to no sync row at all (orphans, hauser-era rows); rows of
+       batches of other days stay, even when their EventStart falls in these days;
+    2. rejects of those sync rows;
+    3. the sync rows: syncd's by BatchStart, hauser's by BundleEndTime in (first, last + 1 day].
+    """
+    lo, hi = to_db_timestamp(day_start(first)), to_db_timestamp(day_start(last + timedelta(1)))
+    batches = render(_BATCHES_IN_DAYS, d, t)
+    return [
+        Query(render(_ROLLBACK_EXPORT, d, t, batches_in_days=batches), (lo, hi, lo, hi)),
+        Query(render(_ROLLBACK_REJECTS, d, t, batches_in_days=batches), (lo, hi)),
+        Query(render(_ROLLBACK_SYNC, d, t), (lo, hi, lo, hi)),
+    ]
+
+
+# --- time at the edge ------------------------------------------------------------------------
+
+
+def day_start(day: date) -> datetime:
+    """Midnight UTC opening `day`."""
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def days_between(first: date, last: date) -> tuple[date, ...]:
+    return tuple(first + timedelta(n) for n in range((last - first).days + 1))
+
+
+def to_db_timestamp(value: datetime) -> datetime:
+    """Naive UTC, as stored in TIMESTAMP columns; a naive input is taken as UTC already."""
+    if value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def from_db_timestamp(value: datetime) -> datetime:
+    """Aware UTC from a TIMESTAMP (naive UTC) or TIMESTAMPTZ value."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)

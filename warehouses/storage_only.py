@@ -1,0 +1,138 @@
+"""StorageOnly mode (hauser's `StorageOnly`, `S3Only`, `GCSOnly`): files, no database.
+
+The staged files are the product; the "warehouse" only keeps the sync point, as hauser did:
+the checkpoint object `<FilePrefix>.sync.hauser` next to the files, holding the end of the
+last committed batch. Files are named by the batch key, so a re-run overwrites rather than
+duplicates, and a commit is one atomic checkpoint write after the files are staged.
+
+What is and is not known in this mode:
+- known: the resume point (the checkpoint), and everything about batches this process
+  committed since it started;
+- not known after a restart: start, row counts, bytes and URIs of earlier batches (there is
+  no manifest: `Stage` has no way to read one back, and the checkpoint format stays hauser's).
+  `sync_records` then returns one synthesized record whose `end` is the checkpoint and whose
+  `committed_at` is unknown and reported as that same end;
+- nothing to compare rows against, so `inconsistent_days` is always empty, and a rollback
+  moves the checkpoint back without deleting files (the re-export overwrites them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+
+import structlog
+
+from syncd.batch import StagedBatch, SyncRecord
+from syncd.errors import LoadError, StageError, TerminalLoadError, TransientLoadError
+from syncd.fields import Column
+from syncd.timeutil import format_timestamp
+from warehouses.base import Capabilities, RollbackResult, Stage
+from warehouses.sql import day_start, days_between
+
+log = structlog.get_logger(__name__)
+
+#: `SyncRecord.source` of a record known only from the checkpoint.
+CHECKPOINT_SOURCE = "checkpoint"
+
+
+def _load_error(exc: StageError, action: str) -> LoadError:
+    """The Warehouse protocol speaks LoadError; keep the stage's verdict on retrying."""
+    kind = TransientLoadError if exc.transient else TerminalLoadError
+    return kind(f"{action}: {exc}")
+
+
+class StorageOnlyWarehouse:
+    """Implements `warehouses.base.Warehouse` over a `Stage`, with a checkpoint as sync point."""
+
+    capabilities = Capabilities(
+        staging_formats=("parquet", "csv", "ndjson"),
+        transactional=False,  # nothing is loaded; the checkpoint write alone is atomic
+        json_type=False,
+        remote_stage=False,
+    )
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+        self._last: SyncRecord | None = None  # the last batch committed by this process
+
+    def __repr__(self) -> str:
+        return f"StorageOnlyWarehouse(stage={self.stage!r})"
+
+    def ensure_tables(self, columns: Sequence[Column]) -> tuple[Column, ...]:
+        """No tables: the files carry exactly the columns they were written with."""
+        return tuple(columns)
+
+    def commit_batch(self, staged: StagedBatch, record: SyncRecord) -> None:
+        """The files are already staged: move the checkpoint to the batch's end."""
+        try:
+            self.stage.write_checkpoint(record.end)
+        except StageError as exc:
+            raise _load_error(exc, f"cannot commit batch {record.batch_id}") from exc
+        self._last = record
+        log.info(
+            "batch committed",
+            batch=record.batch_id,
+            checkpoint=format_timestamp(record.end),
+            staged_uri=staged.uri,
+            rows=staged.batch.rows,
+        )
+
+    def sync_records(self, since: datetime | None = None) -> list[SyncRecord]:
+        """At most one record: the checkpoint (see the module notes for what it holds)."""
+        end = self._checkpoint()
+        if end is None or (since is not None and end <= since):
+            return []
+        if self._last is not None and self._last.end == end:
+            return [self._last]
+        return [
+            SyncRecord(
+                batch_id=f"{CHECKPOINT_SOURCE}-{end.strftime('%Y%m%dT%H%M%SZ')}",
+                source=CHECKPOINT_SOURCE,
+                start=None,
+                end=end,
+                committed_at=end,
+            )
+        ]
+
+    def inconsistent_days(self, since: date) -> list[date]:
+        """Files alone cannot disagree with a sync table: always empty."""
+        return []
+
+    def rollback_days(self, first: date, last: date) -> RollbackResult:
+        """Move the checkpoint back to the start of `first` when it is later; files stay."""
+        days = days_between(first, last)
+        target = day_start(first)
+        end = self._checkpoint()
+        if end is None or end <= target:
+            log.info("rollback: checkpoint already before the first day", first=str(first))
+            return RollbackResult(days=days, rows_deleted=0, sync_rows_deleted=0)
+        try:
+            self.stage.write_checkpoint(target)
+        except StageError as exc:
+            raise _load_error(exc, f"cannot roll back to {first}") from exc
+        self._last = None
+        log.warning(
+            "rollback: checkpoint moved back; staged files are kept and the re-export "
+            "overwrites them, from the first day through the old checkpoint",
+            old_checkpoint=format_timestamp(end),
+            new_checkpoint=format_timestamp(target),
+            first=str(first),
+            last=str(last),
+        )
+        return RollbackResult(days=days, rows_deleted=0, sync_rows_deleted=1)
+
+    def check(self) -> None:
+        try:
+            self.stage.check()
+        except StageError as exc:
+            raise _load_error(exc, "stage check failed") from exc
+
+    def close(self) -> None:
+        """Nothing to release: the stage holds no open handles."""
+
+    def _checkpoint(self) -> datetime | None:
+        try:
+            return self.stage.read_checkpoint()
+        except StageError as exc:
+            raise _load_error(exc, "cannot read the checkpoint") from exc
