@@ -1,0 +1,164 @@
+"""Fetch one batch to the spool folder: export, poll, download (or download legacy bundles).
+
+The operation id is persisted before it is polled, so a restart (or the next attempt after a
+failure) resumes the same export. It is forgotten only when the caller says the batch is
+committed (`forget`), or when the persisted operation turns out unusable (FAILED, expired),
+in which case a new export of the same window is created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal, Protocol
+
+import structlog
+
+from syncd.errors import AuthError, TerminalSourceError
+from syncd.sources.client import ExportClient
+from syncd.sources.download import Download
+from syncd.sources.operations import OperationStore, PendingOperation
+from syncd.timeutil import utcnow
+
+log = structlog.get_logger(__name__)
+
+#: Seconds between polls of an export operation (public clients poll every 2 to 15 s).
+DEFAULT_POLL_INTERVAL = 5.0
+#: How long one fetch waits for an operation before giving up (and resuming it next time).
+DEFAULT_OPERATION_DEADLINE = 30 * 60.0
+
+ExportFormat = Literal["ndjson", "json-array"]
+
+
+class BundleRef(Protocol):
+    """Anything with a legacy bundle id (the client's and the planner's `Bundle` both are)."""
+
+    @property
+    def id(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """One downloaded export file on the spool disk."""
+
+    path: Path
+    bytes: int
+    compressed: bool
+    operation_id: str  # "" for legacy bundles
+    format: ExportFormat = "ndjson"
+    bundle_id: int | None = None
+
+
+class Fetcher:
+    """Composes the export client and the operation store into "fetch this batch"."""
+
+    def __init__(
+        self,
+        client: ExportClient,
+        store: OperationStore,
+        spool_dir: Path,
+        *,
+        segment_id: str = "everyone",
+        fields: list[str] | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        operation_deadline: float = DEFAULT_OPERATION_DEADLINE,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.spool_dir = spool_dir
+        self.segment_id = segment_id
+        self.fields = fields
+        self.poll_interval = poll_interval
+        self.operation_deadline = operation_deadline
+        self._clock = clock
+
+    def fetch_segment(self, batch_id: str, start: datetime, end: datetime) -> FetchResult:
+        """Download the export of [start, end), resuming the batch's persisted operation."""
+        pending = self.store.get(batch_id)
+        if pending is not None and (pending.start, pending.end) != (start, end):
+            log.warning(
+                "persisted operation is for another window; starting afresh",
+                batch_id=batch_id,
+                operation_id=pending.operation_id,
+            )
+            pending = None
+        if pending is not None:
+            log.info(
+                "resuming export operation", batch_id=batch_id, operation_id=pending.operation_id
+            )
+            try:
+                return self._complete(pending)
+            except AuthError:
+                raise
+            except TerminalSourceError as exc:
+                log.warning(
+                    "persisted operation unusable; creating a new export",
+                    batch_id=batch_id,
+                    operation_id=pending.operation_id,
+                    error=str(exc),
+                )
+                self.store.remove(batch_id)
+        operation_id = self.client.create_export(
+            start, end, segment_id=self.segment_id, fields=self.fields
+        )
+        pending = PendingOperation(
+            batch_id=batch_id,
+            operation_id=operation_id,
+            start=start,
+            end=end,
+            created_at=self._clock(),
+        )
+        self.store.put(pending)
+        return self._complete(pending)
+
+    def fetch_bundles(self, batch_id: str, bundles: Sequence[BundleRef]) -> list[FetchResult]:
+        """Download each legacy bundle of the batch, in order, through the rate limiter."""
+        results = []
+        for bundle in bundles:
+            dest = self.spool_dir / f"{batch_id}-{bundle.id}.json.gz"
+            download = _truthful_name(self.client.download_bundle(bundle.id, dest))
+            results.append(
+                FetchResult(
+                    path=download.path,
+                    bytes=download.bytes,
+                    compressed=download.compressed,
+                    operation_id="",
+                    format="json-array",
+                    bundle_id=bundle.id,
+                )
+            )
+        return results
+
+    def forget(self, batch_id: str) -> None:
+        """Drop the batch's persisted operation: call after its commit (or to re-export)."""
+        self.store.remove(batch_id)
+
+    def _complete(self, pending: PendingOperation) -> FetchResult:
+        export_id = pending.export_id
+        if export_id is None:
+            export_id = self.client.wait_for_export(
+                pending.operation_id,
+                poll_interval=self.poll_interval,
+                deadline=self.operation_deadline,
+            )
+            self.store.put(pending.with_export_id(export_id))
+        dest = self.spool_dir / f"{pending.batch_id}.ndjson.gz"
+        download = _truthful_name(self.client.download_export(export_id, dest))
+        return FetchResult(
+            path=download.path,
+            bytes=download.bytes,
+            compressed=download.compressed,
+            operation_id=pending.operation_id,
+        )
+
+
+def _truthful_name(download: Download) -> Download:
+    """Drop the ".gz" of a file some proxy already inflated, so the name tells the truth."""
+    if download.compressed or download.path.suffix != ".gz":
+        return download
+    plain = download.path.with_suffix("")
+    download.path.replace(plain)
+    return Download(path=plain, bytes=download.bytes, compressed=False)
