@@ -22,6 +22,15 @@ def _stamp(dt: datetime) -> str:
     return dt.strftime("%Y%m%dT%H%M%SZ")
 
 
+@dataclass(frozen=True)
+class Bundle:
+    """A legacy export bundle: events with EventStart in [start, stop). Ids exceed 2^53."""
+
+    id: int
+    start: datetime
+    stop: datetime
+
+
 @dataclass(frozen=True, order=True)
 class BatchKey:
     """One unit of loading: the window [start, end) of a source, or a group of legacy bundles."""

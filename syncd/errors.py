@@ -40,7 +40,9 @@ class ConfigError(SyncdError):
 
 
 class SourceError(SyncdError):
-    """The export API failed."""
+    """The export API failed. `status` is the HTTP status when there was a response."""
+
+    status: int | None = None
 
 
 class TransientSourceError(SourceError):

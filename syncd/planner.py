@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from syncd.batch import BatchKey, SyncRecord
+from syncd.batch import BatchKey, Bundle, SyncRecord
 from syncd.timeutil import UTC
 
 DAY = timedelta(days=1)
@@ -27,15 +27,6 @@ class WindowPlan:
     duration: timedelta = timedelta(hours=1)
     delay: timedelta = timedelta(hours=24)
     start_time: datetime | None = None  # None: DEFAULT_LOOKBACK before now, on a fresh install
-
-
-@dataclass(frozen=True)
-class Bundle:
-    """A legacy export bundle as listed by the API."""
-
-    id: int
-    start: datetime
-    stop: datetime
 
 
 def align_down(moment: datetime, duration: timedelta) -> datetime:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from syncd.batch import SyncRecord
+from syncd.batch import Bundle, SyncRecord
 from syncd.planner import (
-    Bundle,
     WindowPlan,
     align_down,
     contiguous_end,

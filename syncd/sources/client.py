@@ -25,6 +25,7 @@ import httpx
 import structlog
 
 from syncd import __version__
+from syncd.batch import Bundle
 from syncd.config.secret import Secret
 from syncd.errors import (
     AuthError,
@@ -78,15 +79,6 @@ class Operation:
     expires: datetime | None = None  # when the export's results go away
 
 
-@dataclass(frozen=True)
-class Bundle:
-    """A legacy export bundle: events with EventStart in [start, stop)."""
-
-    id: int
-    start: datetime
-    stop: datetime
-
-
 def map_httpx_error(exc: httpx.HTTPError | httpx.InvalidURL, what: str) -> SourceError:
     """The one translation of httpx's exceptions (and error statuses) into `syncd.errors`.
 
@@ -108,6 +100,12 @@ def map_httpx_error(exc: httpx.HTTPError | httpx.InvalidURL, what: str) -> Sourc
 
 
 def _status_error(response: httpx.Response, what: str) -> SourceError:
+    error = _error_for_status(response, what)
+    error.status = response.status_code
+    return error
+
+
+def _error_for_status(response: httpx.Response, what: str) -> SourceError:
     status = response.status_code
     message = f"{what}: HTTP {status}{_api_detail(response)}"
     if status in (401, 403):
@@ -335,6 +333,23 @@ class ExportClient:
             segment_id=segment_id,
         )
         return operation_id
+
+    def check(self, source: str = "segment") -> None:
+        """Reach the API with the key: raises AuthError for a wrong key, SourceError otherwise.
+
+        For the segment API, asks for an operation that does not exist: 404 proves the key
+        works without creating an export.
+        """
+        if source == "legacy":
+            self.list_bundles(utcnow())
+            return
+        try:
+            self.get_operation("syncd-check")
+        except AuthError:
+            raise
+        except TerminalSourceError as exc:
+            if exc.status != 404:
+                raise
 
     def get_operation(self, operation_id: str) -> Operation:
         """The operation's state; a 404 (expired or unknown id) is a TerminalSourceError."""

@@ -1,0 +1,71 @@
+"""Settings of the export-API simulator: volume, timing, limits and data quirks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from syncd.errors import ConfigError
+from syncd.timeutil import utcnow
+
+DEFAULT_API_KEY = "sim-key"
+DEFAULT_EVENTS_PER_HOUR = 600
+DEFAULT_SIGNED_URL_TTL = 300.0  # the real signed URL lives about 5 minutes
+DEFAULT_EXPORT_TTL = 7 * 86_400.0  # finished exports stay available about 7 days
+DEFAULT_LEGACY_BUNDLE_HOURS = 24
+DEFAULT_LEGACY_DOWNLOADS_PER_MINUTE = 2  # the documented legacy limit
+DEFAULT_GZIP_LEVEL = 1  # fast: the simulator must serve millions of events
+DEFAULT_CACHE_BYTES = 512 * 2**20
+
+
+@dataclass
+class SimulatorConfig:
+    """What the simulated FullStory account looks like and how its API behaves.
+
+    `clock` is "now" for everything time-based (operation latency, signed URL expiry, the
+    rate limiters, which legacy bundles are complete), so tests can drive time by hand.
+    """
+
+    api_key: str = field(default=DEFAULT_API_KEY, repr=False)
+    events_per_hour: int = DEFAULT_EVENTS_PER_HOUR
+    seed: int = 1
+    operation_latency: float = 0.0
+    signed_url_ttl: float = DEFAULT_SIGNED_URL_TTL
+    legacy_bundle_hours: int = DEFAULT_LEGACY_BUNDLE_HOURS
+    include_mobile: bool = False
+    bad_row_rate: float = 0.0
+    rate_limit_per_second: float | None = None
+    legacy_downloads_per_minute: int | None = DEFAULT_LEGACY_DOWNLOADS_PER_MINUTE
+    clock: Callable[[], datetime] = utcnow
+    #: No events exist before this instant (and no legacy bundle starts before it).
+    data_start: datetime | None = None
+    export_ttl: float = DEFAULT_EXPORT_TTL
+    gzip_level: int = DEFAULT_GZIP_LEVEL
+    #: Compressed export bodies kept for repeated downloads (least recently used go first).
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.api_key:
+            problems.append("api_key must not be empty")
+        if self.events_per_hour < 0:
+            problems.append("events_per_hour must be >= 0")
+        if self.operation_latency < 0:
+            problems.append("operation_latency must be >= 0 seconds")
+        if self.signed_url_ttl <= 0:
+            problems.append("signed_url_ttl must be > 0 seconds")
+        if self.legacy_bundle_hours < 1 or 24 % self.legacy_bundle_hours:
+            problems.append("legacy_bundle_hours must divide 24 (1, 2, 3, 4, 6, 8, 12 or 24)")
+        if not 0.0 <= self.bad_row_rate <= 1.0:
+            problems.append("bad_row_rate must be between 0 and 1")
+        if self.rate_limit_per_second is not None and self.rate_limit_per_second <= 0:
+            problems.append("rate_limit_per_second must be > 0 (or None for no limit)")
+        if self.legacy_downloads_per_minute is not None and self.legacy_downloads_per_minute < 1:
+            problems.append("legacy_downloads_per_minute must be >= 1 (or None for no limit)")
+        if self.data_start is not None and self.data_start.tzinfo is None:
+            problems.append("data_start must be timezone-aware (UTC)")
+        if not 0 <= self.gzip_level <= 9:
+            problems.append("gzip_level must be 0..9")
+        if problems:
+            raise ConfigError(problems)
