@@ -8,10 +8,10 @@ OperationStore   in-flight export operations, persisted so a restart resumes the
 Fetcher          "fetch this batch to this file", composed of the above
 """
 
+from syncd.batch import Bundle
 from syncd.sources.client import (
     DEFAULT_API_URL,
     DEFAULT_LEGACY_API_URL,
-    Bundle,
     ExportClient,
     Operation,
     SignedUrlRefused,
