@@ -1,0 +1,298 @@
+"""One export row (a parsed JSON object) -> the typed values of one export table row.
+
+These rules are the reference every faster path is checked against:
+
+- A key fills the column of the same name when `columns` has one, unless the key is a custom
+  variable (`user_*`, `evt_*`, `page_*`) or names a trace column. Every other key (a known field
+  without a column, a custom variable, a field the catalog does not know yet) is folded into
+  the CustomVars JSON object, keys and values as they came, in the order they came.
+- Absent and JSON null are NULL; the empty string stays "" in STRING columns.
+- INT64 takes a JSON integer within int64, a float with an integral value, or a string of
+  ASCII digits (optionally negative). FLOAT takes a number or a numeric string. TIMESTAMP takes
+  an RFC 3339 string ("T", "t" or " " between date and time, "Z", "z" or an offset), stored as
+  naive UTC, fractions beyond microseconds truncated. STRING takes strings as they are and
+  numbers, booleans, objects and arrays as their JSON text. Anything else rejects the row, with
+  a reason naming every bad field.
+- NUL characters (which PostgreSQL and Redshift cannot hold) and lone UTF-16 surrogates become
+  U+FFFD, in column values and anywhere inside CustomVars.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+from syncd.fields import BATCH_ID, CUSTOM_PREFIXES, CUSTOM_VARS, LOADED_AT, Column, FieldType
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+REPLACEMENT = "\ufffd"
+
+#: Beyond this magnitude orjson may have read an integer literal as a rounded float.
+_INEXACT_FLOAT = 2.0**63
+_TIMESTAMP_CACHE_LIMIT = 4096  # session, page and user times repeat; event times rarely
+_TRACE_NAMES = frozenset((CUSTOM_VARS.name, BATCH_ID.name, LOADED_AT.name))
+
+# FieldType members as small ints: enum attribute access is slow in the per-value loop.
+_STRING, _INT64, _TIMESTAMP, _FLOAT, _JSON = range(5)
+_KIND_CODES = {
+    FieldType.STRING: _STRING,
+    FieldType.INT64: _INT64,
+    FieldType.TIMESTAMP: _TIMESTAMP,
+    FieldType.FLOAT: _FLOAT,
+    FieldType.JSON: _JSON,
+}
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_INT_TEXT = re.compile(r"-?[0-9]{1,19}", re.ASCII)
+_FLOAT_TEXT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_CANONICAL_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z", re.ASCII
+)
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+    r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))",
+    re.ASCII,
+)
+
+
+class RowRejected(Exception):
+    """The row cannot be loaded; `reason` says which fields and why (no values)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class NeedsExactParse(Exception):
+    """orjson may have rounded a huge integer to a float: parse the row's text exactly, again."""
+
+
+class BadValue(Exception):
+    """One value does not fit its column; the message completes "<field>: ..."."""
+
+
+def json_type(value: object) -> str:
+    """The JSON name of a parsed value's type, for reasons."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def clean_text(text: str) -> str:
+    """Replace NUL and lone surrogates (no warehouse stores them) with U+FFFD."""
+    if "\x00" in text:
+        text = text.replace("\x00", REPLACEMENT)
+    if _LONE_SURROGATE.search(text):
+        text = _LONE_SURROGATE.sub(REPLACEMENT, text)
+    return text
+
+
+def clean_value(value: Any) -> Any:
+    """`clean_text` applied to every string (keys too) inside a parsed JSON value."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(k): clean_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_value(v) for v in value]
+    return value
+
+
+def dump_json(value: Any) -> str:
+    """Compact JSON text; integers beyond 64 bits (which orjson refuses) go through the stdlib."""
+    try:
+        data = orjson.dumps(value)
+    except TypeError:
+        cleaned = clean_value(value)
+        return json.dumps(cleaned, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    if b"\\u0000" in data:  # a NUL somewhere inside: rewrite it as U+FFFD
+        data = orjson.dumps(clean_value(value))
+    return data.decode()
+
+
+def to_int64(value: object) -> int:
+    """INT64 from an integer, an integral float or a string of digits."""
+    if isinstance(value, bool):
+        raise BadValue("expected int64, got boolean")
+    if isinstance(value, int):
+        if INT64_MIN <= value <= INT64_MAX:
+            return value
+        raise BadValue("is out of int64 range")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise BadValue("expected int64, got a number with a fraction")
+        if -_INEXACT_FLOAT <= value < _INEXACT_FLOAT:
+            return int(value)
+        raise BadValue("is out of int64 range")
+    if isinstance(value, str):
+        if _INT_TEXT.fullmatch(value):
+            number = int(value)
+            if INT64_MIN <= number <= INT64_MAX:
+                return number
+            raise BadValue("is out of int64 range")
+        if re.fullmatch(r"-?[0-9]+", value, re.ASCII):
+            raise BadValue("is out of int64 range")
+        raise BadValue("expected int64, got a non-numeric string")
+    raise BadValue(f"expected int64, got {json_type(value)}")
+
+
+def to_float(value: object) -> float:
+    """FLOAT from a number or a numeric string; NaN and infinities are refused."""
+    if isinstance(value, bool):
+        raise BadValue("expected float, got boolean")
+    if isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:
+            raise BadValue("is out of float range") from None
+    elif isinstance(value, str):
+        if not _FLOAT_TEXT.fullmatch(value):
+            raise BadValue("expected float, got a non-numeric string")
+        number = float(value)
+    else:
+        raise BadValue(f"expected float, got {json_type(value)}")
+    if not math.isfinite(number):
+        raise BadValue("is out of float range")
+    return number
+
+
+def to_string(value: object) -> str:
+    """STRING: text as it is (cleaned), anything else as its JSON text."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return dump_json(value)
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """An RFC 3339 timestamp as a naive UTC datetime, truncated to microseconds."""
+    try:
+        if len(text) == 24 and _CANONICAL_TIMESTAMP.fullmatch(text):
+            return datetime.fromisoformat(text[:23])  # the API's own shape: ms, "Z"
+        match = _RFC3339.fullmatch(text)
+        if match is None:
+            raise BadValue("is not an RFC 3339 timestamp")
+        year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
+        micros = int(fraction[:6].ljust(6, "0")) if fraction else 0
+        parsed = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), micros
+        )
+        if sign:
+            if int(off_h) > 23 or int(off_m) > 59:
+                raise BadValue("has an invalid UTC offset")
+            offset = timedelta(hours=int(off_h), minutes=int(off_m))
+            parsed = parsed - offset if sign == "+" else parsed + offset
+        return parsed
+    except (ValueError, OverflowError):
+        raise BadValue("is not a valid date and time") from None
+
+
+class RowConverter:
+    """Converts parsed rows into value lists in the order of `columns`.
+
+    The trace columns are filled here too: SyncdBatchId with `batch_id`, SyncdLoadedAt with
+    `loaded_at` (naive UTC), CustomVars with the folded keys as JSON text ("{}" when none).
+    """
+
+    def __init__(self, columns: Sequence[Column], batch_id: str, loaded_at: datetime) -> None:
+        names = [c.name for c in columns]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate columns: {', '.join(duplicates)}")
+        missing = [n for n in (CUSTOM_VARS.name, BATCH_ID.name, LOADED_AT.name) if n not in names]
+        if missing:
+            raise ValueError(f"columns lack the trace columns {', '.join(missing)}")
+        self.columns = tuple(columns)
+        self._custom_index = names.index(CUSTOM_VARS.name)
+        self._template: list[Any] = [None] * len(names)
+        self._template[names.index(BATCH_ID.name)] = batch_id
+        self._template[names.index(LOADED_AT.name)] = loaded_at
+        self._slots: dict[str, tuple[int, int]] = {
+            c.name: (i, _KIND_CODES[c.type])
+            for i, c in enumerate(columns)
+            if c.name not in _TRACE_NAMES and not c.name.startswith(CUSTOM_PREFIXES)
+        }
+        self._timestamps: dict[str, datetime] = {}
+
+    def convert(self, obj: object, *, exact: bool = False) -> list[Any]:
+        """The row's values; raises RowRejected, or NeedsExactParse when `exact` is False and a
+        number may have been rounded by orjson."""
+        if type(obj) is not dict:
+            raise RowRejected(f"not a JSON object (got {json_type(obj)})")
+        row = self._template.copy()
+        custom: dict[str, Any] | None = None
+        problems: list[str] | None = None
+        slots = self._slots
+        str_, int_, float_ = str, int, float
+        for key, value in obj.items():
+            slot = slots.get(key)
+            if slot is None:
+                if custom is None:
+                    custom = {}
+                custom[key] = value
+                if type(value) is float_ and not exact and abs(value) >= _INEXACT_FLOAT:
+                    raise NeedsExactParse
+                continue
+            if value is None:
+                continue
+            index, kind = slot
+            try:
+                if kind == _STRING:
+                    if type(value) is str_:
+                        row[index] = value if "\x00" not in value else clean_text(value)
+                    else:
+                        if type(value) is float_ and not exact and abs(value) >= _INEXACT_FLOAT:
+                            raise NeedsExactParse
+                        row[index] = to_string(value)
+                elif kind == _INT64:
+                    if type(value) is int_ and INT64_MIN <= value <= INT64_MAX:
+                        row[index] = value
+                    else:
+                        row[index] = to_int64(value)
+                elif kind == _TIMESTAMP:
+                    row[index] = self._timestamp(value)
+                elif kind == _FLOAT:
+                    row[index] = value if type(value) is float_ else to_float(value)
+                else:
+                    if type(value) is float_ and not exact and abs(value) >= _INEXACT_FLOAT:
+                        raise NeedsExactParse
+                    row[index] = dump_json(value)
+            except BadValue as exc:
+                if problems is None:
+                    problems = []
+                problems.append(f"{key}: {exc}")
+        if problems:
+            raise RowRejected("; ".join(problems))
+        row[self._custom_index] = dump_json(custom) if custom else "{}"
+        return row
+
+    def _timestamp(self, value: object) -> datetime:
+        if type(value) is not str:
+            raise BadValue(f"expected an RFC 3339 timestamp string, got {json_type(value)}")
+        cached = self._timestamps.get(value)
+        if cached is None:
+            cached = parse_rfc3339(value)
+            if len(self._timestamps) >= _TIMESTAMP_CACHE_LIMIT:
+                self._timestamps.clear()
+            self._timestamps[value] = cached
+        return cached

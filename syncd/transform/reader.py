@@ -1,0 +1,332 @@
+"""Streaming the rows out of a spooled export download, with memory that does not grow with it.
+
+The download is gzip (sniffed by its magic bytes, since proxies may already have inflated it)
+or plain, and holds NDJSON (first non-blank byte "{") or one JSON array (first byte "[").
+
+- NDJSON is read line by line; a line that is not JSON becomes a row with an `error`, to be
+  quarantined, and the rest of the file still loads.
+- An array is read line by line too while every line holds exactly one element (the layout
+  FullStory writes). At the first line that does not, the file is parsed again from the start
+  with ijson (yajl2_c), skipping the elements already given: any layout gives the same rows.
+  An array is one JSON document, so damage inside it fails the whole file.
+
+A damaged gzip stream, a file that is neither layout, or an invalid array raise TransformError:
+never a short batch. Invalid UTF-8 is decoded with U+FFFD and raw NUL bytes inside strings
+become U+FFFD (rows load). Blank lines are not rows; `position` counts rows from 0.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import json
+import re
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, NamedTuple, Protocol
+
+import ijson
+import orjson
+
+from syncd.errors import TransformError
+from syncd.transform.convert import REPLACEMENT, clean_value, dump_json
+
+Layout = Literal["ndjson", "array", "empty"]
+
+GZIP_MAGIC = b"\x1f\x8b"
+#: An array line longer than this sends the file to the streaming parser (a one-line array).
+ARRAY_LINE_LIMIT = 1 << 20
+#: An NDJSON row longer than this is quarantined without being parsed.
+MAX_ROW_BYTES = 16 << 20
+#: How much of a row's text a quarantine record keeps.
+RAW_LIMIT = 64 << 10
+
+_JSON_WHITESPACE = b" \t\r\n"
+_BOM = b"\xef\xbb\xbf"
+_COMMA, _CLOSE = ord(","), ord("]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]", re.ASCII)
+_STREAM_READ = 1 << 16
+# Array line states: after "[", after ",", after an element with no separator on its line, done.
+_OPEN, _NEED_ELEMENT, _AFTER_ELEMENT, _CLOSED = range(4)
+
+
+class ExportRow(NamedTuple):
+    """One row of the file, parsed or not."""
+
+    position: int  # 0-based row position in the file
+    value: Any  # the parsed JSON value (None when `error` is set)
+    raw: bytes | None  # the row's text; None when the streaming parser produced `value`
+    error: str  # why the row's text is not JSON; "" when it parsed
+    exact: bool  # True when numbers are exact (orjson rounds integers beyond 64 bits)
+
+
+class _ByteStream(Protocol):
+    """What the reader needs of a (decompressing) file: gzip.GzipFile and io.BufferedReader."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def readline(self, size: int = -1, /) -> bytes: ...
+
+    def peek(self, size: int, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class _Unparsed(Exception):
+    """A row's text is not JSON."""
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text} is out of range")
+    return number
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not JSON")
+
+
+_EXACT_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constant)
+
+
+def parse_exact(text: bytes) -> Any:
+    """Parse a row with exact integers, invalid UTF-8 and raw NUL replaced by U+FFFD.
+
+    The slow, forgiving twin of orjson.loads: used when orjson refuses a row or may have
+    rounded a number. Raises ValueError when the text is not JSON even so.
+    """
+    decoded = text.decode("utf-8", "replace")
+    if "\x00" in decoded:
+        decoded = decoded.replace("\x00", REPLACEMENT)
+    try:
+        value = _EXACT_DECODER.decode(decoded)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    if _SURROGATE_ESCAPE.search(decoded):
+        value = clean_value(value)
+    return value
+
+
+def _parse(text: bytes) -> tuple[Any, bool]:
+    """(value, exact) from orjson, or from `parse_exact` when orjson refuses the text."""
+    try:
+        return orjson.loads(text), False
+    except orjson.JSONDecodeError as exc:
+        try:
+            return parse_exact(text), True
+        except ValueError:
+            raise _Unparsed(str(exc)) from None
+
+
+def row_text(row: ExportRow) -> bytes:
+    """The row's text for a quarantine record (re-serialised when the streaming parser read it)."""
+    if row.raw is not None:
+        return row.raw
+    return dump_json(row.value).encode()
+
+
+class _CleanStream:
+    """A byte stream for ijson: BOM dropped, invalid UTF-8 and NUL turned into U+FFFD."""
+
+    def __init__(self, stream: _ByteStream) -> None:
+        self._stream = stream
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")("replace")
+
+    def read(self, size: int = -1) -> bytes:
+        if size == 0:
+            return b""
+        while True:
+            chunk = self._stream.read(size if size > 0 else _STREAM_READ)
+            text = self._decoder.decode(chunk, not chunk)
+            if "\x00" in text:
+                text = text.replace("\x00", REPLACEMENT)
+            if text or not chunk:
+                return text.encode()
+
+
+def _open(source: Path) -> _ByteStream:
+    with open(source, "rb") as probe:
+        magic = probe.read(2)
+    if magic == GZIP_MAGIC:
+        return gzip.open(source, "rb")
+    return open(source, "rb")
+
+
+def _skip_to_content(stream: _ByteStream) -> bytes:
+    """Consume a BOM and leading whitespace; the first content byte (not consumed), or b""."""
+    peek = stream.peek
+    if peek(3)[:3] == _BOM:
+        stream.read(3)
+    while True:
+        chunk: bytes = peek(1)
+        if not chunk:
+            return b""
+        content = chunk.lstrip(_JSON_WHITESPACE)
+        stream.read(len(chunk) - len(content))
+        if content:
+            return content[:1]
+
+
+class ExportReader:
+    """Iterates the rows of one spooled export file; use as a context manager.
+
+    After iteration `layout` tells what the file held and `streamed` whether the array had to
+    be read by the streaming parser (a layout other than one element per line).
+    """
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+        self.layout: Layout | None = None
+        self.streamed = False
+        self._open_streams: list[_ByteStream] = []
+
+    def __enter__(self) -> ExportReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        while self._open_streams:
+            self._open_streams.pop().close()
+
+    def __iter__(self) -> Iterator[ExportRow]:
+        try:
+            stream = self._stream()
+            first = _skip_to_content(stream)
+            if not first:
+                self.layout = "empty"
+                return
+            if first == b"{":
+                self.layout = "ndjson"
+                yield from self._ndjson(stream)
+            elif first == b"[":
+                self.layout = "array"
+                yield from self._array(stream)
+            else:
+                raise TransformError(
+                    f"{self.source.name} is neither NDJSON nor a JSON array (first byte {first!r})"
+                )
+        except (OSError, EOFError, zlib.error) as exc:
+            raise TransformError(f"cannot read {self.source.name}: {exc}") from exc
+        finally:
+            self.close()
+
+    def _stream(self) -> _ByteStream:
+        stream = _open(self.source)
+        self._open_streams.append(stream)
+        return stream
+
+    def _ndjson(self, stream: _ByteStream) -> Iterator[ExportRow]:
+        readline, loads = stream.readline, orjson.loads
+        position = 0
+        while line := readline(MAX_ROW_BYTES):
+            if len(line) == MAX_ROW_BYTES and line[-1] != ord("\n"):
+                while (rest := readline(_STREAM_READ)) and rest[-1] != ord("\n"):
+                    pass
+                error = f"row longer than {MAX_ROW_BYTES} bytes"
+                yield ExportRow(position, None, line[:RAW_LIMIT], error, False)
+                position += 1
+                continue
+            text = line.strip(_JSON_WHITESPACE)
+            if not text:
+                continue
+            try:
+                yield ExportRow(position, loads(text), text, "", False)
+            except orjson.JSONDecodeError:
+                try:
+                    value, exact = _parse(text)
+                except _Unparsed as exc:
+                    yield ExportRow(position, None, text, f"not JSON: {exc}", False)
+                else:
+                    yield ExportRow(position, value, text, "", exact)
+            position += 1
+
+    def _array(self, stream: _ByteStream) -> Iterator[ExportRow]:
+        """One element per line; anything else hands over to `_streamed_array`."""
+        stream.read(1)  # the "["
+        readline = stream.readline
+        state = _OPEN
+        position = 0
+        while line := readline(ARRAY_LINE_LIMIT):
+            if len(line) == ARRAY_LINE_LIMIT and line[-1] != ord("\n"):
+                yield from self._streamed_array(skip=position)
+                return
+            text = line.strip(_JSON_WHITESPACE)
+            if not text:
+                continue
+            if state == _CLOSED:
+                raise TransformError(f"{self.source.name} has data after its JSON array")
+            if text == b"]" and state in (_OPEN, _AFTER_ELEMENT):
+                state = _CLOSED
+                continue
+            if state == _AFTER_ELEMENT:
+                yield from self._streamed_array(skip=position)
+                return
+            last = text[-1]
+            if last == _COMMA:
+                body, after = text[:-1], _NEED_ELEMENT
+            elif last == _CLOSE:
+                body, after = text[:-1], _CLOSED
+            else:
+                body, after = text, _AFTER_ELEMENT
+            try:
+                value, exact = _parse(body)
+            except _Unparsed:
+                yield from self._streamed_array(skip=position)
+                return
+            yield ExportRow(position, value, body, "", exact)
+            position += 1
+            state = after
+        if state != _CLOSED:
+            raise TransformError(f"{self.source.name} ends inside its JSON array (truncated)")
+
+    def _streamed_array(self, skip: int) -> Iterator[ExportRow]:
+        """The array parsed from the start by ijson; rows before `skip` were already given.
+
+        yajl2_c refuses integers beyond int64; only then is the slow pure-Python backend (exact
+        integers) tried.
+        """
+        self.streamed = True
+        done = skip
+        backend: Any = ijson  # the best backend installed: yajl2_c
+        while True:
+            stream = self._stream()
+            items = backend.items(_CleanStream(stream), "item", use_float=True)
+            try:
+                for position, value in enumerate(items):
+                    if position < done:
+                        continue
+                    if backend.backend_name == "python":
+                        value = clean_value(value)  # it keeps lone surrogates; yajl gives "?"
+                    yield ExportRow(position, value, None, "", True)
+                    done = position + 1
+                return
+            except (ijson.JSONError, ValueError) as exc:
+                if backend.backend_name != "python" and "integer overflow" in str(exc):
+                    backend = ijson.get_backend("python")
+                    continue
+                raise TransformError(
+                    f"{self.source.name} is not a valid JSON array: {_first_line(exc)}"
+                ) from exc
+            finally:
+                stream.close()
+
+
+def _first_line(exc: Exception) -> str:
+    """The parser's message without the excerpt of file content it may quote after it."""
+    text = re.split(r"\n|\\n", str(exc), maxsplit=1)[0].strip(" b'\"")
+    return text[:200] or type(exc).__name__
+
+
+def open_export(source: Path) -> ExportReader:
+    """A reader over the rows of a spooled export file (gzip or plain, NDJSON or an array)."""
+    return ExportReader(source)
