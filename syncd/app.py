@@ -1,0 +1,156 @@
+"""Wiring: turn settings into a running pipeline (client, source, stage, warehouse, hooks).
+
+Everything provider-specific is behind `warehouses.registry`; this module only connects parts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from syncd.config import Settings
+from syncd.errors import ConfigError
+from syncd.fields import export_columns, requested_fields
+from syncd.observability.logging import register_secret
+from syncd.pipeline import BatchSource, Pipeline, PipelineHooks, PipelineOptions
+from syncd.planner import WindowPlan
+from syncd.sources.batches import LegacySource, SegmentSource
+from syncd.sources.client import ExportClient
+from syncd.sources.fetcher import Fetcher
+from syncd.sources.operations import OperationStore
+from syncd.sources.retry import RetryPolicy
+from syncd.state import StatusFile
+from syncd.timeutil import utcnow
+from warehouses.base import Stage, Warehouse
+from warehouses.registry import build_stage, build_warehouse
+
+
+def register_secrets(settings: Settings) -> None:
+    """Tell the log scrubber every secret value the settings hold."""
+    for secret in (
+        settings.fs_api_token,
+        settings.redshift.password,
+        settings.redshift.credentials,
+        settings.postgres.password,
+        *(h.value for h in settings.additional_http_headers),
+    ):
+        register_secret(secret.reveal())
+
+
+def status_file(settings: Settings) -> StatusFile:
+    return StatusFile(settings.state_dir / "status.json")
+
+
+def build_client(
+    settings: Settings, stop: threading.Event, *, retry: RetryPolicy | None = None
+) -> ExportClient:
+    if not settings.fs_api_token:
+        raise ConfigError(
+            ["FsApiToken: an API key is required; set it in the file or in FULLSTORY_API_TOKEN"]
+        )
+    return ExportClient(
+        settings.api_url,
+        settings.fs_api_token,
+        legacy_api_url=settings.legacy_api_url,
+        extra_headers=settings.reveal_http_headers(),
+        timeout=settings.http_timeout.total_seconds(),
+        retry=retry
+        or RetryPolicy(
+            base=settings.backoff.total_seconds(), max_attempts=settings.backoff_steps_max
+        ),
+        stop=stop,
+        download_deadline=settings.download_timeout.total_seconds(),
+    )
+
+
+def build_source(settings: Settings, client: ExportClient) -> BatchSource:
+    spool = settings.state_dir / "spool"
+    fetcher = Fetcher(
+        client,
+        OperationStore(settings.state_dir / "operations.json"),
+        spool,
+        segment_id=settings.segment_id,
+        fields=requested_fields(settings.include_mobile_apps_fields),
+        poll_interval=settings.poll_interval.total_seconds(),
+        operation_deadline=settings.operation_timeout.total_seconds(),
+    )
+    if settings.source == "legacy":
+        return LegacySource(
+            client,
+            fetcher,
+            start_time=settings.start_time,
+            group_by_day=settings.group_files_by_day,
+        )
+    plan = WindowPlan(
+        duration=settings.export_duration,
+        delay=settings.export_delay,
+        start_time=settings.start_time,
+    )
+    return SegmentSource(fetcher, plan)
+
+
+def staged_format(settings: Settings, warehouse: Warehouse) -> str:
+    """The configured staged format if the warehouse loads it, else the warehouse's choice."""
+    formats = warehouse.capabilities.staging_formats
+    if settings.staged_format == "auto":
+        return formats[0]
+    if settings.staged_format not in formats:
+        raise ConfigError(
+            [
+                f"StagedFormat: {settings.staged_format!r} cannot be loaded by this warehouse; "
+                f"use one of {', '.join(formats)}"
+            ]
+        )
+    return settings.staged_format
+
+
+@dataclass
+class App:
+    """The parts of one configured syncd, ready to run."""
+
+    settings: Settings
+    client: ExportClient
+    stage: Stage
+    warehouse: Warehouse
+    pipeline: Pipeline
+
+    def close(self) -> None:
+        self.warehouse.close()
+        self.client.close()
+
+
+def build_app(
+    settings: Settings,
+    *,
+    stop: threading.Event,
+    hooks: Sequence[PipelineHooks] = (),
+    clock: Callable[[], datetime] = utcnow,
+) -> App:
+    """Connect every part; nothing is contacted until `pipeline.start()`."""
+    register_secrets(settings)
+    client = build_client(settings, stop)
+    stage = build_stage(settings)
+    warehouse = build_warehouse(settings, stage)
+    fmt = staged_format(settings, warehouse)
+    options = PipelineOptions(
+        work_dir=settings.state_dir / "work",
+        staged_format=fmt,  # type: ignore[arg-type]
+        keep_staged=settings.keep_staged_files or settings.storage_only,
+        max_attempts=settings.max_batch_attempts,
+        retry_base=settings.backoff.total_seconds(),
+        held_retry_interval=settings.held_retry_interval.total_seconds(),
+    )
+    pipeline = Pipeline(
+        build_source(settings, client),
+        stage,
+        warehouse,
+        export_columns(settings.source, settings.include_mobile_apps_fields),
+        options,
+        status=status_file(settings),
+        hooks=hooks,
+        stop=stop,
+        clock=clock,
+    )
+    return App(settings, client, stage, warehouse, pipeline)

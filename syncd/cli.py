@@ -1,0 +1,446 @@
+"""The `syncd` command line. Only this module chooses exit codes and prints to the user.
+
+Exit codes are named constants; library code raises `syncd.errors` and never exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import date, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import structlog
+
+from syncd import __version__
+from syncd.config import LoadedSettings, Settings, load_settings
+from syncd.errors import ConfigError, LockedError, SyncdError
+from syncd.observability.logging import configure_logging
+from syncd.timeutil import format_timestamp, utcnow
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # a batch is held, a check failed
+EXIT_CONFIG = 2  # bad configuration or usage
+EXIT_LOCKED = 3  # another syncd is the writer
+EXIT_INTERRUPTED = 130  # a second signal: stopped at once
+
+log = structlog.get_logger("syncd.cli")
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace) -> LoadedSettings:
+    path = Path(args.config) if args.config else None
+    loaded = load_settings(path)
+    s = loaded.settings
+    configure_logging(args.log_format or s.log_format, args.log_level or s.log_level)
+    for warning in loaded.warnings:
+        log.warning("configuration", detail=warning)
+    return loaded
+
+
+def _err(message: str) -> None:
+    print(f"syncd: {message}", file=sys.stderr)
+
+
+class _Signals:
+    """First SIGTERM/SIGINT asks for a graceful stop; a second exits at once."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop.is_set():
+            os._exit(EXIT_INTERRUPTED)
+        self.stop.set()
+        log.info("stopping after the current step", signal=signal.Signals(signum).name)
+
+
+def _fmt_ts(dt: datetime | None) -> str:
+    return format_timestamp(dt) if dt else "-"
+
+
+def _fmt_lag(point: datetime | None, now: datetime) -> str:
+    if point is None:
+        return "-"
+    seconds = int((now - point).total_seconds())
+    hours, rest = divmod(max(seconds, 0), 3600)
+    return f"{hours}h{rest // 60:02d}m"
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, *, until_caught_up: bool) -> int:
+    from syncd.app import build_app
+
+    settings = _load(args).settings
+    stop = threading.Event()
+    _Signals(stop).install()
+    app = build_app(settings, stop=stop)
+    try:
+        app.pipeline.start()
+        summary = app.pipeline.run(until_caught_up=until_caught_up)
+    finally:
+        app.close()
+    log.info(
+        "stopped" if stop.is_set() else "done",
+        batches=summary.batches,
+        rows=summary.rows,
+        rejected=summary.rejected,
+        seconds=round(summary.seconds, 1),
+    )
+    if summary.held is not None and until_caught_up:
+        _err(f"batch {summary.held.batch_id} is held: {summary.held.error}")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _status_data(settings: Settings) -> dict[str, Any]:
+    """The status: from the warehouse when it can be read, else from the daemon's status file."""
+    from syncd.app import status_file
+    from syncd.planner import contiguous_end
+    from warehouses.registry import build_stage, build_warehouse
+
+    now = utcnow()
+    daemon = status_file(settings).read()
+    data: dict[str, Any] = {"now": format_timestamp(now), "source": "warehouse"}
+    try:
+        warehouse = build_warehouse(settings, build_stage(settings), read_only=True)
+        try:
+            records = warehouse.sync_records()
+        finally:
+            warehouse.close()
+    except LockedError:
+        if daemon is None:
+            raise
+        records = daemon.recent
+        data["source"] = "status file (the daemon holds the warehouse)"
+    point = contiguous_end(records)
+    if data["source"] != "warehouse" and daemon is not None:
+        point = daemon.sync_point
+    data["sync_point"] = _fmt_ts(point)
+    data["lag"] = _fmt_lag(point, now)
+    data["lag_seconds"] = int((now - point).total_seconds()) if point else None
+    data["batches_committed"] = len(records)
+    data["recent"] = [
+        {
+            "batch": r.batch_id,
+            "start": _fmt_ts(r.start),
+            "end": _fmt_ts(r.end),
+            "rows": r.rows_loaded,
+            "rejected": r.rows_rejected,
+            "committed_at": _fmt_ts(r.committed_at),
+        }
+        for r in records[-10:]
+    ]
+    if daemon is not None:
+        from syncd.state import pid_alive
+
+        data["daemon"] = {
+            "pid": daemon.pid,
+            "alive": pid_alive(daemon.pid),
+            "state": daemon.state,
+            "detail": daemon.detail,
+            "updated_at": _fmt_ts(daemon.updated_at),
+            "next_ready_at": _fmt_ts(daemon.next_ready_at),
+        }
+        if daemon.held is not None:
+            data["held"] = {
+                "batch": daemon.held.batch_id,
+                "error": daemon.held.error,
+                "since": _fmt_ts(daemon.held.since),
+                "attempts": daemon.held.attempts,
+                "next_attempt": _fmt_ts(daemon.held.next_attempt),
+            }
+    return data
+
+
+def _print_status(data: dict[str, Any], out: TextIO) -> None:
+    print(
+        f"sync point   {data['sync_point']}   (lag {data['lag']}, read from {data['source']})",
+        file=out,
+    )
+    daemon = data.get("daemon")
+    if daemon:
+        alive = "running" if daemon["alive"] else "not running"
+        print(
+            f"daemon       pid {daemon['pid']} {alive}, {daemon['state']}: {daemon['detail']}",
+            file=out,
+        )
+    held = data.get("held")
+    if held:
+        print(
+            f"HELD         {held['batch']} since {held['since']} after {held['attempts']} attempts",
+            file=out,
+        )
+        print(f"             {held['error']}", file=out)
+        print(f"             next attempt {held['next_attempt']}", file=out)
+    print(f"batches      {data['batches_committed']} committed; the last ones:", file=out)
+    header = ("batch", "rows", "rejected", "committed_at")
+    rows = [
+        (r["batch"], str(r["rows"]), str(r["rejected"]), r["committed_at"]) for r in data["recent"]
+    ]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
+    print("  " + "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), file=out)
+    for row in rows:
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)), file=out)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _load(args).settings
+    data = _status_data(settings)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        _print_status(data, sys.stdout)
+    return EXIT_FAILED if "held" in data else EXIT_OK
+
+
+def _days(args: argparse.Namespace) -> tuple[date, date]:
+    try:
+        if args.day:
+            first = last = date.fromisoformat(args.day)
+        else:
+            first, last = date.fromisoformat(args.from_day), date.fromisoformat(args.to_day)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError([f"rollback: days are written YYYY-MM-DD ({exc})"]) from None
+    if last < first:
+        raise ConfigError(["rollback: --to is before --from"])
+    return first, last
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from warehouses.registry import build_stage, build_warehouse
+
+    settings = _load(args).settings
+    first, last = _days(args)
+    span = first.isoformat() if first == last else f"{first.isoformat()} to {last.isoformat()}"
+    if not args.yes:
+        if not sys.stdin.isatty():
+            _err("rollback deletes rows; confirm with --yes when not on a terminal")
+            return EXIT_CONFIG
+        answer = input(
+            f"Delete every row and sync row of {span} so the next run reloads it? [y/N] "
+        )
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return EXIT_OK
+    warehouse = build_warehouse(settings, build_stage(settings))
+    try:
+        result = warehouse.rollback_days(first, last)
+    finally:
+        warehouse.close()
+    print(
+        f"rolled back {span}: {result.rows_deleted} rows and {result.sync_rows_deleted} "
+        "sync rows deleted; the next run reloads it"
+    )
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from syncd.app import build_client
+    from syncd.sources.retry import RetryPolicy
+    from warehouses.registry import build_stage, build_warehouse
+
+    settings = _load(args).settings
+    problems: list[str] = []
+    print("config       ok")
+    checks: list[tuple[str, Any]] = []
+    stop = threading.Event()
+
+    def check_api() -> None:
+        # One try: `check` reports what is wrong now instead of backing off for minutes.
+        with build_client(settings, stop, retry=RetryPolicy(max_attempts=1)) as client:
+            client.check(settings.source)
+
+    def check_stage() -> None:
+        build_stage(settings).check()
+
+    def check_warehouse() -> None:
+        warehouse = build_warehouse(settings, build_stage(settings))
+        try:
+            warehouse.check()
+        finally:
+            warehouse.close()
+
+    checks = [("export API", check_api), ("stage", check_stage), ("warehouse", check_warehouse)]
+    for name, fn in checks:
+        try:
+            fn()
+        except SyncdError as exc:
+            problems.append(f"{name}: {exc}")
+            print(f"{name:<12} FAILED: {exc}")
+        else:
+            print(f"{name:<12} ok")
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from syncd.simulator import SimulatorConfig, serve
+
+    configure_logging(args.log_format or "auto", args.log_level or "info")
+    stop = threading.Event()
+    _Signals(stop).install()
+    config = SimulatorConfig(
+        api_key=args.api_key,
+        events_per_hour=args.events_per_hour,
+        seed=args.seed,
+        operation_latency=args.operation_latency,
+    )
+    print(
+        f"simulating FullStory's export APIs on http://{args.host}:{args.port} "
+        f"(API key {args.api_key!r}); Ctrl-C stops",
+        file=sys.stderr,
+    )
+    serve(config, args.host, args.port, stop)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from syncd.demo import run_demo
+
+    configure_logging(args.log_format or "auto", args.log_level or "warning")
+    return run_demo(Path(args.dir), days=args.days, events_per_hour=args.events_per_hour)
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="syncd",
+        description="Keep a data warehouse in sync with FullStory's event export, exactly once.",
+    )
+    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_: str, example: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name,
+            help=help_,
+            description=f"{help_}\n\nExample:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument(
+            "--log-format",
+            choices=("auto", "json", "console"),
+            default=None,
+            help="override LogFormat",
+        )
+        p.add_argument(
+            "--log-level",
+            choices=("debug", "info", "warning", "error"),
+            default=None,
+            help="override LogLevel",
+        )
+        return p
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "-c",
+            "--config",
+            default=os.environ.get("SYNCD_CONFIG"),
+            help="the TOML configuration file (default: $SYNCD_CONFIG)",
+        )
+        return p
+
+    with_config(
+        command(
+            "run", "run the daemon: load every batch as it becomes ready", "syncd run -c syncd.toml"
+        )
+    )
+    with_config(
+        command("once", "catch up to now minus ExportDelay, then exit", "syncd once -c syncd.toml")
+    )
+    p = with_config(
+        command(
+            "status",
+            "show the sync point, lag, last batches and any held batch",
+            "syncd status -c syncd.toml --json",
+        )
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = with_config(
+        command(
+            "rollback",
+            "delete a day's (or a range's) rows and sync rows so the next run reloads them",
+            "syncd rollback -c syncd.toml --day 2026-11-01",
+        )
+    )
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--day", help="one UTC day, YYYY-MM-DD")
+    group.add_argument("--from", dest="from_day", help="first UTC day of a range, YYYY-MM-DD")
+    p.add_argument("--to", dest="to_day", help="last UTC day of the range (inclusive)")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    with_config(
+        command(
+            "check",
+            "validate the config and reach the API, the stage and the warehouse",
+            "syncd check -c syncd.toml",
+        )
+    )
+    p = command(
+        "demo",
+        "sync a few simulated days into a local DuckDB file (no account needed)",
+        "syncd demo --days 3",
+    )
+    p.add_argument("--dir", default="demo-data", help="where the demo writes (default: demo-data)")
+    p.add_argument("--days", type=int, default=3, help="simulated days to sync (default: 3)")
+    p.add_argument("--events-per-hour", type=int, default=2000, help="simulated volume")
+    p = command(
+        "simulate",
+        "serve a local simulator of FullStory's export APIs",
+        "syncd simulate --port 8765 --events-per-hour 100000",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--api-key", default="sim-key")
+    p.add_argument("--events-per-hour", type=int, default=600)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--operation-latency", type=float, default=0.0, help="seconds per export")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "rollback" and args.from_day and not args.to_day:
+        parser.error("--from needs --to")
+    try:
+        if args.command in ("run", "once"):
+            return cmd_run(args, until_caught_up=args.command == "once")
+        handler = {
+            "status": cmd_status,
+            "rollback": cmd_rollback,
+            "check": cmd_check,
+            "demo": cmd_demo,
+            "simulate": cmd_simulate,
+        }[args.command]
+        return handler(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            _err(problem)
+        return EXIT_CONFIG
+    except LockedError as exc:
+        _err(str(exc))
+        return EXIT_LOCKED
+    except SyncdError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED

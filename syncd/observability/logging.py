@@ -1,0 +1,94 @@
+"""structlog set-up: JSON lines in a container, a readable console on a terminal.
+
+Every secret the settings hold is registered with `register_secret` and scrubbed from every
+log line by the last processor, as a second line of defence behind `Secret`'s masked repr.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+_secrets: set[str] = set()
+_lock = threading.Lock()
+MASK = "***"
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def register_secret(value: str) -> None:
+    """Never let `value` appear in a log line (values shorter than 4 characters are ignored)."""
+    if value and len(value) >= 4:
+        with _lock:
+            _secrets.add(value)
+
+
+def scrub(text: str) -> str:
+    """Replace every registered secret in `text` with the mask."""
+    with _lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def _scrub_values(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return scrub(obj)
+    if isinstance(obj, dict):
+        return {k: _scrub_values(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_scrub_values(v) for v in obj)
+    return obj
+
+
+def _scrub_processor(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in list(event_dict.items()):
+        if isinstance(value, BaseException):
+            value = f"{type(value).__name__}: {value}"
+        event_dict[key] = _scrub_values(value)
+    return event_dict
+
+
+def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    """Configure structlog for the process. `fmt` is "auto", "json" or "console"."""
+    out = stream if stream is not None else sys.stderr
+    if fmt == "auto":
+        fmt = "console" if out.isatty() else "json"
+    renderer: Any
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        exc_processors: list[Any] = []
+    else:
+        renderer = structlog.processors.JSONRenderer()
+        exc_processors = [structlog.processors.format_exc_info]
+    # httpx logs every request URL at INFO, signed-URL signatures included: keep it quiet.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *exc_processors,
+            _scrub_processor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            _LEVELS.get(level.lower(), logging.INFO)
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,389 @@
+"""The sync loop: plan the next batch, fetch, transform, stage, commit; strictly in order.
+
+Exactly-once rests on two facts: the warehouse commits a batch and its sync row atomically
+(see `warehouses.base.Warehouse.commit_batch`), and the planner derives the next batch from the
+committed sync rows only. Everything before the commit can be repeated after a crash; nothing
+after it is needed for correctness (cleanup only).
+
+A batch that keeps failing is retried with capped backoff, then *held*: the daemon stays up,
+reports it in the status file and to hooks, retries it every `held_retry_interval`, and never
+plans past it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import structlog
+
+from syncd import __version__
+from syncd.batch import BatchKey, StagedBatch, StagedFormat, SyncRecord, TransformedBatch
+from syncd.errors import SyncdError, TransformError
+from syncd.fields import Column
+from syncd.planner import contiguous_end
+from syncd.state import DaemonStatus, HeldBatch, StatusFile
+from syncd.timeutil import utcnow
+from syncd.transform import transform_file
+from warehouses.base import Stage, Warehouse
+
+log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """The downloaded export files of one batch, on the spool disk."""
+
+    paths: tuple[Path, ...]
+    bytes: int
+    operation_id: str = ""
+
+
+class BatchSource(Protocol):
+    """Plans and downloads batches of one export API (segment export or legacy bundles)."""
+
+    kind: str
+
+    def plan(self, records: Sequence[SyncRecord], now: datetime, limit: int) -> list[BatchKey]:
+        """The next ready batches after the committed records, in commit order."""
+        ...
+
+    def next_ready_at(self, records: Sequence[SyncRecord], now: datetime) -> datetime:
+        """When planning may next find a batch, for the idle wait."""
+        ...
+
+    def fetch(self, key: BatchKey) -> Fetched:
+        """Download the batch (resuming an in-flight export when there is one)."""
+        ...
+
+    def discard(self, key: BatchKey) -> None:
+        """Forget the batch's in-flight export and spool files (after commit, or when corrupt)."""
+        ...
+
+
+class PipelineHooks:
+    """Cross-cutting observers (metrics, health, progress). A failing hook is logged, not raised."""
+
+    def before_batch(self, key: BatchKey) -> None:
+        pass
+
+    def after_step(self, key: BatchKey, step: str, seconds: float) -> None:
+        pass
+
+    def after_commit(self, key: BatchKey, record: SyncRecord) -> None:
+        pass
+
+    def on_failure(self, key: BatchKey, error: BaseException, attempt: int, held: bool) -> None:
+        pass
+
+    def on_idle(self, sync_point: datetime | None, next_ready_at: datetime) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    work_dir: Path  # transform output before staging
+    staged_format: StagedFormat
+    keep_staged: bool = False
+    max_attempts: int = 5  # attempts before a batch is held
+    retry_base: float = 30.0  # seconds; doubles each attempt
+    retry_cap: float = 600.0
+    held_retry_interval: float = 900.0
+    consistency_days: int = 7  # how far back start-up checks days for disagreement
+    staged_name: Callable[[TransformedBatch], str] = field(
+        default=lambda b: b.path.name  # the stage applies FilePrefix
+    )
+
+
+@dataclass
+class RunSummary:
+    batches: int = 0
+    rows: int = 0
+    rejected: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    held: HeldBatch | None = None
+    committed: list[SyncRecord] = field(default_factory=list)
+
+
+class Pipeline:
+    """Runs batches through fetch -> transform -> stage -> commit, one at a time, in order."""
+
+    def __init__(
+        self,
+        source: BatchSource,
+        stage: Stage,
+        warehouse: Warehouse,
+        columns: Sequence[Column],
+        options: PipelineOptions,
+        *,
+        status: StatusFile | None = None,
+        hooks: Sequence[PipelineHooks] = (),
+        stop: threading.Event | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.source = source
+        self.stage = stage
+        self.warehouse = warehouse
+        self.wanted_columns = tuple(columns)
+        self.columns: tuple[Column, ...] = ()
+        self.options = options
+        self.status_file = status
+        self.hooks = tuple(hooks)
+        self.stop = stop or threading.Event()
+        self.clock = clock
+        self.records: list[SyncRecord] = []
+        self.held: HeldBatch | None = None
+        self._attempts: dict[str, int] = {}
+        self._rng = random.Random()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create or reconcile tables, repair inconsistent days, read the sync point."""
+        self.columns = self.warehouse.ensure_tables(self.wanted_columns)
+        self.records = self.warehouse.sync_records()
+        self.repair()
+        self._publish("starting")
+
+    def repair(self) -> list[date]:
+        """Roll back every recent day whose rows and sync rows disagree, so it reloads whole."""
+        end = contiguous_end(self.records) or self.clock()
+        since = (end - timedelta(days=self.options.consistency_days)).date()
+        days = self.warehouse.inconsistent_days(since)
+        for day in days:
+            result = self.warehouse.rollback_days(day, day)
+            log.warning(
+                "rolled back an inconsistent day",
+                day=day.isoformat(),
+                rows_deleted=result.rows_deleted,
+                sync_rows_deleted=result.sync_rows_deleted,
+            )
+        if days:
+            self.records = self.warehouse.sync_records()
+        return days
+
+    def run(self, *, until_caught_up: bool) -> RunSummary:
+        """Load batches until stopped (daemon) or until nothing is ready (`once`)."""
+        summary = RunSummary()
+        started = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                keys = self.source.plan(self.records, self.clock(), 1)
+                if not keys:
+                    ready_at = self.source.next_ready_at(self.records, self.clock())
+                    self._idle(ready_at)
+                    if until_caught_up:
+                        break
+                    self._wait_until(ready_at)
+                    continue
+                key = keys[0]
+                record = self._attempt(key)
+                if record is not None:
+                    summary.batches += 1
+                    summary.rows += record.rows_loaded
+                    summary.rejected += record.rows_rejected
+                    summary.bytes += record.bytes
+                    summary.committed.append(record)
+                    continue
+                if self.held is not None and self.held.batch_id == key.id:
+                    if until_caught_up:
+                        break
+                    self.stop.wait(self.options.held_retry_interval)
+                else:
+                    self.stop.wait(self._backoff(self._attempts.get(key.id, 1)))
+        finally:
+            summary.seconds = time.monotonic() - started
+            summary.held = self.held
+            self._publish("stopped" if self.stop.is_set() else ("held" if self.held else "idle"))
+        return summary
+
+    # -- one batch -------------------------------------------------------------------------
+
+    def _attempt(self, key: BatchKey) -> SyncRecord | None:
+        """One attempt at a batch; on failure, wait out its backoff (or hold it)."""
+        attempt = self._attempts.get(key.id, 0) + 1
+        self._attempts[key.id] = attempt
+        with structlog.contextvars.bound_contextvars(batch=key.id):
+            try:
+                record = self.process(key)
+            except Exception as exc:  # every failure is reported and retried, never skipped
+                self._failed(key, exc, attempt)
+                return None
+        self._attempts.pop(key.id, None)
+        self.held = None
+        return record
+
+    def process(self, key: BatchKey) -> SyncRecord:
+        """Fetch, transform, stage and commit one batch; cleanup after the commit."""
+        self._notify("before_batch", key)
+        self._publish("loading", f"batch {key.id}")
+        log.info("batch started", start=key.start.isoformat(), end=key.end.isoformat())
+        fetched = self._step(key, "fetch", lambda: self.source.fetch(key))
+        loaded_at = self.clock()
+        try:
+            batch = self._step(
+                key,
+                "transform",
+                lambda: transform_file(
+                    key,
+                    fetched.paths,
+                    self.options.work_dir,
+                    self.columns,
+                    self.options.staged_format,
+                    loaded_at,
+                ),
+            )
+        except TransformError:
+            self.source.discard(key)  # a damaged download: fetch it afresh next attempt
+            raise
+        staged = self._step(key, "stage", lambda: self._stage(batch))
+        record = SyncRecord(
+            batch_id=key.id,
+            source=key.source,
+            start=key.start,
+            end=key.end,
+            committed_at=self.clock(),
+            bundle_ids=key.bundle_ids,
+            operation_id=fetched.operation_id,
+            rows_loaded=batch.rows,
+            rows_rejected=batch.rejected,
+            bytes=fetched.bytes,
+            staged_uri=staged.uri,
+            syncd_version=__version__,
+        )
+        if self.stop.is_set():
+            raise _Stopped()
+        self._step(key, "commit", lambda: self.warehouse.commit_batch(staged, record))
+        self.records.append(record)
+        log.info(
+            "batch committed",
+            rows=record.rows_loaded,
+            rejected=record.rows_rejected,
+            bytes=record.bytes,
+        )
+        self._notify("after_commit", key, record)
+        self._cleanup(key, batch, staged)
+        self._publish("loading", f"committed {key.id}")
+        return record
+
+    def _stage(self, batch: TransformedBatch) -> StagedBatch:
+        uri = self.stage.put(batch.path, self.options.staged_name(batch))
+        rejects_uri = None
+        if batch.rejects_path is not None:
+            rejects_uri = self.stage.put(batch.rejects_path, batch.rejects_path.name)
+        return StagedBatch(batch=batch, uri=uri, rejects_uri=rejects_uri)
+
+    def _cleanup(self, key: BatchKey, batch: TransformedBatch, staged: StagedBatch) -> None:
+        """After the commit: local and (unless kept) staged files go. Failures only logged."""
+        try:
+            self.source.discard(key)
+            for path in (batch.path, batch.rejects_path):
+                if path is not None:
+                    path.unlink(missing_ok=True)
+            if not self.options.keep_staged:
+                self.stage.delete(staged.uri)
+                if staged.rejects_uri is not None:
+                    self.stage.delete(staged.rejects_uri)
+        except (OSError, SyncdError) as exc:
+            log.warning("cleanup after commit failed; files left behind", error=str(exc))
+
+    def _step(self, key: BatchKey, name: str, fn: Callable[[], _T]) -> _T:
+        if self.stop.is_set():
+            raise _Stopped()
+        started = time.monotonic()
+        result = fn()
+        seconds = time.monotonic() - started
+        log.debug("step done", step=name, seconds=round(seconds, 3))
+        self._notify("after_step", key, name, seconds)
+        return result
+
+    # -- failure, waiting, status -----------------------------------------------------------
+
+    def _backoff(self, attempt: int) -> float:
+        wait = min(self.options.retry_cap, self.options.retry_base * 2 ** (attempt - 1))
+        return float(wait * (1 + self._rng.uniform(-0.2, 0.2)))
+
+    def _failed(self, key: BatchKey, exc: Exception, attempt: int) -> None:
+        """Log and report a failed attempt; hold the batch when it is out of attempts."""
+        if isinstance(exc, _Stopped):
+            return
+        message = _describe(exc)
+        transient = isinstance(exc, SyncdError) and exc.transient
+        held = attempt >= self.options.max_attempts or not transient
+        if held:
+            now = self.clock()
+            since = self.held.since if self.held and self.held.batch_id == key.id else now
+            self.held = HeldBatch(
+                batch_id=key.id,
+                error=message,
+                since=since,
+                attempts=attempt,
+                next_attempt=now + timedelta(seconds=self.options.held_retry_interval),
+            )
+            log.error(
+                "batch held: it keeps failing; retrying later, never skipping it",
+                attempt=attempt,
+                error=message,
+                retry_in_s=self.options.held_retry_interval,
+            )
+        else:
+            log.warning("batch failed; will retry", attempt=attempt, error=message)
+        self._notify("on_failure", key, exc, attempt, held)
+        self._publish("held" if held else "retrying", message)
+
+    def _idle(self, ready_at: datetime) -> None:
+        sync_point = contiguous_end(self.records)
+        self._notify("on_idle", sync_point, ready_at)
+        self._publish("idle", f"caught up; next batch ready at {ready_at.isoformat()}", ready_at)
+
+    def _wait_until(self, moment: datetime) -> None:
+        delay = (moment - self.clock()).total_seconds()
+        log.info(
+            "caught up; sleeping until the next batch can exist",
+            until=moment.isoformat(),
+            seconds=round(delay),
+        )
+        self.stop.wait(max(1.0, min(delay, 3600.0)))
+
+    def _notify(self, hook: str, *args: object) -> None:
+        for h in self.hooks:
+            try:
+                getattr(h, hook)(*args)
+            except Exception as exc:  # a hook must never break a batch
+                log.warning("hook failed", hook=hook, error=str(exc))
+
+    def _publish(self, state: str, detail: str = "", ready_at: datetime | None = None) -> None:
+        if self.status_file is None:
+            return
+        status = DaemonStatus(
+            pid=os.getpid(),
+            updated_at=self.clock(),
+            state=state,
+            detail=detail,
+            sync_point=contiguous_end(self.records),
+            next_ready_at=ready_at,
+            held=self.held,
+            recent=self.records[-10:],
+        )
+        try:
+            self.status_file.write(status)
+        except OSError as exc:
+            log.warning("could not write the status file", error=str(exc))
+
+
+class _Stopped(Exception):
+    """Raised between steps when a stop was asked for: nothing half-committed, nothing reported."""
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"

@@ -1,0 +1,136 @@
+"""The daemon's status file: what `syncd status` shows while the daemon holds the warehouse.
+
+DuckDB admits one process per file, so the daemon publishes its state here after every step
+(atomically), and `status` reads the warehouse when it can and this file when it cannot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from syncd.batch import SyncRecord
+from syncd.timeutil import format_timestamp, parse_timestamp
+
+
+@dataclass
+class HeldBatch:
+    """A batch that keeps failing: the daemon retries it and reports it, never skips it."""
+
+    batch_id: str
+    error: str
+    since: datetime
+    attempts: int
+    next_attempt: datetime | None = None
+
+
+@dataclass
+class DaemonStatus:
+    pid: int
+    updated_at: datetime
+    state: str  # "starting", "loading", "idle", "held", "stopped"
+    detail: str = ""
+    sync_point: datetime | None = None
+    next_ready_at: datetime | None = None
+    held: HeldBatch | None = None
+    recent: list[SyncRecord] = field(default_factory=list)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so readers see the old or the new file, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _encode(obj: Any) -> Any:
+    if isinstance(obj, datetime):
+        return format_timestamp(obj)
+    if isinstance(obj, dict):
+        return {k: _encode(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_encode(v) for v in obj]
+    return obj
+
+
+def _ts(value: Any) -> datetime | None:
+    return parse_timestamp(value) if isinstance(value, str) and value else None
+
+
+def _record(d: dict[str, Any]) -> SyncRecord:
+    end = _ts(d.get("end"))
+    committed = _ts(d.get("committed_at"))
+    assert end is not None and committed is not None
+    return SyncRecord(
+        batch_id=str(d.get("batch_id", "")),
+        source=str(d.get("source", "")),
+        start=_ts(d.get("start")),
+        end=end,
+        committed_at=committed,
+        bundle_ids=tuple(int(i) for i in d.get("bundle_ids", ())),
+        operation_id=str(d.get("operation_id", "")),
+        rows_loaded=int(d.get("rows_loaded", 0)),
+        rows_rejected=int(d.get("rows_rejected", 0)),
+        bytes=int(d.get("bytes", 0)),
+        staged_uri=str(d.get("staged_uri", "")),
+        syncd_version=str(d.get("syncd_version", "")),
+    )
+
+
+class StatusFile:
+    """Reads and writes the daemon's status as JSON at `path`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, status: DaemonStatus) -> None:
+        write_atomic(self.path, json.dumps(_encode(asdict(status)), indent=1).encode())
+
+    def read(self) -> DaemonStatus | None:
+        try:
+            raw = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        held = raw.get("held")
+        return DaemonStatus(
+            pid=int(raw["pid"]),
+            updated_at=parse_timestamp(raw["updated_at"]),
+            state=str(raw["state"]),
+            detail=str(raw.get("detail", "")),
+            sync_point=_ts(raw.get("sync_point")),
+            next_ready_at=_ts(raw.get("next_ready_at")),
+            held=None
+            if not held
+            else HeldBatch(
+                batch_id=held["batch_id"],
+                error=held["error"],
+                since=parse_timestamp(held["since"]),
+                attempts=int(held["attempts"]),
+                next_attempt=_ts(held.get("next_attempt")),
+            ),
+            recent=[_record(r) for r in raw.get("recent", [])],
+        )
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this PID exists (used to tell a live daemon from a stale file)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
