@@ -1,0 +1,211 @@
+"""The pipeline's own logic with a fake source: order, retries, holding, stop, cleanup.
+
+The warehouse and stage are the real DuckDB (in memory) and local folder; only the export API
+is replaced, so failures can be scripted exactly.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from syncd.batch import BatchKey, SyncRecord
+from syncd.errors import TerminalSourceError, TransientSourceError
+from syncd.fields import export_columns
+from syncd.pipeline import Fetched, Pipeline, PipelineHooks, PipelineOptions
+from syncd.planner import WindowPlan, next_window_ready_at, plan_windows
+from syncd.state import StatusFile
+from syncd.timeutil import UTC
+from warehouses.duckdb import DuckDBWarehouse
+from warehouses.local import LocalStage
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+H = timedelta(hours=1)
+NOW = T0 + 5 * H  # with a 1 h delay, four windows are ready
+
+
+class FakeSource:
+    """Serves two events per window; `failures` scripts errors per window start hour."""
+
+    kind = "segment"
+
+    def __init__(self, spool: Path, failures: dict[int, list[Exception]] | None = None) -> None:
+        self.spool = spool
+        self.plan_ = WindowPlan(duration=H, delay=H, start_time=T0)
+        self.failures = failures or {}
+        self.fetched: list[str] = []
+        self.discarded: list[str] = []
+
+    def plan(self, records: Sequence[SyncRecord], now: datetime, limit: int) -> list[BatchKey]:
+        return plan_windows(records, self.plan_, now, limit)
+
+    def next_ready_at(self, records: Sequence[SyncRecord], now: datetime) -> datetime:
+        return next_window_ready_at(records, self.plan_, now)
+
+    def fetch(self, key: BatchKey) -> Fetched:
+        pending = self.failures.get(key.start.hour, [])
+        if pending:
+            raise pending.pop(0)
+        self.fetched.append(key.id)
+        self.spool.mkdir(parents=True, exist_ok=True)
+        path = self.spool / f"{key.id}.ndjson.gz"
+        events = [
+            {"IndvId": key.start.hour * 10 + i, "EventStart": (key.start + i * H / 4).isoformat()}
+            for i in range(2)
+        ]
+        path.write_bytes(gzip.compress(b"".join(orjson.dumps(e) + b"\n" for e in events)))
+        return Fetched(paths=(path,), bytes=path.stat().st_size, operation_id=f"op-{key.id}")
+
+    def discard(self, key: BatchKey) -> None:
+        self.discarded.append(key.id)
+
+
+def make(
+    tmp_path: Path,
+    source: FakeSource,
+    *,
+    max_attempts: int = 3,
+    keep_staged: bool = False,
+    hooks: Sequence[PipelineHooks] = (),
+    stop: threading.Event | None = None,
+) -> tuple[Pipeline, DuckDBWarehouse]:
+    warehouse = DuckDBWarehouse(":memory:")
+    pipeline = Pipeline(
+        source,
+        LocalStage(tmp_path / "staged"),
+        warehouse,
+        export_columns(),
+        PipelineOptions(
+            work_dir=tmp_path / "work",
+            staged_format="parquet",
+            keep_staged=keep_staged,
+            max_attempts=max_attempts,
+            retry_base=0.0,
+            held_retry_interval=0.0,
+        ),
+        status=StatusFile(tmp_path / "status.json"),
+        hooks=hooks,
+        stop=stop,
+        clock=lambda: NOW,
+    )
+    pipeline.start()
+    return pipeline, warehouse
+
+
+def test_catches_up_window_by_window_in_order(tmp_path: Path) -> None:
+    pipeline, warehouse = make(tmp_path, FakeSource(tmp_path / "spool"))
+    summary = pipeline.run(until_caught_up=True)
+    assert (summary.batches, summary.rows) == (4, 8)
+    assert [r.start for r in warehouse.sync_records()] == [T0 + i * H for i in range(4)]
+
+
+def test_transient_failures_are_retried_until_the_batch_commits(tmp_path: Path) -> None:
+    failures: dict[int, list[Exception]] = {
+        1: [TransientSourceError("503"), TransientSourceError("503")]
+    }
+    pipeline, warehouse = make(tmp_path, FakeSource(tmp_path / "spool", failures), max_attempts=3)
+    summary = pipeline.run(until_caught_up=True)
+    assert (summary.batches, summary.held) == (4, None)
+
+
+def test_a_batch_that_keeps_failing_is_held_and_nothing_after_it_commits(tmp_path: Path) -> None:
+    failures: dict[int, list[Exception]] = {2: [TransientSourceError("503")] * 5}
+    pipeline, warehouse = make(tmp_path, FakeSource(tmp_path / "spool", failures), max_attempts=3)
+    summary = pipeline.run(until_caught_up=True)
+    assert summary.held is not None and summary.held.batch_id.startswith("segment-20261101T020000Z")
+    assert [r.end for r in warehouse.sync_records()] == [T0 + H, T0 + 2 * H]
+
+
+def test_held_batch_is_reported_in_the_status_file(tmp_path: Path) -> None:
+    failures: dict[int, list[Exception]] = {0: [TerminalSourceError("400 bad_request: nope")]}
+    pipeline, _ = make(tmp_path, FakeSource(tmp_path / "spool", failures))
+    pipeline.run(until_caught_up=True)
+    status = StatusFile(tmp_path / "status.json").read()
+    assert status is not None and status.held is not None
+    assert (status.state, status.held.error) == (
+        "held",
+        "TerminalSourceError: 400 bad_request: nope",
+    )
+
+
+def test_a_terminal_error_holds_at_once(tmp_path: Path) -> None:
+    failures: dict[int, list[Exception]] = {0: [TerminalSourceError("403")]}
+    pipeline, _ = make(tmp_path, FakeSource(tmp_path / "spool", failures), max_attempts=5)
+    summary = pipeline.run(until_caught_up=True)
+    assert summary.held is not None and summary.held.attempts == 1
+
+
+def test_held_batch_commits_once_the_fault_clears(tmp_path: Path) -> None:
+    failures: dict[int, list[Exception]] = {0: [TerminalSourceError("403")]}
+    pipeline, _ = make(tmp_path, FakeSource(tmp_path / "spool", failures))
+    assert pipeline.run(until_caught_up=True).held is not None
+    summary = pipeline.run(until_caught_up=True)
+    assert (summary.batches, summary.held, pipeline.held) == (4, None, None)
+
+
+def test_damaged_download_is_discarded_before_the_retry(tmp_path: Path) -> None:
+    source = FakeSource(tmp_path / "spool")
+    pipeline, _ = make(tmp_path, source)
+    original = source.fetch
+
+    def fetch_damaged_once(key: BatchKey) -> Fetched:
+        fetched = original(key)
+        if key.start == T0 and len(source.fetched) == 1:
+            fetched.paths[0].write_bytes(gzip.compress(b'{"IndvId": 1}\n')[:-6])
+        return fetched
+
+    source.fetch = fetch_damaged_once  # type: ignore[method-assign]
+    summary = pipeline.run(until_caught_up=True)
+    assert summary.batches == 4
+    assert source.discarded[0] == BatchKey(T0, T0 + H).id
+
+
+def test_stop_before_commit_commits_nothing(tmp_path: Path) -> None:
+    stop = threading.Event()
+
+    class StopAfterStage(PipelineHooks):
+        def after_step(self, key: BatchKey, step: str, seconds: float) -> None:
+            if step == "stage":
+                stop.set()
+
+    pipeline, warehouse = make(
+        tmp_path, FakeSource(tmp_path / "spool"), hooks=[StopAfterStage()], stop=stop
+    )
+    summary = pipeline.run(until_caught_up=False)
+    assert (summary.batches, warehouse.sync_records(), summary.held) == (0, [], None)
+
+
+def test_a_failing_hook_does_not_break_a_batch(tmp_path: Path) -> None:
+    class Broken(PipelineHooks):
+        def after_commit(self, key: BatchKey, record: SyncRecord) -> None:
+            raise RuntimeError("metrics backend down")
+
+    pipeline, _ = make(tmp_path, FakeSource(tmp_path / "spool"), hooks=[Broken()])
+    assert pipeline.run(until_caught_up=True).batches == 4
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_staged_files_are_removed_after_commit_unless_kept(tmp_path: Path, keep: bool) -> None:
+    pipeline, _ = make(tmp_path, FakeSource(tmp_path / "spool"), keep_staged=keep)
+    pipeline.run(until_caught_up=True)
+    staged = sorted(p.name for p in (tmp_path / "staged").glob("*.parquet"))
+    assert len(staged) == (4 if keep else 0)
+    assert list((tmp_path / "work").glob("*")) == []
+
+
+def test_start_rolls_back_a_day_whose_rows_disagree_with_its_sync_rows(tmp_path: Path) -> None:
+    pipeline, warehouse = make(tmp_path, FakeSource(tmp_path / "spool"))
+    pipeline.run(until_caught_up=True)
+    first = BatchKey(T0, T0 + H).id
+    warehouse._con.execute(
+        'DELETE FROM "fsexport" WHERE "SyncdBatchId" = ? AND "IndvId" = 0', [first]
+    )
+    assert pipeline.repair() == [T0.date()]
+    assert warehouse.sync_records() == []
+    assert pipeline.run(until_caught_up=True).batches == 4
