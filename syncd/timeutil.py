@@ -42,7 +42,9 @@ def parse_duration(text: str) -> timedelta:
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
     if pos != len(s) or pos == 0:
-        raise ValueError(f"{text!r} is not a duration with units, e.g. '90s', '15m', '1h30m', '24h'")
+        raise ValueError(
+            f"{text!r} is not a duration with units, e.g. '90s', '15m', '1h30m', '24h'"
+        )
     return timedelta(seconds=sign * total)
 
 
@@ -71,7 +73,9 @@ def parse_timestamp(text: str) -> datetime:
         s = s[:-1] + "+00:00"
     dt = datetime.fromisoformat(s)
     if dt.tzinfo is None:
-        raise ValueError(f"{text!r} has no time zone; write it as RFC 3339, e.g. 2026-11-01T00:00:00Z")
+        raise ValueError(
+            f"{text!r} has no time zone; write it as RFC 3339, e.g. 2026-11-01T00:00:00Z"
+        )
     return dt.astimezone(UTC)
 
 

@@ -177,3 +177,9 @@ def test_check_reports_an_unusable_folder_as_a_load_error(tmp_path: Path) -> Non
     (tmp_path / "blocker").write_text("not a folder")
     with pytest.raises(TerminalLoadError, match="cannot be created"):
         StorageOnlyWarehouse(LocalStage(tmp_path / "blocker" / "stage")).check()
+
+
+def test_use_start_time_ignores_a_checkpoint_from_an_earlier_run(tmp_path: Path) -> None:
+    stage = LocalStage(tmp_path)
+    stage.write_checkpoint(datetime(2026, 11, 1, tzinfo=UTC))
+    assert StorageOnlyWarehouse(stage, use_start_time=True).sync_records() == []

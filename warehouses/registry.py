@@ -27,7 +27,7 @@ def build_warehouse(settings: Settings, stage: Stage, *, read_only: bool = False
     if settings.storage_only:
         from warehouses.storage_only import StorageOnlyWarehouse
 
-        return StorageOnlyWarehouse(stage)
+        return StorageOnlyWarehouse(stage, use_start_time=settings.local.use_start_time)
     if settings.provider == "duckdb":
         from warehouses.duckdb import DuckDBWarehouse
 

@@ -52,8 +52,11 @@ class StorageOnlyWarehouse:
         remote_stage=False,
     )
 
-    def __init__(self, stage: Stage) -> None:
+    def __init__(self, stage: Stage, *, use_start_time: bool = False) -> None:
         self.stage = stage
+        # hauser's [local] UseStartTime: ignore a checkpoint this process did not write, so
+        # every start begins at StartTime.
+        self.use_start_time = use_start_time
         self._last: SyncRecord | None = None  # the last batch committed by this process
 
     def __repr__(self) -> str:
@@ -80,7 +83,9 @@ class StorageOnlyWarehouse:
 
     def sync_records(self, since: datetime | None = None) -> list[SyncRecord]:
         """At most one record: the checkpoint (see the module notes for what it holds)."""
-        end = self._checkpoint()
+        end = self._last.end if self.use_start_time and self._last else None
+        if not self.use_start_time:
+            end = self._checkpoint()
         if end is None or (since is not None and end <= since):
             return []
         if self._last is not None and self._last.end == end:
