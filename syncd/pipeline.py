@@ -29,6 +29,7 @@ from syncd.batch import BatchKey, StagedBatch, StagedFormat, SyncRecord, Transfo
 from syncd.errors import SyncdError, TransformError
 from syncd.fields import Column
 from syncd.planner import contiguous_end
+from syncd.sources.retry import RetryPolicy
 from syncd.state import DaemonStatus, HeldBatch, StatusFile
 from syncd.timeutil import utcnow
 from syncd.transform import transform_file
@@ -309,8 +310,12 @@ class Pipeline:
     # -- failure, waiting, status -----------------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
-        wait = min(self.options.retry_cap, self.options.retry_base * 2 ** (attempt - 1))
-        return float(wait * (1 + self._rng.uniform(-0.2, 0.2)))
+        policy = RetryPolicy(
+            base=self.options.retry_base,
+            cap=self.options.retry_cap,
+            max_attempts=self.options.max_attempts,
+        )
+        return policy.wait(attempt, rand=self._rng.random)
 
     def _failed(self, key: BatchKey, exc: Exception, attempt: int) -> None:
         """Log and report a failed attempt; hold the batch when it is out of attempts."""
