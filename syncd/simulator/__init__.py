@@ -8,6 +8,7 @@ with Simulator(SimulatorConfig(events_per_hour=1000)) as sim:
 
 from __future__ import annotations
 
+from syncd.batch import Bundle
 from syncd.simulator.bodies import (
     FORMAT_CSV,
     FORMAT_JSON,
@@ -25,7 +26,7 @@ from syncd.simulator.events import (
     EventGenerator,
 )
 from syncd.simulator.faults import Endpoint, Fault, FaultPlan, FiredFault, PlannedFault
-from syncd.simulator.legacy import ID_BASE, PAGE_SIZE, Bundle
+from syncd.simulator.legacy import ID_BASE, PAGE_SIZE
 from syncd.simulator.server import Simulator, serve
 from syncd.simulator.shape import LEGACY_RENAMES
 from syncd.simulator.stats import SimulatorStats

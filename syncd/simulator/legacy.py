@@ -8,9 +8,9 @@ ID_BASE + index: an integer a float cannot hold exactly, as real bundle ids can 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from syncd.batch import Bundle
 from syncd.timeutil import UTC
 
 ID_BASE = 2**60
@@ -18,19 +18,13 @@ PAGE_SIZE = 20  # the list endpoint answers at most 20 bundles per call
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-@dataclass(frozen=True)
-class Bundle:
-    id: int
-    start: datetime
-    stop: datetime
-
-    def as_json(self) -> dict[str, int]:
-        """As the list endpoint shows it: Id, Start and Stop in unix seconds."""
-        return {
-            "Id": self.id,
-            "Start": int((self.start - _EPOCH).total_seconds()),
-            "Stop": int((self.stop - _EPOCH).total_seconds()),
-        }
+def bundle_json(bundle: Bundle) -> dict[str, int]:
+    """As the list endpoint shows a bundle: Id, Start and Stop in unix seconds."""
+    return {
+        "Id": bundle.id,
+        "Start": int((bundle.start - _EPOCH).total_seconds()),
+        "Stop": int((bundle.stop - _EPOCH).total_seconds()),
+    }
 
 
 class BundleCalendar:

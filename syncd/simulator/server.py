@@ -28,6 +28,7 @@ from urllib.parse import urlencode
 
 import structlog
 
+from syncd.batch import Bundle
 from syncd.errors import ConfigError
 from syncd.simulator.bodies import (
     FORMAT_JSON,
@@ -49,7 +50,7 @@ from syncd.simulator.faults import (
     FiredFault,
 )
 from syncd.simulator.handler import FILE_NAMES, ApiServer, HttpError, integer_param, rate_limited
-from syncd.simulator.legacy import Bundle, BundleCalendar
+from syncd.simulator.legacy import BundleCalendar, bundle_json
 from syncd.simulator.operations import (
     ExportOperation,
     SlidingWindow,
@@ -370,7 +371,7 @@ class Simulator:
         self.stats.add("legacy_lists")
         start = integer_param(query, "start")
         bundles = self._calendar.after(start, self.now())
-        return {"exports": [bundle.as_json() for bundle in bundles]}
+        return {"exports": [bundle_json(bundle) for bundle in bundles]}
 
     def legacy_bundle(self, query: dict[str, list[str]]) -> tuple[Bundle, ExportSpec]:
         bundle = self._calendar.by_id(integer_param(query, "id"), self.now())
