@@ -242,9 +242,16 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             return EXIT_OK
     warehouse = build_warehouse(settings, build_stage(settings))
     try:
+        records = warehouse.sync_records()
         result = warehouse.rollback_days(first, last)
     finally:
         warehouse.close()
+    starts = [r.start for r in records if r.start is not None]
+    if settings.start_time is None and starts and first <= min(starts).date():
+        _err(
+            "note: this removed the first committed day and StartTime is not set, so the next "
+            f'run starts after it; set StartTime = "{first.isoformat()}T00:00:00Z" to reload it'
+        )
     print(
         f"rolled back {span}: {result.rows_deleted} rows and {result.sync_rows_deleted} "
         "sync rows deleted; the next run reloads it"

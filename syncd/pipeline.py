@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -67,6 +68,10 @@ class BatchSource(Protocol):
 
     def discard(self, key: BatchKey) -> None:
         """Forget the batch's in-flight export and spool files (after commit, or when corrupt)."""
+        ...
+
+    def sweep(self, committed: Collection[str]) -> None:
+        """Forget exports and spool files of committed batches (left by a crash after commit)."""
         ...
 
 
@@ -153,6 +158,10 @@ class Pipeline:
         self.columns = self.warehouse.ensure_tables(self.wanted_columns)
         self.records = self.warehouse.sync_records()
         self.repair()
+        # Whatever a crash between commit and cleanup left: transform outputs are always
+        # re-creatable, and spool files of committed batches are no longer needed.
+        shutil.rmtree(self.options.work_dir, ignore_errors=True)
+        self.source.sweep({r.batch_id for r in self.records})
         self._publish("starting")
 
     def repair(self) -> list[date]:

@@ -60,12 +60,21 @@ def contiguous_end(records: Sequence[SyncRecord]) -> datetime | None:
 
 
 def first_start(records: Sequence[SyncRecord], plan: WindowPlan, now: datetime) -> datetime:
-    """Where planning begins: the earliest committed time, else StartTime (aligned)."""
+    """Where planning begins: the earliest committed time, or StartTime (aligned) when that is
+    earlier or nothing is committed.
+
+    An explicit StartTime before the earliest committed time means a rolled-back first day is
+    planned again. Without StartTime (a default that moves with now) the earliest committed
+    time is the anchor, so a rolled-back first day is reloaded only once StartTime is set;
+    `syncd rollback` says so.
+    """
     intervals = covered_intervals(records)
-    if intervals:
-        return intervals[0][0]
-    start = plan.start_time if plan.start_time is not None else now - DEFAULT_LOOKBACK
-    return align_down(start, plan.duration)
+    if plan.start_time is None:
+        if intervals:
+            return intervals[0][0]
+        return align_down(now - DEFAULT_LOOKBACK, plan.duration)
+    start = align_down(plan.start_time, plan.duration)
+    return min(start, intervals[0][0]) if intervals else start
 
 
 def plan_windows(
@@ -107,11 +116,14 @@ def next_window_ready_at(
 def legacy_start(
     records: Sequence[SyncRecord], start_time: datetime | None, now: datetime
 ) -> datetime:
-    """Where to list legacy bundles from: the end of the first committed prefix, else StartTime."""
-    end = contiguous_end(records)
-    if end is not None:
-        return end
-    return start_time if start_time is not None else now - DEFAULT_LOOKBACK
+    """Where to list legacy bundles from: the end of the committed prefix, or StartTime when
+    nothing is committed or an explicit StartTime lies before the earliest committed time."""
+    intervals = covered_intervals(records)
+    if not intervals:
+        return start_time if start_time is not None else now - DEFAULT_LOOKBACK
+    if start_time is not None and start_time < intervals[0][0]:
+        return start_time
+    return intervals[0][1]
 
 
 def plan_bundles(

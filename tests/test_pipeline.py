@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gzip
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -64,6 +64,9 @@ class FakeSource:
 
     def discard(self, key: BatchKey) -> None:
         self.discarded.append(key.id)
+
+    def sweep(self, committed: Collection[str]) -> None:
+        pass
 
 
 def make(

@@ -9,6 +9,7 @@ from syncd.planner import (
     WindowPlan,
     align_down,
     contiguous_end,
+    legacy_start,
     next_window_ready_at,
     plan_bundles,
     plan_windows,
@@ -92,3 +93,23 @@ def test_committed_bundles_are_not_planned_again() -> None:
     bundles = [Bundle(100 + i, D0 + i * 24 * H, D0 + (i + 1) * 24 * H) for i in range(3)]
     keys = plan_bundles([rec(D0, D0 + 24 * H)], bundles, group_by_day=True, limit=10)
     assert [k.bundle_ids for k in keys] == [(101,), (102,)]
+
+
+def test_a_rolled_back_first_day_is_planned_again_from_start_time() -> None:
+    day = timedelta(days=1)
+    records = [rec(D0 + day, D0 + 2 * day)]  # the first day, D0, was rolled back
+    plan = WindowPlan(duration=24 * H, delay=H, start_time=D0)
+    keys = plan_windows(records, plan, now=D0 + 3 * day + H, limit=2)
+    assert [k.start for k in keys] == [D0, D0 + 2 * day]
+
+
+def test_without_start_time_the_earliest_committed_window_is_the_anchor() -> None:
+    records = [rec(D0 + H, D0 + 2 * H)]
+    keys = plan_windows(records, WindowPlan(duration=H, delay=H), now=D0 + timedelta(days=2))
+    assert keys[0].start == D0 + 2 * H
+
+
+def test_legacy_listing_restarts_at_start_time_after_a_first_day_rollback() -> None:
+    day = timedelta(days=1)
+    assert legacy_start([rec(D0 + day, D0 + 2 * day)], D0, now=D0 + 5 * day) == D0
+    assert legacy_start([rec(D0, D0 + 2 * day)], D0, now=D0 + 5 * day) == D0 + 2 * day

@@ -286,8 +286,10 @@ TOP_LEVEL: tuple[Key, ...] = (
         "StartTime",
         K.TIMESTAMP,
         None,
-        "Where a fresh install starts exporting; empty means 30 days before now. Ignored once "
-        "a batch is committed (unless [local] UseStartTime).",
+        "Where a fresh install starts exporting; empty means 30 days before now. Once batches "
+        "are committed, syncd continues after them; a StartTime before the first committed "
+        "batch loads the time before it too (a rolled-back first day, or earlier history). "
+        "StorageOnly with [local] UseStartTime: every start begins here.",
         default_doc="now - 30 days",
         example='"2026-01-01T00:00:00Z"',
         hauser=True,

@@ -3,10 +3,8 @@ legacy bundles. Each pairs the pure planner with the fetcher of its API."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from syncd.batch import BatchKey, Bundle, SyncRecord
 from syncd.pipeline import Fetched
@@ -45,6 +43,9 @@ class SegmentSource:
 
     def discard(self, key: BatchKey) -> None:
         self.fetcher.forget(key.id)
+
+    def sweep(self, committed: Collection[str]) -> None:
+        self.fetcher.sweep(committed)
 
 
 class LegacySource:
@@ -91,8 +92,5 @@ class LegacySource:
         self.fetcher.forget(key.id)
         self._bundles.pop(key, None)
 
-
-def clear_spool(spool_dir: Path) -> None:
-    """Remove leftover spool files of batches that are no longer in flight."""
-    shutil.rmtree(spool_dir, ignore_errors=True)
-    spool_dir.mkdir(parents=True, exist_ok=True)
+    def sweep(self, committed: Collection[str]) -> None:
+        self.fetcher.sweep(committed)

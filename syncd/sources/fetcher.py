@@ -8,7 +8,8 @@ in which case a new export of the same window is created.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import glob
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -133,8 +134,24 @@ class Fetcher:
         return results
 
     def forget(self, batch_id: str) -> None:
-        """Drop the batch's persisted operation: call after its commit (or to re-export)."""
+        """Drop the batch's persisted operation and its spool files: call after its commit (or
+        to re-export)."""
         self.store.remove(batch_id)
+        for path in self._spool_files(batch_id):
+            path.unlink(missing_ok=True)
+
+    def sweep(self, committed: Collection[str]) -> None:
+        """Forget what a crash between commit and cleanup left behind for committed batches."""
+        for pending in self.store.all():
+            if pending.batch_id in committed:
+                self.store.remove(pending.batch_id)
+        for batch_id in committed:
+            for path in self._spool_files(batch_id):
+                path.unlink(missing_ok=True)
+
+    def _spool_files(self, batch_id: str) -> list[Path]:
+        # Names are "<batch id>.<ext>" (segment) or "<batch id>-<bundle id>.<ext>" (legacy).
+        return list(self.spool_dir.glob(f"{glob.escape(batch_id)}[.-]*"))
 
     def _complete(self, pending: PendingOperation) -> FetchResult:
         export_id = pending.export_id

@@ -1,0 +1,119 @@
+"""Crash tests: syncd SIGKILLed at each step of a batch, then restarted, loses and duplicates
+nothing, and does not export a window twice.
+
+`tests/crash_runner.py` runs the CLI in a subprocess with one crash point installed; the
+simulator runs here (a thread) and survives the kill. The restart runs in process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from e2e_support import (
+    API_KEY,
+    NOW,
+    NOW_ENV,
+    SyncdFiles,
+    assert_rows_equal,
+    expected_segment_rows,
+    export_rows,
+    hour_windows,
+    run_cli,
+    sync_rows,
+    window_key,
+    write_config,
+)
+
+from syncd.cli import EXIT_OK
+from syncd.simulator import Simulator, SimulatorConfig
+from syncd.timeutil import UTC, format_timestamp
+
+START = datetime(2026, 11, 1, 21, tzinfo=UTC)
+WINDOWS = hour_windows(START, datetime(2026, 11, 2, 2, tzinfo=UTC))
+RUNNER = Path(__file__).with_name("crash_runner.py")
+
+#: Every step of a batch, in pipeline order; each crash hits the second batch, so the first is
+#: committed and the second is caught half-way.
+POINTS = (
+    "download",
+    "before_transform",
+    "transform",
+    "staged",
+    "loaded",
+    "before_commit",
+    "committed",
+)
+
+
+def crash(files: SyncdFiles, point: str, now: datetime = NOW) -> subprocess.CompletedProcess[str]:
+    """`syncd once` in a subprocess that kills itself at `point`."""
+    return subprocess.run(
+        [sys.executable, str(RUNNER), point, "once", "-c", str(files.config)],
+        env={**os.environ, NOW_ENV: format_timestamp(now)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """A syncd killed at one point of the second batch, then restarted."""
+
+    sim: Simulator
+    files: SyncdFiles
+    crashed: subprocess.CompletedProcess[str]
+    restart_code: int
+
+
+@pytest.fixture(scope="module", params=POINTS)
+def recovery(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Recovery]:
+    with Simulator(SimulatorConfig(api_key=API_KEY, events_per_hour=200)) as sim:
+        files = write_config(tmp_path_factory.mktemp(request.param), sim, START)
+        crashed = crash(files, f"{request.param}@2")
+        yield Recovery(sim, files, crashed, run_cli(["once", "-c", str(files.config)]))
+
+
+def test_the_crash_runner_dies_by_sigkill(recovery: Recovery) -> None:
+    assert recovery.crashed.returncode == -signal.SIGKILL, recovery.crashed.stderr
+
+
+def test_after_a_crash_the_next_once_makes_the_table_exact(recovery: Recovery) -> None:
+    assert recovery.restart_code == EXIT_OK
+    assert_rows_equal(
+        export_rows(recovery.files.duckdb), expected_segment_rows(recovery.sim, WINDOWS)
+    )
+
+
+def test_after_a_crash_the_sync_table_has_one_row_per_window(recovery: Recovery) -> None:
+    got = [(r["SyncdBatchId"], r["RowsLoaded"] > 0) for r in sync_rows(recovery.files.duckdb)]
+    assert got == [(window_key(*w).id, True) for w in WINDOWS]
+
+
+def test_after_a_crash_no_window_is_exported_twice(recovery: Recovery) -> None:
+    assert dict(recovery.sim.stats.exports_by_window) == {w: 1 for w in WINDOWS}
+
+
+def test_a_kill_while_the_export_is_pending_resumes_that_export(tmp_path: Path) -> None:
+    config = SimulatorConfig(api_key=API_KEY, events_per_hour=200, operation_latency=1.0)
+    windows = WINDOWS[:1]
+    now = windows[0][1] + timedelta(hours=1, minutes=30)  # only the first window is ready
+    with Simulator(config) as sim:
+        files = write_config(tmp_path, sim, START)
+        crashed = crash(files, "polling", now)
+        pending_when_killed = dict(sim.stats.exports_by_window)
+        assert (crashed.returncode, pending_when_killed) == (-signal.SIGKILL, {windows[0]: 1})
+        assert run_cli(["once", "-c", str(files.config)], now=now) == EXIT_OK
+        assert dict(sim.stats.exports_by_window) == {windows[0]: 1}
+        assert_rows_equal(export_rows(files.duckdb), expected_segment_rows(sim, windows))
