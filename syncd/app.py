@@ -9,6 +9,9 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+import httpx
 
 from syncd.config import Settings
 from syncd.errors import ConfigError
@@ -39,13 +42,28 @@ def register_secrets(settings: Settings) -> None:
         register_secret(secret.reveal())
 
 
+@runtime_checkable
+class ClientObserver(Protocol):
+    """A hook that also watches the export API client (metrics): retries and responses."""
+
+    def on_retry(self, reason: str, attempt: int, wait_seconds: float) -> None: ...
+
+    def on_response(self, response: httpx.Response) -> None: ...
+
+
 def status_file(settings: Settings) -> StatusFile:
     return StatusFile(settings.state_dir / "status.json")
 
 
 def build_client(
-    settings: Settings, stop: threading.Event, *, retry: RetryPolicy | None = None
+    settings: Settings,
+    stop: threading.Event,
+    *,
+    retry: RetryPolicy | None = None,
+    http: httpx.Client | None = None,
+    on_retry: Callable[[str, int, float], None] | None = None,
 ) -> ExportClient:
+    """The export API client (on `http` when given: the caller closes that one)."""
     if not settings.fs_api_token:
         raise ConfigError(
             ["FsApiToken: an API key is required; set it in the file or in FULLSTORY_API_TOKEN"]
@@ -62,7 +80,25 @@ def build_client(
         ),
         stop=stop,
         download_deadline=settings.download_timeout.total_seconds(),
+        http=http,
+        on_retry=on_retry,
     )
+
+
+def _observe_response(observers: Sequence[ClientObserver]) -> Callable[[httpx.Response], None]:
+    def hook(response: httpx.Response) -> None:
+        for observer in observers:
+            observer.on_response(response)
+
+    return hook
+
+
+def _observe_retry(observers: Sequence[ClientObserver]) -> Callable[[str, int, float], None]:
+    def hook(reason: str, attempt: int, wait_seconds: float) -> None:
+        for observer in observers:
+            observer.on_retry(reason, attempt, wait_seconds)
+
+    return hook
 
 
 def build_source(settings: Settings, client: ExportClient) -> BatchSource:
@@ -115,10 +151,13 @@ class App:
     stage: Stage
     warehouse: Warehouse
     pipeline: Pipeline
+    http: httpx.Client | None = None  # made for client observers; closed here
 
     def close(self) -> None:
         self.warehouse.close()
         self.client.close()
+        if self.http is not None:
+            self.http.close()
 
 
 def build_app(
@@ -130,7 +169,16 @@ def build_app(
 ) -> App:
     """Connect every part; nothing is contacted until `pipeline.start()`."""
     register_secrets(settings)
-    client = build_client(settings, stop)
+    observers = [h for h in hooks if isinstance(h, ClientObserver)]
+    http = None
+    if observers:  # count every response and retry (metrics)
+        http = httpx.Client(event_hooks={"response": [_observe_response(observers)]})
+    client = build_client(
+        settings,
+        stop,
+        http=http,
+        on_retry=_observe_retry(observers) if observers else None,
+    )
     stage = build_stage(settings)
     warehouse = build_warehouse(settings, stage)
     fmt = staged_format(settings, warehouse)
@@ -153,4 +201,4 @@ def build_app(
         stop=stop,
         clock=clock,
     )
-    return App(settings, client, stage, warehouse, pipeline)
+    return App(settings, client, stage, warehouse, pipeline, http)

@@ -11,7 +11,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from types import FrameType
@@ -30,6 +31,7 @@ EXIT_FAILED = 1  # a batch is held, a check failed
 EXIT_CONFIG = 2  # bad configuration or usage
 EXIT_LOCKED = 3  # another syncd is the writer
 EXIT_INTERRUPTED = 130  # a second signal: stopped at once
+_PLAN_LIMIT = 10_000  # batches counted for a progress display's total
 
 log = structlog.get_logger("syncd.cli")
 
@@ -83,16 +85,63 @@ def _fmt_lag(point: datetime | None, now: datetime) -> str:
 # -- commands ------------------------------------------------------------------------------
 
 
+def _planned_total(app: Any) -> int:
+    """How many batches are ready now (for the progress display's total)."""
+    pipeline = app.pipeline
+    return len(pipeline.source.plan(pipeline.records, pipeline.clock(), _PLAN_LIMIT))
+
+
+def _stall_timeout(settings: Settings) -> float:
+    """Liveness tolerates the longest silent step: an operation wait plus a download."""
+    from syncd.observability.health import DEFAULT_STALL_TIMEOUT
+
+    longest = settings.operation_timeout + settings.download_timeout
+    return max(DEFAULT_STALL_TIMEOUT, longest.total_seconds() + 600.0)
+
+
+@contextmanager
+def _ops_server(settings: Settings, health: Any, metrics: Any) -> Iterator[None]:
+    """Serve /metrics, /livez and /readyz while the daemon runs, when an address is set."""
+    bind = settings.metrics.bind
+    if bind is None:
+        yield
+        return
+    from syncd.observability.health import OpsServer
+
+    with OpsServer(bind[0], bind[1], health, metrics):
+        yield
+
+
 def cmd_run(args: argparse.Namespace, *, until_caught_up: bool) -> int:
     from syncd.app import build_app
+    from syncd.lease import LeaseHolder, LeaseKeeper
+    from syncd.observability.health import Health
+    from syncd.observability.metrics import SyncMetrics
+    from syncd.observability.progress import progress_for
+    from syncd.planner import contiguous_end
 
     settings = _load(args).settings
     stop = threading.Event()
     _Signals(stop).install()
-    app = build_app(settings, stop=stop)
+    metrics = SyncMetrics(export_delay=settings.export_delay)
+    health = Health(stall_timeout=_stall_timeout(settings))
+    progress = progress_for(sys.stderr) if until_caught_up else None
+    hooks = [h for h in (metrics, health, progress) if h is not None]
+    app = build_app(settings, stop=stop, hooks=hooks)
+    metrics.follow(lambda: contiguous_end(app.pipeline.records))
     try:
-        app.pipeline.start()
-        summary = app.pipeline.run(until_caught_up=until_caught_up)
+        with LeaseKeeper(app.warehouse, LeaseHolder.current(), stop).held():
+            with _ops_server(settings, health, metrics if not until_caught_up else None):
+                app.pipeline.start()
+                health.mark_started()
+                if progress is not None:
+                    progress.add_total(_planned_total(app))
+                try:
+                    summary = app.pipeline.run(until_caught_up=until_caught_up)
+                finally:
+                    health.mark_stopped()
+                    if progress is not None:
+                        progress.finish()
     finally:
         app.close()
     log.info(
@@ -104,6 +153,45 @@ def cmd_run(args: argparse.Namespace, *, until_caught_up: bool) -> int:
     )
     if summary.held is not None and until_caught_up:
         _err(f"batch {summary.held.batch_id} is held: {summary.held.error}")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from syncd.app import build_app
+    from syncd.backfill import backfill
+    from syncd.lease import LeaseHolder, LeaseKeeper
+    from syncd.observability.progress import progress_for
+
+    settings = _load(args).settings
+    first, last = _days(args, "backfill")
+    stop = threading.Event()
+    _Signals(stop).install()
+    progress = progress_for(sys.stderr)
+    app = build_app(settings, stop=stop, hooks=[progress] if progress is not None else [])
+    try:
+        with LeaseKeeper(app.warehouse, LeaseHolder.current(), stop).held():
+            app.pipeline.start()
+            try:
+                result = backfill(
+                    app.pipeline, first, last, start_time=settings.start_time, progress=progress
+                )
+            finally:
+                if progress is not None:
+                    progress.finish()
+    finally:
+        app.close()
+    span = first.isoformat() if first == last else f"{first.isoformat()} to {last.isoformat()}"
+    print(
+        f"backfill of {span}: {len(result.days_done)} days replaced, {result.batches} batches, "
+        f"{result.rows} rows loaded ({result.rejected} rejected), "
+        f"{result.rows_replaced} old rows removed"
+    )
+    if result.held is not None:
+        _err(
+            f"batch {result.held.batch_id} is held: {result.held.error}; the rest of its day is "
+            "loaded by the next run or backfill"
+        )
         return EXIT_FAILED
     return EXIT_OK
 
@@ -211,16 +299,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_FAILED if "held" in data else EXIT_OK
 
 
-def _days(args: argparse.Namespace) -> tuple[date, date]:
+def _days(args: argparse.Namespace, command: str = "rollback") -> tuple[date, date]:
     try:
-        if args.day:
+        if getattr(args, "day", None):
             first = last = date.fromisoformat(args.day)
         else:
-            first, last = date.fromisoformat(args.from_day), date.fromisoformat(args.to_day)
+            first = date.fromisoformat(args.from_day)
+            last = date.fromisoformat(args.to_day) if args.to_day else first
     except (TypeError, ValueError) as exc:
-        raise ConfigError([f"rollback: days are written YYYY-MM-DD ({exc})"]) from None
+        raise ConfigError([f"{command}: days are written YYYY-MM-DD ({exc})"]) from None
     if last < first:
-        raise ConfigError(["rollback: --to is before --from"])
+        raise ConfigError([f"{command}: --to is before --from"])
     return first, last
 
 
@@ -394,6 +483,17 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--from", dest="from_day", help="first UTC day of a range, YYYY-MM-DD")
     p.add_argument("--to", dest="to_day", help="last UTC day of the range (inclusive)")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p = with_config(
+        command(
+            "backfill",
+            "re-export and replace past days (late-arriving data), day by day",
+            "syncd backfill -c syncd.toml --from 2026-11-01 --to 2026-11-03",
+        )
+    )
+    p.add_argument(
+        "--from", dest="from_day", required=True, help="first UTC day to replace, YYYY-MM-DD"
+    )
+    p.add_argument("--to", dest="to_day", help="last UTC day (inclusive; default: --from)")
     with_config(
         command(
             "check",
@@ -434,6 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = {
             "status": cmd_status,
             "rollback": cmd_rollback,
+            "backfill": cmd_backfill,
             "check": cmd_check,
             "demo": cmd_demo,
             "simulate": cmd_simulate,

@@ -84,6 +84,9 @@ class PipelineHooks:
     def after_step(self, key: BatchKey, step: str, seconds: float) -> None:
         pass
 
+    def after_stage(self, key: BatchKey, staged: StagedBatch) -> None:
+        pass
+
     def after_commit(self, key: BatchKey, record: SyncRecord) -> None:
         pass
 
@@ -256,6 +259,7 @@ class Pipeline:
             self.source.discard(key)  # a damaged download: fetch it afresh next attempt
             raise
         staged = self._step(key, "stage", lambda: self._stage(batch))
+        self._notify("after_stage", key, staged)
         record = SyncRecord(
             batch_id=key.id,
             source=key.source,

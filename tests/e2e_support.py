@@ -108,6 +108,7 @@ def write_config(
         "StateDir": files.state_dir,
         "local.SaveDir": files.save_dir,
         "duckdb.Path": files.duckdb,
+        "metrics.Address": "off",  # `run` would serve 127.0.0.1:9108; tests pick a port
     }
     keys.update(overrides or {})
     top = [f"{k} = {_toml_value(v)}" for k, v in keys.items() if "." not in k]

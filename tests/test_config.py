@@ -247,7 +247,7 @@ def test_group_files_by_day_keeps_its_v1_meaning_for_legacy_bundles() -> None:
         ("redshift.varchar_max", 65535),
         ("redshift.export_table", "fsexport"),
         ("bigquery.sync_table", "fssync"),
-        ("metrics.bind", None),
+        ("metrics.bind", ("127.0.0.1", 9108)),
     ],
 )
 def test_defaults_are_safe(attribute: str, expected: object) -> None:
@@ -286,6 +286,10 @@ def test_save_as_json_stages_ndjson() -> None:
 
 def test_redshift_search_path_leaves_names_unqualified() -> None:
     assert settings({"redshift": {"DatabaseSchema": "search_path"}}).redshift.schema is None
+
+
+def test_metrics_can_be_turned_off() -> None:
+    assert settings({"metrics": {"Address": "off"}}).metrics.bind is None
 
 
 def test_metrics_address_gives_host_and_port() -> None:
@@ -438,7 +442,7 @@ def test_a_key_given_twice_in_different_case_is_an_error() -> None:
         (
             {"metrics": {"Address": "9108"}},
             "[metrics] Address: '9108' must be host:port with a port from 1 to 65535, "
-            "e.g. '127.0.0.1:9108'",
+            "e.g. '127.0.0.1:9108', or 'off'",
         ),
         (
             {"AdditionalHttpHeader": [{"Key": "X Bad", "Value": "v"}]},

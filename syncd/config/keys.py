@@ -616,9 +616,9 @@ SECTION_KEYS: tuple[Key, ...] = (
         "metrics",
         "Address",
         K.STRING,
-        "",
-        'host:port of the Prometheus metrics and health endpoint, e.g. "127.0.0.1:9108"; '
-        "empty turns it off.",
+        "127.0.0.1:9108",
+        "host:port of the Prometheus metrics and health endpoint that `syncd run` serves "
+        '(other commands never serve it); "0.0.0.0:9108" in a container; "off" turns it off.',
     ),
 )
 

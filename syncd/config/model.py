@@ -133,12 +133,12 @@ class BigQuerySettings:
 
 @dataclass(frozen=True)
 class MetricsSettings:
-    address: str  # "" = no endpoint
+    address: str  # "off" = no endpoint
 
     @property
     def bind(self) -> tuple[str, int] | None:
         """(host, port) to listen on, or None when the endpoint is off."""
-        if not self.address:
+        if not self.address or self.address.lower() == "off":
             return None
         host, _, port = self.address.rpartition(":")
         return host.strip("[]"), int(port)

@@ -279,13 +279,13 @@ class _Settle:
                 "[redshift] VarCharMax", f"{varchar_max} is out of range; allowed: 1 to 65535"
             )
         address = self.get("[metrics] Address")
-        if self.ok("[metrics] Address") and address:
+        if self.ok("[metrics] Address") and address and address.lower() != "off":
             match = _ADDRESS.match(address)
             if not match or not 1 <= int(match.group(2)) <= 65535:
                 self.problem(
                     "[metrics] Address",
                     f"{address!r} must be host:port with a port from 1 to 65535, "
-                    "e.g. '127.0.0.1:9108'",
+                    "e.g. '127.0.0.1:9108', or 'off'",
                 )
 
     def _check_storage(self) -> None:

@@ -1,0 +1,103 @@
+"""A one-line progress display for long catch-ups and backfills, on a terminal only.
+
+It redraws one line (`\\r`) on the terminal's stream: batches done of the total, rows, rate and
+ETA. `progress_for` returns None off a terminal, so the display never reaches a log file or a
+container's log stream; logs stay one event per line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from syncd.batch import BatchKey, SyncRecord
+from syncd.pipeline import PipelineHooks
+
+
+def progress_for(stream: TextIO, total: int | None = None) -> ProgressDisplay | None:
+    """A display on `stream` when it is a terminal, else None."""
+    try:
+        interactive = stream.isatty()
+    except (AttributeError, ValueError):
+        interactive = False
+    return ProgressDisplay(stream, total) if interactive else None
+
+
+class ProgressDisplay(PipelineHooks):
+    """Redraws `batches 3/48  rows 12,345  1,234 rows/s  ETA 2m10s  <batch>` after each event."""
+
+    def __init__(
+        self,
+        stream: TextIO,
+        total: int | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream
+        self.total = total
+        self.done = 0
+        self.rows = 0
+        self._clock = clock
+        self._started = clock()
+        self._current = ""
+        self._width = 0
+
+    def add_total(self, batches: int) -> None:
+        """More batches are planned (a backfill plans day by day)."""
+        self.total = (self.total or 0) + batches
+        self.draw()
+
+    def line(self) -> str:
+        """The text of the display as it stands."""
+        elapsed = max(self._clock() - self._started, 1e-9)
+        of = f"/{self.total}" if self.total is not None else ""
+        parts = [f"batches {self.done}{of}", f"rows {self.rows:,}"]
+        if self.done:
+            parts.append(f"{self.rows / elapsed:,.0f} rows/s")
+            if self.total is not None and self.total >= self.done:
+                parts.append(f"ETA {_duration(elapsed / self.done * (self.total - self.done))}")
+        if self._current:
+            parts.append(self._current)
+        return "  ".join(parts)
+
+    def draw(self) -> None:
+        text = self.line()
+        pad = max(0, self._width - len(text))
+        self.stream.write(f"\r{text}{' ' * pad}")
+        self.stream.flush()
+        self._width = len(text)
+
+    def finish(self) -> None:
+        """Leave the last state on screen and end its line."""
+        self._current = ""
+        self.draw()
+        self.stream.write("\n")
+        self.stream.flush()
+
+    # -- PipelineHooks -----------------------------------------------------------------------
+
+    def before_batch(self, key: BatchKey) -> None:
+        self._current = f"loading {key.start:%Y-%m-%d %H:%M}"
+        self.draw()
+
+    def after_commit(self, key: BatchKey, record: SyncRecord) -> None:
+        self.done += 1
+        self.rows += record.rows_loaded
+        self._current = ""
+        self.draw()
+
+    def on_failure(self, key: BatchKey, error: BaseException, attempt: int, held: bool) -> None:
+        self._current = f"{'HELD' if held else 'retrying'} {key.start:%Y-%m-%d %H:%M}"
+        self.draw()
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"

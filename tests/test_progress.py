@@ -1,0 +1,96 @@
+"""The progress display: on a terminal only, batches done of the total, rows, rate and ETA."""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from e2e_support import API_KEY, HOUR, write_config
+
+from syncd.batch import BatchKey, SyncRecord
+from syncd.observability.progress import ProgressDisplay, progress_for
+from syncd.simulator import Simulator, SimulatorConfig
+from syncd.timeutil import UTC, utcnow
+
+KEY = BatchKey(datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 1, 1, tzinfo=UTC))
+RECORD = SyncRecord(
+    batch_id=KEY.id,
+    source="segment",
+    start=KEY.start,
+    end=KEY.end,
+    committed_at=KEY.end,
+    rows_loaded=1200,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_line_shows_done_of_total_rows_rate_and_eta() -> None:
+    clock = Clock()
+    display = ProgressDisplay(io.StringIO(), total=4, clock=clock)
+    clock.now = 10.0
+    display.after_commit(KEY, RECORD)
+    assert display.line() == "batches 1/4  rows 1,200  120 rows/s  ETA 30s"
+
+
+def test_a_held_batch_is_shown() -> None:
+    display = ProgressDisplay(io.StringIO(), total=4, clock=Clock())
+    display.on_failure(KEY, RuntimeError("x"), 5, held=True)
+    assert display.line() == "batches 0/4  rows 0  HELD 2026-11-01 00:00"
+
+
+def test_off_a_terminal_there_is_no_display() -> None:
+    assert progress_for(io.StringIO()) is None
+
+
+def run_in_pty(argv: list[str]) -> str:
+    """Run `argv` with stderr on a pseudo-terminal; what the terminal showed."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=follower, close_fds=True)
+    os.close(follower)
+    out = b""
+    while True:
+        ready, _, _ = select.select([leader], [], [], 30)
+        if not ready:
+            break
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(timeout=30)
+    os.close(leader)
+    return out.decode(errors="replace")
+
+
+def test_once_on_a_terminal_shows_progress_and_off_one_does_not(tmp_path: Path) -> None:
+    with Simulator(SimulatorConfig(api_key=API_KEY, events_per_hour=60)) as sim:
+        start = utcnow().replace(minute=0, second=0, microsecond=0) - 4 * HOUR
+        files = write_config(tmp_path / "tty", sim, start)
+        shown = run_in_pty([sys.executable, "-m", "syncd", "once", "-c", str(files.config)])
+        plain = write_config(tmp_path / "plain", sim, start)
+        logged = subprocess.run(
+            [sys.executable, "-m", "syncd", "once", "-c", str(plain.config), "--log-level", "info"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finals = re.findall(r"batches (\d+)/(\d+)  rows [\d,]+", shown)
+    done, total = finals[-1]
+    assert (done == total, int(total) >= 2, "batches " in logged.stderr) == (True, True, False)
