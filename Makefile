@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-quick clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,12 +15,19 @@ demo: $(BIN)/.installed
 	$(BIN)/syncd demo
 
 test: $(BIN)/.installed
+	PYTHON=$(BIN)/python ./scripts/setup-standins.sh
 	$(BIN)/python -m pytest -q
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check syncd warehouses tests scripts
-	$(BIN)/ruff format --check syncd warehouses tests scripts
+	$(BIN)/ruff check syncd warehouses standins tests scripts
+	$(BIN)/ruff format --check syncd warehouses standins tests scripts
 	$(BIN)/mypy
+
+bench: $(BIN)/.installed
+	$(BIN)/python scripts/bench.py
+
+bench-quick: $(BIN)/.installed
+	$(BIN)/python scripts/bench.py --quick --out bench-results/bench-quick.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,674 @@
+"""The fast transform: DuckDB types the rows in C++, the reference converter handles the rest.
+
+    transform(key, source, out_dir, columns, fmt, loaded_at) -> TransformedBatch
+
+Same signature and the SAME output as `transform_file` (row for row, type for type, the same
+quarantine), several times faster. How it stays identical:
+
+- DuckDB reads the NDJSON (its own gzip reader) with `read_ndjson_objects`, parses each row
+  with yyjson on every core, and fills the typed columns with `json_transform`. A second
+  transform to raw JSON text tells, per value, whether the value already had its column's type
+  (an integer for INT64, a string for STRING...); `json_merge_patch` folds every other key into
+  CustomVars, keeping their order.
+- Every row where anything might differ from the reference is *flagged* and converted by the
+  reference `RowConverter` from its raw text instead: a value of another JSON type (the
+  reference converts or rejects it), a timestamp that is not the API's canonical
+  "YYYY-MM-DDTHH:MM:SS.mmmZ", duplicate keys, NaN/Infinity, `\\u0000`, a CustomVars text that
+  is not exactly what orjson would write, integers of 20+ digits. Flagged rows are rare in real
+  exports, so nearly all work stays in C++.
+- Whole files go to the reference `transform_file` when the fast path cannot follow them: a
+  line that is not JSON (its text is lost to DuckDB), an array not laid out one element per
+  line, staged format NDJSON, an empty file.
+
+A JSON array (FORMAT_JSON, legacy bundles) is rewritten to NDJSON on the fly by a thread that
+inflates it and drops the separators of the usual one-element-per-line layout, into a FIFO that
+DuckDB reads: the array is never held whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import structlog
+
+from syncd.batch import BatchKey, StagedFormat, TransformedBatch
+from syncd.errors import TransformError
+from syncd.fields import BATCH_ID, CUSTOM_PREFIXES, CUSTOM_VARS, LOADED_AT, Column, FieldType
+from syncd.timeutil import UTC
+from syncd.transform.convert import NeedsExactParse, RowConverter, RowRejected
+from syncd.transform.reader import GZIP_MAGIC, MAX_ROW_BYTES, parse_exact
+from syncd.transform.table_writers import TableWriter, open_table_writer
+from syncd.transform.transform import (
+    DEFAULT_BLOCK_ROWS,
+    PARTIAL_SUFFIX,
+    RejectSink,
+    output_path,
+    rejects_path,
+    transform_file,
+)
+from syncd.transform.writers import arrow_schema
+
+log = structlog.get_logger(__name__)
+
+#: Staged formats the fast path writes; the others always take the reference path.
+FAST_FORMATS: frozenset[StagedFormat] = frozenset(("parquet", "csv"))
+#: DuckDB's memory cap for one transform (it streams; this bounds its buffers).
+DUCKDB_MEMORY_LIMIT = "1GB"
+#: Rows longer than this go to the reference path (which quarantines rows over 16 MiB).
+MAX_FAST_ROW_BYTES = 2 << 20
+#: Bytes inflated per read by the array rewriter.
+_ARRAY_READ = 1 << 20
+
+_TRACE = frozenset((CUSTOM_VARS.name, BATCH_ID.name, LOADED_AT.name))
+_OK, _RAW = "__syncd_ok", "__syncd_raw"
+_D = "[0-9]"
+_TIMESTAMP_GLOB = f"{_D * 4}-{_D * 2}-{_D * 2}T{_D * 2}:{_D * 2}:{_D * 2}.{_D * 3}Z"
+#: CustomVars texts orjson might have written differently from yyjson (huge or exponent numbers).
+_SUSPECT_CUSTOM = "[0-9]{20}|[0-9.][eE][-+]?[0-9]"
+_JSON_WS = b" \t\r\n"
+
+
+class NeedsReference(Exception):
+    """The fast path cannot follow this file; the reference path must transform it."""
+
+
+def transform(
+    key: BatchKey,
+    source: Path | Sequence[Path],
+    out_dir: Path,
+    columns: Sequence[Column],
+    fmt: StagedFormat,
+    loaded_at: datetime,
+    *,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+) -> TransformedBatch:
+    """`transform_file`'s contract, by the fast path when it applies, else the reference path.
+
+    JSON arrays take the reference path for now: through the FIFO, DuckDB's memory grows past
+    its limit on large arrays (1M events) and the wasted attempt costs more than it saves.
+    `transform_columnar` still handles them (and is tested to match).
+    """
+    sources = [source] if isinstance(source, Path) else list(source)
+    if fmt in FAST_FORMATS and all(_is_ndjson(path) for path in sources):
+        try:
+            return transform_columnar(
+                key, source, out_dir, columns, fmt, loaded_at, block_rows=block_rows
+            )
+        except NeedsReference as exc:
+            log.info("transform.reference_path", batch=key.id, reason=str(exc))
+    return transform_file(key, source, out_dir, columns, fmt, loaded_at, block_rows=block_rows)
+
+
+def transform_columnar(
+    key: BatchKey,
+    source: Path | Sequence[Path],
+    out_dir: Path,
+    columns: Sequence[Column],
+    fmt: StagedFormat,
+    loaded_at: datetime,
+    *,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+) -> TransformedBatch:
+    """The fast path alone; raises NeedsReference when the file needs the reference path
+    (nothing is left behind then), TransformError like `transform_file`."""
+    if fmt not in FAST_FORMATS:
+        raise NeedsReference(f"staged format {fmt} has no fast path")
+    if block_rows < 1:
+        raise ValueError("block_rows must be at least 1")
+    if loaded_at.tzinfo is None:
+        raise ValueError("loaded_at must be time-zone aware")
+    columns = tuple(columns)
+    naive_loaded_at = loaded_at.astimezone(UTC).replace(tzinfo=None)
+    converter = RowConverter(columns, key.id, naive_loaded_at)  # validates the columns too
+    final = output_path(out_dir, key, fmt)
+    final_rejects = rejects_path(out_dir, key)
+    partial = final.with_name(final.name + PARTIAL_SUFFIX)
+    partial_rejects = final_rejects.with_name(final_rejects.name + PARTIAL_SUFFIX)
+    started = time.perf_counter()
+    try:
+        sources = [source] if isinstance(source, Path) else list(source)
+        source_bytes = sum(path.stat().st_size for path in sources)
+        layouts = [_sniff(path) for path in sources]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _remove(partial_rejects)
+        writer = open_table_writer(fmt, partial, columns)
+    except OSError as exc:
+        raise TransformError(f"cannot transform batch {key.id}: {exc}") from exc
+    plan = _QueryPlan(columns, key.id, naive_loaded_at)
+    try:
+        with RejectSink(partial_rejects, key.id) as rejects:
+            try:
+                rows = 0
+                offset = 0
+                for path, (gzipped, layout) in zip(sources, layouts, strict=True):
+                    seen, written = _transform_source(
+                        path, gzipped, layout, plan, converter, writer, rejects, offset, block_rows
+                    )
+                    offset += seen
+                    rows += written
+                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+        os.replace(partial, final)
+        if rejects.count:
+            os.replace(partial_rejects, final_rejects)
+        else:
+            _remove(final_rejects)
+    except BaseException as exc:
+        _remove(partial)
+        _remove(partial_rejects)
+        if isinstance(exc, OSError):
+            raise TransformError(f"cannot write {final.name}: {exc}") from exc
+        raise
+    log.info(
+        "transform.done",
+        batch=key.id,
+        format=fmt,
+        path="columnar",
+        rows=rows,
+        rejected=rejects.count,
+        source_bytes=source_bytes,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    if rejects.count:
+        log.warning("transform.rows_quarantined", batch=key.id, rejected=rejects.count)
+    return TransformedBatch(
+        key=key,
+        path=final,
+        format=fmt,
+        columns=columns,
+        rows=rows,
+        rejected=rejects.count,
+        rejects_path=final_rejects if rejects.count else None,
+        source_bytes=source_bytes,
+    )
+
+
+# -- what the file holds ---------------------------------------------------------------------
+
+
+def _is_ndjson(path: Path) -> bool:
+    try:
+        return _sniff(path)[1] == "ndjson"
+    except (NeedsReference, OSError):
+        return False
+
+
+def _sniff(path: Path) -> tuple[bool, str]:
+    """(gzipped, layout) where layout is "ndjson" or "array"; NeedsReference for anything else."""
+    with open(path, "rb") as probe:
+        gzipped = probe.read(2) == GZIP_MAGIC
+    inflater = zlib.decompressobj(31) if gzipped else None
+    with open(path, "rb") as raw:
+        head = b""
+        while len(head) < 4096:
+            chunk = raw.read(1 << 16)
+            if not chunk:
+                break
+            try:
+                head += inflater.decompress(chunk, 4096) if inflater else chunk
+            except zlib.error as exc:
+                raise NeedsReference(f"not readable as gzip: {exc}") from None
+            if inflater is not None and inflater.unconsumed_tail:
+                break
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip(_JSON_WS)
+    if text[:1] == b"{":
+        return gzipped, "ndjson"
+    if text[:1] == b"[":
+        return gzipped, "array"
+    raise NeedsReference("empty, or neither NDJSON nor a JSON array")
+
+
+# -- the query -------------------------------------------------------------------------------
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class _QueryPlan:
+    """The SQL that types one file's rows and flags those the reference must convert.
+
+    One `json_transform` gives every typed column's value as text: STRING columns as their
+    JSON text (so a string is told from a number, and unescaped only when it has escapes),
+    the others as VARCHAR, cast in SQL and accepted only when casting back gives the same text.
+    `json_keys` counts the row's keys: when every key is a column with a value, CustomVars is
+    "{}" and no key is repeated; otherwise `json_merge_patch` folds the other keys, and the
+    counts (or, with nulls about, a distinct-key check) prove no column key is repeated.
+    """
+
+    def __init__(self, columns: Sequence[Column], batch_id: str, loaded_at: datetime) -> None:
+        self.columns = tuple(columns)
+        self.schema = arrow_schema(columns)
+        self.batch_id = batch_id
+        self.loaded_at = loaded_at
+        self._slots = [
+            c for c in columns if c.name not in _TRACE and not c.name.startswith(CUSTOM_PREFIXES)
+        ]
+        spec = {c.name: "JSON" if c.type is FieldType.STRING else "VARCHAR" for c in self._slots}
+        self._spec = _sql_text(json.dumps(spec))
+        self._patch = _sql_text(json.dumps({c.name: None for c in self._slots}))
+
+    def query(self, source_sql: str) -> str:
+        values: list[str] = []
+        checks = [
+            "left(j, 1) = '{'",
+            "NOT contains(j, '\\u0000')",
+            "NOT contains(j, 'NaN')",
+            "NOT contains(j, 'Infinity')",
+            f"(c = '{{}}' OR NOT regexp_matches(c, {_sql_text(_SUSPECT_CUSTOM)}))",
+            "CASE WHEN n = len(k) THEN true"
+            " WHEN NOT contains(j, ':null') THEN n + len(json_keys(c)) = len(k)"
+            " ELSE len(list_distinct(k)) = len(k) END",
+        ]
+        slot_names = {c.name for c in self._slots}
+        present = " + ".join(f"(s.{_ident(c.name)} IS NOT NULL)::INT" for c in self._slots)
+        typed: list[str] = []
+        for index, column in enumerate(self.columns):
+            name = column.name
+            out = _ident(name)
+            if name == CUSTOM_VARS.name:
+                values.append(f"c AS {out}")
+            elif name == BATCH_ID.name:
+                values.append(f"{_sql_text(self.batch_id)} AS {out}")
+            elif name == LOADED_AT.name:
+                values.append(f"TIMESTAMP {_sql_text(self.loaded_at.isoformat())} AS {out}")
+            elif name not in slot_names:
+                values.append(f"CAST(NULL AS {_DUCK_TYPES[column.type]}) AS {out}")
+            else:
+                alias = f"v{index}"
+                value, check = _typed_value(column, alias)
+                typed.append(f"{value} AS {alias}")
+                values.append(f"{alias} AS {out}")
+                checks.append(check)
+        ok = " AND ".join(f"coalesce({check}, false)" for check in checks)
+        # Built from column names quoted by _ident and literals quoted by _sql_text only.
+        return f"""
+WITH src AS (SELECT json AS j FROM {source_sql}),
+parsed AS (SELECT j, json_transform(j, {self._spec}) AS s, json_keys(j) AS k FROM src),
+counted AS (
+  SELECT *, ({present or "0"}) AS n FROM parsed
+),
+folded AS (
+  SELECT *,
+    CASE WHEN n = len(k) THEN '{{}}' ELSE json_merge_patch(j, {self._patch})::VARCHAR END AS c,
+    {", ".join(typed) or "NULL AS v"}
+  FROM counted
+),
+judged AS (SELECT *, ({ok}) AS ok FROM folded)
+SELECT {", ".join(values)}, ok AS {_OK},
+  CASE WHEN ok AND c = '{{}}' THEN NULL ELSE coalesce(j, '') END AS {_RAW},
+  j IS NULL AS __syncd_unreadable
+FROM judged
+"""  # noqa: S608
+
+
+_DUCK_TYPES: dict[FieldType, str] = {
+    FieldType.INT64: "BIGINT",
+    FieldType.FLOAT: "DOUBLE",
+    FieldType.STRING: "VARCHAR",
+    FieldType.TIMESTAMP: "TIMESTAMP",
+    FieldType.JSON: "VARCHAR",
+}
+_FLOAT_TEXT = r"-?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?"
+
+
+def _typed_value(column: Column, alias: str) -> tuple[str, str]:
+    """(SQL of the value from `s.<name>`, SQL of "value `alias` is the reference's value")."""
+    v = f"s.{_ident(column.name)}"
+    if column.type is FieldType.INT64:
+        value = f"TRY_CAST({v} AS BIGINT)"
+        return value, f"({v} IS NULL OR CAST({alias} AS VARCHAR) = {v})"
+    if column.type is FieldType.FLOAT:
+        value = f"TRY_CAST({v} AS DOUBLE)"
+        numeric = f"regexp_full_match({v}, {_sql_text(_FLOAT_TEXT)})"
+        return value, f"({v} IS NULL OR ({numeric} AND isfinite({alias})))"
+    if column.type is FieldType.TIMESTAMP:
+        # the API's own shape only, as the reference's fast path: digits where digits go,
+        # hours below 24 and a year from 0001 (DuckDB takes 24:00 and year 0); DuckDB's cast
+        # checks the rest of the calendar like datetime.fromisoformat
+        shape = (
+            f"{v} GLOB {_sql_text(_TIMESTAMP_GLOB)} AND {v}[12:13] < '24' AND {v}[1:4] <> '0000'"
+        )
+        value = f"CASE WHEN {shape} THEN TRY_CAST({v}[1:23] AS TIMESTAMP) END"
+        return value, f"({v} IS NULL OR {alias} IS NOT NULL)"
+    if column.type is FieldType.JSON:  # JSON columns besides CustomVars: the reference's text
+        return "CAST(NULL AS VARCHAR)", f"{v} IS NULL"
+    # STRING: the JSON text of a string, unquoted; escapes undone by a tiny parse
+    value = (
+        f"CASE WHEN NOT contains({v}, '\\') THEN {v}[2:-2] ELSE json_extract_string({v}, '$') END"
+    )
+    return value, f"({v} IS NULL OR left({v}, 1) = '\"')"
+
+
+# -- one source file -------------------------------------------------------------------------
+
+
+class _RowSink(Protocol):
+    def add(self, position: int, reason: str, raw: bytes) -> None: ...
+
+
+def _transform_source(
+    path: Path,
+    gzipped: bool,
+    layout: str,
+    plan: _QueryPlan,
+    converter: RowConverter,
+    writer: TableWriter,
+    rejects: _RowSink,
+    offset: int,
+    block_rows: int,
+) -> tuple[int, int]:
+    """Transform one file; (rows seen, rows written)."""
+    with tempfile.TemporaryDirectory(prefix="syncd-columnar-") as scratch:
+        connection = duckdb.connect(
+            ":memory:",
+            config={
+                "memory_limit": DUCKDB_MEMORY_LIMIT,
+                "preserve_insertion_order": True,
+                "temp_directory": scratch,
+            },
+        )
+        connection.execute("SET enable_progress_bar = false")
+        rewriter: _ArrayRewriter | None = None
+        try:
+            if layout == "array":
+                fifo = Path(scratch) / "rows.ndjson"
+                os.mkfifo(fifo)
+                rewriter = _ArrayRewriter(path, gzipped, fifo)
+                rewriter.start()
+                read_from, compression = fifo, "none"
+            else:
+                read_from, compression = path, "gzip" if gzipped else "none"
+            source_sql = (
+                f"read_ndjson_objects({_sql_text(str(read_from))}, "
+                f"compression={_sql_text(compression)}, ignore_errors=true, "
+                f"maximum_object_size={MAX_FAST_ROW_BYTES})"
+            )
+            try:
+                reader = connection.sql(plan.query(source_sql)).to_arrow_reader(block_rows)
+                seen = written = 0
+                for batch in _batches(reader):
+                    table, count = _finish_batch(
+                        batch, plan, converter, rejects, offset + seen, layout == "array"
+                    )
+                    seen += count
+                    if table.num_rows:
+                        writer.write(table)
+                        written += table.num_rows
+            except duckdb.Error as exc:
+                raise NeedsReference(f"DuckDB could not read it: {exc}") from exc
+            if rewriter is not None:
+                rewriter.finish()
+            return seen, written
+        finally:
+            if rewriter is not None:
+                rewriter.abandon()
+            connection.close()
+
+
+def _batches(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    """The query's batches; DuckDB's failures mid-stream (e.g. its memory limit) arrive as
+    OSError through Arrow and hand the file to the reference path."""
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except OSError as exc:
+            raise NeedsReference(f"DuckDB stopped: {str(exc).splitlines()[0]}") from exc
+        yield batch
+
+
+def _finish_batch(
+    batch: pa.RecordBatch,
+    plan: _QueryPlan,
+    converter: RowConverter,
+    rejects: _RowSink,
+    first_position: int,
+    array: bool,
+) -> tuple[pa.Table, int]:
+    """The batch's rows as the reference would write them, its rejects quarantined."""
+    count = batch.num_rows
+    if pc.any(batch.column("__syncd_unreadable")).as_py():
+        raise NeedsReference("a row is not JSON")
+    ok = batch.column(_OK)
+    custom = batch.column(CUSTOM_VARS.name) if CUSTOM_VARS.name in batch.schema.names else None
+    if custom is not None:
+        ok = _check_custom(custom, ok)
+    names = [c.name for c in plan.columns]
+    table = pa.Table.from_batches([batch]).select(names).cast(plan.schema)
+    if pc.all(ok).as_py():
+        return table, count
+    flagged = pc.indices_nonzero(pc.invert(ok)).to_pylist()
+    raw_column = batch.column(_RAW)
+    converted: list[list[Any]] = []
+    kept: list[int] = []
+    for index in flagged:
+        raw = raw_column[index].as_py()
+        text = (raw or "").encode()
+        try:
+            converted.append(_reference_row(converter, text, array))
+            kept.append(index)
+        except RowRejected as exc:
+            rejects.add(first_position + index, exc.reason, text)
+    good = table.filter(ok)
+    good_index = pc.indices_nonzero(ok)
+    parts = [good.append_column("__i", good_index.cast(pa.int64()))]
+    if converted:
+        fixed = _rows_table(converted, plan.schema)
+        parts.append(fixed.append_column("__i", pa.array(kept, pa.int64())))
+    merged = pa.concat_tables(parts)
+    order = pc.sort_indices(merged.column("__i"))
+    return merged.take(order).drop_columns(["__i"]), count
+
+
+def _check_custom(custom: pa.Array, ok: pa.Array) -> pa.Array:
+    """Clear `ok` where CustomVars is not exactly what the reference writes (orjson's text)."""
+    candidates = pc.and_(ok, pc.not_equal(custom, "{}"))
+    indices = pc.indices_nonzero(candidates)
+    if len(indices) == 0:
+        return ok
+    texts = custom.take(indices)
+    joined = pc.binary_join(pa.ListArray.from_arrays([0, len(texts)], texts), ",")[0].as_py()
+    whole = ("[" + joined + "]").encode()
+    try:
+        same = orjson.dumps(orjson.loads(whole)) == whole and b"\\u0000" not in whole
+    except orjson.JSONDecodeError:
+        same = False
+    if same:
+        return ok
+    bad = [
+        int(i)
+        for i, t in zip(indices.to_pylist(), texts.to_pylist(), strict=True)
+        if not _canonical(t)
+    ]
+    mask = pa.array([True] * len(ok))
+    if bad:
+        flags = [True] * len(ok)
+        for i in bad:
+            flags[i] = False
+        mask = pa.array(flags)
+    return pc.and_(ok, mask)
+
+
+def _canonical(text: str) -> bool:
+    data = text.encode()
+    if b"\\u0000" in data:
+        return False
+    try:
+        return orjson.dumps(orjson.loads(data)) == data
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _reference_row(converter: RowConverter, text: bytes, array: bool) -> list[Any]:
+    """The reference reader's and converter's verdict on one row's text; raises RowRejected."""
+    try:
+        value, exact = orjson.loads(text), False
+    except orjson.JSONDecodeError as exc:
+        try:
+            value, exact = parse_exact(text), True
+        except ValueError:
+            if array:  # the reference parses such an array again, whole: let it
+                raise NeedsReference("an array element is not JSON") from None
+            raise RowRejected(f"not JSON: {exc}") from None
+    try:
+        return converter.convert(value, exact=exact)
+    except NeedsExactParse:
+        try:
+            value = parse_exact(text)
+        except ValueError as exc:
+            raise RowRejected(f"not JSON: {exc}") from None
+        return converter.convert(value, exact=True)
+
+
+def _rows_table(rows: Sequence[Sequence[Any]], schema: pa.Schema) -> pa.Table:
+    by_column = list(zip(*rows, strict=True))
+    arrays = [pa.array(values, type=f.type) for values, f in zip(by_column, schema, strict=True)]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+# -- JSON arrays -----------------------------------------------------------------------------
+
+
+class _ArrayRewriter:
+    """Inflates a JSON array laid out one element per line and writes it to a FIFO as NDJSON.
+
+    Runs on its own thread (zlib releases the GIL). When the layout is anything else it stops
+    and `finish` raises NeedsReference: the reference reader handles every layout.
+    """
+
+    def __init__(self, source: Path, gzipped: bool, fifo: Path) -> None:
+        self._source = source
+        self._gzipped = gzipped
+        self._fifo = fifo
+        self._problem: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="syncd-array-rewriter", daemon=True)
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def finish(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise TransformError(f"cannot read {self._source.name}: {self._error}")
+        if self._problem is not None:
+            raise NeedsReference(self._problem)
+
+    def abandon(self) -> None:
+        """Stop the thread (the reader is gone): unblock its FIFO open and write."""
+        self._stop.set()
+        if self._thread.is_alive():
+            try:  # a writer blocked in open() waits for a reader: be one, briefly
+                fd = os.open(self._fifo, os.O_RDONLY | os.O_NONBLOCK)
+                while self._thread.is_alive():
+                    try:
+                        if not os.read(fd, 1 << 20):
+                            self._thread.join(0.01)
+                    except BlockingIOError:
+                        self._thread.join(0.01)
+                os.close(fd)
+            except OSError:
+                pass
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            with open(self._fifo, "wb") as out:
+                self._rewrite(out)
+        except BrokenPipeError:
+            pass
+        except (OSError, zlib.error, EOFError) as exc:
+            self._error = exc
+
+    def _rewrite(self, out: Any) -> None:
+        inflater = zlib.decompressobj(31) if self._gzipped else None
+        carry = b""
+        started = False
+        emitted = False
+        with open(self._source, "rb") as raw:
+            while not self._stop.is_set():
+                chunk = raw.read(_ARRAY_READ)
+                data = (inflater.decompress(chunk) if inflater else chunk) if chunk else b""
+                if not chunk and inflater is not None:
+                    if not inflater.eof:
+                        raise EOFError("compressed file ended before the end-of-stream marker")
+                carry += data
+                if not started:
+                    stripped = carry.removeprefix(b"\xef\xbb\xbf").lstrip(_JSON_WS)
+                    if not stripped and chunk:
+                        continue
+                    if stripped[:1] != b"[":
+                        self._problem = "not a JSON array"
+                        return
+                    carry = stripped[1:]
+                    started = True
+                if not chunk:
+                    break
+                # keep the last complete line back: it may be the one before "]"
+                last = carry.rfind(b"\n")
+                cut = carry.rfind(b"\n", 0, last) if last > 0 else -1
+                if cut < 0:
+                    if len(carry) > MAX_ROW_BYTES:
+                        self._problem = "an array line is too long"
+                        return
+                    continue
+                block, carry = carry[: cut + 1], carry[cut + 1 :]
+                if not self._write_block(out, block, emitted):
+                    return
+                emitted = True
+            else:
+                return
+        tail = carry.rstrip(_JSON_WS)
+        if not tail.endswith(b"]"):
+            self._problem = "the array does not end with ]"
+            return
+        body = tail[:-1].rstrip(_JSON_WS)
+        if not body:
+            if emitted:
+                self._problem = "a separator before ]"
+            return
+        if body.endswith(b","):
+            self._problem = "a separator before ]"
+            return
+        if not self._write_block(out, body + b",\n", emitted):
+            return
+
+    def _write_block(self, out: Any, block: bytes, emitted: bool) -> bool:
+        """Write lines that each end with ",\\n" as NDJSON; False (and a problem) otherwise."""
+        if not emitted:
+            block = block.lstrip(_JSON_WS)
+        rewritten = block.replace(b",\n", b"\n")
+        if len(block) - len(rewritten) != block.count(b"\n"):
+            self._problem = "not one array element per line"
+            return False
+        out.write(rewritten)
+        return True

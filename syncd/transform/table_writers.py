@@ -1,0 +1,74 @@
+"""Writing Arrow tables to the staged formats: the columnar twin of `writers`.
+
+The same files as `writers.open_block_writer` makes from row lists (same schema, compression,
+CSV options), for callers that already hold Arrow tables: one Parquet row group per table.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from syncd.batch import StagedFormat
+from syncd.fields import Column
+from syncd.transform.writers import GZIP_LEVEL, PARQUET_COMPRESSION, arrow_schema
+
+
+class TableWriter(Protocol):
+    """Appends tables of `arrow_schema(columns)` to one file; `close` completes it."""
+
+    def write(self, table: pa.Table) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class ParquetTableWriter:
+    def __init__(self, path: Path, columns: Sequence[Column]) -> None:
+        self._writer = pq.ParquetWriter(
+            str(path), arrow_schema(columns), compression=PARQUET_COMPRESSION
+        )
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._writer.write_table(table, row_group_size=table.num_rows)
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def abort(self) -> None:
+        self._writer.close()
+
+
+class CsvTableWriter:
+    def __init__(self, path: Path, columns: Sequence[Column]) -> None:
+        self._file = gzip.open(path, "wb", compresslevel=GZIP_LEVEL)
+        options = pacsv.WriteOptions(include_header=True, quoting_style="needed")
+        self._writer = pacsv.CSVWriter(self._file, arrow_schema(columns), write_options=options)
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._writer.write_table(table)
+
+    def close(self) -> None:
+        self._writer.close()
+        self._file.close()
+
+    def abort(self) -> None:
+        self._file.close()
+
+
+def open_table_writer(fmt: StagedFormat, path: Path, columns: Sequence[Column]) -> TableWriter:
+    """A table writer of `fmt` (Parquet or CSV) creating `path`."""
+    if fmt == "parquet":
+        return ParquetTableWriter(path, columns)
+    if fmt == "csv":
+        return CsvTableWriter(path, columns)
+    raise ValueError(f"no table writer for staged format {fmt!r}")

@@ -1,0 +1,242 @@
+"""The columnar fast transform writes exactly what the reference `transform_file` writes.
+
+Every test transforms the same download both ways and compares the staged tables (schema and
+rows) and the quarantine files line for line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from syncd.batch import BatchKey, StagedFormat, TransformedBatch
+from syncd.fields import Column, export_columns
+from syncd.simulator.bodies import FORMAT_JSON, FORMAT_NDJSON, ExportSpec, iter_json_rows
+from syncd.simulator.events import HOUR_MS, EventGenerator, to_ms
+from syncd.transform import transform_file
+from syncd.transform.columnar import NeedsReference, transform, transform_columnar
+
+SAMPLES = Path("/work/shared/samples")
+KEY = BatchKey(datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2024, 1, 2, tzinfo=timezone.utc))
+LOADED_AT = datetime(2026, 11, 1, 12, 30, 15, 250000, tzinfo=timezone.utc)
+SEGMENT = export_columns()
+START_MS = to_ms(KEY.start)
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+
+def outcome(batch: TransformedBatch) -> tuple[Any, ...]:
+    """What a transform produced, in comparable form."""
+    if batch.format == "parquet":
+        table = pq.read_table(batch.path)
+        content: Any = (table.schema, table.to_pylist())
+    else:
+        content = gzip.decompress(batch.path.read_bytes())
+    rejects = batch.rejects_path.read_bytes() if batch.rejects_path else b""
+    return batch.rows, batch.rejected, content, rejects
+
+
+def both(
+    tmp_path: Path,
+    source: Path,
+    columns: tuple[Column, ...] = SEGMENT,
+    fmt: StagedFormat = "parquet",
+    *,
+    fast_only: bool = True,
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """(reference outcome, fast outcome); with `fast_only` the fast path may not hand over."""
+    fast = transform_columnar if fast_only else transform
+    reference = transform_file(KEY, source, tmp_path / "ref", columns, fmt, LOADED_AT)
+    columnar = fast(KEY, source, tmp_path / "fast", columns, fmt, LOADED_AT)
+    return outcome(reference), outcome(columnar)
+
+
+def simulated(
+    path: Path, *, events: int, array: bool, bad_row_rate: float = 0.0, mobile: bool = False
+) -> Path:
+    """A gzip export body of the simulator's events (a FORMAT_JSON array or NDJSON)."""
+    generator = EventGenerator(
+        seed=11, events_per_hour=events, bad_row_rate=bad_row_rate, include_mobile=mobile
+    )
+    spec = ExportSpec(START_MS, START_MS + HOUR_MS, FORMAT_JSON if array else FORMAT_NDJSON)
+    rows = [raw for _, raw, _ in iter_json_rows(generator, spec)]
+    body = (b"[" + b",\n".join(rows) + b"]") if array else b"".join(r + b"\n" for r in rows)
+    path.write_bytes(gzip.compress(body, compresslevel=1))
+    return path
+
+
+# ---- FullStory's samples -------------------------------------------------------------------
+
+
+def test_segment_sample_matches_reference(tmp_path: Path) -> None:
+    reference, fast = both(tmp_path, SAMPLES / "segment-export-events.json")
+    assert fast == reference
+
+
+def test_legacy_sample_matches_reference(tmp_path: Path) -> None:
+    legacy = export_columns("legacy")
+    reference, fast = both(tmp_path, SAMPLES / "legacy-bundle-events.json", legacy)
+    assert fast == reference
+
+
+def test_legacy_sample_with_segment_columns_folds_renamed_fields(tmp_path: Path) -> None:
+    reference, fast = both(tmp_path, SAMPLES / "legacy-bundle-events.json")
+    assert fast == reference
+
+
+def test_csv_output_matches_reference(tmp_path: Path) -> None:
+    reference, fast = both(tmp_path, SAMPLES / "segment-export-events.json", fmt="csv")
+    assert fast == reference
+
+
+def test_several_sources_count_positions_across_files(tmp_path: Path) -> None:
+    first = simulated(tmp_path / "a.json.gz", events=300, array=True, bad_row_rate=0.05)
+    second = simulated(tmp_path / "b.json.gz", events=200, array=True, bad_row_rate=0.05)
+    reference = transform_file(
+        KEY, [first, second], tmp_path / "ref", SEGMENT, "parquet", LOADED_AT
+    )
+    fast = transform_columnar(
+        KEY, [first, second], tmp_path / "fast", SEGMENT, "parquet", LOADED_AT
+    )
+    assert outcome(fast) == outcome(reference)
+
+
+# ---- simulated exports ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("array", [True, False], ids=["json-array", "ndjson"])
+@pytest.mark.parametrize("mobile", [False, True], ids=["web", "mobile"])
+def test_simulated_export_matches_reference(tmp_path: Path, array: bool, mobile: bool) -> None:
+    source = simulated(tmp_path / "export.gz", events=3000, array=array, mobile=mobile)
+    reference, fast = both(tmp_path, source, export_columns(include_mobile=mobile))
+    assert fast == reference
+
+
+def test_mobile_fields_fold_into_custom_vars_without_their_columns(tmp_path: Path) -> None:
+    source = simulated(tmp_path / "export.gz", events=2000, array=False, mobile=True)
+    reference, fast = both(tmp_path, source, SEGMENT)
+    assert fast == reference
+
+
+def test_bad_rows_in_an_array_are_quarantined_like_the_reference(tmp_path: Path) -> None:
+    source = simulated(tmp_path / "export.gz", events=3000, array=True, bad_row_rate=0.05)
+    reference, fast = both(tmp_path, source)
+    assert fast == reference and fast[1] > 0
+
+
+def test_malformed_ndjson_rows_hand_the_file_to_the_reference(tmp_path: Path) -> None:
+    source = simulated(tmp_path / "export.gz", events=2000, array=False, bad_row_rate=0.05)
+    reference, fast = both(tmp_path, source, fast_only=False)
+    assert fast == reference and fast[1] > 0
+
+
+def test_fast_path_refuses_a_file_with_a_malformed_row(tmp_path: Path) -> None:
+    source = tmp_path / "broken.ndjson"
+    source.write_bytes(b'{"IndvId":1}\n{"IndvId":\n')
+    with pytest.raises(NeedsReference):
+        transform_columnar(KEY, source, tmp_path / "fast", SEGMENT, "parquet", LOADED_AT)
+
+
+def test_array_in_another_layout_goes_to_the_reference(tmp_path: Path) -> None:
+    rows = [{"IndvId": i, "EventType": "click", "user_x": i} for i in range(50)]
+    source = tmp_path / "pretty.json"
+    source.write_text(json.dumps(rows, indent=2))
+    reference, fast = both(tmp_path, source, fast_only=False)
+    assert fast == reference
+
+
+def test_array_missing_a_separator_fails_like_the_reference(tmp_path: Path) -> None:
+    source = tmp_path / "bad.json"
+    source.write_bytes(b'[{"IndvId":1}\n{"IndvId":2}]\n')
+    with pytest.raises(NeedsReference):
+        transform_columnar(KEY, source, tmp_path / "fast", SEGMENT, "parquet", LOADED_AT)
+
+
+# ---- crafted edge cases --------------------------------------------------------------------
+
+EDGE_ROWS: list[bytes] = [
+    b'{"IndvId":"123","UserId":2.0,"PageDuration":-0,"EventStart":"2024-01-01T00:00:00.5Z"}',
+    b'{"IndvId":1,"IndvId":2,"EventType":"dup"}',
+    b'{"IndvId":1,"user_a":1,"user_a":2}',
+    b'{"PageName":null,"user_n":null,"EventType":""}',
+    b'{"EventType":"a\\u0000b","evt_s":"\\u0000"}',
+    b'{"EventType":12,"PageIp":1.5,"PageUrl":true,"PageName":{"a":[1,2]},"PageDevice":[]}',
+    b'{"EventStart":"2024-02-30T00:00:00.000Z","SessionStart":"2024-01-01T24:00:00.000Z"}',
+    b'{"EventStart":"0000-01-01T00:00:00.000Z","PageStart":"2024-01-01t00:00:00.000+01:00"}',
+    b'{"EventCumulativeLayoutShift":"0.25","PageDuration":9223372036854775808}',
+    b'{"EventCumulativeLayoutShift":1e400}',
+    b'{"evt_big":100000000000000000000000,"evt_f":1e21,"evt_small":1e-7,"evt_g":0.1}',
+    b'{"evt_esc":"tab\\there \\u00e9 \\/ \\"q\\"","EventTargetText":"line\\nbreak \\u2028"}',
+    b'{"EventType":"\\ud83d\\ude00","evt_u":"\\ud83d\\ude00"}',
+    b'{"CustomVars":"x","SyncdBatchId":"y","EventNewThing":"\xe6\x96\xb0"}',
+    b'{"UserId":18446744073709551615,"evt_u64":18446744073709551615}',
+    b"[1,2]",
+    b'"just a string"',
+    b'{"evt_nan":NaN}',
+    b"{}",
+    b'  {"IndvId":5}  ',
+    b'{"IndvId": 6, "user_w" : "spaced"}',
+    b'{"EventStart":"2024-01-01T23:59:59.999Z","ReqStatus":200,"ReqUrl":"https://x/?a=1&b=2"}',
+]
+
+
+@pytest.mark.parametrize("array", [False, True], ids=["ndjson", "json-array"])
+def test_edge_rows_match_reference(tmp_path: Path, array: bool) -> None:
+    # an array holding NaN or 1e400 is not JSON: the reference fails the file (tested below)
+    rows = [r for r in EDGE_ROWS if not array or (b"NaN" not in r and b"1e400" not in r)]
+    body = (b"[" + b",\n".join(rows) + b"]\n") if array else b"\n".join(rows) + b"\n\n"
+    source = tmp_path / "edge.json"
+    source.write_bytes(body)
+    reference, fast = both(tmp_path, source)
+    assert fast == reference
+
+
+_SLOT_NAMES = [c.name for c in SEGMENT[:-3]]
+_KEYS = st.sampled_from(
+    [*_SLOT_NAMES, "user_a_str", "evt_b_real", "page_c", "NewField", "CustomVars", "Ünï"]
+)
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=12),
+    st.sampled_from(
+        ["2024-01-01T00:00:00.000Z", "2024-03-01T12:30:45.123Z", "2024-01-01 00:00:00Z", "42"]
+    ),
+)
+_VALUES = st.one_of(_SCALARS, st.lists(_SCALARS, max_size=3), st.dictionaries(_KEYS, _SCALARS))
+_ROWS = st.lists(st.dictionaries(_KEYS, _VALUES, max_size=8), min_size=1, max_size=40)
+
+
+def _dumps(row: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(row)
+    except TypeError:  # integers beyond 64 bits
+        return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rows=_ROWS, array=st.booleans())
+def test_generated_rows_match_reference(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[dict[str, Any]], array: bool
+) -> None:
+    tmp_path = tmp_path_factory.mktemp("generated")
+    lines = [_dumps(r) for r in rows]
+    body = (b"[" + b",\n".join(lines) + b"]") if array else b"\n".join(lines)
+    source = tmp_path / "rows.json"
+    source.write_bytes(body)
+    reference, fast = both(tmp_path, source)
+    assert fast == reference
