@@ -549,6 +549,23 @@ SECTION_KEYS: tuple[Key, ...] = (
         attr="varchar_max",
         new_meaning="hauser had no default",
     ),
+    Key(
+        "redshift",
+        "SSL",
+        K.BOOL,
+        True,
+        "Connect with SSL, verified against Redshift's certificates (turn off only for a "
+        "Redshift-compatible endpoint without SSL, such as a local stand-in).",
+    ),
+    Key(
+        "redshift",
+        "CustomVarsType",
+        K.CHOICE,
+        "varchar",
+        'Column type of CustomVars in a new table: "varchar" (JSON text, as hauser) or '
+        '"super" (Redshift\'s semi-structured type).',
+        choices=("varchar", "super"),
+    ),
     # [gcs]
     Key(
         "gcs",

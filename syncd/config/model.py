@@ -97,6 +97,8 @@ class RedshiftSettings:
     iam_role: str
     region: str  # resolved: [s3] Region when not set
     varchar_max: int
+    ssl: bool
+    custom_vars_type: Literal["varchar", "super"]
 
     @property
     def schema(self) -> str | None:

@@ -1,0 +1,213 @@
+"""The BigQuery stand-in: bqemulator 1.4.0 in its own virtualenv, started on loopback.
+
+The known-good recipe (see /work/shared/reference/test-stand-ins.md):
+- its own virtualenv at `.standins/bqemulator-venv`: its pins clash with google-cloud-bigquery's
+  (it would downgrade protobuf), it needs DuckDB 1.5.x (2.0 answers 500 after DDL) and numpy
+  (undeclared), and its auto-loaded pytest plugin must stay out of the project's test venv;
+- a tiny wrapper that turns `DuckDBEngine._load_spatial` into a no-op (the `spatial`
+  extension cannot be downloaded offline), makes a schema update that adds columns add them
+  to the table's storage too (see `WRAPPER`), and then runs `bqemulator.cli.main()`;
+- `BQEMU_GCS_LOCAL_ROOT` pointed at the GCS stand-in's `.cloudstorage` folder, so a load job
+  from `gs://bucket/object` reads the file the GCS emulator stored.
+
+`python -m standins.bigquery` builds the virtualenv (idempotent; `scripts/setup-standins.sh`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from standins.gcs import (
+    HOST,
+    PROJECT,
+    ServerProcess,
+    StandinError,
+    free_port,
+    spawn,
+    wait_until_ready,
+)
+
+if TYPE_CHECKING:
+    from google.cloud import bigquery
+
+REPO = Path(__file__).resolve().parent.parent
+VENV = REPO / ".standins" / "bqemulator-venv"
+REQUIREMENTS = ("bqemulator==1.4.0", "duckdb==1.5.6", "numpy")
+START_TIMEOUT = 60.0  # seconds; ready in about one on an idle machine
+BUILD_TIMEOUT = 900.0
+_STAMP = ".syncd-requirements"
+
+#: Starts bqemulator with two fixes (argv follows as with its CLI):
+#: - without the DuckDB `spatial` extension (it cannot be downloaded offline);
+#: - a table update (PATCH/PUT) that adds columns also adds them to the DuckDB table behind
+#:   it: bqemulator 1.4.0 changes only its catalog, so DML would not see the new columns,
+#:   where BigQuery applies the schema update to the table itself.
+WRAPPER = """
+import sys
+import bqemulator.catalog.memory_repository as catalog
+import bqemulator.storage.engine as engine
+from bqemulator.storage.sql_identifiers import quoted_table_ref
+from bqemulator.storage.type_map import bq_schema_to_duckdb_columns
+
+engine.DuckDBEngine._load_spatial = lambda self: None
+_update_table = catalog.MemoryCatalogRepository.update_table
+
+
+def update_table(self, table):
+    key = (table.project_id, table.dataset_id, table.table_id)
+    old = self._tables.get(key)
+    if old is not None and self._engine is not None:
+        have = {f.name.lower() for f in old.schema_.fields}
+        added = [f for f in table.schema_.fields if f.name.lower() not in have]
+        columns = bq_schema_to_duckdb_columns(
+            [{"name": f.name, "type": f.type, "mode": f.mode} for f in added]
+        )
+        ref = quoted_table_ref(*key)
+        for name, type_ in columns:
+            self._engine.execute(f'ALTER TABLE {ref} ADD COLUMN "{name}" {type_}')
+    return _update_table(self, table)
+
+
+catalog.MemoryCatalogRepository.update_table = update_table
+from bqemulator.cli import main
+
+sys.argv[0] = "bqemulator"
+sys.exit(main())
+"""
+
+
+def venv_python(venv: Path = VENV) -> Path:
+    return venv / "bin" / "python"
+
+
+def _base_python() -> str:
+    """A Python >= 3.11 outside any virtualenv (bqemulator needs 3.11+)."""
+    return getattr(sys, "_base_executable", None) or shutil.which("python3") or "python3"
+
+
+@contextmanager
+def _build_lock(venv: Path) -> Iterator[None]:
+    """One builder at a time (parallel test runs on a fresh machine)."""
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with (venv.parent / f".{venv.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def ensure_venv(venv: Path = VENV, python: str | None = None) -> Path:
+    """Build the emulator's virtualenv unless it already holds REQUIREMENTS; its python."""
+    wanted = " ".join(REQUIREMENTS)
+    stamp = venv / _STAMP
+    with _build_lock(venv):
+        if venv_python(venv).exists() and stamp.exists() and stamp.read_text() == wanted:
+            return venv_python(venv)
+        shutil.rmtree(venv, ignore_errors=True)
+        commands = [
+            [python or _base_python(), "-m", "venv", str(venv)],
+            [
+                str(venv_python(venv)),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                *REQUIREMENTS,
+            ],
+        ]
+        for argv in commands:
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT, check=False
+            )
+            if done.returncode != 0:
+                raise StandinError(
+                    f"building the BigQuery stand-in failed: {' '.join(argv)} exited "
+                    f"{done.returncode}:\n{done.stderr[-3000:]}"
+                )
+        stamp.write_text(wanted)
+    return venv_python(venv)
+
+
+@dataclass
+class BigQueryEmulator:
+    """A running bqemulator (REST on `endpoint`), project `project`."""
+
+    server: ServerProcess
+    project: str
+
+    @property
+    def endpoint(self) -> str:
+        return self.server.endpoint
+
+    def client(self) -> bigquery.Client:
+        """A real google-cloud-bigquery client talking to the emulator, without credentials."""
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import bigquery
+
+        return bigquery.Client(
+            project=self.project,
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            client_options={"api_endpoint": self.endpoint},
+        )
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def start_bigquery_emulator(
+    gcs_objects_root: Path,
+    log_path: Path,
+    *,
+    project: str = PROJECT,
+    venv: Path = VENV,
+    timeout: float = START_TIMEOUT,
+) -> BigQueryEmulator:
+    """Build the virtualenv if needed, then start the emulator on free loopback ports.
+
+    `gcs_objects_root` is the GCS stand-in's `.cloudstorage` folder (`GCSEmulator.objects_root`).
+    """
+    python = ensure_venv(venv)
+    gcs_objects_root.mkdir(parents=True, exist_ok=True)
+    rest_port, grpc_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "BQEMU_GCS_LOCAL_ROOT": str(gcs_objects_root.absolute()),
+        "BQEMU_ENABLE_FORMAT_EXTENSIONS": "false",
+    }
+    env.pop("PYTHONPATH", None)  # nothing of the project's venv may leak in
+    argv = [
+        str(python),
+        "-c",
+        WRAPPER,
+        "start",
+        "--rest-host",
+        HOST,
+        "--rest-port",
+        str(rest_port),
+        "--grpc-host",
+        HOST,
+        "--grpc-port",
+        str(grpc_port),
+        "--project",
+        project,
+        "--log-level",
+        "warning",
+    ]
+    server = spawn("bqemulator", argv, env, rest_port, log_path)
+    wait_until_ready(server, "/readyz", timeout)
+    return BigQueryEmulator(server, project)
+
+
+if __name__ == "__main__":
+    print(f"BigQuery stand-in ready: {ensure_venv()}")

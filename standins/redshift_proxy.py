@@ -1,0 +1,630 @@
+"""A Redshift stand-in: PostgreSQL behind a wire-protocol proxy that speaks Redshift's dialect.
+
+The real `redshift_connector` connects to the proxy (with `ssl=False`), which
+- refuses SSL and GSS encryption (answers 'N');
+- drops the startup parameters PostgreSQL rejects (`client_protocol_version`, ...);
+- reports `server_version` as a bare number ("15.18"), which the driver can parse;
+- rewrites every statement (simple Query and extended Parse) with `redshift_sql.translate`;
+- serves `COPY ... FROM 's3://...'` itself: it rewrites the statement to
+  `COPY ... FROM STDIN`, and when PostgreSQL asks for the data it reads the objects under
+  the prefix from the S3 stand-in, converts them (gzip CSV, Parquet) to CSV and feeds them;
+  a failure becomes Redshift's answer: "Load into table 'x' failed. Check 'stl_load_errors'
+  system table for details." with the line, column and reason written to the proxy's
+  `stl_load_errors` table, as Redshift logs them (outside the failed transaction);
+- records the COPY statements it served in `copies`, credentials redacted.
+
+Faults for tests: `fail_copies(n, reason, s3=...)` makes the next n COPYs fail.
+
+Runs an asyncio loop in a thread; `start()` returns once it listens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import itertools
+import re
+import struct
+import threading
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+import structlog
+
+from standins.redshift_sql import (
+    LOG_SCHEMA,
+    LOG_TABLES,
+    CopyFromS3,
+    CopySyntaxError,
+    parse_copy,
+    redact_copy,
+    translate,
+)
+
+log = structlog.get_logger(__name__)
+
+SSL_REQUEST = 80877103
+GSS_REQUEST = 80877104
+CANCEL_REQUEST = 80877102
+PROTOCOL_3 = 196608
+DROPPED_STARTUP_PARAMETERS = frozenset(
+    {b"client_protocol_version", b"driver_version", b"os_version", b"driver_discovery_version"}
+)
+COPY_CHUNK = 256 * 1024
+LOAD_FAILED = "Load into table '{table}' failed.  Check 'stl_load_errors' system table for details."
+_VERSION_NUMBER = re.compile(rb"^(\d+(?:\.\d+)*)")
+
+
+class LoadFailure(Exception):
+    """A COPY from S3 failed the way Redshift reports it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        line: int = 0,
+        column: str = "",
+        reason: str = "",
+        raw: str = "",
+        filename: str = "",
+        logged: bool = True,
+        code: int = 1200,
+    ) -> None:
+        super().__init__(message)
+        self.line, self.column, self.reason, self.raw = line, column, reason or message, raw
+        self.filename, self.logged, self.code = filename, logged, code
+
+
+@dataclass
+class CopyFault:
+    remaining: int
+    reason: str
+    s3: bool  # an S3 read failure (not logged in stl_load_errors) rather than bad data
+
+
+@dataclass
+class CopyJob:
+    copy: CopyFromS3
+    extended: bool  # issued by Parse/Bind/Execute: a Sync must follow CopyDone
+    query_id: int = 0
+    failure: LoadFailure | None = None
+
+
+@dataclass
+class RedshiftProxy:
+    """`start()`, connect redshift_connector to `host`:`port` with ssl=False, `stop()`."""
+
+    backend_host: str
+    backend_port: int
+    s3_client_factory: Callable[[], Any]
+    backend_user: str = "postgres"
+    backend_database: str = "postgres"
+    host: str = "127.0.0.1"
+    port: int = 0
+    copies: list[str] = field(default_factory=list)
+    _faults: deque[CopyFault] = field(default_factory=deque)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _server: asyncio.base_events.Server | None = None
+    _thread: threading.Thread | None = None
+    _query_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> RedshiftProxy:
+        with self._side_connection() as con:
+            for statement in LOG_TABLES:
+                con.execute(statement)
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                self._server = loop.run_until_complete(
+                    asyncio.start_server(self._serve, self.host, self.port)
+                )
+                self.port = int(self._server.sockets[0].getsockname()[1])
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="redshift-proxy", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        if failure:
+            raise RuntimeError(f"the Redshift proxy could not listen: {failure[0]}")
+        return self
+
+    def stop(self) -> None:
+        loop, server = self._loop, self._server
+        if loop is None or server is None:
+            return
+
+        async def shutdown() -> None:
+            server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+        self._loop = self._server = None
+
+    def fail_copies(self, count: int, reason: str, *, s3: bool = False) -> None:
+        """Make the next `count` COPYs fail: an S3 read error (`s3`) or a logged load error."""
+        with self._lock:
+            self._faults.append(CopyFault(count, reason, s3))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    # --- one client connection -----------------------------------------------------------------
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        backend_w: asyncio.StreamWriter | None = None
+        try:
+            startup = await self._read_startup(client_r, client_w)
+            if startup is None:
+                return
+            backend_r, backend_w = await asyncio.open_connection(
+                self.backend_host, self.backend_port
+            )
+            backend_w.write(startup)
+            session = _Session(self, client_w, backend_w)
+            await asyncio.gather(
+                session.pump_client(client_r),
+                session.pump_backend(backend_r),
+            )
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            for writer in (client_w, backend_w):
+                if writer is not None:
+                    writer.close()
+
+    async def _read_startup(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bytes | None:
+        """Answer SSL/GSS requests with 'N'; return the cleaned startup packet."""
+        while True:
+            length = struct.unpack("!i", await reader.readexactly(4))[0]
+            body = await reader.readexactly(length - 4)
+            code = struct.unpack("!i", body[:4])[0]
+            if code in (SSL_REQUEST, GSS_REQUEST):
+                writer.write(b"N")
+                await writer.drain()
+                continue
+            if code == CANCEL_REQUEST:
+                _, backend_w = await asyncio.open_connection(self.backend_host, self.backend_port)
+                backend_w.write(struct.pack("!i", length) + body)
+                await backend_w.drain()
+                backend_w.close()
+                return None
+            if code != PROTOCOL_3:
+                raise ConnectionError("unsupported protocol")
+            items = body[4:].split(b"\x00")
+            kept = b""
+            for key, value in zip(items[0::2], items[1::2], strict=False):
+                if key and key not in DROPPED_STARTUP_PARAMETERS:
+                    kept += key + b"\x00" + value + b"\x00"
+            packet = struct.pack("!i", PROTOCOL_3) + kept + b"\x00"
+            return struct.pack("!i", len(packet) + 4) + packet
+
+    # --- COPY from S3 (runs in a worker thread) ------------------------------------------------
+
+    def _csv_payload(self, copy: CopyFromS3) -> list[bytes]:
+        """The COPY's rows as CSV chunks with one header; raises LoadFailure as Redshift fails."""
+        with self._lock:
+            fault = self._faults[0] if self._faults else None
+            if fault is not None:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._faults.popleft()
+        uri = f"s3://{copy.bucket}/{copy.prefix}"
+        if fault is not None:
+            if fault.s3:
+                raise LoadFailure(fault.reason, logged=False)
+            raise LoadFailure(fault.reason, reason=fault.reason, filename=uri, line=1)
+        client = self.s3_client_factory()
+        try:
+            listing = client.list_objects_v2(Bucket=copy.bucket, Prefix=copy.prefix)
+        except Exception as exc:
+            raise LoadFailure(f"S3ServiceException:{exc}", logged=False) from exc
+        keys = sorted(o["Key"] for o in listing.get("Contents", []))
+        if not keys:
+            raise LoadFailure(
+                f"The specified S3 prefix '{copy.prefix}' does not exist", logged=False
+            )
+        widths = self._varchar_widths(copy)
+        chunks: list[bytes] = []
+        for number, key in enumerate(keys):
+            filename = f"s3://{copy.bucket}/{key}"
+            body = client.get_object(Bucket=copy.bucket, Key=key)["Body"].read()
+            table = _read_table(copy, body, filename)
+            table = _fit_widths(table, widths, copy.truncate_columns, filename)
+            # one header for the whole COPY: later files of the prefix send rows only
+            chunks.extend(_csv_chunks(table, header=number == 0))
+        return chunks
+
+    def _varchar_widths(self, copy: CopyFromS3) -> dict[str, int]:
+        """Byte widths of the target's VARCHAR columns (Redshift measures VARCHAR in bytes)."""
+        schema, table = copy.table_parts
+        query = (
+            "SELECT column_name, character_maximum_length FROM information_schema.columns "  # noqa: S608
+            "WHERE table_name = %s AND character_maximum_length IS NOT NULL"
+            + (" AND table_schema = %s" if schema else "")
+        )
+        params = (table, schema) if schema else (table,)
+        with self._side_connection() as con:
+            return {str(n): int(w) for n, w in con.execute(query, params).fetchall()}
+
+    def _log_copy(self, job: CopyJob, session_pid: int, rows: int | None) -> None:
+        """Record the COPY (and its failure) in the log tables, outside the client's transaction."""
+        with self._side_connection() as con:
+            con.execute(
+                f"INSERT INTO {LOG_SCHEMA}.copies VALUES (%s, %s, %s, %s, %s)",  # noqa: S608
+                (job.query_id, session_pid, rows or 0, job.copy.prefix, _utcnow()),
+            )
+            failure = job.failure
+            if failure is not None and failure.logged:
+                con.execute(
+                    f"INSERT INTO {LOG_SCHEMA}.stl_load_errors VALUES "  # noqa: S608
+                    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        job.query_id,
+                        session_pid,
+                        failure.filename[:256],
+                        failure.line,
+                        failure.column[:127],
+                        "",
+                        failure.raw[:1024],
+                        failure.raw[:1024],
+                        failure.code,
+                        failure.reason[:100],
+                        _utcnow(),
+                    ),
+                )
+
+    def _side_connection(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            host=self.backend_host,
+            port=self.backend_port,
+            user=self.backend_user,
+            dbname=self.backend_database,
+            autocommit=True,
+        )
+
+
+class _Session:
+    """Both directions of one client connection."""
+
+    def __init__(
+        self, proxy: RedshiftProxy, client_w: asyncio.StreamWriter, backend_w: asyncio.StreamWriter
+    ) -> None:
+        self.proxy = proxy
+        self.client_w = client_w
+        self.backend_w = backend_w
+        self.statements: dict[bytes, CopyFromS3] = {}
+        self.portals: dict[bytes, CopyFromS3] = {}
+        self.pending: deque[CopyJob] = deque()
+        self.current: CopyJob | None = None
+        self.backend_pid = 0
+
+    async def pump_client(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            kind, body = await _read_message(reader)
+            if kind == b"Q":
+                body = self._rewrite_query(body)
+            elif kind == b"P":
+                body = self._rewrite_parse(body)
+            elif kind == b"B":
+                portal, statement = _cstrings(body, 2)
+                copy = self.statements.get(statement)
+                if copy is not None:
+                    self.portals[portal] = copy
+                else:
+                    self.portals.pop(portal, None)
+            elif kind == b"E":
+                (portal,) = _cstrings(body, 1)
+                copy = self.portals.get(portal)
+                if copy is not None:
+                    self.pending.append(CopyJob(copy, extended=True))
+            elif kind == b"X":
+                self.backend_w.write(_message(kind, body))
+                await self.backend_w.drain()
+                return
+            self.backend_w.write(_message(kind, body))
+            await self.backend_w.drain()
+
+    async def pump_backend(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            kind, body = await _read_message(reader)
+            if kind == b"S":
+                body = _trim_server_version(body)
+            elif kind == b"K":
+                self.backend_pid = struct.unpack("!i", body[:4])[0]
+            elif kind == b"G" and self.pending:  # CopyInResponse: feed it from S3
+                await self._feed_copy(self.pending.popleft())
+                continue
+            elif kind == b"C" and self.current is not None:
+                rows = _copy_rows(body)
+                job, self.current = self.current, None
+                await asyncio.to_thread(self.proxy._log_copy, job, self.backend_pid, rows)
+            elif kind == b"E" and self.current is not None:
+                job, self.current = self.current, None
+                body = await self._copy_error(job, body)
+            self.client_w.write(_message(kind, body))
+            await self.client_w.drain()
+
+    def _rewrite_query(self, body: bytes) -> bytes:
+        text = body.rstrip(b"\x00").decode()
+        copy = self._parse_copy(text)
+        if copy is not None:
+            self.pending.append(CopyJob(copy, extended=False))
+            return copy.to_stdin().encode() + b"\x00"
+        return translate(text).encode() + b"\x00"
+
+    def _rewrite_parse(self, body: bytes) -> bytes:
+        name, text = _cstrings(body, 2)
+        rest = body[len(name) + len(text) + 2 :]
+        sql = text.decode()
+        copy = self._parse_copy(sql)
+        if copy is not None:
+            self.statements[name] = copy
+            rewritten = copy.to_stdin()
+        else:
+            self.statements.pop(name, None)
+            rewritten = translate(sql)
+        return name + b"\x00" + rewritten.encode() + b"\x00" + rest
+
+    def _parse_copy(self, sql: str) -> CopyFromS3 | None:
+        try:
+            copy = parse_copy(sql)
+        except CopySyntaxError as exc:
+            log.info("COPY refused", error=str(exc))
+            return None  # passed on untranslated, PostgreSQL rejects it with a syntax error
+        if copy is not None:
+            self.proxy.copies.append(redact_copy(sql))
+        return copy
+
+    async def _feed_copy(self, job: CopyJob) -> None:
+        job.query_id = next(self.proxy._query_ids)
+        self.current = job
+        try:
+            chunks = await asyncio.to_thread(self.proxy._csv_payload, job.copy)
+        except LoadFailure as failure:
+            job.failure = failure
+            self.backend_w.write(_message(b"f", str(failure).encode() + b"\x00"))
+        else:
+            for chunk in chunks:
+                for start in range(0, len(chunk), COPY_CHUNK):
+                    self.backend_w.write(_message(b"d", chunk[start : start + COPY_CHUNK]))
+                    await self.backend_w.drain()
+            self.backend_w.write(_message(b"c", b""))
+        if job.extended:
+            self.backend_w.write(_message(b"S", b""))  # the client's Sync was eaten by copy-in
+        await self.backend_w.drain()
+
+    async def _copy_error(self, job: CopyJob, body: bytes) -> bytes:
+        """Turn PostgreSQL's COPY error into Redshift's answer, logging the details."""
+        fields = _error_fields(body)
+        log.info(
+            "COPY failed in PostgreSQL",
+            message=redact_copy(fields.get(b"M", b"").decode(errors="replace")),
+            where=redact_copy(fields.get(b"W", b"").decode(errors="replace")),
+        )
+        failure = job.failure
+        if failure is None:
+            failure = _failure_from_postgres(fields, job.copy)
+            job.failure = failure
+        await asyncio.to_thread(self.proxy._log_copy, job, self.backend_pid, None)
+        if failure.logged:
+            message = LOAD_FAILED.format(table=job.copy.table_parts[1])
+        else:
+            message = str(failure)
+        return _error_body({b"S": b"ERROR", b"V": b"ERROR", b"C": b"XX000", b"M": message.encode()})
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+# --- files to CSV ------------------------------------------------------------------------------
+
+
+def _read_table(copy: CopyFromS3, body: bytes, filename: str) -> Any:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if copy.format == "PARQUET":
+        try:
+            table = pq.read_table(io.BytesIO(body))
+        except Exception as exc:
+            raise LoadFailure(
+                f"Spectrum Scan Error: invalid Parquet file {filename}: {exc}",
+                filename=filename,
+                reason="Invalid Parquet file",
+                code=15007,
+            ) from exc
+        if copy.columns:
+            if table.num_columns != len(copy.columns):
+                raise LoadFailure(
+                    "column count mismatch",
+                    filename=filename,
+                    reason=f"Parquet has {table.num_columns} columns, COPY lists {len(copy.columns)}",
+                    code=1202,
+                )
+            table = table.rename_columns(list(copy.columns))
+        return table
+    if copy.gzip:
+        try:
+            body = gzip.decompress(body)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise LoadFailure(
+                "gzip error",
+                filename=filename,
+                reason=f"gzip: {exc}"[:100],
+                code=1216,
+            ) from exc
+    names = list(copy.columns) if copy.columns else None
+    try:
+        probe = pacsv.read_csv(
+            io.BytesIO(body),
+            read_options=pacsv.ReadOptions(
+                skip_rows=copy.ignore_header,
+                column_names=names,
+                autogenerate_column_names=names is None,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names or []},
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+                null_values=[""],
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        line = _csv_error_line(str(exc))
+        raise LoadFailure(
+            "Delimiter not found",
+            filename=filename,
+            line=line + copy.ignore_header,
+            reason="Delimiter not found",
+            raw=str(exc)[:200],
+            code=1214,
+        ) from exc
+    return probe
+
+
+def _fit_widths(table: Any, widths: dict[str, int], truncate: bool, filename: str) -> Any:
+    """Truncate (TRUNCATECOLUMNS) or refuse strings longer than their column's bytes."""
+    import pyarrow as pa
+
+    for index, name in enumerate(table.column_names):
+        width = widths.get(name)
+        if width is None or not pa.types.is_string(table.schema.field(index).type):
+            continue
+        values = table.column(index).to_pylist()
+        changed = False
+        for row, value in enumerate(values):
+            if value is not None and len(value.encode()) > width:
+                if not truncate:
+                    raise LoadFailure(
+                        "String length exceeds DDL length",
+                        filename=filename,
+                        line=row + 2,
+                        column=name,
+                        reason="String length exceeds DDL length",
+                        raw=value[:200],
+                        code=1204,
+                    )
+                values[row] = truncate_utf8(value, width)
+                changed = True
+        if changed:
+            table = table.set_column(index, name, pa.array(values, pa.string()))
+    return table
+
+
+def truncate_utf8(value: str, max_bytes: int) -> str:
+    """`value` cut to at most `max_bytes` bytes of UTF-8, never inside a character."""
+    return value.encode()[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def _csv_chunks(table: Any, *, header: bool) -> list[bytes]:
+    """`table` as CSV (strings quoted, NULL an empty unquoted field), with or without header."""
+    import pyarrow.csv as pacsv
+
+    buffer = io.BytesIO()
+    pacsv.write_csv(
+        table, buffer, pacsv.WriteOptions(include_header=header, quoting_style="needed")
+    )
+    return [buffer.getvalue()]
+
+
+def _csv_error_line(text: str) -> int:
+    match = re.search(r"row (\d+)", text)
+    return int(match.group(1)) + 1 if match else 0
+
+
+def _failure_from_postgres(fields: dict[bytes, bytes], copy: CopyFromS3) -> LoadFailure:
+    """PostgreSQL's COPY error (`CONTEXT: COPY t, line 3, column c: "v"`) as a load error."""
+    message = fields.get(b"M", b"").decode(errors="replace")
+    where = fields.get(b"W", b"").decode(errors="replace")
+    match = re.search(r'line (\d+)(?:, column (\w+)(?:: "(.*)")?)?', where)
+    line = int(match.group(1)) if match else 0
+    column = (match.group(2) or "") if match else ""
+    raw = (match.group(3) or "") if match else ""
+    return LoadFailure(
+        message,
+        filename=f"s3://{copy.bucket}/{copy.prefix}",
+        line=line,
+        column=column,
+        reason=message,
+        raw=raw,
+        code=1207,
+    )
+
+
+# --- wire protocol helpers ---------------------------------------------------------------------
+
+
+async def _read_message(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    header = await reader.readexactly(5)
+    length = struct.unpack("!i", header[1:])[0]
+    return header[:1], await reader.readexactly(length - 4)
+
+
+def _message(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!i", len(body) + 4) + body
+
+
+def _cstrings(body: bytes, count: int) -> list[bytes]:
+    out, start = [], 0
+    for _ in range(count):
+        end = body.index(b"\x00", start)
+        out.append(body[start:end])
+        start = end + 1
+    return out
+
+
+def _trim_server_version(body: bytes) -> bytes:
+    name, value = _cstrings(body, 2)
+    if name == b"server_version":
+        match = _VERSION_NUMBER.match(value)
+        if match:
+            return name + b"\x00" + match.group(1) + b"\x00"
+    return body
+
+
+def _copy_rows(body: bytes) -> int | None:
+    tag = body.rstrip(b"\x00").split()
+    if len(tag) == 2 and tag[0] == b"COPY":
+        return int(tag[1])
+    return None
+
+
+def _error_fields(body: bytes) -> dict[bytes, bytes]:
+    fields: dict[bytes, bytes] = {}
+    for part in body.split(b"\x00"):
+        if part:
+            fields[part[:1]] = part[1:]
+    return fields
+
+
+def _error_body(fields: dict[bytes, bytes]) -> bytes:
+    return b"".join(k + v + b"\x00" for k, v in fields.items()) + b"\x00"

@@ -1,0 +1,283 @@
+"""What the Redshift stand-in translates, in one table: Redshift SQL -> PostgreSQL SQL.
+
+`TRANSLATIONS` lists every rewrite the proxy applies to a statement, in order, with why. A
+statement passes through `translate()`; `parse_copy()` recognises `COPY ... FROM 's3://...'`,
+which the proxy serves itself (see `standins.redshift_proxy`). Nothing else is rewritten: SQL
+that Redshift and PostgreSQL share passes through unchanged, and Redshift-only SQL that is
+not in this table fails on PostgreSQL, as it should fail a test.
+
+String literals ('...') are never touched by any rule.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+#: Where the proxy keeps Redshift's system log tables (written outside the client's transaction).
+LOG_SCHEMA = "syncd_proxy"
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    why: str
+    apply: Callable[[str], str]
+
+
+def _sub(pattern: str, replacement: str) -> Callable[[str], str]:
+    compiled = re.compile(pattern, re.IGNORECASE | re.DOTALL)
+    return lambda text: compiled.sub(replacement, text)
+
+
+def _fold_quoted_identifiers(text: str) -> str:
+    return re.sub(r'"((?:[^"]|"")*)"', lambda m: f'"{m.group(1).lower()}"', text)
+
+
+_PAREN_LIST = r"\s*\([^()]*\)"
+
+TRANSLATIONS: tuple[Rule, ...] = (
+    Rule(
+        "fold quoted identifiers",
+        "Redshift folds identifiers to lower case even when quoted "
+        "(enable_case_sensitive_identifier is off by default); PostgreSQL keeps quoted case",
+        _fold_quoted_identifiers,
+    ),
+    Rule(
+        "drop ENCODE",
+        "column compression encodings do not exist in PostgreSQL",
+        _sub(r"\s+ENCODE\s+\w+", ""),
+    ),
+    Rule(
+        "drop DISTSTYLE",
+        "data distribution across slices does not exist in PostgreSQL",
+        _sub(r"\s+DISTSTYLE\s+(EVEN|KEY|ALL|AUTO)\b", ""),
+    ),
+    Rule("drop DISTKEY", "as DISTSTYLE", _sub(r"\s+DISTKEY" + _PAREN_LIST, "")),
+    Rule(
+        "drop SORTKEY",
+        "sort keys order Redshift's blocks; PostgreSQL has no equivalent in CREATE TABLE",
+        _sub(r"\s+(COMPOUND\s+|INTERLEAVED\s+)?SORTKEY" + _PAREN_LIST, ""),
+    ),
+    Rule(
+        "VARCHAR(MAX)",
+        "Redshift's longest VARCHAR is 65535 bytes",
+        _sub(r"\bVARCHAR\s*\(\s*MAX\s*\)", "VARCHAR(65535)"),
+    ),
+    Rule(
+        "SUPER",
+        "Redshift's semi-structured type; JSONB is the nearest",
+        _sub(r"\bSUPER\b", "JSONB"),
+    ),
+    Rule(
+        "GETDATE() / SYSDATE",
+        "Redshift's current UTC timestamp without time zone",
+        _sub(r"\bGETDATE\s*\(\s*\)|\bSYSDATE\b", "LOCALTIMESTAMP"),
+    ),
+    Rule(
+        "pg_last_copy_id()",
+        "the id of this session's last COPY, kept by the proxy in its log schema",
+        _sub(
+            r"\bpg_last_copy_id\s*\(\s*\)",
+            f"(SELECT COALESCE(MAX(query), -1) FROM {LOG_SCHEMA}.copies "  # noqa: S608
+            "WHERE session = pg_backend_pid())",
+        ),
+    ),
+    Rule(
+        "pg_last_copy_count()",
+        "the rows loaded by this session's last COPY, kept by the proxy",
+        _sub(
+            r"\bpg_last_copy_count\s*\(\s*\)",
+            f"(SELECT COALESCE((SELECT rows FROM {LOG_SCHEMA}.copies "  # noqa: S608
+            "WHERE session = pg_backend_pid() ORDER BY query DESC LIMIT 1), 0))",
+        ),
+    ),
+    Rule(
+        "stl_load_errors / sys_load_error_detail",
+        "Redshift's load-error logs: tables of the proxy's log schema, written outside the "
+        "failed transaction as Redshift's system log is",
+        _sub(
+            r"\b(pg_catalog\.)?(stl_load_errors|sys_load_error_detail)\b",
+            rf"{LOG_SCHEMA}.\2",
+        ),
+    ),
+)
+
+#: The log tables the proxy creates in PostgreSQL (column names as in Redshift).
+LOG_TABLES = (
+    f"CREATE SCHEMA IF NOT EXISTS {LOG_SCHEMA}",
+    f"CREATE TABLE IF NOT EXISTS {LOG_SCHEMA}.copies "
+    "(query BIGINT, session INTEGER, rows BIGINT, filename TEXT, starttime TIMESTAMP)",
+    f"CREATE TABLE IF NOT EXISTS {LOG_SCHEMA}.stl_load_errors (query BIGINT, session INTEGER, "
+    "filename CHAR(256), line_number BIGINT, colname CHAR(127), type CHAR(10), "
+    "raw_line CHAR(1024), raw_field_value CHAR(1024), err_code INTEGER, err_reason CHAR(100), "
+    "starttime TIMESTAMP)",
+    f"CREATE OR REPLACE VIEW {LOG_SCHEMA}.sys_load_error_detail AS SELECT query AS query_id, "  # noqa: S608
+    "session AS session_id, filename AS file_name, line_number, colname AS column_name, "
+    "type AS column_type, raw_line, raw_field_value AS column_value, "
+    "err_reason AS error_message, err_code AS error_code, starttime AS start_time "
+    f"FROM {LOG_SCHEMA}.stl_load_errors",
+)
+
+_LITERAL = re.compile(r"('(?:[^']|'')*')")
+
+
+def translate(sql: str) -> str:
+    """Apply every rule of TRANSLATIONS to the text outside string literals."""
+    parts = _LITERAL.split(sql)
+    for index in range(0, len(parts), 2):  # even parts lie outside literals
+        for rule in TRANSLATIONS:
+            parts[index] = rule.apply(parts[index])
+    return "".join(parts)
+
+
+# --- COPY FROM S3 ------------------------------------------------------------------------------
+
+_COPY = re.compile(
+    r"^\s*COPY\s+(?P<table>(?:\"(?:[^\"]|\"\")+\"|\w+)(?:\.(?:\"(?:[^\"]|\"\")+\"|\w+))?)\s*"
+    r"(?:\((?P<columns>[^)]*)\))?\s*FROM\s+'(?P<uri>s3://(?:[^']|'')*)'(?P<options>.*?);?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_OPTION_TOKEN = re.compile(r"\s*(?:'((?:[^']|'')*)'|(\w+))", re.DOTALL)
+_FLAGS = frozenset(
+    {"GZIP", "TRUNCATECOLUMNS", "EMPTYASNULL", "BLANKSASNULL", "ACCEPTANYDATE", "CSV"}
+)
+_VALUED = frozenset(
+    {
+        "IAM_ROLE",
+        "CREDENTIALS",
+        "ACCESS_KEY_ID",
+        "SECRET_ACCESS_KEY",
+        "SESSION_TOKEN",
+        "REGION",
+        "IGNOREHEADER",
+        "TIMEFORMAT",
+        "DATEFORMAT",
+        "MAXERROR",
+        "ACCEPTINVCHARS",
+        "COMPUPDATE",
+        "STATUPDATE",
+        "DELIMITER",
+    }
+)
+_SECRET_OPTIONS = ("CREDENTIALS", "SECRET_ACCESS_KEY", "SESSION_TOKEN", "ACCESS_KEY_ID")
+
+
+class CopySyntaxError(ValueError):
+    """The COPY statement is not one Redshift would accept."""
+
+
+@dataclass(frozen=True)
+class CopyFromS3:
+    """A parsed `COPY table (columns) FROM 's3://bucket/prefix' options`."""
+
+    table: str  # as written (quoted, maybe schema-qualified), folded like any identifier
+    columns: tuple[str, ...]  # unquoted, folded to lower case; () = all, in table order
+    bucket: str
+    prefix: str
+    format: str  # "CSV" or "PARQUET"
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def gzip(self) -> bool:
+        return "GZIP" in self.options
+
+    @property
+    def ignore_header(self) -> int:
+        return int(self.options.get("IGNOREHEADER", "0"))
+
+    @property
+    def truncate_columns(self) -> bool:
+        return "TRUNCATECOLUMNS" in self.options
+
+    @property
+    def table_parts(self) -> tuple[str | None, str]:
+        """(schema or None, table), unquoted and lower case."""
+        names = [_unquote(p) for p in _split_qualified(self.table)]
+        return (names[0], names[1]) if len(names) == 2 else (None, names[0])
+
+    def to_stdin(self) -> str:
+        """The PostgreSQL statement that takes this COPY's rows from the proxy."""
+        columns = f" ({', '.join(_quote(c) for c in self.columns)})" if self.columns else ""
+        return f"COPY {translate(self.table)}{columns} FROM STDIN WITH (FORMAT csv, HEADER true)"
+
+
+def parse_copy(sql: str) -> CopyFromS3 | None:
+    """The COPY FROM S3 in `sql`, None when `sql` is something else; raises on bad options."""
+    match = _COPY.match(sql)
+    if match is None:
+        return None
+    uri = match.group("uri").replace("''", "'")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    options = _parse_options(match.group("options"))
+    if not any(k in options for k in ("IAM_ROLE", "CREDENTIALS", "ACCESS_KEY_ID")):
+        raise CopySyntaxError("Missing credentials: give IAM_ROLE, CREDENTIALS or access keys")
+    fmt = options.pop("FORMAT", "CSV" if "CSV" in options else "TEXT")
+    if fmt not in ("CSV", "PARQUET"):
+        raise CopySyntaxError(f"the stand-in serves FORMAT CSV and PARQUET, not {fmt}")
+    if fmt == "PARQUET" and ({"GZIP", "IGNOREHEADER", "TIMEFORMAT"} & options.keys()):
+        raise CopySyntaxError("GZIP, IGNOREHEADER and TIMEFORMAT are not valid with PARQUET")
+    columns = tuple(
+        _unquote(c.strip()).lower() for c in (match.group("columns") or "").split(",") if c.strip()
+    )
+    return CopyFromS3(match.group("table"), columns, bucket, prefix, fmt, options)
+
+
+def redact_copy(sql: str) -> str:
+    """`sql` with every credential literal of a COPY replaced by '***' (safe to log)."""
+    pattern = re.compile(
+        r"\b(" + "|".join(_SECRET_OPTIONS) + r")(\s+(?:AS\s+)?)'(?:[^']|'')*'", re.IGNORECASE
+    )
+    sql = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}'***'", sql)
+    pairs = r"(aws_secret_access_key|aws_access_key_id|token)=[^;'\s]*"
+    return re.sub(pairs, lambda m: f"{m.group(1)}=***", sql, flags=re.IGNORECASE)
+
+
+def _parse_options(text: str) -> dict[str, str]:
+    tokens = [(m.group(1), m.group(2)) for m in _OPTION_TOKEN.finditer(text)]
+    rest = _OPTION_TOKEN.sub("", text).strip()
+    if rest:
+        raise CopySyntaxError(f"syntax error at or near {rest[:20]!r}")
+    options: dict[str, str] = {}
+    index = 0
+    while index < len(tokens):
+        literal, word = tokens[index]
+        if word is None:
+            raise CopySyntaxError("syntax error at or near a string literal")
+        key = word.upper()
+        index += 1
+        if key == "FORMAT":
+            if index < len(tokens) and (tokens[index][1] or "").upper() == "AS":
+                index += 1
+            options["FORMAT"] = (tokens[index][1] or "").upper() if index < len(tokens) else ""
+            index += 1
+        elif key in _FLAGS:
+            options[key] = ""
+        elif key in _VALUED:
+            if index < len(tokens) and (tokens[index][1] or "").upper() == "AS":
+                index += 1
+            if index >= len(tokens):
+                raise CopySyntaxError(f"{key} needs a value")
+            value_literal, value_word = tokens[index]
+            options[key] = (
+                value_literal.replace("''", "'") if value_literal is not None else value_word
+            )
+            index += 1
+        else:
+            raise CopySyntaxError(f"syntax error at or near {word!r}")
+    return options
+
+
+def _split_qualified(name: str) -> list[str]:
+    return re.findall(r'"(?:[^"]|"")+"|\w+', name)
+
+
+def _unquote(name: str) -> str:
+    if name.startswith('"') and name.endswith('"'):
+        return name[1:-1].replace('""', '"').lower()
+    return name.lower()
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
