@@ -189,6 +189,7 @@ def build_app(
         max_attempts=settings.max_batch_attempts,
         retry_base=settings.backoff.total_seconds(),
         held_retry_interval=settings.held_retry_interval.total_seconds(),
+        lookahead=settings.lookahead,
     )
     pipeline = Pipeline(
         build_source(settings, client),

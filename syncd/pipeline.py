@@ -18,6 +18,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -98,6 +99,14 @@ class PipelineHooks:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A batch fetched, transformed and staged, waiting for its turn to commit."""
+
+    fetched: Fetched
+    staged: StagedBatch
+
+
+@dataclass(frozen=True)
 class PipelineOptions:
     work_dir: Path  # transform output before staging
     staged_format: StagedFormat
@@ -107,6 +116,7 @@ class PipelineOptions:
     retry_cap: float = 600.0
     held_retry_interval: float = 900.0
     consistency_days: int = 7  # how far back start-up checks days for disagreement
+    lookahead: int = 0  # batches prepared (fetched .. staged) ahead of the one committing
     staged_name: Callable[[TransformedBatch], str] = field(
         default=lambda b: b.path.name  # the stage applies FilePrefix
     )
@@ -153,6 +163,8 @@ class Pipeline:
         self.held: HeldBatch | None = None
         self._attempts: dict[str, int] = {}
         self._rng = random.Random()
+        self._ahead: dict[BatchKey, Future[Prepared]] = {}
+        self._executor: ThreadPoolExecutor | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -185,12 +197,21 @@ class Pipeline:
         return days
 
     def run(self, *, until_caught_up: bool) -> RunSummary:
-        """Load batches until stopped (daemon) or until nothing is ready (`once`)."""
+        """Load batches until stopped (daemon) or until nothing is ready (`once`).
+
+        With `lookahead`, the next batches are prepared (exported, downloaded, transformed,
+        staged) on worker threads while the current one commits; commits stay in order.
+        """
         summary = RunSummary()
         started = time.monotonic()
+        if self.options.lookahead > 0:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.options.lookahead, thread_name_prefix="syncd-prepare"
+            )
         try:
             while not self.stop.is_set():
-                keys = self.source.plan(self.records, self.clock(), 1)
+                keys = self.source.plan(self.records, self.clock(), 1 + self.options.lookahead)
+                self._look_ahead(keys)
                 if not keys:
                     ready_at = self.source.next_ready_at(self.records, self.clock())
                     self._idle(ready_at)
@@ -214,10 +235,50 @@ class Pipeline:
                 else:
                     self.stop.wait(self._backoff(self._attempts.get(key.id, 1)))
         finally:
+            stopped = self.stop.is_set()
+            self._end_look_ahead()
             summary.seconds = time.monotonic() - started
             summary.held = self.held
-            self._publish("stopped" if self.stop.is_set() else ("held" if self.held else "idle"))
+            self._publish("stopped" if stopped else ("held" if self.held else "idle"))
         return summary
+
+    def _look_ahead(self, keys: Sequence[BatchKey]) -> None:
+        """Start preparing the planned batches after the first; drop those no longer planned."""
+        for key in list(self._ahead):
+            if key not in keys:
+                self._drop_prepared(self._ahead.pop(key))
+        if self._executor is None:
+            return
+        for key in keys[1:]:
+            if key not in self._ahead:
+                self._ahead[key] = self._executor.submit(self._prepare_in_thread, key)
+
+    def _prepare_in_thread(self, key: BatchKey) -> Prepared:
+        with structlog.contextvars.bound_contextvars(batch=key.id):
+            return self.prepare(key)
+
+    def _drop_prepared(self, future: Future[Prepared]) -> None:
+        """A prepared batch that will not be committed as prepared: remove its files."""
+        if future.cancel() or not future.done() or future.exception() is not None:
+            return
+        prepared = future.result()
+        self._remove_files(prepared.staged, keep_staged=self.options.keep_staged)
+
+    def _end_look_ahead(self) -> None:
+        """Stop preparing: cancel queued work, end running steps at their next check."""
+        if self._executor is None:
+            return
+        running = [f for f in self._ahead.values() if not f.done()]
+        interrupt = bool(running) and not self.stop.is_set()
+        if interrupt:
+            self.stop.set()  # ends polls, downloads and steps of the batches ahead
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        if interrupt:
+            self.stop.clear()  # only this run is over; the caller may run again
+        for future in self._ahead.values():
+            self._drop_prepared(future)
+        self._ahead.clear()
+        self._executor = None
 
     # -- one batch -------------------------------------------------------------------------
 
@@ -236,9 +297,15 @@ class Pipeline:
         return record
 
     def process(self, key: BatchKey) -> SyncRecord:
-        """Fetch, transform, stage and commit one batch; cleanup after the commit."""
+        """Prepare (or take the prepared) batch, commit it, clean up after the commit."""
         self._notify("before_batch", key)
         self._publish("loading", f"batch {key.id}")
+        future = self._ahead.pop(key, None)
+        prepared = future.result() if future is not None else self.prepare(key)
+        return self.commit(key, prepared)
+
+    def prepare(self, key: BatchKey) -> Prepared:
+        """Fetch, transform and stage one batch: everything that may run ahead of commits."""
         log.info("batch started", start=key.start.isoformat(), end=key.end.isoformat())
         fetched = self._step(key, "fetch", lambda: self.source.fetch(key))
         loaded_at = self.clock()
@@ -260,6 +327,12 @@ class Pipeline:
             raise
         staged = self._step(key, "stage", lambda: self._stage(batch))
         self._notify("after_stage", key, staged)
+        return Prepared(fetched=fetched, staged=staged)
+
+    def commit(self, key: BatchKey, prepared: Prepared) -> SyncRecord:
+        """Commit a prepared batch with its sync row, then clean up. Main thread only."""
+        fetched, staged = prepared.fetched, prepared.staged
+        batch = staged.batch
         record = SyncRecord(
             batch_id=key.id,
             source=key.source,
@@ -285,7 +358,7 @@ class Pipeline:
             bytes=record.bytes,
         )
         self._notify("after_commit", key, record)
-        self._cleanup(key, batch, staged)
+        self._cleanup(key, staged)
         self._publish("loading", f"committed {key.id}")
         return record
 
@@ -296,19 +369,28 @@ class Pipeline:
             rejects_uri = self.stage.put(batch.rejects_path, batch.rejects_path.name)
         return StagedBatch(batch=batch, uri=uri, rejects_uri=rejects_uri)
 
-    def _cleanup(self, key: BatchKey, batch: TransformedBatch, staged: StagedBatch) -> None:
-        """After the commit: local and (unless kept) staged files go. Failures only logged."""
+    def _cleanup(self, key: BatchKey, staged: StagedBatch) -> None:
+        """After the commit: spool, local and (unless kept) staged files go."""
         try:
             self.source.discard(key)
+        except (OSError, SyncdError) as exc:
+            log.warning("cleanup after commit failed; files left behind", error=str(exc))
+        self._remove_files(staged, keep_staged=self.options.keep_staged)
+
+    def _remove_files(self, staged: StagedBatch, *, keep_staged: bool) -> None:
+        """Remove a batch's transform output and (unless kept) its staged objects; failures
+        are only logged (the files are re-creatable, never needed for correctness)."""
+        batch = staged.batch
+        try:
             for path in (batch.path, batch.rejects_path):
                 if path is not None:
                     path.unlink(missing_ok=True)
-            if not self.options.keep_staged:
+            if not keep_staged:
                 self.stage.delete(staged.uri)
                 if staged.rejects_uri is not None:
                     self.stage.delete(staged.rejects_uri)
         except (OSError, SyncdError) as exc:
-            log.warning("cleanup after commit failed; files left behind", error=str(exc))
+            log.warning("removing a batch's files failed; files left behind", error=str(exc))
 
     def _step(self, key: BatchKey, name: str, fn: Callable[[], _T]) -> _T:
         if self.stop.is_set():

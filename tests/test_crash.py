@@ -73,16 +73,28 @@ class Recovery:
     files: SyncdFiles
     crashed: subprocess.CompletedProcess[str]
     restart_code: int
+    lookahead: int
 
 
-@pytest.fixture(scope="module", params=POINTS)
+#: Every point one batch at a time, and the commit-side points with batches prepared ahead
+#: on worker threads (killed at whatever moment those threads are in).
+CASES = [(point, 0) for point in POINTS] + [
+    (point, 3) for point in ("staged", "loaded", "before_commit", "committed")
+]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{p}-lookahead{n}" for p, n in CASES])
 def recovery(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Recovery]:
+    point, lookahead = request.param
     with Simulator(SimulatorConfig(api_key=API_KEY, events_per_hour=200)) as sim:
-        files = write_config(tmp_path_factory.mktemp(request.param), sim, START)
-        crashed = crash(files, f"{request.param}@2")
-        yield Recovery(sim, files, crashed, run_cli(["once", "-c", str(files.config)]))
+        files = write_config(
+            tmp_path_factory.mktemp(f"{point}-{lookahead}"), sim, START, {"Lookahead": lookahead}
+        )
+        crashed = crash(files, f"{point}@2")
+        restart = run_cli(["once", "-c", str(files.config)])
+        yield Recovery(sim, files, crashed, restart, lookahead)
 
 
 def test_the_crash_runner_dies_by_sigkill(recovery: Recovery) -> None:
@@ -102,7 +114,13 @@ def test_after_a_crash_the_sync_table_has_one_row_per_window(recovery: Recovery)
 
 
 def test_after_a_crash_no_window_is_exported_twice(recovery: Recovery) -> None:
-    assert dict(recovery.sim.stats.exports_by_window) == {w: 1 for w in WINDOWS}
+    exports = dict(recovery.sim.stats.exports_by_window)
+    if recovery.lookahead == 0:
+        assert exports == {w: 1 for w in WINDOWS}
+    else:
+        # A kill in the milliseconds between an export's creation (on a worker thread) and the
+        # persisting of its operation id costs one extra export of that window: never a row.
+        assert set(exports) == set(WINDOWS) and max(exports.values()) <= 2
 
 
 def test_a_kill_while_the_export_is_pending_resumes_that_export(tmp_path: Path) -> None:

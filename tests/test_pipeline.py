@@ -77,6 +77,7 @@ def make(
     keep_staged: bool = False,
     hooks: Sequence[PipelineHooks] = (),
     stop: threading.Event | None = None,
+    lookahead: int = 0,
 ) -> tuple[Pipeline, DuckDBWarehouse]:
     warehouse = DuckDBWarehouse(":memory:")
     pipeline = Pipeline(
@@ -91,6 +92,7 @@ def make(
             max_attempts=max_attempts,
             retry_base=0.0,
             held_retry_interval=0.0,
+            lookahead=lookahead,
         ),
         status=StatusFile(tmp_path / "status.json"),
         hooks=hooks,
@@ -212,3 +214,47 @@ def test_start_rolls_back_a_day_whose_rows_disagree_with_its_sync_rows(tmp_path:
     assert pipeline.repair() == [T0.date()]
     assert warehouse.sync_records() == []
     assert pipeline.run(until_caught_up=True).batches == 4
+
+
+class SlowSource(FakeSource):
+    """Each fetch takes a while (an export being prepared); records how many overlap."""
+
+    def __init__(self, spool: Path) -> None:
+        super().__init__(spool)
+        self.running = 0
+        self.most_at_once = 0
+        self.lock = threading.Lock()
+
+    def fetch(self, key: BatchKey) -> Fetched:
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        threading.Event().wait(0.1)
+        try:
+            return super().fetch(key)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_lookahead_prepares_batches_in_parallel_and_commits_in_order(tmp_path: Path) -> None:
+    source = SlowSource(tmp_path / "spool")
+    pipeline, warehouse = make(tmp_path, source, lookahead=3)
+    summary = pipeline.run(until_caught_up=True)
+    assert (summary.batches, source.most_at_once > 1) == (4, True)
+    assert [r.start for r in warehouse.sync_records()] == [T0 + i * H for i in range(4)]
+
+
+def test_a_failed_batch_prepared_ahead_is_retried_in_its_turn(tmp_path: Path) -> None:
+    failures: dict[int, list[Exception]] = {2: [TransientSourceError("503")]}
+    pipeline, warehouse = make(tmp_path, FakeSource(tmp_path / "spool", failures), lookahead=3)
+    summary = pipeline.run(until_caught_up=True)
+    assert (summary.batches, summary.held) == (4, None)
+    assert [r.start for r in warehouse.sync_records()] == [T0 + i * H for i in range(4)]
+
+
+def test_nothing_prepared_ahead_is_left_in_the_work_folder(tmp_path: Path) -> None:
+    failures: dict[int, list[Exception]] = {1: [TerminalSourceError("403")]}
+    pipeline, _ = make(tmp_path, FakeSource(tmp_path / "spool", failures), lookahead=3)
+    assert pipeline.run(until_caught_up=True).held is not None
+    assert list((tmp_path / "work").glob("*")) == []

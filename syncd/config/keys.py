@@ -341,6 +341,14 @@ TOP_LEVEL: tuple[Key, ...] = (
     Key("", "HeldRetryInterval", K.DURATION, "15m", "How often a held batch is tried again."),
     Key(
         "",
+        "Lookahead",
+        K.INT,
+        3,
+        "Batches exported, downloaded, transformed and staged ahead of the one being "
+        "committed (commits stay strictly in order); 0 = one batch at a time.",
+    ),
+    Key(
+        "",
         "LogFormat",
         K.CHOICE,
         "auto",

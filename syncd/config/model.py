@@ -174,6 +174,7 @@ class Settings:
     http_timeout: timedelta
     download_timeout: timedelta
     max_batch_attempts: int
+    lookahead: int
     held_retry_interval: timedelta
     log_format: LogFormat
     log_level: str
