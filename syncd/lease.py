@@ -16,11 +16,19 @@ warehouse, the one thing both daemons share:
   its own (autocommit, so lease statements never mix with a batch's transaction). A row whose
   `ExpiresAt` has passed belongs to a dead or hung daemon and is taken over by a conditional
   UPDATE, which the database serialises: of two daemons taking over at once exactly one wins.
-  For fencing, the adapter's commit transaction may also run `TableLease.fence_query()` and
-  refuse to commit when the row no longer names this holder.
+  For fencing, `DbApiWarehouse.commit_batch` runs `TableLease.fence_query()` (PostgreSQL with
+  FOR SHARE, so a takeover waits for the commit) and refuses to commit when the row no longer
+  names this holder (once the warehouse object has acquired the lease).
 - BigQuery: the same row in a `<SyncTable>_lease` table, written by DML (conditional UPDATE /
   INSERT); BigQuery aborts one of two conflicting DML statements, which gives the same
-  exactly-one-winner rule.
+  exactly-one-winner rule. See `warehouses.bigquery` (CREATE TABLE AS SELECT makes the row,
+  conditional UPDATEs move it, the commit script checks it and raises ERROR() when lost).
+
+A holder that died on this host (same host name, its PID gone, or this very PID but from before
+this process started, as after a container restart) is taken over at once, without waiting for
+the TTL: a daemon killed and restarted resumes at once. Host names shared by two live daemons
+at worst make one take over from the other, which then loses its lease and stops: the commit
+fence keeps that to one writer.
 
 Lease times are written from this process's clock: keep hosts' clocks within a small fraction of
 the TTL (NTP), and the TTL well above the longest pause (default five minutes).
@@ -49,6 +57,10 @@ log = structlog.get_logger(__name__)
 #: How long a lease lasts without renewal; it is renewed every third of it.
 DEFAULT_LEASE_TTL = timedelta(minutes=5)
 
+#: When this process (near enough: this module's import) started; a holder with this PID and
+#: an earlier start is a previous process that had the same PID.
+PROCESS_STARTED = utcnow()
+
 
 @dataclass(frozen=True)
 class LeaseHolder:
@@ -65,6 +77,34 @@ class LeaseHolder:
 
     def describe(self) -> str:
         return f"syncd pid {self.pid} on {self.host} (since {format_timestamp(self.started_at)})"
+
+
+def holder_is_gone(host: str, pid: int, started_at: datetime) -> bool:
+    """True when a lease holder ran on this host and its process no longer exists."""
+    if host != socket.gethostname() or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return _aware(started_at) < PROCESS_STARTED
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: alive, and someone else's
+        return False
+    return False
+
+
+def held_by_error(name: str, owner: tuple[Any, ...] | None, what: str) -> LockedError:
+    """The LockedError for a lease on `name` held by `owner` (HolderId, Holder, ExpiresAt, ...)
+    or released (None)."""
+    if owner is None:
+        return LockedError(f"{what}: the lease on {name} was released by someone else")
+    expires = owner[2]
+    until = format_timestamp(_aware(expires)) if isinstance(expires, datetime) else str(expires)
+    return LockedError(
+        f"{what}: another syncd is the writer of {name}: {owner[1]}; its lease runs "
+        f"until {until} and is taken over if it is not renewed by then"
+    )
 
 
 @runtime_checkable
@@ -138,21 +178,48 @@ class LeaseKeeper:
 _CREATE = (
     "CREATE TABLE IF NOT EXISTS {t} ("
     '"Name" VARCHAR(128) NOT NULL PRIMARY KEY, "HolderId" VARCHAR(64) NOT NULL, '
-    '"Holder" VARCHAR(512) NOT NULL, "AcquiredAt" TIMESTAMP NOT NULL, '
+    '"Holder" VARCHAR(512) NOT NULL, "Host" VARCHAR(255) NOT NULL, "Pid" BIGINT NOT NULL, '
+    '"StartedAt" TIMESTAMP NOT NULL, "AcquiredAt" TIMESTAMP NOT NULL, '
     '"ExpiresAt" TIMESTAMP NOT NULL)'
 )
 _INSERT = (
-    'INSERT INTO {t} ("Name", "HolderId", "Holder", "AcquiredAt", "ExpiresAt") '
-    'SELECT {p}, {p}, {p}, {p}, {p} WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE "Name" = {p})'
+    'INSERT INTO {t} ("Name", "HolderId", "Holder", "Host", "Pid", "StartedAt", "AcquiredAt", '
+    '"ExpiresAt") SELECT {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p} '
+    'WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE "Name" = {p})'
 )
-_TAKE = (
-    'UPDATE {t} SET "HolderId" = {p}, "Holder" = {p}, "AcquiredAt" = {p}, "ExpiresAt" = {p} '
-    'WHERE "Name" = {p} AND ("HolderId" = {p} OR "ExpiresAt" < {p})'
+_SET_HOLDER = (
+    'UPDATE {t} SET "HolderId" = {p}, "Holder" = {p}, "Host" = {p}, "Pid" = {p}, '
+    '"StartedAt" = {p}, "AcquiredAt" = {p}, "ExpiresAt" = {p} WHERE "Name" = {p} '
 )
+_TAKE = _SET_HOLDER + 'AND ("HolderId" = {p} OR "ExpiresAt" < {p})'
+_TAKE_FROM = _SET_HOLDER + 'AND "HolderId" = {p}'
 _RENEW = 'UPDATE {t} SET "ExpiresAt" = {p} WHERE "Name" = {p} AND "HolderId" = {p}'
-_READ = 'SELECT "HolderId", "Holder", "ExpiresAt" FROM {t} WHERE "Name" = {p}'
-_FENCE = 'SELECT count(*) FROM {t} WHERE "Name" = {p} AND "HolderId" = {p}'
+_READ = (
+    'SELECT "HolderId", "Holder", "ExpiresAt", "Host", "Pid", "StartedAt" FROM {t} '
+    'WHERE "Name" = {p}'
+)
+_FENCE = 'SELECT "HolderId" FROM {t} WHERE "Name" = {p} AND "HolderId" = {p}'
 _RELEASE = 'DELETE FROM {t} WHERE "Name" = {p} AND "HolderId" = {p}'
+
+
+def holder_values(holder: LeaseHolder, now: datetime, ttl: timedelta) -> tuple[Any, ...]:
+    """HolderId, Holder, Host, Pid, StartedAt, AcquiredAt, ExpiresAt of a lease row (naive UTC)."""
+    return (
+        holder.id,
+        holder.describe(),
+        holder.host,
+        holder.pid,
+        naive_utc(holder.started_at),
+        naive_utc(now),
+        naive_utc(now + ttl),
+    )
+
+
+def owner_is_gone(owner: tuple[Any, ...] | None) -> bool:
+    """`holder_is_gone` for a row read as (HolderId, Holder, ExpiresAt, Host, Pid, StartedAt)."""
+    if owner is None or not isinstance(owner[5], datetime):
+        return False
+    return holder_is_gone(str(owner[3]), int(owner[4]), owner[5])
 
 
 class TableLease:
@@ -188,37 +255,45 @@ class TableLease:
 
     def acquire_lease(self, holder: LeaseHolder, ttl: timedelta) -> None:
         now = self._clock()
-        values = (holder.id, holder.describe(), _naive(now), _naive(now + ttl))
+        values = holder_values(holder, now, ttl)
         with self._lock:
             self._run([(_CREATE, ())])
             try:
                 self._run([(_INSERT, (self.name, *values, self.name))])
             except Exception as exc:  # two inserts at once: the key decides, the loser reads
                 log.debug("lease insert lost a race", error=str(exc))
-            self._run([(_TAKE, (*values, self.name, holder.id, _naive(now)))])
+            self._run([(_TAKE, (*values, self.name, holder.id, naive_utc(now)))])
             owner = self._read()
+            if owner is not None and owner[0] != holder.id and owner_is_gone(owner):
+                log.warning("taking over the lease of a dead syncd on this host", holder=owner[1])
+                self._run([(_TAKE_FROM, (*values, self.name, owner[0]))])
+                owner = self._read()
         if owner is None or owner[0] != holder.id:
-            raise self._held_by(owner, "cannot start")
+            raise held_by_error(self.name, owner, "cannot start")
 
     def renew_lease(self, holder: LeaseHolder, ttl: timedelta) -> None:
-        expires = _naive(self._clock() + ttl)
+        expires = naive_utc(self._clock() + ttl)
         with self._lock:
             self._run([(_RENEW, (expires, self.name, holder.id))])
             owner = self._read()
         if owner is None or owner[0] != holder.id:
-            raise self._held_by(owner, "lease lost")
+            raise held_by_error(self.name, owner, "lease lost")
 
     def release_lease(self, holder: LeaseHolder) -> None:
         with self._lock:
             self._run([(_RELEASE, (self.name, holder.id))])
-            if self._con is not None:
-                self._con.close()
-                self._con = None
+            self._drop()
 
-    def fence_query(self, holder: LeaseHolder) -> tuple[str, tuple[Any, ...]]:
-        """SQL (and parameters) that counts rows naming `holder` as the lease's owner: a commit
-        transaction that reads 0 must roll back."""
-        return self._sql(_FENCE), (self.name, holder.id)
+    def close(self) -> None:
+        """Close the lease's connection (the row stays until it expires or is released)."""
+        with self._lock:
+            self._drop()
+
+    def fence_query(self, holder: LeaseHolder, lock: str = "") -> tuple[str, tuple[Any, ...]]:
+        """SQL (and parameters) that reads the lease row only if it names `holder`: a commit
+        transaction that reads no row must roll back. `lock` is appended (e.g. " FOR SHARE",
+        so that a takeover waits for the commit)."""
+        return self._sql(_FENCE) + lock, (self.name, holder.id)
 
     def holder(self) -> str | None:
         """Who holds the lease now (for `status`), or None."""
@@ -271,23 +346,14 @@ class TableLease:
             log.debug("closing a broken lease connection failed")
         self._con = None
 
-    def _held_by(self, owner: tuple[Any, ...] | None, what: str) -> LockedError:
-        if owner is None:
-            return LockedError(f"{what}: the lease on {self.name} was released by someone else")
-        expires = owner[2]
-        if isinstance(expires, datetime):
-            until = format_timestamp(expires if expires.tzinfo else expires.replace(tzinfo=UTC))
-        else:
-            until = str(expires)
-        return LockedError(
-            f"{what}: another syncd is the writer of {self.name}: {owner[1]}; its lease runs "
-            f"until {until} and is taken over if it is not renewed by then"
-        )
 
-
-def _naive(moment: datetime) -> datetime:
+def naive_utc(moment: datetime) -> datetime:
     """Naive UTC, the way syncd's tables store time."""
     return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _close(cursor: Any) -> None:

@@ -13,6 +13,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import aws_support
+import gcp_support
 import pytest
 
 from syncd.batch import StagedBatch, StagedFormat, SyncRecord, TransformedBatch
@@ -43,9 +45,34 @@ def storage_only_over_local(folder: Path) -> Adapter:
     return Adapter(StorageOnlyWarehouse(stage), stage)
 
 
+def postgres_over_local(folder: Path) -> Adapter:
+    return Adapter(*aws_support.postgres_over_local(folder))
+
+
+def storage_only_over_s3(folder: Path) -> Adapter:
+    return Adapter(*aws_support.storage_only_over_s3(folder))
+
+
+def bigquery_over_gcs(folder: Path) -> Adapter:
+    return Adapter(*gcp_support.bigquery_over_gcs(folder))
+
+
+def storage_only_over_gcs(folder: Path) -> Adapter:
+    return Adapter(*gcp_support.storage_only_over_gcs(folder))
+
+
+def redshift_over_s3(folder: Path) -> Adapter:
+    return Adapter(*aws_support.redshift_over_s3(folder))
+
+
 ADAPTERS = [
     pytest.param(duckdb_over_local, id="duckdb"),
     pytest.param(storage_only_over_local, id="storage-only"),
+    pytest.param(postgres_over_local, id="postgres"),
+    pytest.param(storage_only_over_s3, id="storage-only-s3"),
+    pytest.param(redshift_over_s3, id="redshift"),
+    pytest.param(bigquery_over_gcs, id="bigquery"),
+    pytest.param(storage_only_over_gcs, id="storage-only-gcs"),
 ]
 
 

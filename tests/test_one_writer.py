@@ -119,7 +119,8 @@ def lease_pair(
         param = "?"
     else:
         cluster = postgres_cluster()
-        psycopg = pytest.importorskip("psycopg")
+        import psycopg
+
         connect = lambda: psycopg.connect(cluster.dsn, autocommit=True)  # noqa: E731
         param = "%s"
         with psycopg.connect(cluster.dsn, autocommit=True) as con:
@@ -134,16 +135,14 @@ _cluster: list[Any] = []
 
 
 def postgres_cluster() -> Any:
-    """A throwaway PostgreSQL for this module (skipped where no server binaries exist)."""
+    """A throwaway PostgreSQL for this module; a stand-in that cannot start fails the test."""
     if not _cluster:
-        try:
-            from standins.postgres import PostgresCluster, PostgresUnavailable
-        except ImportError:
-            pytest.skip("no PostgreSQL stand-in in this tree")
+        from standins.postgres import PostgresCluster, PostgresUnavailable
+
         try:
             cluster = PostgresCluster().start()
         except PostgresUnavailable as exc:
-            pytest.skip(f"no PostgreSQL here: {exc}")
+            pytest.fail(f"the PostgreSQL stand-in did not start: {exc}")
         import atexit
 
         atexit.register(cluster.stop)

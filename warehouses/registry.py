@@ -12,11 +12,34 @@ from warehouses.base import Stage, Warehouse
 
 
 def build_stage(settings: Settings) -> Stage:
-    """The stage for the provider: a local folder for duckdb, postgres and local."""
+    """The stage for the provider: a local folder for duckdb, postgres and local; S3 for aws."""
     if settings.provider in ("duckdb", "postgres", "local"):
         from warehouses.local import LocalStage
 
         return LocalStage(settings.local.save_dir, settings.file_prefix)
+    if settings.provider == "aws":
+        from warehouses.s3 import S3Stage
+
+        s3 = settings.s3
+        return S3Stage(
+            s3.bucket,
+            settings.file_prefix,
+            region=s3.region,
+            endpoint_url=s3.endpoint_url,
+            server_side_encryption=s3.server_side_encryption,
+            kms_key_id=s3.kms_key_id,
+            timeout=s3.timeout.total_seconds(),
+        )
+    if settings.provider == "gcp":
+        from warehouses.gcs import GCSStage
+
+        gcs = settings.gcs
+        return GCSStage(
+            gcs.bucket_name,
+            gcs.key_prefix + settings.file_prefix,
+            project=settings.bigquery.project or None,
+            endpoint_url=gcs.endpoint_url,
+        )
     raise ConfigError(
         [f"Provider: {settings.provider!r} is not supported by this version of syncd yet"]
     )
@@ -38,6 +61,58 @@ def build_warehouse(settings: Settings, stage: Stage, *, read_only: bool = False
             sync_table=db.sync_table,
             rejects_table=db.rejects_table,
             read_only=read_only,
+        )
+    if settings.provider == "postgres":
+        from warehouses.postgres import PostgresWarehouse
+
+        pg = settings.postgres
+        return PostgresWarehouse(
+            host=pg.host,
+            port=pg.port,
+            user=pg.user,
+            password=pg.password.reveal(),
+            dbname=pg.db,
+            sslmode=pg.ssl_mode,
+            schema=pg.database_schema,
+            export_table=pg.export_table,
+            sync_table=pg.sync_table,
+            rejects_table=pg.rejects_table,
+        )
+    if settings.provider == "aws":
+        from warehouses.redshift import RedshiftWarehouse
+
+        rs = settings.redshift
+        return RedshiftWarehouse(
+            host=rs.host,
+            port=rs.port,
+            database=rs.db,
+            user=rs.user,
+            password=rs.password.reveal(),
+            schema=rs.schema,
+            export_table=rs.export_table,
+            sync_table=rs.sync_table,
+            rejects_table=rs.rejects_table,
+            iam_role=rs.iam_role,
+            credentials=rs.credentials.reveal(),
+            region=rs.region,
+            varchar_max=rs.varchar_max,
+            custom_vars=rs.custom_vars_type,
+            ssl=rs.ssl,
+        )
+    if settings.provider == "gcp":
+        from warehouses.bigquery import BigQueryWarehouse
+
+        bq = settings.bigquery
+        return BigQueryWarehouse(
+            bq.project,
+            bq.dataset,
+            export_table=bq.export_table,
+            sync_table=bq.sync_table,
+            rejects_table=bq.rejects_table,
+            location=bq.location,
+            partition_expiration=bq.partition_expiration,
+            clustering=bq.clustering,
+            endpoint_url=bq.endpoint_url,
         )
     raise ConfigError(
         [f"Provider: {settings.provider!r} is not supported by this version of syncd yet"]

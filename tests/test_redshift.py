@@ -1,0 +1,483 @@
+"""RedshiftWarehouse through the real redshift_connector, against the Redshift proxy (PostgreSQL
+behind it) and moto S3: COPY text, types, loads, truncation, load errors, hauser upgrade."""
+
+# ruff: noqa: F811 - fixtures are imported by name from aws_support
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from aws_support import (  # noqa: F401 - fixtures
+    IAM_ROLE,
+    AwsEnv,
+    aws,
+    bucket,
+    moto_s3,
+    postgres,
+    redshift_proxy,
+    redshift_warehouse,
+    schema,
+)
+
+from standins.redshift_proxy import RedshiftProxy
+from syncd.batch import StagedBatch, StagedFormat, SyncRecord, TransformedBatch
+from syncd.errors import TerminalLoadError, TransientLoadError
+from syncd.fields import export_columns
+from syncd.timeutil import UTC
+from warehouses.redshift import (
+    RedshiftWarehouse,
+    map_redshift_error,
+    quote_literal,
+    redact,
+    truncate_utf8,
+)
+from warehouses.s3 import S3Stage
+
+if TYPE_CHECKING:
+    from conftest import StagedFiles
+
+COMMITTED_AT = datetime(2024, 3, 5, 12, 0, tzinfo=UTC)
+SECRET = "wJalrXUtnFEMI-K7MDENG-SECRET"
+CREDENTIALS = f"aws_access_key_id=AKIAEXAMPLE;aws_secret_access_key={SECRET}"
+
+
+def record_for(batch: TransformedBatch, uri: str) -> SyncRecord:
+    return SyncRecord(
+        batch_id=batch.key.id,
+        source=batch.key.source,
+        start=batch.key.start,
+        end=batch.key.end,
+        committed_at=COMMITTED_AT,
+        rows_loaded=batch.rows,
+        rows_rejected=batch.rejected,
+        staged_uri=uri,
+    )
+
+
+@pytest.fixture
+def stage(aws: AwsEnv) -> S3Stage:
+    return S3Stage(aws.bucket, endpoint_url=aws.moto.endpoint_url, client=aws.moto.client())
+
+
+@pytest.fixture
+def make_warehouse(
+    aws: AwsEnv, redshift_proxy: RedshiftProxy
+) -> Iterator[Callable[..., RedshiftWarehouse]]:
+    made: list[RedshiftWarehouse] = []
+
+    def make(**options: Any) -> RedshiftWarehouse:
+        wh = redshift_warehouse(aws.schema, **options)
+        made.append(wh)
+        return wh
+
+    yield make
+    for wh in made:
+        wh.close()
+    redshift_proxy.clear_faults()
+
+
+@pytest.fixture
+def warehouse(make_warehouse: Callable[..., RedshiftWarehouse]) -> RedshiftWarehouse:
+    wh = make_warehouse()
+    wh.ensure_tables(export_columns())
+    return wh
+
+
+def stage_batch(
+    staged_files: StagedFiles,
+    stage: S3Stage,
+    start: str = "2024-03-01T00:00:00Z",
+    count: int = 3,
+    fmt: StagedFormat = "csv",
+    **values: Any,
+) -> StagedBatch:
+    key = staged_files.key(start)
+    rejects = [{"position": count, "reason": "not an object", "raw": "42"}]
+    batch = staged_files.write(key, staged_files.rows(key, count, **values), fmt, rejects)
+    assert batch.rejects_path is not None
+    return StagedBatch(
+        batch=batch,
+        uri=stage.put(batch.path, batch.path.name),
+        rejects_uri=stage.put(batch.rejects_path, batch.rejects_path.name),
+    )
+
+
+@pytest.fixture
+def commit(
+    warehouse: RedshiftWarehouse, staged_files: StagedFiles, stage: S3Stage
+) -> Callable[..., StagedBatch]:
+    def run(**options: Any) -> StagedBatch:
+        staged = stage_batch(staged_files, stage, **options)
+        warehouse.commit_batch(staged, record_for(staged.batch, staged.uri))
+        return staged
+
+    return run
+
+
+def test_the_copy_text_is_exact(
+    commit: Callable[..., StagedBatch], aws: AwsEnv, redshift_proxy: RedshiftProxy
+) -> None:
+    staged = commit(count=1)
+    assert redshift_proxy.copies[-1] == (
+        f'COPY "{aws.schema}"."fsexport" ("IndvId", "SessionId", "EventStart", "EventType", '
+        '"PageUrl", "EventCumulativeLayoutShift", "CustomVars", "SyncdBatchId", "SyncdLoadedAt") '
+        f"FROM '{staged.uri}' IAM_ROLE '{IAM_ROLE}' REGION 'us-east-1' "
+        "FORMAT AS CSV IGNOREHEADER 1 GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS"
+    )
+
+
+def test_parquet_copies_as_parquet(
+    commit: Callable[..., StagedBatch], redshift_proxy: RedshiftProxy
+) -> None:
+    commit(count=1, fmt="parquet")
+    assert redshift_proxy.copies[-1].endswith("REGION 'us-east-1' FORMAT AS PARQUET")
+
+
+def test_credentials_never_reach_logs_errors_or_the_proxy_record(
+    make_warehouse: Callable[..., RedshiftWarehouse],
+    staged_files: StagedFiles,
+    stage: S3Stage,
+    redshift_proxy: RedshiftProxy,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    wh = make_warehouse(iam_role="", credentials=CREDENTIALS)
+    wh.ensure_tables(export_columns())
+    staged = stage_batch(staged_files, stage, count=1)
+    wh.commit_batch(staged, record_for(staged.batch, staged.uri))
+    redshift_proxy.fail_copies(1, f"injected failure mentioning {CREDENTIALS}")
+    with pytest.raises(TerminalLoadError) as caught:
+        wh.commit_batch(staged, record_for(staged.batch, staged.uri))
+    seen = str(caught.value) + caplog.text + "".join(capsys.readouterr()) + repr(wh)
+    seen += "".join(redshift_proxy.copies[-2:])
+    assert SECRET not in seen and "CREDENTIALS '***'" in redshift_proxy.copies[-1]
+
+
+def test_tables_get_redshift_types_in_bytes(
+    make_warehouse: Callable[..., RedshiftWarehouse], aws: AwsEnv
+) -> None:
+    make_warehouse(varchar_max=1024).ensure_tables(export_columns())
+    types = dict(
+        aws.sql(
+            "SELECT column_name, data_type || COALESCE('(' || character_maximum_length || ')', '') "
+            "FROM information_schema.columns WHERE table_schema = %s AND table_name = 'fsexport'",
+            aws.schema,
+        )
+    )
+    assert (types["indvid"], types["eventstart"], types["pageurl"], types["customvars"]) == (
+        "bigint",
+        "timestamp without time zone",
+        "character varying(1024)",
+        "character varying(65535)",
+    )
+
+
+def test_the_export_table_is_sorted_by_event_start(warehouse: RedshiftWarehouse) -> None:
+    query = warehouse._create_export_table('"fsexport"', export_columns())
+    assert query.sql.endswith(' SORTKEY ("EventStart")')
+
+
+def test_columns_are_reported_in_syncds_spelling(warehouse: RedshiftWarehouse) -> None:
+    names = [c.name for c in warehouse.ensure_tables(export_columns())]
+    assert names == [c.name for c in export_columns()]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_commit_loads_rows_and_rejects(
+    commit: Callable[..., StagedBatch], aws: AwsEnv, fmt: StagedFormat
+) -> None:
+    staged = commit(count=4, fmt=fmt)
+    counts = aws.sql(
+        f'SELECT (SELECT count(*) FROM "{aws.schema}".fsexport WHERE syncdbatchid = %s), '  # noqa: S608
+        f'(SELECT count(*) FROM "{aws.schema}".fsrejects)',
+        staged.batch.key.id,
+    )
+    assert counts == [(4, 1)]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_values_arrive_typed_with_null_and_empty_apart(
+    commit: Callable[..., StagedBatch], aws: AwsEnv, fmt: StagedFormat
+) -> None:
+    commit(count=1, fmt=fmt, EventType="", PageUrl=None)
+    rows = aws.sql(
+        f"SELECT indvid, eventstart, eventcumulativelayoutshift, eventtype, pageurl, customvars "  # noqa: S608
+        f'FROM "{aws.schema}".fsexport'
+    )
+    assert rows == [
+        (
+            5_000_000_000_000_000,
+            datetime(2024, 3, 1),
+            0.25,
+            "",
+            None,
+            '{"user_plan_str":"pro","evt_total_real":9.5}',
+        )
+    ]
+
+
+def test_long_strings_are_cut_at_a_character_boundary(
+    make_warehouse: Callable[..., RedshiftWarehouse],
+    staged_files: StagedFiles,
+    stage: S3Stage,
+    aws: AwsEnv,
+) -> None:
+    wh = make_warehouse(varchar_max=5)
+    wh.ensure_tables(export_columns())
+    staged = stage_batch(staged_files, stage, count=1, PageUrl="ééé")  # 6 bytes
+    wh.commit_batch(staged, record_for(staged.batch, staged.uri))
+    assert aws.sql(f'SELECT pageurl FROM "{aws.schema}".fsexport') == [("éé",)]  # noqa: S608
+
+
+def test_custom_vars_as_super_hold_parsed_json(
+    make_warehouse: Callable[..., RedshiftWarehouse],
+    staged_files: StagedFiles,
+    stage: S3Stage,
+    aws: AwsEnv,
+) -> None:
+    wh = make_warehouse(custom_vars="super")
+    wh.ensure_tables(export_columns())
+    staged = stage_batch(staged_files, stage, count=1)
+    wh.commit_batch(staged, record_for(staged.batch, staged.uri))
+    assert aws.sql(f'SELECT customvars FROM "{aws.schema}".fsexport') == [  # noqa: S608
+        ({"user_plan_str": "pro", "evt_total_real": 9.5},)
+    ]
+
+
+def test_custom_vars_as_super_stage_csv_only(
+    make_warehouse: Callable[..., RedshiftWarehouse],
+) -> None:
+    assert make_warehouse(custom_vars="super").capabilities.staging_formats == ("csv",)
+
+
+def test_truncate_utf8_keeps_whole_characters() -> None:
+    assert truncate_utf8("a€b", 3) == "a"
+
+
+def test_a_copy_failure_names_line_column_and_reason(
+    warehouse: RedshiftWarehouse, staged_files: StagedFiles, stage: S3Stage
+) -> None:
+    from syncd.fields import Column, FieldType
+
+    staged_files.columns = (Column("IndvId", FieldType.STRING), *staged_files.columns[1:])
+    staged = stage_batch(staged_files, stage, count=2, IndvId="not-a-number")
+    with pytest.raises(TerminalLoadError, match=r"line 2, column indvid: invalid input syntax"):
+        warehouse.commit_batch(staged, record_for(staged.batch, staged.uri))
+
+
+def test_a_failed_copy_leaves_nothing(
+    warehouse: RedshiftWarehouse,
+    staged_files: StagedFiles,
+    stage: S3Stage,
+    redshift_proxy: RedshiftProxy,
+    aws: AwsEnv,
+) -> None:
+    staged = stage_batch(staged_files, stage)
+    redshift_proxy.fail_copies(1, "Invalid digit, Value 'x', Pos 0, Type: Long")
+    with pytest.raises(TerminalLoadError):
+        warehouse.commit_batch(staged, record_for(staged.batch, staged.uri))
+    assert aws.sql(f'SELECT count(*) FROM "{aws.schema}".fssync') == [(0,)]  # noqa: S608
+
+
+def test_an_s3_slowdown_is_transient_and_the_retry_loads(
+    warehouse: RedshiftWarehouse,
+    staged_files: StagedFiles,
+    stage: S3Stage,
+    redshift_proxy: RedshiftProxy,
+) -> None:
+    staged = stage_batch(staged_files, stage)
+    redshift_proxy.fail_copies(
+        1, "S3ServiceException:Please reduce your request rate.,Status 503,Error SlowDown", s3=True
+    )
+    with pytest.raises(TransientLoadError, match="SlowDown"):
+        warehouse.commit_batch(staged, record_for(staged.batch, staged.uri))
+    warehouse.commit_batch(staged, record_for(staged.batch, staged.uri))
+    assert [r.batch_id for r in warehouse.sync_records()] == [staged.batch.key.id]
+
+
+def test_a_missing_staged_object_is_terminal(
+    warehouse: RedshiftWarehouse, staged_files: StagedFiles, stage: S3Stage
+) -> None:
+    staged = stage_batch(staged_files, stage)
+    stage.delete(staged.uri)
+    with pytest.raises(TerminalLoadError, match="does not exist"):
+        warehouse.commit_batch(staged, record_for(staged.batch, staged.uri))
+
+
+def test_a_local_uri_is_refused(warehouse: RedshiftWarehouse, staged_files: StagedFiles) -> None:
+    key = staged_files.key("2024-03-01T00:00:00Z")
+    batch = staged_files.write(key, staged_files.rows(key, 1), "csv")
+    with pytest.raises(TerminalLoadError, match="loads from S3"):
+        warehouse.commit_batch(staged_files.in_place(batch), record_for(batch, str(batch.path)))
+
+
+def create_hauser_tables(aws: AwsEnv) -> None:
+    """A Redshift table and SyncTable as hauser made them (lower-cased by Redshift)."""
+    s = f'"{aws.schema}"'
+    aws.sql(f"CREATE SCHEMA {s}")
+    aws.sql(
+        f"CREATE TABLE {s}.fsexport (eventstart TIMESTAMP, indvid BIGINT, "
+        "pageagent VARCHAR(65535), pageuseragent VARCHAR(65535), customvars VARCHAR(65535))"
+    )
+    aws.sql(f"CREATE TABLE {s}.fssync (id BIGINT, processed TIMESTAMP, bundleendtime TIMESTAMP)")
+    aws.sql(
+        f"INSERT INTO {s}.fssync VALUES (-1, %s, %s)",  # noqa: S608
+        datetime(2024, 3, 1, 1, 5),
+        datetime(2024, 3, 1, 0, 0),
+    )
+
+
+def test_a_hauser_table_keeps_its_columns_first(
+    make_warehouse: Callable[..., RedshiftWarehouse], aws: AwsEnv
+) -> None:
+    create_hauser_tables(aws)
+    names = [c.name for c in make_warehouse().ensure_tables(export_columns())]
+    assert names[:5] == ["EventStart", "IndvId", "PageAgent", "PageUserAgent", "CustomVars"]
+
+
+def test_a_hauser_sync_table_is_continued(
+    make_warehouse: Callable[..., RedshiftWarehouse], aws: AwsEnv
+) -> None:
+    create_hauser_tables(aws)
+    wh = make_warehouse()
+    wh.ensure_tables(export_columns())
+    assert [r.end for r in wh.sync_records()] == [datetime(2024, 3, 1, tzinfo=UTC)]
+
+
+def test_the_legacy_page_agent_is_filled(
+    make_warehouse: Callable[..., RedshiftWarehouse],
+    staged_files: StagedFiles,
+    stage: S3Stage,
+    aws: AwsEnv,
+) -> None:
+    from syncd.fields import Column, FieldType
+
+    create_hauser_tables(aws)
+    wh = make_warehouse()
+    columns = wh.ensure_tables(export_columns())
+    staged_files.columns = tuple(
+        c
+        for c in columns
+        if c.name
+        in {
+            "EventStart",
+            "IndvId",
+            "PageAgent",
+            "PageUserAgent",
+            "CustomVars",
+            "SyncdBatchId",
+            "SyncdLoadedAt",
+        }
+    )
+    assert Column("PageAgent", FieldType.STRING) in staged_files.columns
+    staged = stage_batch(
+        staged_files, stage, count=1, PageUserAgent="Mozilla/5.0", CustomVars='{"a": 1}'
+    )
+    wh.commit_batch(staged, record_for(staged.batch, staged.uri))
+    assert aws.sql(f'SELECT pageagent FROM "{aws.schema}".fsexport') == [("Mozilla/5.0",)]  # noqa: S608
+
+
+def test_rollback_removes_the_day(
+    commit: Callable[..., StagedBatch], warehouse: RedshiftWarehouse, aws: AwsEnv
+) -> None:
+    commit(start="2024-02-29T23:00:00Z")
+    commit(start="2024-03-01T00:00:00Z")
+    result = warehouse.rollback_days(date(2024, 3, 1), date(2024, 3, 1))
+    assert (result.rows_deleted, result.sync_rows_deleted) == (3, 1)
+
+
+def test_a_search_path_schema_puts_the_tables_on_the_search_path(
+    aws: AwsEnv, staged_files: StagedFiles, stage: S3Stage
+) -> None:
+    suffix = aws.schema  # unique per test: the tables land in the shared "public" schema
+    wh = redshift_warehouse(
+        None, export_table=f"e_{suffix}", sync_table=f"s_{suffix}", rejects_table=f"r_{suffix}"
+    )
+    try:
+        wh.ensure_tables(export_columns())
+        staged = stage_batch(staged_files, stage, count=2)
+        wh.commit_batch(staged, record_for(staged.batch, staged.uri))
+        count = aws.sql(f'SELECT count(*) FROM public."e_{suffix}"')  # noqa: S608
+    finally:
+        wh.close()
+        for prefix in ("e", "s", "r"):
+            aws.sql(f'DROP TABLE IF EXISTS public."{prefix}_{suffix}"')
+    assert count == [(2,)]
+
+
+def test_a_search_path_schema_leaves_names_unqualified() -> None:
+    wh = RedshiftWarehouse(host="h", database="d", user="u", schema=None, iam_role=IAM_ROLE)
+    assert wh.tables.qualified(wh.tables.export) == '"fsexport"'
+
+
+def test_an_authorization_is_required() -> None:
+    with pytest.raises(TerminalLoadError, match="IAMRole or Credentials"):
+        RedshiftWarehouse(host="h", database="d", user="u")
+
+
+def test_an_unreachable_cluster_is_transient() -> None:
+    from standins.postgres import free_port
+
+    wh = RedshiftWarehouse(
+        host="127.0.0.1", port=free_port(), database="d", user="u", iam_role=IAM_ROLE, ssl=False
+    )
+    with pytest.raises(TransientLoadError, match="cannot connect"):
+        wh.check()
+
+
+@pytest.mark.parametrize(
+    ("details", "transient"),
+    [
+        ({"C": "40001", "M": "serializable isolation violation"}, True),
+        ({"C": "XX000", "M": "S3ServiceException:Please reduce your request rate"}, True),
+        ({"C": "42601", "M": "syntax error"}, False),
+        ({"C": "42501", "M": "permission denied for schema"}, False),
+        ({"C": "XX000", "M": "Load into table 'x' failed."}, False),
+    ],
+)
+def test_redshift_errors_are_sorted(details: dict[str, str], transient: bool) -> None:
+    from redshift_connector.error import ProgrammingError
+
+    assert map_redshift_error(ProgrammingError(details), "load").transient is transient
+
+
+def test_redact_masks_every_credential_form() -> None:
+    text = f"COPY t FROM 's3://b/k' CREDENTIALS '{CREDENTIALS}' near {SECRET}"
+    assert SECRET not in redact(text, (SECRET,))
+
+
+def test_literals_double_their_quotes() -> None:
+    assert quote_literal("s3://b/it's.csv.gz", "uri") == "'s3://b/it''s.csv.gz'"
+
+
+@pytest.mark.live
+def test_live_cluster_commits_a_batch(staged_files: StagedFiles) -> None:
+    """Against a real cluster and bucket, when SYNCD_TEST_REDSHIFT_* are all set."""
+    from aws_support import live_redshift_settings
+
+    live = live_redshift_settings()
+    if live is None:
+        pytest.skip("set SYNCD_TEST_REDSHIFT_{HOST,PORT,DB,USER,PASSWORD,IAM_ROLE,BUCKET,REGION}")
+    stage = S3Stage(live["bucket"], "syncd-live-test/", region=live["region"])
+    wh = RedshiftWarehouse(
+        host=live["host"],
+        port=int(live["port"]),
+        database=live["db"],
+        user=live["user"],
+        password=live["password"],
+        schema="syncd_live_test",
+        iam_role=live["iam_role"],
+        region=live["region"],
+    )
+    try:
+        wh.ensure_tables(export_columns())
+        staged = stage_batch(staged_files, stage, count=2)
+        wh.commit_batch(staged, record_for(staged.batch, staged.uri))
+        assert wh.sync_records()[-1].batch_id == staged.batch.key.id
+        wh.rollback_days(staged.batch.key.day, staged.batch.key.day)
+    finally:
+        wh.close()

@@ -1,0 +1,231 @@
+"""The Redshift stand-in: its translation table, the wire-protocol fixes, and COPY from S3
+answering as Redshift does (including the errors a real COPY gives for bad files)."""
+
+# ruff: noqa: F811 - fixtures are imported by name from aws_support
+from __future__ import annotations
+
+import gzip
+import io
+import socket
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import redshift_connector
+from aws_support import AwsEnv, aws, bucket, moto_s3, postgres, redshift_proxy, schema  # noqa: F401
+from redshift_connector.error import ProgrammingError
+
+from standins.redshift_proxy import RedshiftProxy, truncate_utf8
+from standins.redshift_sql import (
+    TRANSLATIONS,
+    CopySyntaxError,
+    parse_copy,
+    redact_copy,
+    translate,
+)
+
+ROLE = "IAM_ROLE 'arn:aws:iam::1:role/r'"
+
+
+@pytest.mark.parametrize(
+    ("redshift", "postgres"),
+    [
+        ('CREATE TABLE "T" ("A" BIGINT ENCODE az64)', 'CREATE TABLE "t" ("a" BIGINT)'),
+        ('CREATE TABLE t (a INT) DISTSTYLE EVEN SORTKEY ("A")', "CREATE TABLE t (a INT)"),
+        ("CREATE TABLE t (a INT) DISTKEY (a) COMPOUND SORTKEY (a, b)", "CREATE TABLE t (a INT)"),
+        ("CREATE TABLE t (s VARCHAR(MAX), j SUPER)", "CREATE TABLE t (s VARCHAR(65535), j JSONB)"),
+        ("SELECT GETDATE(), SYSDATE", "SELECT LOCALTIMESTAMP, LOCALTIMESTAMP"),
+        ("SELECT 'GETDATE() \"Keep\"'", "SELECT 'GETDATE() \"Keep\"'"),
+    ],
+)
+def test_translations(redshift: str, postgres: str) -> None:
+    assert translate(redshift) == postgres
+
+
+def test_load_error_tables_are_the_proxys() -> None:
+    assert "syncd_proxy.stl_load_errors" in translate("SELECT * FROM stl_load_errors")
+
+
+def test_every_translation_says_why() -> None:
+    assert all(rule.why for rule in TRANSLATIONS)
+
+
+def test_a_copy_from_s3_is_parsed() -> None:
+    copy = parse_copy(
+        f"""COPY "S"."T" ("A", "B") FROM 's3://bkt/p/x.csv.gz' {ROLE} REGION 'us-east-1' """
+        "FORMAT AS CSV IGNOREHEADER 1 GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS"
+    )
+    assert copy is not None
+    assert (copy.table_parts, copy.columns, copy.bucket, copy.prefix, copy.gzip) == (
+        ("s", "t"),
+        ("a", "b"),
+        "bkt",
+        "p/x.csv.gz",
+        True,
+    )
+
+
+def test_the_copy_becomes_copy_from_stdin() -> None:
+    copy = parse_copy(f"""COPY "S"."T" ("A") FROM 's3://b/k' {ROLE} CSV""")
+    assert copy is not None
+    assert copy.to_stdin() == 'COPY "s"."t" ("a") FROM STDIN WITH (FORMAT csv, HEADER true)'
+
+
+def test_other_statements_are_not_copies() -> None:
+    assert parse_copy("SELECT 1") is None
+
+
+def test_a_copy_without_credentials_is_refused() -> None:
+    with pytest.raises(CopySyntaxError, match="credentials"):
+        parse_copy("COPY t FROM 's3://b/k' CSV")
+
+
+def test_parquet_with_gzip_is_refused() -> None:
+    with pytest.raises(CopySyntaxError, match="not valid with PARQUET"):
+        parse_copy(f"COPY t FROM 's3://b/k' {ROLE} FORMAT AS PARQUET GZIP")
+
+
+def test_redact_copy_masks_credentials() -> None:
+    text = "COPY t FROM 's3://b/k' CREDENTIALS 'aws_access_key_id=A;aws_secret_access_key=S'"
+    assert redact_copy(text) == "COPY t FROM 's3://b/k' CREDENTIALS '***'"
+
+
+def test_truncation_never_splits_a_character() -> None:
+    assert truncate_utf8("aé€", 4) == "aé"
+
+
+# -- the wire protocol -------------------------------------------------------------------------
+
+
+def test_ssl_is_refused(redshift_proxy: RedshiftProxy) -> None:
+    with socket.create_connection((redshift_proxy.host, redshift_proxy.port), timeout=5) as sock:
+        sock.sendall(struct.pack("!ii", 8, 80877103))
+        assert sock.recv(1) == b"N"
+
+
+@pytest.fixture
+def connection(redshift_proxy: RedshiftProxy, aws: AwsEnv) -> Iterator[Any]:
+    con = redshift_connector.connect(
+        host=redshift_proxy.host,
+        port=redshift_proxy.port,
+        database="postgres",
+        user="postgres",
+        password="x",
+        ssl=False,
+    )
+    con.autocommit = True
+    con.cursor().execute(f'CREATE SCHEMA "{aws.schema}"')
+    con.cursor().execute(f'SET search_path = "{aws.schema}"')
+    yield con
+    con.close()
+    redshift_proxy.clear_faults()
+
+
+def run(con: Any, sql: str) -> list[Any]:
+    cursor = con.cursor()
+    cursor.execute(sql)
+    return list(cursor.fetchall()) if cursor.description else []
+
+
+def test_redshift_connector_reads_a_parseable_version(connection: Any) -> None:
+    assert str(connection._server_version)[0].isdigit()
+
+
+def test_redshift_ddl_runs(connection: Any) -> None:
+    run(connection, 'CREATE TABLE "T" ("A" BIGINT ENCODE az64, "B" VARCHAR(MAX)) SORTKEY ("A")')
+    assert run(connection, "SELECT count(*) FROM t") == [[0]]
+
+
+def put(aws: AwsEnv, key: str, body: bytes) -> None:
+    aws.moto.client().put_object(Bucket=aws.bucket, Key=key, Body=body)
+
+
+def copy(aws: AwsEnv, key: str, options: str = "FORMAT AS CSV IGNOREHEADER 1 GZIP") -> str:
+    return f"COPY t (a, b) FROM 's3://{aws.bucket}/{key}' {ROLE} {options}"
+
+
+@pytest.fixture
+def table(connection: Any) -> Any:
+    run(connection, "CREATE TABLE t (a BIGINT, b VARCHAR(4))")
+    return connection
+
+
+def test_copy_loads_gzip_csv_from_s3(table: Any, aws: AwsEnv) -> None:
+    put(aws, "x.csv.gz", gzip.compress(b'"a","b"\n1,"x"\n2,\n3,""\n'))
+    run(table, copy(aws, "x.csv.gz"))
+    assert run(table, "SELECT a, b FROM t ORDER BY a") == [[1, "x"], [2, None], [3, ""]]
+
+
+def test_copy_loads_every_object_under_the_prefix(table: Any, aws: AwsEnv) -> None:
+    put(aws, "p/1.csv.gz", gzip.compress(b'"a","b"\n1,"x"\n'))
+    put(aws, "p/2.csv.gz", gzip.compress(b'"a","b"\n2,"y"\n'))
+    run(table, copy(aws, "p/"))
+    assert run(table, "SELECT pg_last_copy_count()") == [[2]]
+
+
+def test_copy_loads_parquet(table: Any, aws: AwsEnv) -> None:
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"a": [7], "b": ["z"]}), buffer)
+    put(aws, "x.parquet", buffer.getvalue())
+    run(table, copy(aws, "x.parquet", "FORMAT AS PARQUET"))
+    assert run(table, "SELECT a, b FROM t") == [[7, "z"]]
+
+
+def load_error(con: Any) -> list[Any]:
+    return run(
+        con,
+        "SELECT line_number, TRIM(colname), err_code FROM stl_load_errors "
+        "WHERE query = pg_last_copy_id()",
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (gzip.compress(b'"a","b"\n1,"x"\nnope,"y"\n'), [3, "a", 1207]),
+        (gzip.compress(b'"a","b"\n1,"longer"\n'), [2, "b", 1204]),
+        (b"not gzip at all", [0, "", 1216]),
+    ],
+    ids=["bad-number", "too-long", "not-gzip"],
+)
+def test_a_bad_file_fails_as_redshift_and_logs_the_error(
+    table: Any, aws: AwsEnv, body: bytes, expected: list[Any]
+) -> None:
+    put(aws, "bad.csv.gz", body)
+    with pytest.raises(ProgrammingError, match="Check 'stl_load_errors'"):
+        run(table, copy(aws, "bad.csv.gz"))
+    assert load_error(table) == [expected]
+
+
+def test_truncatecolumns_cuts_long_strings(table: Any, aws: AwsEnv) -> None:
+    put(aws, "long.csv.gz", gzip.compress('"a","b"\n1,"ééé"\n'.encode()))
+    run(table, copy(aws, "long.csv.gz", "FORMAT AS CSV IGNOREHEADER 1 GZIP TRUNCATECOLUMNS"))
+    assert run(table, "SELECT b FROM t") == [["éé"]]
+
+
+def test_a_missing_prefix_fails_as_redshift(table: Any, aws: AwsEnv) -> None:
+    with pytest.raises(ProgrammingError, match="The specified S3 prefix 'nothing' does not exist"):
+        run(table, copy(aws, "nothing"))
+
+
+def test_an_injected_failure_fails_the_next_copy_only(
+    table: Any, aws: AwsEnv, redshift_proxy: RedshiftProxy
+) -> None:
+    put(aws, "x.csv.gz", gzip.compress(b'"a","b"\n1,"x"\n'))
+    redshift_proxy.fail_copies(1, "S3ServiceException:SlowDown", s3=True)
+    with pytest.raises(ProgrammingError, match="SlowDown"):
+        run(table, copy(aws, "x.csv.gz"))
+    run(table, copy(aws, "x.csv.gz"))
+    assert run(table, "SELECT count(*) FROM t") == [[1]]
+
+
+def test_the_proxy_records_copies_redacted(
+    table: Any, aws: AwsEnv, redshift_proxy: RedshiftProxy
+) -> None:
+    put(aws, "x.csv.gz", gzip.compress(b'"a","b"\n1,"x"\n'))
+    statement = copy(aws, "x.csv.gz").replace(ROLE, "CREDENTIALS 'aws_secret_access_key=S3CR3T'")
+    run(table, statement)
+    assert redshift_proxy.copies[-1] == statement.replace("aws_secret_access_key=S3CR3T", "***")

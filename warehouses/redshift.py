@@ -1,0 +1,355 @@
+"""Amazon Redshift as the warehouse: COPY from the S3 stage, in one transaction (redshift_connector).
+
+A commit is one transaction: delete this batch's earlier rows, rejects and sync row; `COPY
+export (columns in file order) FROM 's3://...' <authorization> REGION ... FORMAT AS CSV
+IGNOREHEADER 1 GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS` (or `FORMAT AS PARQUET`); check the rows
+(`pg_last_copy_count()` and a count by batch id); insert the rejects; insert the sync row;
+commit. When COPY fails, the reason is read from `stl_load_errors` (or, on Redshift Serverless,
+`sys_load_error_detail`) and put into the error: line, column, reason.
+
+Redshift specifics:
+- identifiers fold to lower case even when quoted: the dialect matches names case-blind, and
+  the export table's columns are reported under the catalog's spelling (`IndvId`), whatever
+  the cluster shows (`indvid`), so the transform writes files with the names it knows;
+- strings are VARCHAR(VarCharMax) (bytes); CSV loads cut longer values with TRUNCATECOLUMNS,
+  which keeps whole UTF-8 characters; CustomVars is VARCHAR(65535) holding JSON text (as in
+  hauser's tables), or SUPER (`custom_vars="super"`: COPY parses the CSV field's JSON, so
+  only CSV is staged); the export table is created with SORTKEY (EventStart); rejects are
+  few and are inserted (cut to 65535 bytes) from the local rejects file;
+- CSV keeps NULL (an empty unquoted field) apart from "" (a quoted empty field); Parquet
+  carries types and NULLs natively but longer strings fail the load instead of being cut;
+- the COPY text carries the authorization (IAM_ROLE, or hauser's Credentials string) as a
+  literal, since COPY takes no parameters: it is never logged, and every error message is
+  passed through `redact` before it leaves this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+import structlog
+
+import syncd
+from syncd.batch import StagedBatch, SyncRecord
+from syncd.errors import LoadError, TerminalLoadError, TransientLoadError
+from syncd.fields import BATCH_ID, Column, FieldType
+from syncd.timeutil import utcnow
+from warehouses import sql
+from warehouses.base import Capabilities
+from warehouses.postgres import DbApiWarehouse, is_transient_sqlstate, reject_rows, rejects_file
+from warehouses.sql import REDSHIFT, Dialect, Query, TableNames, render
+
+log = structlog.get_logger(__name__)
+
+REDSHIFT_VARCHAR_MAX = 65535
+REJECTS_PER_INSERT = 200
+MASK = "***"
+
+_COPY_CSV = (
+    "COPY {table} ({columns}) FROM {uri} {authorization} {region}"
+    "FORMAT AS CSV IGNOREHEADER 1 GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS"
+)
+_COPY_PARQUET = "COPY {table} ({columns}) FROM {uri} {authorization} {region}FORMAT AS PARQUET"
+_LAST_COPY_COUNT = "SELECT pg_last_copy_count()"
+_CREATE_TABLE = "CREATE TABLE IF NOT EXISTS {table} ({definitions})"
+_ADD_COLUMN = "ALTER TABLE {table} ADD COLUMN {definition}"
+_SORTKEY = "{create} SORTKEY ({EventStart})"
+_LOAD_ERRORS = (
+    "SELECT line_number, TRIM(colname), TRIM(err_reason), TRIM(filename) FROM stl_load_errors "
+    "WHERE query = pg_last_copy_id() ORDER BY line_number LIMIT 3"
+)
+_LOAD_ERRORS_SERVERLESS = (
+    "SELECT line_number, TRIM(column_name), TRIM(error_message), TRIM(file_name) "
+    "FROM sys_load_error_detail WHERE query_id = pg_last_copy_id() ORDER BY line_number LIMIT 3"
+)
+_INSERT_REJECTS = "INSERT INTO {rejects} ({columns}) VALUES {rows}"
+
+# Redshift reports S3 trouble as internal errors (XX000); these texts mean "try again".
+_TRANSIENT_TEXT = re.compile(
+    r"SlowDown|reduce your request rate|ServiceUnavailable|InternalError|timed out|"
+    r"Connection reset|connection refused|could not connect|S3ServiceException.*Status 5\d\d",
+    re.IGNORECASE,
+)
+_SECRET_LITERALS = re.compile(
+    r"\b(CREDENTIALS|ACCESS_KEY_ID|SECRET_ACCESS_KEY|SESSION_TOKEN)(\s+(?:AS\s+)?)'(?:[^']|'')*'",
+    re.IGNORECASE,
+)
+_SECRET_PAIRS = re.compile(
+    r"(aws_secret_access_key|aws_access_key_id|token)=[^;'\s]*", re.IGNORECASE
+)
+
+
+def redact(text: str, secrets: Sequence[str] = ()) -> str:
+    """`text` with credential literals, key=value credentials and the given secrets masked."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, MASK)
+    text = _SECRET_LITERALS.sub(lambda m: f"{m.group(1)}{m.group(2)}'{MASK}'", text)
+    return _SECRET_PAIRS.sub(lambda m: f"{m.group(1)}={MASK}", text)
+
+
+def map_redshift_error(exc: Exception, action: str, secrets: Sequence[str] = ()) -> LoadError:
+    """The one place redshift_connector's exceptions become syncd's: transient or terminal."""
+    from redshift_connector import error as rs_error
+
+    code: str | None = None
+    if isinstance(exc, rs_error.Error):
+        details = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else None
+        if details is not None:
+            code = details.get("C")
+            text = str(details.get("M", "")) or str(details)
+            if details.get("D"):
+                text += f" ({details['D']})"
+        else:
+            text = str(exc)
+        message = redact(f"{action}: {text}" + (f" [SQLSTATE {code}]" if code else ""), secrets)
+        connection_lost = code is None and isinstance(
+            exc, (rs_error.InterfaceError, rs_error.OperationalError)
+        )
+        if connection_lost or is_transient_sqlstate(code) or _TRANSIENT_TEXT.search(text):
+            return TransientLoadError(message)
+        return TerminalLoadError(message)
+    if isinstance(exc, OSError):
+        return TransientLoadError(redact(f"{action}: {exc.strerror or exc}", secrets))
+    return TerminalLoadError(redact(f"{action}: {type(exc).__name__}: {exc}", secrets))
+
+
+def quote_literal(value: str, what: str) -> str:
+    """A SQL string literal for COPY (which takes no parameters): quotes doubled, no controls."""
+    if any(ord(ch) < 32 for ch in value):
+        raise TerminalLoadError(f"{what} contains control characters")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def redshift_dialect(
+    varchar_max: int = REDSHIFT_VARCHAR_MAX, *, super_json: bool = False
+) -> Dialect:
+    """Redshift's types with strings as VARCHAR(varchar_max) and CustomVars as VARCHAR(65535)
+    or SUPER; names match case-blind."""
+    if not 1 <= varchar_max <= REDSHIFT_VARCHAR_MAX:
+        raise TerminalLoadError(f"VarCharMax must be 1..{REDSHIFT_VARCHAR_MAX}, not {varchar_max}")
+    types = dict(REDSHIFT.types)
+    types[FieldType.STRING] = f"VARCHAR({varchar_max})"
+    types[FieldType.JSON] = "SUPER" if super_json else f"VARCHAR({REDSHIFT_VARCHAR_MAX})"
+    return dataclasses.replace(REDSHIFT, types=types, fold_case=True)
+
+
+def truncate_utf8(value: str, max_bytes: int) -> str:
+    """`value` cut to at most `max_bytes` bytes of UTF-8, never inside a character."""
+    encoded = value.encode("utf-8", errors="surrogatepass")
+    if len(encoded) <= max_bytes:
+        return value
+    return encoded[:max_bytes].decode("utf-8", errors="ignore")
+
+
+#: Columns never cut to VarCharMax: the batch id must survive whole (the sync SQL joins on it).
+_FULL_WIDTH = frozenset({BATCH_ID.name})
+
+
+class RedshiftWarehouse(DbApiWarehouse):
+    """Implements `warehouses.base.Warehouse` on Amazon Redshift, loading from S3."""
+
+    name = "Redshift"
+    param_style = "%s"  # redshift_connector.paramstyle is "format"
+    capabilities = Capabilities(
+        staging_formats=("csv", "parquet"),
+        transactional=True,
+        json_type=False,
+        remote_stage=True,
+    )
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int = 5439,
+        database: str,
+        user: str,
+        password: str = "",
+        schema: str | None = "public",
+        export_table: str = "fsexport",
+        sync_table: str = "fssync",
+        rejects_table: str = "fsrejects",
+        iam_role: str = "",
+        credentials: str = "",
+        region: str = "",
+        varchar_max: int = REDSHIFT_VARCHAR_MAX,
+        custom_vars: Literal["varchar", "super"] = "varchar",
+        ssl: bool = True,
+        timeout: int = 60,
+        connect: Callable[..., Any] | None = None,
+        lease_clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        super().__init__(
+            TableNames(export=export_table, sync=sync_table, rejects=rejects_table, schema=schema),
+            lease_clock=lease_clock,
+        )
+        if not iam_role and not credentials:
+            raise TerminalLoadError(
+                "[redshift] COPY needs an authorization: set IAMRole or Credentials"
+            )
+        if custom_vars not in ("varchar", "super"):
+            raise TerminalLoadError(f"CustomVars type must be varchar or super, not {custom_vars}")
+        super_json = custom_vars == "super"
+        self.dialect = redshift_dialect()  # sync and rejects tables, the batch id
+        self.export_dialect = redshift_dialect(varchar_max, super_json=super_json)
+        if super_json:  # COPY parses CSV text into SUPER; Parquet strings would stay strings
+            self.capabilities = Capabilities(
+                staging_formats=("csv",), transactional=True, json_type=True, remote_stage=True
+            )
+        self._server: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "database": database,
+            "user": user,
+        }
+        self._password = password
+        self._iam_role = iam_role
+        self._credentials = credentials
+        self.region = region
+        self._ssl = ssl
+        self._timeout = timeout
+        self._connect_fn = connect
+
+    def __repr__(self) -> str:
+        s = self._server
+        return (
+            f"RedshiftWarehouse(server='{s['host']}:{s['port']}/{s['database']}', "
+            f"tables={self.tables!r})"
+        )
+
+    def copy_statement(self, staged: StagedBatch) -> str:
+        """The COPY of a staged batch, authorization included: never log it (see `redact`)."""
+        batch = staged.batch
+        if not staged.uri.startswith("s3://"):
+            raise TerminalLoadError(f"Redshift loads from S3; the batch is staged at {staged.uri}")
+        if self._iam_role:
+            authorization = f"IAM_ROLE {quote_literal(self._iam_role, 'IAMRole')}"
+        else:
+            authorization = f"CREDENTIALS {quote_literal(self._credentials, 'Credentials')}"
+        region = f"REGION {quote_literal(self.region, 'Region')} " if self.region else ""
+        template = _COPY_CSV if batch.format == "csv" else _COPY_PARQUET
+        return render(
+            template,
+            self.dialect,
+            table=self.tables.qualified(self.tables.export),
+            columns=sql.column_list(batch.columns),
+            uri=quote_literal(staged.uri, "the staged URI"),
+            authorization=authorization,
+            region=region,
+        )
+
+    # --- DbApiWarehouse -------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        import redshift_connector
+
+        connect = self._connect_fn or redshift_connector.connect
+        where = f"{self._server['host']}:{self._server['port']}"
+        try:
+            con = connect(
+                **self._server,
+                password=self._password,
+                ssl=self._ssl,
+                timeout=self._timeout,
+                application_name=f"syncd/{syncd.__version__}",
+            )
+        except Exception as exc:
+            raise self._map_error(exc, f"cannot connect to Redshift at {where}") from exc
+        con.autocommit = False
+        return con
+
+    def _map_error(self, exc: Exception, action: str) -> LoadError:
+        return map_redshift_error(exc, action, (self._password, self._credentials))
+
+    def _create_export_table(self, qualified: str, columns: Sequence[Column]) -> Query:
+        definitions = ", ".join(self._definition(c) for c in columns)
+        create = render(_CREATE_TABLE, self.dialect, table=qualified, definitions=definitions)
+        return Query(render(_SORTKEY, self.dialect, create=create))
+
+    def _add_column(self, qualified: str, column: Column, *, export: bool) -> Query:
+        if not export:
+            return sql.add_column(self.dialect, qualified, column)
+        definition = self._definition(column)
+        return Query(render(_ADD_COLUMN, self.dialect, table=qualified, definition=definition))
+
+    def _definition(self, column: Column) -> str:
+        dialect = self.dialect if column.name in _FULL_WIDTH else self.export_dialect
+        return sql.column_definition(dialect, column)
+
+    def _load(self, cursor: Any, staged: StagedBatch, record: SyncRecord) -> int:
+        if staged.batch.format not in ("csv", "parquet"):
+            raise TerminalLoadError(f"Redshift cannot COPY staged format {staged.batch.format!r}")
+        statement = self.copy_statement(staged)
+        log.debug("COPY", uri=staged.uri, format=staged.batch.format)
+        cursor.execute(statement)
+        return int(self._fetch(cursor, Query(_LAST_COPY_COUNT))[0][0])
+
+    def _load_rejects(self, cursor: Any, staged: StagedBatch, record: SyncRecord) -> int:
+        path = rejects_file(staged)
+        if path is None:
+            return 0
+        loaded = 0
+        chunk: list[tuple[Any, ...]] = []
+        for batch_id, position, reason, raw, at in reject_rows(
+            path, staged.batch.key.id, record.committed_at
+        ):
+            cut = (
+                truncate_utf8(str(v), REDSHIFT_VARCHAR_MAX) if v is not None else None
+                for v in (reason, raw)
+            )
+            chunk.append((batch_id, position, *cut, at))
+            if len(chunk) == REJECTS_PER_INSERT:
+                loaded += self._insert_rejects(cursor, chunk)
+                chunk = []
+        if chunk:
+            loaded += self._insert_rejects(cursor, chunk)
+        return loaded
+
+    def _insert_rejects(self, cursor: Any, rows: list[tuple[Any, ...]]) -> int:
+        one = f"({self.dialect.placeholders(len(sql.REJECTS_COLUMNS))})"
+        statement = render(
+            _INSERT_REJECTS,
+            self.dialect,
+            self.tables,
+            columns=sql.column_list(sql.REJECTS_COLUMNS),
+            rows=", ".join([one] * len(rows)),
+        )
+        self._execute(cursor, Query(statement, tuple(v for row in rows for v in row)))
+        return len(rows)
+
+    def _describe_failure(self, exc: Exception, staged: StagedBatch) -> str:
+        """Redshift's load-error log for the failed COPY: line, column and reason."""
+        text = str(exc)
+        if "stl_load_errors" not in text and "sys_load_error_detail" not in text:
+            return ""
+        for query in (_LOAD_ERRORS, _LOAD_ERRORS_SERVERLESS):
+            try:
+                with self._transaction("read the load errors") as cursor:
+                    rows = self._fetch(cursor, Query(query))
+            except LoadError as error:
+                log.debug("load errors not readable", error=str(error))
+                continue
+            if rows:
+                return "; ".join(
+                    redact(
+                        f"line {line}, column {column or '-'}: {reason} (in {filename})",
+                        (self._password, self._credentials),
+                    )
+                    for line, column, reason, filename in rows
+                )
+        return ""
+
+
+__all__ = [
+    "RedshiftWarehouse",
+    "map_redshift_error",
+    "quote_literal",
+    "redact",
+    "redshift_dialect",
+    "truncate_utf8",
+]
