@@ -263,11 +263,12 @@ def _print_status(data: dict[str, Any], out: TextIO) -> None:
     )
     daemon = data.get("daemon")
     if daemon:
-        alive = "running" if daemon["alive"] else "not running"
-        print(
-            f"daemon       pid {daemon['pid']} {alive}, {daemon['state']}: {daemon['detail']}",
-            file=out,
-        )
+        if daemon["alive"]:
+            line = f"pid {daemon['pid']} running, {daemon['state']}"
+        else:
+            line = f"not running (last run: pid {daemon['pid']}, {daemon['state']})"
+        detail = f": {daemon['detail']}" if daemon["detail"] else ""
+        print(f"daemon       {line}{detail}", file=out)
     held = data.get("held")
     if held:
         print(
@@ -284,9 +285,14 @@ def _print_status(data: dict[str, Any], out: TextIO) -> None:
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
     ]
-    print("  " + "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), file=out)
+    print(
+        "  " + "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(), file=out
+    )
     for row in rows:
-        print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)), file=out)
+        print(
+            "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(),
+            file=out,
+        )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
