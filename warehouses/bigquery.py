@@ -523,18 +523,7 @@ class BigQueryWarehouse:
         )
         self._query(script, (), action)
         self._drop(bounds_table)
-        log.warning(
-            "days rolled back",
-            first=str(first),
-            last=str(last),
-            rows=rows_deleted,
-            sync_rows=sync_rows_deleted,
-        )
-        return RollbackResult(
-            days=sql.days_between(first, last),
-            rows_deleted=rows_deleted,
-            sync_rows_deleted=sync_rows_deleted,
-        )
+        return sql.rolled_back(first, last, rows_deleted, sync_rows_deleted)
 
     def check(self) -> None:
         """The dataset exists and a query job can run."""

@@ -270,19 +270,7 @@ class DuckDBWarehouse:
             rows_deleted = self._count(export_q)
             rejects_deleted = self._count(rejects_q)
             sync_rows_deleted = self._count(sync_q)
-        log.warning(
-            "days rolled back",
-            first=str(first),
-            last=str(last),
-            rows=rows_deleted,
-            rejects=rejects_deleted,
-            sync_rows=sync_rows_deleted,
-        )
-        return RollbackResult(
-            days=sql.days_between(first, last),
-            rows_deleted=rows_deleted,
-            sync_rows_deleted=sync_rows_deleted,
-        )
+        return sql.rolled_back(first, last, rows_deleted, sync_rows_deleted, rejects_deleted)
 
     def check(self) -> None:
         """The file is open; unless read-only, a table can be created (then rolled back)."""

@@ -252,19 +252,7 @@ class DbApiWarehouse(ABC):
             rows_deleted = self._execute(cursor, export_q)
             rejects_deleted = self._execute(cursor, rejects_q)
             sync_rows_deleted = self._execute(cursor, sync_q)
-        log.warning(
-            "days rolled back",
-            first=str(first),
-            last=str(last),
-            rows=rows_deleted,
-            rejects=rejects_deleted,
-            sync_rows=sync_rows_deleted,
-        )
-        return RollbackResult(
-            days=sql.days_between(first, last),
-            rows_deleted=rows_deleted,
-            sync_rows_deleted=sync_rows_deleted,
-        )
+        return sql.rolled_back(first, last, rows_deleted, sync_rows_deleted, rejects_deleted)
 
     def check(self) -> None:
         """Connect, read, and create a table in the schema (rolled back, nothing left)."""

@@ -19,10 +19,14 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+import structlog
+
 from syncd.batch import SyncRecord
 from syncd.fields import BATCH_ID, KNOWN_FIELDS, LOADED_AT, Column, FieldType
 from syncd.timeutil import UTC
-from warehouses.base import quote_identifier, validate_identifier
+from warehouses.base import RollbackResult, quote_identifier, validate_identifier
+
+log = structlog.get_logger(__name__)
 
 _I, _F, _S, _T = FieldType.INT64, FieldType.FLOAT, FieldType.STRING, FieldType.TIMESTAMP
 
@@ -449,6 +453,19 @@ def day_start(day: date) -> datetime:
 
 def days_between(first: date, last: date) -> tuple[date, ...]:
     return tuple(first + timedelta(n) for n in range((last - first).days + 1))
+
+
+def rolled_back(
+    first: date, last: date, rows: int, sync_rows: int, rejects: int | None = None
+) -> RollbackResult:
+    """Log a finished rollback (the same line for every warehouse) and describe it."""
+    counts = {"rows": rows, "sync_rows": sync_rows}
+    if rejects is not None:
+        counts["rejects"] = rejects
+    log.warning("days rolled back", first=str(first), last=str(last), **counts)
+    return RollbackResult(
+        days=days_between(first, last), rows_deleted=rows, sync_rows_deleted=sync_rows
+    )
 
 
 def to_db_timestamp(value: datetime) -> datetime:
