@@ -12,6 +12,7 @@ plans past it.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import shutil
@@ -417,7 +418,7 @@ class Pipeline:
         if isinstance(exc, _Stopped):
             return
         message = _describe(exc)
-        transient = isinstance(exc, SyncdError) and exc.transient
+        transient = (isinstance(exc, SyncdError) and exc.transient) or _disk_full(exc)
         held = attempt >= self.options.max_attempts or not transient
         if held:
             now = self.clock()
@@ -482,6 +483,15 @@ class Pipeline:
 
 class _Stopped(Exception):
     """Raised between steps when a stop was asked for: nothing half-committed, nothing reported."""
+
+
+#: Out of disk space or quota: space can come back, so the batch is retried like any other
+#: transient failure before it is held.
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS
 
 
 def _describe(exc: BaseException) -> str:
