@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import orjson
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -25,6 +27,12 @@ import pytest
 from syncd.batch import BatchKey, StagedBatch, StagedFormat, TransformedBatch
 from syncd.fields import Column, FieldType
 from syncd.timeutil import UTC, format_timestamp, parse_timestamp
+
+# CI runs the property tests on a fixed sequence of examples (reproducible: never a new
+# surprise on a submission); locally they explore new examples on every run.
+hypothesis.settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    hypothesis.settings.load_profile("ci")
 
 _T = FieldType
 

@@ -25,7 +25,7 @@ def validate_identifier(name: str, what: str = "identifier") -> str:
 
     syncd never executes a table, schema or dataset name it has not validated here.
     """
-    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
         raise ConfigError(
             [
                 f"{what}: {name!r} is not a valid name: use letters, digits and underscores, "

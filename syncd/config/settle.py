@@ -101,8 +101,16 @@ def settings_from_mapping(
     settle.apply_derived_defaults()
     settle.check()
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError([one_line(p) for p in problems])
     return LoadedSettings(settle.build(), tuple(warnings), path, dict(settle.origins))
+
+
+def one_line(text: str) -> str:
+    """`text` with control characters escaped: a key or value from the file may hold a newline,
+    and every problem must stay one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class _Settle:

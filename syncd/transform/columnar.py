@@ -492,7 +492,7 @@ def _check_custom(custom: pa.Array, ok: pa.Array) -> pa.Array:
     whole = ("[" + joined + "]").encode()
     try:
         same = orjson.dumps(orjson.loads(whole)) == whole and b"\\u0000" not in whole
-    except orjson.JSONDecodeError:
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # too deep for orjson too
         same = False
     if same:
         return ok
@@ -516,7 +516,7 @@ def _canonical(text: str) -> bool:
         return False
     try:
         return orjson.dumps(orjson.loads(data)) == data
-    except orjson.JSONDecodeError:
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
         return False
 
 

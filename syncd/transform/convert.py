@@ -36,6 +36,7 @@ REPLACEMENT = "\ufffd"
 
 #: Beyond this magnitude orjson may have read an integer literal as a rounded float.
 _INEXACT_FLOAT = 2.0**63
+_MAYBE_ROUNDED = (float, list, dict)  # the parsed types that may hide a rounded integer
 _TIMESTAMP_CACHE_LIMIT = 4096  # session, page and user times repeat; event times rarely
 _TRACE_NAMES = frozenset((CUSTOM_VARS.name, BATCH_ID.name, LOADED_AT.name))
 
@@ -113,6 +114,17 @@ def clean_value(value: Any) -> Any:
     if isinstance(value, list):
         return [clean_value(v) for v in value]
     return value
+
+
+def _may_be_rounded(value: object) -> bool:
+    """Whether orjson may have rounded an integer literal somewhere in `value` (to a float)."""
+    if type(value) is float:
+        return abs(value) >= _INEXACT_FLOAT
+    if type(value) is list:
+        return any(_may_be_rounded(v) for v in value)
+    if type(value) is dict:
+        return any(_may_be_rounded(v) for v in value.values())
+    return False
 
 
 def dump_json(value: Any) -> str:
@@ -250,7 +262,7 @@ class RowConverter:
                 if custom is None:
                     custom = {}
                 custom[key] = value
-                if type(value) is float_ and not exact and abs(value) >= _INEXACT_FLOAT:
+                if not exact and type(value) in _MAYBE_ROUNDED and _may_be_rounded(value):
                     raise NeedsExactParse
                 continue
             if value is None:
@@ -261,12 +273,14 @@ class RowConverter:
                     if type(value) is str_:
                         row[index] = value if "\x00" not in value else clean_text(value)
                     else:
-                        if type(value) is float_ and not exact and abs(value) >= _INEXACT_FLOAT:
+                        if not exact and type(value) in _MAYBE_ROUNDED and _may_be_rounded(value):
                             raise NeedsExactParse
                         row[index] = to_string(value)
                 elif kind == _INT64:
                     if type(value) is int_ and INT64_MIN <= value <= INT64_MAX:
                         row[index] = value
+                    elif type(value) is float_ and not exact and abs(value) >= _INEXACT_FLOAT:
+                        raise NeedsExactParse  # e.g. -9223372036854775809 read as -2.0**63
                     else:
                         row[index] = to_int64(value)
                 elif kind == _TIMESTAMP:
@@ -274,7 +288,7 @@ class RowConverter:
                 elif kind == _FLOAT:
                     row[index] = value if type(value) is float_ else to_float(value)
                 else:
-                    if type(value) is float_ and not exact and abs(value) >= _INEXACT_FLOAT:
+                    if not exact and type(value) in _MAYBE_ROUNDED and _may_be_rounded(value):
                         raise NeedsExactParse
                     row[index] = dump_json(value)
             except BadValue as exc:
