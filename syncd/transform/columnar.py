@@ -53,11 +53,11 @@ from syncd.transform.reader import GZIP_MAGIC, MAX_ROW_BYTES, parse_exact
 from syncd.transform.table_writers import TableWriter, open_table_writer
 from syncd.transform.transform import (
     DEFAULT_BLOCK_ROWS,
-    PARTIAL_SUFFIX,
+    OutputFiles,
     RejectSink,
-    output_path,
-    rejects_path,
+    finished_batch,
     transform_file,
+    write_outputs,
 )
 from syncd.transform.writers import arrow_schema
 
@@ -133,69 +133,32 @@ def transform_columnar(
     columns = tuple(columns)
     naive_loaded_at = loaded_at.astimezone(UTC).replace(tzinfo=None)
     converter = RowConverter(columns, key.id, naive_loaded_at)  # validates the columns too
-    final = output_path(out_dir, key, fmt)
-    final_rejects = rejects_path(out_dir, key)
-    partial = final.with_name(final.name + PARTIAL_SUFFIX)
-    partial_rejects = final_rejects.with_name(final_rejects.name + PARTIAL_SUFFIX)
+    files = OutputFiles.for_batch(out_dir, key, fmt)
     started = time.perf_counter()
     try:
         sources = [source] if isinstance(source, Path) else list(source)
         source_bytes = sum(path.stat().st_size for path in sources)
         layouts = [_sniff(path) for path in sources]
         out_dir.mkdir(parents=True, exist_ok=True)
-        _remove(partial_rejects)
-        writer = open_table_writer(fmt, partial, columns)
+        _remove(files.partial_rejects)
+        writer = open_table_writer(fmt, files.partial, columns)
     except OSError as exc:
         raise TransformError(f"cannot transform batch {key.id}: {exc}") from exc
     plan = _QueryPlan(columns, key.id, naive_loaded_at)
-    try:
-        with RejectSink(partial_rejects, key.id) as rejects:
-            try:
-                rows = 0
-                offset = 0
-                for path, (gzipped, layout) in zip(sources, layouts, strict=True):
-                    seen, written = _transform_source(
-                        path, gzipped, layout, plan, converter, writer, rejects, offset, block_rows
-                    )
-                    offset += seen
-                    rows += written
-                writer.close()
-            except BaseException:
-                writer.abort()
-                raise
-        os.replace(partial, final)
-        if rejects.count:
-            os.replace(partial_rejects, final_rejects)
-        else:
-            _remove(final_rejects)
-    except BaseException as exc:
-        _remove(partial)
-        _remove(partial_rejects)
-        if isinstance(exc, OSError):
-            raise TransformError(f"cannot write {final.name}: {exc}") from exc
-        raise
-    log.info(
-        "transform.done",
-        batch=key.id,
-        format=fmt,
-        path="columnar",
-        rows=rows,
-        rejected=rejects.count,
-        source_bytes=source_bytes,
-        seconds=round(time.perf_counter() - started, 3),
-    )
-    if rejects.count:
-        log.warning("transform.rows_quarantined", batch=key.id, rejected=rejects.count)
-    return TransformedBatch(
-        key=key,
-        path=final,
-        format=fmt,
-        columns=columns,
-        rows=rows,
-        rejected=rejects.count,
-        rejects_path=final_rejects if rejects.count else None,
-        source_bytes=source_bytes,
-    )
+
+    def fill(rejects: RejectSink) -> int:
+        rows = 0
+        offset = 0
+        for path, (gzipped, layout) in zip(sources, layouts, strict=True):
+            seen, written = _transform_source(
+                path, gzipped, layout, plan, converter, writer, rejects, offset, block_rows
+            )
+            offset += seen
+            rows += written
+        return rows
+
+    counts = write_outputs(files, writer, key.id, fill)
+    return finished_batch(key, fmt, columns, files, counts, source_bytes, started, "columnar")
 
 
 # -- what the file holds ---------------------------------------------------------------------

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import orjson
 import structlog
@@ -131,6 +132,99 @@ def _remove(path: Path) -> None:
         pass
 
 
+class _Finishable(Protocol):
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class OutputFiles:
+    """A batch's staged file and quarantine, each written under a partial name first."""
+
+    final: Path
+    final_rejects: Path
+
+    @classmethod
+    def for_batch(cls, out_dir: Path, key: BatchKey, fmt: StagedFormat) -> OutputFiles:
+        return cls(output_path(out_dir, key, fmt), rejects_path(out_dir, key))
+
+    @property
+    def partial(self) -> Path:
+        return self.final.with_name(self.final.name + PARTIAL_SUFFIX)
+
+    @property
+    def partial_rejects(self) -> Path:
+        return self.final_rejects.with_name(self.final_rejects.name + PARTIAL_SUFFIX)
+
+
+def write_outputs(
+    files: OutputFiles,
+    writer: _Finishable,
+    batch_id: str,
+    fill: Callable[[RejectSink], int],
+) -> tuple[int, int]:
+    """Run `fill` (which writes rows to `writer` and rejects to the sink, returning the rows
+    written), then publish both files under their final names; on any failure remove both
+    partial files. Returns (rows, rejected)."""
+    try:
+        with RejectSink(files.partial_rejects, batch_id) as rejects:
+            try:
+                rows = fill(rejects)
+                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+        os.replace(files.partial, files.final)
+        if rejects.count:
+            os.replace(files.partial_rejects, files.final_rejects)
+        else:
+            _remove(files.final_rejects)  # left by an earlier attempt at this batch
+    except BaseException as exc:
+        _remove(files.partial)
+        _remove(files.partial_rejects)
+        if isinstance(exc, OSError):
+            raise TransformError(f"cannot write {files.final.name}: {exc}") from exc
+        raise
+    return rows, rejects.count
+
+
+def finished_batch(
+    key: BatchKey,
+    fmt: StagedFormat,
+    columns: tuple[Column, ...],
+    files: OutputFiles,
+    counts: tuple[int, int],
+    source_bytes: int,
+    started: float,
+    path: str,
+) -> TransformedBatch:
+    """Log the finished transform and describe its output."""
+    rows, rejected = counts
+    log.info(
+        "transform.done",
+        batch=key.id,
+        format=fmt,
+        path=path,
+        rows=rows,
+        rejected=rejected,
+        source_bytes=source_bytes,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    if rejected:
+        log.warning("transform.rows_quarantined", batch=key.id, rejected=rejected)
+    return TransformedBatch(
+        key=key,
+        path=files.final,
+        format=fmt,
+        columns=columns,
+        rows=rows,
+        rejected=rejected,
+        rejects_path=files.final_rejects if rejected else None,
+        source_bytes=source_bytes,
+    )
+
+
 def transform_file(
     key: BatchKey,
     source: Path | Sequence[Path],
@@ -155,56 +249,20 @@ def transform_file(
         raise ValueError("loaded_at must be time-zone aware")
     columns = tuple(columns)
     converter = RowConverter(columns, key.id, loaded_at.astimezone(UTC).replace(tzinfo=None))
-    final = output_path(out_dir, key, fmt)
-    final_rejects = rejects_path(out_dir, key)
-    partial = final.with_name(final.name + PARTIAL_SUFFIX)
-    partial_rejects = final_rejects.with_name(final_rejects.name + PARTIAL_SUFFIX)
+    files = OutputFiles.for_batch(out_dir, key, fmt)
     started = time.perf_counter()
     try:
         sources = [source] if isinstance(source, Path) else list(source)
         source_bytes = sum(path.stat().st_size for path in sources)
         out_dir.mkdir(parents=True, exist_ok=True)
-        _remove(partial_rejects)  # left by a crashed attempt; this one may have no rejects
-        writer = open_block_writer(fmt, partial, columns)
+        _remove(files.partial_rejects)  # left by a crashed attempt; this one may have none
+        writer = open_block_writer(fmt, files.partial, columns)
     except OSError as exc:
         raise TransformError(f"cannot transform batch {key.id}: {exc}") from exc
-    try:
-        with RejectSink(partial_rejects, key.id) as rejects:
-            try:
-                rows = _write_rows(sources, converter, writer, rejects, block_rows)
-                writer.close()
-            except BaseException:
-                writer.abort()
-                raise
-        os.replace(partial, final)
-        if rejects.count:
-            os.replace(partial_rejects, final_rejects)
-        else:
-            _remove(final_rejects)  # left by an earlier attempt at this batch
-    except BaseException as exc:
-        _remove(partial)
-        _remove(partial_rejects)
-        if isinstance(exc, OSError):
-            raise TransformError(f"cannot write {final.name}: {exc}") from exc
-        raise
-    log.info(
-        "transform.done",
-        batch=key.id,
-        format=fmt,
-        rows=rows,
-        rejected=rejects.count,
-        source_bytes=source_bytes,
-        seconds=round(time.perf_counter() - started, 3),
+    counts = write_outputs(
+        files,
+        writer,
+        key.id,
+        lambda rejects: _write_rows(sources, converter, writer, rejects, block_rows),
     )
-    if rejects.count:
-        log.warning("transform.rows_quarantined", batch=key.id, rejected=rejects.count)
-    return TransformedBatch(
-        key=key,
-        path=final,
-        format=fmt,
-        columns=columns,
-        rows=rows,
-        rejected=rejects.count,
-        rejects_path=final_rejects if rejects.count else None,
-        source_bytes=source_bytes,
-    )
+    return finished_batch(key, fmt, columns, files, counts, source_bytes, started, "reference")
