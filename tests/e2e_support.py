@@ -287,7 +287,8 @@ def expected_row(
 ) -> dict[str, Any]:
     """The table row an export row becomes (raises Rejected when it must be quarantined).
 
-    CustomVars is the folded keys as a dict in arrival order; SyncdLoadedAt is left out.
+    CustomVars is the folded keys as a dict, in sorted order as syncd writes them;
+    SyncdLoadedAt is left out.
     """
     typed = {
         c.name: c.type
@@ -296,7 +297,7 @@ def expected_row(
     }
     row: dict[str, Any] = {c.name: None for c in columns if c.name != LOADED_AT.name}
     custom: dict[str, Any] = {}
-    for key, value in event.items():
+    for key, value in sorted(event.items()):
         if key in typed:
             row[key] = None if value is None else _CONVERT[typed[key]](value)
         else:

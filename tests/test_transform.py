@@ -110,7 +110,9 @@ def expected_row(event: dict[str, Any], columns: tuple[Column, ...]) -> dict[str
         if value is not None and column.type is FieldType.TIMESTAMP:
             value = datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
         out[column.name] = value
-    folded = {k: v for k, v in event.items() if k not in names or k.startswith(CUSTOM_PREFIXES)}
+    folded = {
+        k: v for k, v in sorted(event.items()) if k not in names or k.startswith(CUSTOM_PREFIXES)
+    }
     out["CustomVars"] = json.dumps(folded, separators=(",", ":"), ensure_ascii=False)
     out["SyncdBatchId"] = KEY.id
     out["SyncdLoadedAt"] = LOADED_AT_UTC
@@ -616,9 +618,11 @@ def test_string_column_takes_text_and_json_text(value: object, expected: str | N
     assert convert({"EventType": value})["EventType"] == expected
 
 
-def test_custom_vars_keep_insertion_order_and_nulls() -> None:
+def test_custom_vars_sort_their_keys_and_keep_nulls() -> None:
     row = convert({"user_b_str": "x", "IndvId": 1, "evt_a_int": None, "page_c_real": 1.5})
-    assert row["CustomVars"] == '{"user_b_str":"x","evt_a_int":null,"page_c_real":1.5}'
+    assert row["CustomVars"] == '{"evt_a_int":null,"page_c_real":1.5,"user_b_str":"x"}'
+    again = convert({"page_c_real": 1.5, "evt_a_int": None, "user_b_str": "x", "IndvId": 1})
+    assert again["CustomVars"] == row["CustomVars"]
 
 
 def test_unknown_field_is_folded() -> None:
@@ -633,7 +637,7 @@ def test_input_key_named_like_a_trace_column_is_folded() -> None:
     row = convert({"SyncdBatchId": "spoof", "CustomVars": 1})
     assert (row["SyncdBatchId"], row["CustomVars"]) == (
         KEY.id,
-        '{"SyncdBatchId":"spoof","CustomVars":1}',
+        '{"CustomVars":1,"SyncdBatchId":"spoof"}',
     )
 
 

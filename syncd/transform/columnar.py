@@ -69,6 +69,8 @@ FAST_FORMATS: frozenset[StagedFormat] = frozenset(("parquet", "csv"))
 DUCKDB_MEMORY_LIMIT = "1GB"
 #: Rows longer than this go to the reference path (which quarantines rows over 16 MiB).
 MAX_FAST_ROW_BYTES = 2 << 20
+#: Bytes at the head of each file whose rows tell the custom keys to expect.
+_SAMPLE_BYTES = 8 << 20
 #: Bytes inflated per read by the array rewriter.
 _ARRAY_READ = 1 << 20
 
@@ -144,7 +146,13 @@ def transform_columnar(
         writer = open_table_writer(fmt, files.partial, columns)
     except OSError as exc:
         raise TransformError(f"cannot transform batch {key.id}: {exc}") from exc
-    plan = _QueryPlan(columns, key.id, naive_loaded_at)
+    try:
+        custom_keys = set().union(
+            *(_sample_keys(p, g, lay) for p, (g, lay) in zip(sources, layouts, strict=True))
+        )
+    except OSError as exc:
+        raise TransformError(f"cannot transform batch {key.id}: {exc}") from exc
+    plan = _QueryPlan(columns, key.id, naive_loaded_at, sorted(custom_keys))
 
     def fill(rejects: RejectSink) -> int:
         rows = 0
@@ -196,6 +204,40 @@ def _sniff(path: Path) -> tuple[bool, str]:
     raise NeedsReference("empty, or neither NDJSON nor a JSON array")
 
 
+def _sample_keys(path: Path, gzipped: bool, layout: str) -> set[str]:
+    """The keys of the rows in the file's first `_SAMPLE_BYTES`: the custom keys to expect.
+
+    A key first seen later only costs speed: its rows are flagged and take the reference."""
+    inflater = zlib.decompressobj(31) if gzipped else None
+    head = b""
+    with open(path, "rb") as raw:
+        while len(head) < _SAMPLE_BYTES:
+            chunk = raw.read(1 << 16)
+            if not chunk:
+                break
+            try:
+                head += inflater.decompress(chunk, _SAMPLE_BYTES) if inflater else chunk
+            except zlib.error:
+                break
+            if inflater is not None and inflater.unconsumed_tail:
+                break
+    keys: set[str] = set()
+    lines = head.split(b"\n")
+    if len(head) >= _SAMPLE_BYTES:
+        lines.pop()  # cut short
+    for line in lines:
+        line = line.strip(_JSON_WS)
+        if layout == "array":
+            line = line.lstrip(b"[").rstrip(b"],")
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if type(row) is dict:
+            keys.update(row)
+    return keys
+
+
 # -- the query -------------------------------------------------------------------------------
 
 
@@ -210,15 +252,23 @@ def _ident(name: str) -> str:
 class _QueryPlan:
     """The SQL that types one file's rows and flags those the reference must convert.
 
-    One `json_transform` gives every typed column's value as text: STRING columns as their
-    JSON text (so a string is told from a number, and unescaped only when it has escapes),
-    the others as VARCHAR, cast in SQL and accepted only when casting back gives the same text.
-    `json_keys` counts the row's keys: when every key is a column with a value, CustomVars is
-    "{}" and no key is repeated; otherwise `json_merge_patch` folds the other keys, and the
-    counts (or, with nulls about, a distinct-key check) prove no column key is repeated.
+    One `json_transform` parses each row once and gives every typed column's value as text:
+    STRING columns as their JSON text (so a string is told from a number, and unescaped only
+    when it has escapes), the others as VARCHAR, cast in SQL and accepted only when casting
+    back gives the same text. The same transform takes every custom key seen in the file's
+    first rows (`custom_keys`) as JSON text, and CustomVars is spelled from those in sorted
+    order, as the reference writes it. `json_keys` counts the row's keys: when each is a
+    column or a known custom key holding a value, nothing was missed or repeated; rows with
+    nulls about are checked key by key; any other row is flagged for the reference.
     """
 
-    def __init__(self, columns: Sequence[Column], batch_id: str, loaded_at: datetime) -> None:
+    def __init__(
+        self,
+        columns: Sequence[Column],
+        batch_id: str,
+        loaded_at: datetime,
+        custom_keys: Sequence[str] = (),
+    ) -> None:
         self.columns = tuple(columns)
         self.schema = arrow_schema(columns)
         self.batch_id = batch_id
@@ -227,8 +277,18 @@ class _QueryPlan:
             c for c in columns if c.name not in _TRACE and not c.name.startswith(CUSTOM_PREFIXES)
         ]
         spec = {c.name: "JSON" if c.type is FieldType.STRING else "VARCHAR" for c in self._slots}
+        # DuckDB's struct fields ignore case: a key that differs from another only in case
+        # stays unknown, and its rows go to the reference
+        taken = {name.lower() for name in spec}
+        self.custom_keys: list[str] = []
+        for key in sorted(set(custom_keys)):
+            if key.lower() not in taken:
+                taken.add(key.lower())
+                self.custom_keys.append(key)
+        spec.update((key, "JSON") for key in self.custom_keys)
+        self._known = set(spec)
         self._spec = _sql_text(json.dumps(spec))
-        self._patch = _sql_text(json.dumps({c.name: None for c in self._slots}))
+        self._known_list = _sql_list(list(spec))
 
     def query(self, source_sql: str) -> str:
         values: list[str] = []
@@ -238,12 +298,18 @@ class _QueryPlan:
             "NOT contains(j, 'NaN')",
             "NOT contains(j, 'Infinity')",
             f"(c = '{{}}' OR NOT regexp_matches(c, {_sql_text(_SUSPECT_CUSTOM)}))",
-            "CASE WHEN n = len(k) THEN true"
-            " WHEN NOT contains(j, ':null') THEN n + len(json_keys(c)) = len(k)"
-            " ELSE len(list_distinct(k)) = len(k) END",
+            # every key a known one holding a value; with nulls about (a null and a missing
+            # key look alike), no key repeated or unknown (null custom keys are spelled from k)
+            "CASE WHEN n + m = len(k) THEN true"
+            " WHEN NOT contains(j, ':null') THEN false"
+            f" ELSE len(list_distinct(k)) = len(k) AND list_has_all({self._known_list}, k) END",
         ]
-        slot_names = {c.name for c in self._slots}
         present = " + ".join(f"(s.{_ident(c.name)} IS NOT NULL)::INT" for c in self._slots)
+        custom_present = " + ".join(
+            f"(s.{_ident(key)} IS NOT NULL)::INT" for key in self.custom_keys
+        )
+        custom_text = self._custom_text(with_nulls=False)
+        custom_text_nulls = self._custom_text(with_nulls=True)
         typed: list[str] = []
         for index, column in enumerate(self.columns):
             name = column.name
@@ -254,34 +320,55 @@ class _QueryPlan:
                 values.append(f"{_sql_text(self.batch_id)} AS {out}")
             elif name == LOADED_AT.name:
                 values.append(f"TIMESTAMP {_sql_text(self.loaded_at.isoformat())} AS {out}")
-            elif name not in slot_names:
+            elif name not in self._known:
                 values.append(f"CAST(NULL AS {_DUCK_TYPES[column.type]}) AS {out}")
             else:
                 alias = f"v{index}"
-                value, check = _typed_value(column, alias)
+                value, check = _typed_value(column, f"s.{_ident(name)}", alias)
                 typed.append(f"{value} AS {alias}")
                 values.append(f"{alias} AS {out}")
                 checks.append(check)
         ok = " AND ".join(f"coalesce({check}, false)" for check in checks)
-        # Built from column names quoted by _ident and literals quoted by _sql_text only.
+        # Built from names quoted by _ident and literals quoted by _sql_text only.
         return f"""
 WITH src AS (SELECT json AS j FROM {source_sql}),
 parsed AS (SELECT j, json_transform(j, {self._spec}) AS s, json_keys(j) AS k FROM src),
 counted AS (
-  SELECT *, ({present or "0"}) AS n FROM parsed
+  SELECT *, ({present or "0"}) AS n, ({custom_present or "0"}) AS m FROM parsed
 ),
 folded AS (
   SELECT *,
-    CASE WHEN n = len(k) THEN '{{}}' ELSE json_merge_patch(j, {self._patch})::VARCHAR END AS c,
+    CASE WHEN n + m < len(k) THEN {custom_text_nulls}
+      WHEN m = 0 THEN '{{}}' ELSE {custom_text} END AS c,
     {", ".join(typed) or "NULL AS v"}
   FROM counted
 ),
 judged AS (SELECT *, ({ok}) AS ok FROM folded)
 SELECT {", ".join(values)}, ok AS {_OK},
-  CASE WHEN ok AND c = '{{}}' THEN NULL ELSE coalesce(j, '') END AS {_RAW},
+  CASE WHEN ok AND m = 0 THEN NULL ELSE coalesce(j, '') END AS {_RAW},
   j IS NULL AS __syncd_unreadable
 FROM judged
 """  # noqa: S608
+
+    def _custom_text(self, *, with_nulls: bool) -> str:
+        """SQL spelling CustomVars from the custom keys' JSON texts, in sorted key order; with
+        `with_nulls`, keys present with a null value (a null and a missing key look alike in
+        `s`) are found in the row's keys `k`."""
+        parts = []
+        for key in self.custom_keys:
+            field, name = f"s.{_ident(key)}", orjson.dumps(key).decode()
+            null = f" WHEN list_contains(k, {_sql_text(key)}) THEN {_sql_text(name + ':null')}"
+            parts.append(
+                f"CASE WHEN {field} IS NOT NULL THEN {_sql_text(name + ':')} || {field}"
+                f"{null if with_nulls else ''} END"
+            )
+        if not parts:
+            return "'{}'"
+        return "'{' || concat_ws(',', " + ", ".join(parts) + ") || '}'"
+
+
+def _sql_list(items: Sequence[str]) -> str:
+    return "[" + ", ".join(_sql_text(item) for item in items) + "]::VARCHAR[]"
 
 
 _DUCK_TYPES: dict[FieldType, str] = {
@@ -294,9 +381,8 @@ _DUCK_TYPES: dict[FieldType, str] = {
 _FLOAT_TEXT = r"-?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?"
 
 
-def _typed_value(column: Column, alias: str) -> tuple[str, str]:
-    """(SQL of the value from `s.<name>`, SQL of "value `alias` is the reference's value")."""
-    v = f"s.{_ident(column.name)}"
+def _typed_value(column: Column, v: str, alias: str) -> tuple[str, str]:
+    """(SQL of the value from `v`, SQL of "value `alias` is the reference's value")."""
     if column.type is FieldType.INT64:
         value = f"TRY_CAST({v} AS BIGINT)"
         return value, f"({v} IS NULL OR CAST({alias} AS VARCHAR) = {v})"

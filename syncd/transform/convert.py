@@ -5,7 +5,9 @@ These rules are the reference every faster path is checked against:
 - A key fills the column of the same name when `columns` has one, unless the key is a custom
   variable (`user_*`, `evt_*`, `page_*`) or names a trace column. Every other key (a known field
   without a column, a custom variable, a field the catalog does not know yet) is folded into
-  the CustomVars JSON object, keys and values as they came, in the order they came.
+  the CustomVars JSON object with their values as they came, keys in sorted (code point)
+  order as Go's encoding/json writes them in hauser's tables: one text for one set of keys,
+  whatever order the exporter sent them in.
 - Absent and JSON null are NULL; the empty string stays "" in STRING columns.
 - INT64 takes a JSON integer within int64, a float with an integral value, or a string of
   ASCII digits (optionally negative). FLOAT takes a number or a numeric string. TIMESTAMP takes
@@ -297,7 +299,12 @@ class RowConverter:
                 problems.append(f"{key}: {exc}")
         if problems:
             raise RowRejected("; ".join(problems))
-        row[self._custom_index] = dump_json(custom) if custom else "{}"
+        if custom:
+            if len(custom) > 1:
+                custom = dict(sorted(custom.items()))
+            row[self._custom_index] = dump_json(custom)
+        else:
+            row[self._custom_index] = "{}"
         return row
 
     def _timestamp(self, value: object) -> datetime:
