@@ -35,7 +35,7 @@ from syncd.planner import contiguous_end
 from syncd.sources.retry import RetryPolicy
 from syncd.state import DaemonStatus, HeldBatch, StatusFile
 from syncd.timeutil import utcnow
-from syncd.transform import transform_file
+from syncd.transform.columnar import transform
 from warehouses.base import Stage, Warehouse
 
 log = structlog.get_logger(__name__)
@@ -259,8 +259,14 @@ class Pipeline:
             return self.prepare(key)
 
     def _drop_prepared(self, future: Future[Prepared]) -> None:
-        """A prepared batch that will not be committed as prepared: remove its files."""
-        if future.cancel() or not future.done() or future.exception() is not None:
+        """A prepared batch that will not be committed as prepared: remove its files (once it is
+        ready, when it is still being prepared)."""
+        if future.cancel():
+            return
+        if not future.done():
+            future.add_done_callback(self._drop_prepared)
+            return
+        if future.exception() is not None:
             return
         prepared = future.result()
         self._remove_files(prepared.staged, keep_staged=self.options.keep_staged)
@@ -314,7 +320,7 @@ class Pipeline:
             batch = self._step(
                 key,
                 "transform",
-                lambda: transform_file(
+                lambda: transform(
                     key,
                     fetched.paths,
                     self.options.work_dir,
@@ -326,7 +332,13 @@ class Pipeline:
         except TransformError:
             self.source.discard(key)  # a damaged download: fetch it afresh next attempt
             raise
-        staged = self._step(key, "stage", lambda: self._stage(batch))
+        try:
+            staged = self._step(key, "stage", lambda: self._stage(batch))
+        except BaseException:  # stopped or failed: the next attempt transforms afresh
+            for path in (batch.path, batch.rejects_path):
+                if path is not None:
+                    path.unlink(missing_ok=True)
+            raise
         self._notify("after_stage", key, staged)
         return Prepared(fetched=fetched, staged=staged)
 

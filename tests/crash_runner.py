@@ -31,6 +31,7 @@ import e2e_support
 import syncd.pipeline
 import syncd.sources.client
 import syncd.sources.download
+import syncd.transform.columnar
 import syncd.transform.transform
 import warehouses.duckdb
 from syncd import cli
@@ -98,7 +99,7 @@ def install_download(crash: CrashPoint) -> None:
 
 
 def install_before_transform(crash: CrashPoint) -> None:
-    _before(syncd.pipeline, "transform_file", crash)
+    _before(syncd.pipeline, "transform", crash)
 
 
 class _CrashingWriter:
@@ -118,13 +119,17 @@ class _CrashingWriter:
 
 
 def install_transform(crash: CrashPoint) -> None:
-    module = syncd.transform.transform
-    original = module.open_block_writer  # type: ignore[attr-defined]
+    """Crash once rows are written, on the reference path and on the fast path alike."""
+    for module, name in (
+        (syncd.transform.transform, "open_block_writer"),
+        (syncd.transform.columnar, "open_table_writer"),
+    ):
+        original = getattr(module, name)
 
-    def open_block_writer(*args: Any, **kwargs: Any) -> Any:
-        return _CrashingWriter(original(*args, **kwargs), crash)
+        def opener(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            return _CrashingWriter(_original(*args, **kwargs), crash)
 
-    setattr(module, "open_block_writer", open_block_writer)  # noqa: B010 (not exported)
+        setattr(module, name, opener)
 
 
 def install_staged(crash: CrashPoint) -> None:

@@ -50,7 +50,7 @@ from syncd.fields import BATCH_ID, CUSTOM_PREFIXES, CUSTOM_VARS, LOADED_AT, Colu
 from syncd.timeutil import UTC
 from syncd.transform.convert import NeedsExactParse, RowConverter, RowRejected
 from syncd.transform.reader import GZIP_MAGIC, MAX_ROW_BYTES, parse_exact
-from syncd.transform.table_writers import TableWriter, open_table_writer
+from syncd.transform.table_writers import BackgroundTableWriter, TableWriter, open_table_writer
 from syncd.transform.transform import (
     DEFAULT_BLOCK_ROWS,
     OutputFiles,
@@ -143,7 +143,7 @@ def transform_columnar(
         layouts = [_sniff(path) for path in sources]
         out_dir.mkdir(parents=True, exist_ok=True)
         _remove(files.partial_rejects)
-        writer = open_table_writer(fmt, files.partial, columns)
+        writer = BackgroundTableWriter(open_table_writer(fmt, files.partial, columns))
     except OSError as exc:
         raise TransformError(f"cannot transform batch {key.id}: {exc}") from exc
     try:

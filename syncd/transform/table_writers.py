@@ -7,6 +7,8 @@ CSV options), for callers that already hold Arrow tables: one Parquet row group 
 from __future__ import annotations
 
 import gzip
+import queue
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -63,6 +65,64 @@ class CsvTableWriter:
 
     def abort(self) -> None:
         self._file.close()
+
+
+class BackgroundTableWriter:
+    """Hands tables to another writer on its own thread, so that encoding and compressing one
+    table overlaps producing the next (Arrow releases the GIL while it writes). At most
+    `depth` tables wait; a failure of the inner writer is raised by the next call."""
+
+    _DONE = None
+
+    def __init__(self, inner: TableWriter, depth: int = 2) -> None:
+        self._inner = inner
+        self._queue: queue.Queue[pa.Table | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="syncd-table-writer", daemon=True)
+        self._thread.start()
+
+    def write(self, table: pa.Table) -> None:
+        self._raise()
+        if table.num_rows:
+            while True:
+                try:
+                    self._queue.put(table, timeout=0.1)
+                    return
+                except queue.Full:
+                    self._raise()
+
+    def close(self) -> None:
+        self._stop()
+        self._raise()
+        self._inner.close()
+
+    def abort(self) -> None:
+        self._stop()
+        self._inner.abort()
+
+    def _stop(self) -> None:
+        while self._thread.is_alive():
+            try:
+                self._queue.put(self._DONE, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self._thread.join()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            table = self._queue.get()
+            if table is None:
+                return
+            if self._error is None:
+                try:
+                    self._inner.write(table)
+                except BaseException as exc:  # raised on the caller's thread
+                    self._error = exc
 
 
 def open_table_writer(fmt: StagedFormat, path: Path, columns: Sequence[Column]) -> TableWriter:
