@@ -23,6 +23,7 @@ from syncd.sources.batches import LegacySource, SegmentSource
 from syncd.sources.client import ExportClient
 from syncd.sources.fetcher import Fetcher
 from syncd.sources.operations import OperationStore
+from syncd.sources.ratelimit import RateLimiter
 from syncd.sources.retry import RetryPolicy
 from syncd.state import StatusFile
 from syncd.timeutil import utcnow
@@ -79,6 +80,7 @@ def build_client(
             base=settings.backoff.total_seconds(), max_attempts=settings.backoff_steps_max
         ),
         stop=stop,
+        api_rate=RateLimiter(settings.api_requests_per_second, 1.0),
         download_deadline=settings.download_timeout.total_seconds(),
         http=http,
         on_retry=on_retry,

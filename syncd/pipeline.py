@@ -166,6 +166,8 @@ class Pipeline:
         self._rng = random.Random()
         self._ahead: dict[BatchKey, Future[Prepared]] = {}
         self._executor: ThreadPoolExecutor | None = None
+        # one transform at a time: it uses every core already, and each holds its own buffers
+        self._transforming = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -317,18 +319,19 @@ class Pipeline:
         fetched = self._step(key, "fetch", lambda: self.source.fetch(key))
         loaded_at = self.clock()
         try:
-            batch = self._step(
-                key,
-                "transform",
-                lambda: transform(
+            with self._transforming:
+                batch = self._step(
                     key,
-                    fetched.paths,
-                    self.options.work_dir,
-                    self.columns,
-                    self.options.staged_format,
-                    loaded_at,
-                ),
-            )
+                    "transform",
+                    lambda: transform(
+                        key,
+                        fetched.paths,
+                        self.options.work_dir,
+                        self.columns,
+                        self.options.staged_format,
+                        loaded_at,
+                    ),
+                )
         except TransformError:
             self.source.discard(key)  # a damaged download: fetch it afresh next attempt
             raise

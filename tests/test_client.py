@@ -223,10 +223,20 @@ def test_wait_returns_the_search_export_id(client: ExportClient) -> None:
     assert client.wait_for_export(OP_ID, poll_interval=5.0, deadline=60.0) == EXPORT_ID
 
 
-def test_wait_polls_at_the_interval(client: ExportClient, api: FakeApi, clock: FakeClock) -> None:
-    api.states = ["PENDING", "PENDING", "COMPLETED"]
+def test_polls_come_soon_then_back_off_to_the_interval(
+    client: ExportClient, api: FakeApi, clock: FakeClock
+) -> None:
+    api.states = ["PENDING"] * 7 + ["COMPLETED"]
     client.wait_for_export(OP_ID, poll_interval=5.0, deadline=60.0)
-    assert clock.sleeps == [5.0, 5.0]
+    assert clock.sleeps == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+
+
+def test_a_short_poll_interval_is_never_exceeded(
+    client: ExportClient, api: FakeApi, clock: FakeClock
+) -> None:
+    api.states = ["PENDING", "PENDING", "COMPLETED"]
+    client.wait_for_export(OP_ID, poll_interval=0.25, deadline=60.0)
+    assert clock.sleeps == [0.25, 0.25]
 
 
 def test_failed_operation_carries_error_details(client: ExportClient, api: FakeApi) -> None:
@@ -518,6 +528,26 @@ def test_bundle_429_pauses_the_limiter(api: FakeApi, clock: FakeClock, tmp_path:
             client.download_bundle(1, tmp_path / "b.json.gz")
     limiter.acquire()  # another caller, say
     assert clock.sleeps == [20.0]
+
+
+def test_api_calls_keep_to_the_api_rate_limit(api: FakeApi, clock: FakeClock) -> None:
+    limiter = RateLimiter(2, 1.0, clock=clock, sleep=clock.sleep)
+    api.states = ["COMPLETED"]
+    with make_client(api, clock, api_rate=limiter) as client:
+        for _ in range(5):
+            client.get_operation(OP_ID)
+    assert len(api.requests) == 5
+    assert clock.sleeps == [1.0, 1.0]  # two calls a second: the 3rd and 5th wait
+
+
+def test_an_api_429_pauses_every_api_caller(api: FakeApi, clock: FakeClock) -> None:
+    limiter = RateLimiter(10, 1.0, clock=clock, sleep=clock.sleep)
+    api.queue(f"GET /operations/v1/{OP_ID}", error(429, **{"Retry-After": "7"}))
+    with make_client(api, clock, api_rate=limiter, retry=RetryPolicy(max_attempts=1)) as client:
+        with pytest.raises(RateLimited):
+            client.get_operation(OP_ID)
+    limiter.acquire()  # another batch's thread, say
+    assert clock.sleeps == [7.0]
 
 
 # downloads: completeness checks

@@ -321,7 +321,22 @@ TOP_LEVEL: tuple[Key, ...] = (
         hauser=True,
         new_meaning="hauser had no default; 0 is invalid",
     ),
-    Key("", "PollInterval", K.DURATION, "5s", "Wait between polls of a running export operation."),
+    Key(
+        "",
+        "PollInterval",
+        K.DURATION,
+        "5s",
+        "Longest wait between polls of a running export operation; the first polls come "
+        "sooner (0.5s, doubling up to this), as most exports of a window finish in seconds.",
+    ),
+    Key(
+        "",
+        "ApiRequestsPerSecond",
+        K.INT,
+        10,
+        "Most calls to the export API (create, poll, results, bundle lists) syncd makes in "
+        "any second, over all batches in flight; a 429's Retry-After pauses them all.",
+    ),
     Key(
         "",
         "OperationTimeout",
@@ -343,7 +358,7 @@ TOP_LEVEL: tuple[Key, ...] = (
         "",
         "Lookahead",
         K.INT,
-        3,
+        4,
         "Batches exported, downloaded, transformed and staged ahead of the one being "
         "committed (commits stay strictly in order); 0 = one batch at a time.",
     ),

@@ -170,6 +170,7 @@ class Settings:
     backoff: timedelta
     backoff_steps_max: int
     poll_interval: timedelta
+    api_requests_per_second: int
     operation_timeout: timedelta
     http_timeout: timedelta
     download_timeout: timedelta

@@ -278,7 +278,12 @@ class _Settle:
                 self.problem(label, "must be more than 0s")
 
     def _check_counts(self) -> None:
-        for label, least in (("BackoffStepsMax", 1), ("MaxBatchAttempts", 1), ("Lookahead", 0)):
+        for label, least in (
+            ("BackoffStepsMax", 1),
+            ("MaxBatchAttempts", 1),
+            ("Lookahead", 0),
+            ("ApiRequestsPerSecond", 1),
+        ):
             if self.ok(label) and self.get(label) < least:
                 self.problem(label, f"{self.get(label)} is too small; the minimum is {least}")
         varchar_max = self.get("[redshift] VarCharMax")

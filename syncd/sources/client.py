@@ -52,6 +52,9 @@ _T = TypeVar("_T")
 DEFAULT_API_URL = "https://api.fullstory.com"
 DEFAULT_LEGACY_API_URL = "https://export.fullstory.com/api/v1"
 DEFAULT_TIMEOUT = 60.0
+#: Wait before the first poll of an export operation; each later wait doubles, up to the
+#: poll interval (most exports of one window finish within seconds).
+FIRST_POLL_WAIT = 0.5
 #: Connecting never waits longer than this, whatever the read timeout.
 MAX_CONNECT_TIMEOUT = 30.0
 #: Fresh signed URLs asked for, in one download attempt, when the last one was refused.
@@ -248,6 +251,7 @@ class ExportClient:
         http: httpx.Client | None = None,
         retry: RetryPolicy | None = None,
         legacy_rate: RateLimiter | None = None,
+        api_rate: RateLimiter | None = None,
         stop: threading.Event | None = None,
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -264,6 +268,7 @@ class ExportClient:
         self._http = http if http is not None else httpx.Client(timeout=self._timeout)
         self._retry_policy = retry if retry is not None else RetryPolicy()
         self._legacy_rate = legacy_rate if legacy_rate is not None else RateLimiter.legacy_default()
+        self._api_rate = api_rate
         self._stop = stop if stop is not None else threading.Event()
         self._sleep = sleep
         self._clock = clock
@@ -366,6 +371,7 @@ class ExportClient:
         `deadline` seconds raises TransientSourceError (poll the same operation again later).
         """
         give_up_at = self._clock() + deadline
+        wait = FIRST_POLL_WAIT
         while True:
             operation = self.get_operation(operation_id)
             if operation.state == "COMPLETED":
@@ -390,8 +396,9 @@ class ExportClient:
                 operation_id=operation_id,
                 percent_complete=operation.percent_complete,
             )
-            if self._pause(min(poll_interval, remaining)):
+            if self._pause(min(wait, poll_interval, remaining)):
                 raise TransientSourceError(f"stopping: left operation {operation_id} pending")
+            wait *= 2
 
     def results_url(self, export_id: str) -> str:
         """A fresh signed URL of the export's results (it lives about 5 minutes)."""
@@ -453,11 +460,19 @@ class ExportClient:
     # one attempt each
 
     def _call(self, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
+        """One API call, within the client-side rate limit (`api_rate`) when there is one."""
+        if self._api_rate is not None:
+            self._api_rate.acquire(self._stop)
         with _translated(what):
             response = self._http.request(
                 method, url, headers=self._headers, timeout=self._timeout, **kwargs
             )
-        _raise_for_status(response, what)
+        try:
+            _raise_for_status(response, what)
+        except RateLimited as exc:
+            if exc.retry_after and self._api_rate is not None:
+                self._api_rate.hold(exc.retry_after)  # every thread waits it out, not just this
+            raise
         return response
 
     def _results_url_once(self, export_id: str) -> str:

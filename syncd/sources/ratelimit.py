@@ -1,7 +1,8 @@
 """A client-side sliding-window rate limiter, shared by threads.
 
-The legacy export API allows 2 bundle downloads a minute and answers 429 beyond that; keeping
-under the limit ourselves costs nothing, and a 429's `Retry-After` pauses every caller.
+The legacy export API allows 2 bundle downloads a minute and answers 429 beyond that; the
+other export API calls share one limit (`ApiRequestsPerSecond`) across every batch in flight.
+Keeping under a limit ourselves costs nothing, and a 429's `Retry-After` pauses every caller.
 """
 
 from __future__ import annotations
