@@ -297,7 +297,7 @@ def expected_row(
     }
     row: dict[str, Any] = {c.name: None for c in columns if c.name != LOADED_AT.name}
     custom: dict[str, Any] = {}
-    for key, value in sorted(event.items()):
+    for key, value in sorted(event.items(), key=lambda item: _clean(item[0])):
         if key in typed:
             row[key] = None if value is None else _CONVERT[typed[key]](value)
         else:

@@ -21,14 +21,14 @@ quarantine), several times faster. How it stays identical:
   line, staged format NDJSON, an empty file.
 
 A JSON array (FORMAT_JSON, legacy bundles) is rewritten to NDJSON on the fly by a thread that
-inflates it and drops the separators of the usual one-element-per-line layout, into a FIFO that
-DuckDB reads: the array is never held whole.
+inflates it and drops the separators of the usual one-element-per-line layout, into chunk files
+of 64 MiB that DuckDB reads one after the other: the array is never held whole.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import queue
 import tempfile
 import threading
 import time
@@ -71,6 +71,9 @@ DUCKDB_MEMORY_LIMIT = "1GB"
 MAX_FAST_ROW_BYTES = 2 << 20
 #: Bytes at the head of each file whose rows tell the custom keys to expect.
 _SAMPLE_BYTES = 8 << 20
+#: NDJSON bytes per chunk file the array rewriter hands to DuckDB, and chunks written ahead.
+_CHUNK_BYTES = 64 << 20
+_CHUNKS_AHEAD = 1
 #: Bytes inflated per read by the array rewriter.
 _ARRAY_READ = 1 << 20
 
@@ -97,14 +100,8 @@ def transform(
     *,
     block_rows: int = DEFAULT_BLOCK_ROWS,
 ) -> TransformedBatch:
-    """`transform_file`'s contract, by the fast path when it applies, else the reference path.
-
-    JSON arrays take the reference path for now: through the FIFO, DuckDB's memory grows past
-    its limit on large arrays (1M events) and the wasted attempt costs more than it saves.
-    `transform_columnar` still handles them (and is tested to match).
-    """
-    sources = [source] if isinstance(source, Path) else list(source)
-    if fmt in FAST_FORMATS and all(_is_ndjson(path) for path in sources):
+    """`transform_file`'s contract, by the fast path when it applies, else the reference path."""
+    if fmt in FAST_FORMATS:
         try:
             return transform_columnar(
                 key, source, out_dir, columns, fmt, loaded_at, block_rows=block_rows
@@ -159,7 +156,7 @@ def transform_columnar(
         offset = 0
         for path, (gzipped, layout) in zip(sources, layouts, strict=True):
             seen, written = _transform_source(
-                path, gzipped, layout, plan, converter, writer, rejects, offset, block_rows
+                path, gzipped, layout, plan, converter, writer, rejects, offset, block_rows, out_dir
             )
             offset += seen
             rows += written
@@ -170,13 +167,6 @@ def transform_columnar(
 
 
 # -- what the file holds ---------------------------------------------------------------------
-
-
-def _is_ndjson(path: Path) -> bool:
-    try:
-        return _sniff(path)[1] == "ndjson"
-    except (NeedsReference, OSError):
-        return False
 
 
 def _sniff(path: Path) -> tuple[bool, str]:
@@ -425,9 +415,14 @@ def _transform_source(
     rejects: _RowSink,
     offset: int,
     block_rows: int,
+    scratch_root: Path,
 ) -> tuple[int, int]:
-    """Transform one file; (rows seen, rows written)."""
-    with tempfile.TemporaryDirectory(prefix="syncd-columnar-") as scratch:
+    """Transform one file; (rows seen, rows written).
+
+    NDJSON is read by DuckDB itself (its gzip reader). A JSON array is rewritten to NDJSON
+    chunk files by a thread, each transformed as it is complete: memory stays bounded by the
+    chunk size whatever the array's size, and DuckDB parses each chunk on every core."""
+    with tempfile.TemporaryDirectory(prefix="syncd-columnar-", dir=scratch_root) as scratch:
         connection = duckdb.connect(
             ":memory:",
             config={
@@ -440,33 +435,32 @@ def _transform_source(
         rewriter: _ArrayRewriter | None = None
         try:
             if layout == "array":
-                fifo = Path(scratch) / "rows.ndjson"
-                os.mkfifo(fifo)
-                rewriter = _ArrayRewriter(path, gzipped, fifo)
+                rewriter = _ArrayRewriter(path, gzipped, Path(scratch))
                 rewriter.start()
-                read_from, compression = fifo, "none"
+                parts: Iterator[tuple[Path, str]] = ((c, "none") for c in rewriter.chunks())
             else:
-                read_from, compression = path, "gzip" if gzipped else "none"
-            source_sql = (
-                f"read_ndjson_objects({_sql_text(str(read_from))}, "
-                f"compression={_sql_text(compression)}, ignore_errors=true, "
-                f"maximum_object_size={MAX_FAST_ROW_BYTES})"
-            )
-            try:
-                reader = connection.sql(plan.query(source_sql)).to_arrow_reader(block_rows)
-                seen = written = 0
-                for batch in _batches(reader):
-                    table, count = _finish_batch(
-                        batch, plan, converter, rejects, offset + seen, layout == "array"
-                    )
-                    seen += count
-                    if table.num_rows:
-                        writer.write(table)
-                        written += table.num_rows
-            except duckdb.Error as exc:
-                raise NeedsReference(f"DuckDB could not read it: {exc}") from exc
-            if rewriter is not None:
-                rewriter.finish()
+                parts = iter([(path, "gzip" if gzipped else "none")])
+            seen = written = 0
+            for read_from, compression in parts:
+                source_sql = (
+                    f"read_ndjson_objects({_sql_text(str(read_from))}, "
+                    f"compression={_sql_text(compression)}, ignore_errors=true, "
+                    f"maximum_object_size={MAX_FAST_ROW_BYTES})"
+                )
+                try:
+                    reader = connection.sql(plan.query(source_sql)).to_arrow_reader(block_rows)
+                    for batch in _batches(reader):
+                        table, count = _finish_batch(
+                            batch, plan, converter, rejects, offset + seen, layout == "array"
+                        )
+                        seen += count
+                        if table.num_rows:
+                            writer.write(table)
+                            written += table.num_rows
+                except duckdb.Error as exc:
+                    raise NeedsReference(f"DuckDB could not read it: {exc}") from exc
+                if read_from != path:
+                    read_from.unlink()
             return seen, written
         finally:
             if rewriter is not None:
@@ -607,25 +601,37 @@ def _remove(path: Path) -> None:
 
 
 class _ArrayRewriter:
-    """Inflates a JSON array laid out one element per line and writes it to a FIFO as NDJSON.
+    """Inflates a JSON array laid out one element per line and writes it as NDJSON chunk
+    files of about `_CHUNK_BYTES` each (cut between rows), at most `_CHUNKS_AHEAD` ahead of
+    the reader.
 
     Runs on its own thread (zlib releases the GIL). When the layout is anything else it stops
-    and `finish` raises NeedsReference: the reference reader handles every layout.
+    and `chunks` raises NeedsReference: the reference reader handles every layout.
     """
 
-    def __init__(self, source: Path, gzipped: bool, fifo: Path) -> None:
+    def __init__(self, source: Path, gzipped: bool, scratch: Path) -> None:
         self._source = source
         self._gzipped = gzipped
-        self._fifo = fifo
+        self._scratch = scratch
         self._problem: str | None = None
         self._error: BaseException | None = None
+        self._ready: queue.Queue[Path | None] = queue.Queue(maxsize=_CHUNKS_AHEAD)
         self._thread = threading.Thread(target=self._run, name="syncd-array-rewriter", daemon=True)
         self._stop = threading.Event()
+        self._count = 0
+        self._out: Any = None
+        self._out_path: Path | None = None
 
     def start(self) -> None:
         self._thread.start()
 
-    def finish(self) -> None:
+    def chunks(self) -> Iterator[Path]:
+        """Each complete chunk file, in order; then raises what stopped the rewrite, if any."""
+        while True:
+            chunk = self._ready.get()
+            if chunk is None:
+                break
+            yield chunk
         self._thread.join()
         if self._error is not None:
             raise TransformError(f"cannot read {self._source.name}: {self._error}")
@@ -633,30 +639,51 @@ class _ArrayRewriter:
             raise NeedsReference(self._problem)
 
     def abandon(self) -> None:
-        """Stop the thread (the reader is gone): unblock its FIFO open and write."""
+        """Stop the thread (the reader is gone) and let it end."""
         self._stop.set()
-        if self._thread.is_alive():
-            try:  # a writer blocked in open() waits for a reader: be one, briefly
-                fd = os.open(self._fifo, os.O_RDONLY | os.O_NONBLOCK)
-                while self._thread.is_alive():
-                    try:
-                        if not os.read(fd, 1 << 20):
-                            self._thread.join(0.01)
-                    except BlockingIOError:
-                        self._thread.join(0.01)
-                os.close(fd)
-            except OSError:
+        while self._thread.is_alive():
+            try:
+                self._ready.get(timeout=0.05)
+            except queue.Empty:
                 pass
         self._thread.join()
 
     def _run(self) -> None:
         try:
-            with open(self._fifo, "wb") as out:
-                self._rewrite(out)
-        except BrokenPipeError:
-            pass
+            self._rewrite(self)
+            self._close_chunk()
         except (OSError, zlib.error, EOFError) as exc:
             self._error = exc
+        finally:
+            if self._out is not None:
+                self._out.close()
+            self._hand_over(None)
+
+    def write(self, data: bytes) -> None:
+        """Append NDJSON rows to the current chunk; a full chunk is handed over."""
+        if self._out is None:
+            self._count += 1
+            self._out_path = self._scratch / f"chunk-{self._count:06d}.ndjson"
+            self._out = open(self._out_path, "wb")
+        self._out.write(data)
+        if self._out.tell() >= _CHUNK_BYTES:
+            self._close_chunk()
+
+    def _close_chunk(self) -> None:
+        if self._out is None:
+            return
+        self._out.close()
+        self._out = None
+        if self._problem is None:
+            self._hand_over(self._out_path)
+
+    def _hand_over(self, chunk: Path | None) -> None:
+        while not (self._stop.is_set() and chunk is not None):
+            try:
+                self._ready.put(chunk, timeout=0.05)
+                return
+            except queue.Full:
+                continue
 
     def _rewrite(self, out: Any) -> None:
         inflater = zlib.decompressobj(31) if self._gzipped else None

@@ -107,6 +107,10 @@ def clean_text(text: str) -> str:
     return text
 
 
+def _written_key(item: tuple[str, Any]) -> str:
+    return clean_text(item[0])
+
+
 def clean_value(value: Any) -> Any:
     """`clean_text` applied to every string (keys too) inside a parsed JSON value."""
     if isinstance(value, str):
@@ -300,8 +304,8 @@ class RowConverter:
         if problems:
             raise RowRejected("; ".join(problems))
         if custom:
-            if len(custom) > 1:
-                custom = dict(sorted(custom.items()))
+            if len(custom) > 1:  # by the keys as written: NUL and lone surrogates as U+FFFD
+                custom = dict(sorted(custom.items(), key=_written_key))
             row[self._custom_index] = dump_json(custom)
         else:
             row[self._custom_index] = "{}"
