@@ -283,9 +283,13 @@ _CONVERT: dict[FieldType, Callable[[object], object]] = {
 
 
 def expected_row(
-    event: Mapping[str, Any], columns: Sequence[Column], batch_id: str
+    event: Mapping[str, Any],
+    columns: Sequence[Column],
+    batch_id: str,
+    window: tuple[datetime, datetime] | None = None,
 ) -> dict[str, Any]:
-    """The table row an export row becomes (raises Rejected when it must be quarantined).
+    """The table row an export row becomes (raises Rejected when it must be quarantined,
+    also when `window` is given and its EventStart falls outside it).
 
     CustomVars is the folded keys as a dict, in sorted order as syncd writes them;
     SyncdLoadedAt is left out.
@@ -304,6 +308,11 @@ def expected_row(
             custom[_clean(key)] = _clean_json(value)
     row[CUSTOM_VARS.name] = custom
     row[BATCH_ID.name] = batch_id
+    event_start = row.get("EventStart")
+    if window is not None and event_start is not None:
+        low, high = (t.astimezone(UTC).replace(tzinfo=None) for t in window)
+        if not low <= event_start < high:
+            raise Rejected("EventStart outside the batch window")
     return row
 
 

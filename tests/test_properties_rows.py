@@ -150,7 +150,7 @@ def _expected(raws: list[bytes]) -> tuple[list[dict[str, Any]], int]:
             value = _parse(raw)
             if not isinstance(value, dict):
                 raise Rejected("not an object")
-            loaded.append(expected_row(value, COLUMNS, KEY.id))
+            loaded.append(expected_row(value, COLUMNS, KEY.id, (KEY.start, KEY.end)))
         except (Rejected, ValueError, OverflowError, RecursionError):
             rejected += 1
     return loaded, rejected

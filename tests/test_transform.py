@@ -28,8 +28,8 @@ from syncd.fields import (
 from syncd.transform import RowConverter, RowRejected, transform_file
 
 SAMPLES = Path("/work/shared/samples")
-KEY = BatchKey(
-    datetime(2020, 8, 27, tzinfo=timezone.utc), datetime(2020, 8, 28, tzinfo=timezone.utc)
+KEY = BatchKey(  # FullStory's samples hold events of 2020-08-27 to 2020-08-30
+    datetime(2020, 8, 27, tzinfo=timezone.utc), datetime(2020, 8, 31, tzinfo=timezone.utc)
 )
 LOADED_AT = datetime(2026, 11, 1, 12, 30, 15, 250000, tzinfo=timezone.utc)
 LOADED_AT_UTC = LOADED_AT.replace(tzinfo=None)

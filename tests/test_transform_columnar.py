@@ -27,6 +27,10 @@ from syncd.transform.columnar import NeedsReference, transform, transform_column
 
 SAMPLES = Path("/work/shared/samples")
 KEY = BatchKey(datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2024, 1, 2, tzinfo=timezone.utc))
+#: FullStory's samples hold events of 2020-08-27 to 2020-08-30.
+SAMPLE_KEY = BatchKey(
+    datetime(2020, 8, 27, tzinfo=timezone.utc), datetime(2020, 8, 31, tzinfo=timezone.utc)
+)
 LOADED_AT = datetime(2026, 11, 1, 12, 30, 15, 250000, tzinfo=timezone.utc)
 SEGMENT = export_columns()
 START_MS = to_ms(KEY.start)
@@ -53,11 +57,12 @@ def both(
     fmt: StagedFormat = "parquet",
     *,
     fast_only: bool = True,
+    key: BatchKey = KEY,
 ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     """(reference outcome, fast outcome); with `fast_only` the fast path may not hand over."""
     fast = transform_columnar if fast_only else transform
-    reference = transform_file(KEY, source, tmp_path / "ref", columns, fmt, LOADED_AT)
-    columnar = fast(KEY, source, tmp_path / "fast", columns, fmt, LOADED_AT)
+    reference = transform_file(key, source, tmp_path / "ref", columns, fmt, LOADED_AT)
+    columnar = fast(key, source, tmp_path / "fast", columns, fmt, LOADED_AT)
     return outcome(reference), outcome(columnar)
 
 
@@ -79,23 +84,25 @@ def simulated(
 
 
 def test_segment_sample_matches_reference(tmp_path: Path) -> None:
-    reference, fast = both(tmp_path, SAMPLES / "segment-export-events.json")
+    reference, fast = both(tmp_path, SAMPLES / "segment-export-events.json", key=SAMPLE_KEY)
     assert fast == reference
 
 
 def test_legacy_sample_matches_reference(tmp_path: Path) -> None:
     legacy = export_columns("legacy")
-    reference, fast = both(tmp_path, SAMPLES / "legacy-bundle-events.json", legacy)
+    reference, fast = both(tmp_path, SAMPLES / "legacy-bundle-events.json", legacy, key=SAMPLE_KEY)
     assert fast == reference
 
 
 def test_legacy_sample_with_segment_columns_folds_renamed_fields(tmp_path: Path) -> None:
-    reference, fast = both(tmp_path, SAMPLES / "legacy-bundle-events.json")
+    reference, fast = both(tmp_path, SAMPLES / "legacy-bundle-events.json", key=SAMPLE_KEY)
     assert fast == reference
 
 
 def test_csv_output_matches_reference(tmp_path: Path) -> None:
-    reference, fast = both(tmp_path, SAMPLES / "segment-export-events.json", fmt="csv")
+    reference, fast = both(
+        tmp_path, SAMPLES / "segment-export-events.json", fmt="csv", key=SAMPLE_KEY
+    )
     assert fast == reference
 
 
@@ -109,6 +116,33 @@ def test_several_sources_count_positions_across_files(tmp_path: Path) -> None:
         KEY, [first, second], tmp_path / "fast", SEGMENT, "parquet", LOADED_AT
     )
     assert outcome(fast) == outcome(reference)
+
+
+def test_rows_outside_a_segment_window_are_quarantined_like_the_reference(
+    tmp_path: Path,
+) -> None:
+    rows = [
+        b'{"IndvId":1,"EventStart":"2023-12-31T23:59:59.999Z"}',
+        b'{"IndvId":2,"EventStart":"2024-01-01T00:00:00.000Z"}',
+        b'{"IndvId":3,"EventStart":"2024-01-01T23:59:59.999Z"}',
+        b'{"IndvId":4,"EventStart":"2024-01-02T00:00:00.000Z"}',
+        b'{"IndvId":5}',
+    ]
+    source = tmp_path / "export.json"
+    source.write_bytes(b"\n".join(rows) + b"\n")
+    reference, fast = both(tmp_path, source)
+    assert fast == reference
+    assert [r["IndvId"] for r in fast[2][1]] == [2, 3, 5]
+    assert fast[3].count(b"outside the batch window") == 2
+
+
+def test_legacy_bundles_keep_rows_of_any_event_start(tmp_path: Path) -> None:
+    """A bundle holds what was processed in its time, whatever the EventStart."""
+    key = BatchKey(KEY.start, KEY.end, source="legacy", bundle_ids=(1,))
+    source = tmp_path / "bundle.json"
+    source.write_bytes(b'[{"IndvId":1,"EventStart":"2023-12-31T23:59:59.999Z"}]')
+    reference, fast = both(tmp_path, source, export_columns("legacy"), key=key)
+    assert (fast, fast[:2]) == (reference, (1, 0))
 
 
 # ---- simulated exports ---------------------------------------------------------------------

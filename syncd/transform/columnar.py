@@ -48,7 +48,13 @@ from syncd.batch import BatchKey, StagedFormat, TransformedBatch
 from syncd.errors import TransformError
 from syncd.fields import BATCH_ID, CUSTOM_PREFIXES, CUSTOM_VARS, LOADED_AT, Column, FieldType
 from syncd.timeutil import UTC
-from syncd.transform.convert import NeedsExactParse, RowConverter, RowRejected
+from syncd.transform.convert import (
+    EVENT_START,
+    NeedsExactParse,
+    RowConverter,
+    RowRejected,
+    batch_window,
+)
 from syncd.transform.reader import GZIP_MAGIC, MAX_ROW_BYTES, parse_exact
 from syncd.transform.table_writers import BackgroundTableWriter, TableWriter, open_table_writer
 from syncd.transform.transform import (
@@ -66,7 +72,7 @@ log = structlog.get_logger(__name__)
 #: Staged formats the fast path writes; the others always take the reference path.
 FAST_FORMATS: frozenset[StagedFormat] = frozenset(("parquet", "csv"))
 #: DuckDB's memory cap for one transform (it streams; this bounds its buffers).
-DUCKDB_MEMORY_LIMIT = "1GB"
+DUCKDB_MEMORY_LIMIT = "256MB"
 #: Rows longer than this go to the reference path (which quarantines rows over 16 MiB).
 MAX_FAST_ROW_BYTES = 2 << 20
 #: Bytes at the head of each file whose rows tell the custom keys to expect.
@@ -131,7 +137,8 @@ def transform_columnar(
         raise ValueError("loaded_at must be time-zone aware")
     columns = tuple(columns)
     naive_loaded_at = loaded_at.astimezone(UTC).replace(tzinfo=None)
-    converter = RowConverter(columns, key.id, naive_loaded_at)  # validates the columns too
+    window = batch_window(key)
+    converter = RowConverter(columns, key.id, naive_loaded_at, window=window)  # checks columns
     files = OutputFiles.for_batch(out_dir, key, fmt)
     started = time.perf_counter()
     try:
@@ -140,7 +147,7 @@ def transform_columnar(
         layouts = [_sniff(path) for path in sources]
         out_dir.mkdir(parents=True, exist_ok=True)
         _remove(files.partial_rejects)
-        writer = BackgroundTableWriter(open_table_writer(fmt, files.partial, columns))
+        writer = BackgroundTableWriter(open_table_writer(fmt, files.partial, columns), depth=1)
     except OSError as exc:
         raise TransformError(f"cannot transform batch {key.id}: {exc}") from exc
     try:
@@ -149,7 +156,7 @@ def transform_columnar(
         )
     except OSError as exc:
         raise TransformError(f"cannot transform batch {key.id}: {exc}") from exc
-    plan = _QueryPlan(columns, key.id, naive_loaded_at, sorted(custom_keys))
+    plan = _QueryPlan(columns, key.id, naive_loaded_at, sorted(custom_keys), window)
 
     def fill(rejects: RejectSink) -> int:
         rows = 0
@@ -258,8 +265,10 @@ class _QueryPlan:
         batch_id: str,
         loaded_at: datetime,
         custom_keys: Sequence[str] = (),
+        window: tuple[datetime, datetime] | None = None,
     ) -> None:
         self.columns = tuple(columns)
+        self.window = window
         self.schema = arrow_schema(columns)
         self.batch_id = batch_id
         self.loaded_at = loaded_at
@@ -318,6 +327,13 @@ class _QueryPlan:
                 typed.append(f"{value} AS {alias}")
                 values.append(f"{alias} AS {out}")
                 checks.append(check)
+                if name == EVENT_START and self.window is not None:
+                    # outside the window: the reference converter quarantines it
+                    low, high = (_sql_text(t.isoformat()) for t in self.window)
+                    checks.append(
+                        f"({alias} IS NULL OR ({alias} >= TIMESTAMP {low}"
+                        f" AND {alias} < TIMESTAMP {high}))"
+                    )
         ok = " AND ".join(f"coalesce({check}, false)" for check in checks)
         # Built from names quoted by _ident and literals quoted by _sql_text only.
         return f"""

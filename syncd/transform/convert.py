@@ -9,6 +9,9 @@ These rules are the reference every faster path is checked against:
   order as Go's encoding/json writes them in hauser's tables: one text for one set of keys,
   whatever order the exporter sent them in.
 - Absent and JSON null are NULL; the empty string stays "" in STRING columns.
+- With a `window` (a segment export's [start, end)), a row whose EventStart falls outside it is
+  rejected: the API exports by EventStart, and loading it would duplicate the row loaded with
+  the neighbouring window.
 - INT64 takes a JSON integer within int64, a float with an integral value, or a string of
   ASCII digits (optionally negative). FLOAT takes a number or a numeric string. TIMESTAMP takes
   an RFC 3339 string ("T", "t" or " " between date and time, "Z", "z" or an offset), stored as
@@ -30,7 +33,9 @@ from typing import Any
 
 import orjson
 
+from syncd.batch import BatchKey
 from syncd.fields import BATCH_ID, CUSTOM_PREFIXES, CUSTOM_VARS, LOADED_AT, Column, FieldType
+from syncd.timeutil import UTC
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -105,6 +110,29 @@ def clean_text(text: str) -> str:
     if _LONE_SURROGATE.search(text):
         text = _LONE_SURROGATE.sub(REPLACEMENT, text)
     return text
+
+
+#: The column a segment export's window is about.
+EVENT_START = "EventStart"
+
+
+def outside_window(event_start: datetime, window: tuple[datetime, datetime]) -> str:
+    """The quarantine reason of a row exported for the wrong window."""
+    return (
+        f"EventStart {event_start.isoformat()} is outside the batch window "
+        f"[{window[0].isoformat()}, {window[1].isoformat()})"
+    )
+
+
+def batch_window(key: BatchKey) -> tuple[datetime, datetime] | None:
+    """The [start, end) (naive UTC) every row of a segment batch must have its EventStart in;
+    None for legacy bundles, which hold whatever was processed in their time."""
+    if key.source != "segment":
+        return None
+    return (
+        key.start.astimezone(UTC).replace(tzinfo=None),
+        key.end.astimezone(UTC).replace(tzinfo=None),
+    )
 
 
 def _written_key(item: tuple[str, Any]) -> str:
@@ -232,7 +260,14 @@ class RowConverter:
     `loaded_at` (naive UTC), CustomVars with the folded keys as JSON text ("{}" when none).
     """
 
-    def __init__(self, columns: Sequence[Column], batch_id: str, loaded_at: datetime) -> None:
+    def __init__(
+        self,
+        columns: Sequence[Column],
+        batch_id: str,
+        loaded_at: datetime,
+        *,
+        window: tuple[datetime, datetime] | None = None,
+    ) -> None:
         names = [c.name for c in columns]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -251,6 +286,8 @@ class RowConverter:
             if c.name not in _TRACE_NAMES and not c.name.startswith(CUSTOM_PREFIXES)
         }
         self._timestamps: dict[str, datetime] = {}
+        self.window = window
+        self._event_start = names.index(EVENT_START) if EVENT_START in names else None
 
     def convert(self, obj: object, *, exact: bool = False) -> list[Any]:
         """The row's values; raises RowRejected, or NeedsExactParse when `exact` is False and a
@@ -303,6 +340,10 @@ class RowConverter:
                 problems.append(f"{key}: {exc}")
         if problems:
             raise RowRejected("; ".join(problems))
+        if self.window is not None and self._event_start is not None:
+            start = row[self._event_start]
+            if start is not None and not self.window[0] <= start < self.window[1]:
+                raise RowRejected(outside_window(start, self.window))
         if custom:
             if len(custom) > 1:  # by the keys as written: NUL and lone surrogates as U+FFFD
                 custom = dict(sorted(custom.items(), key=_written_key))

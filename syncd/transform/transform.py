@@ -24,7 +24,7 @@ from syncd.batch import BatchKey, StagedFormat, TransformedBatch
 from syncd.errors import TransformError
 from syncd.fields import Column
 from syncd.timeutil import UTC
-from syncd.transform.convert import NeedsExactParse, RowConverter, RowRejected
+from syncd.transform.convert import NeedsExactParse, RowConverter, RowRejected, batch_window
 from syncd.transform.reader import RAW_LIMIT, ExportRow, open_export, parse_exact, row_text
 from syncd.transform.writers import EXTENSIONS, BlockWriter, open_block_writer
 
@@ -248,7 +248,12 @@ def transform_file(
     if loaded_at.tzinfo is None:
         raise ValueError("loaded_at must be time-zone aware")
     columns = tuple(columns)
-    converter = RowConverter(columns, key.id, loaded_at.astimezone(UTC).replace(tzinfo=None))
+    converter = RowConverter(
+        columns,
+        key.id,
+        loaded_at.astimezone(UTC).replace(tzinfo=None),
+        window=batch_window(key),
+    )
     files = OutputFiles.for_batch(out_dir, key, fmt)
     started = time.perf_counter()
     try:
