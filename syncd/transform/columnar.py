@@ -529,15 +529,34 @@ def _finish_batch(
             kept.append(index)
         except RowRejected as exc:
             rejects.add(first_position + index, exc.reason, text)
-    good = table.filter(ok)
-    good_index = pc.indices_nonzero(ok)
-    parts = [good.append_column("__i", good_index.cast(pa.int64()))]
     if converted:
-        fixed = _rows_table(converted, plan.schema)
-        parts.append(fixed.append_column("__i", pa.array(kept, pa.int64())))
-    merged = pa.concat_tables(parts)
-    order = pc.sort_indices(merged.column("__i"))
-    return merged.take(order).drop_columns(["__i"]), count
+        table = _replace_rows(table, kept, _rows_table(converted, plan.schema))
+    if len(kept) < len(flagged):  # some were rejected: drop them
+        keep = [True] * count
+        for index in set(flagged) - set(kept):
+            keep[index] = False
+        table = table.filter(pa.array(keep))
+    return table, count
+
+
+def _replace_rows(table: pa.Table, rows: list[int], fixed: pa.Table) -> pa.Table:
+    """`table` with rows `rows` (ascending) replaced by `fixed`'s. Most flagged rows were only
+    suspected, and the reference gives the same values: only differing columns are rebuilt."""
+    where = pa.array(rows, pa.int64())
+    mask: pa.Array | None = None
+    columns = []
+    for index in range(table.num_columns):
+        column, new = table.column(index), fixed.column(index)
+        if column.take(where).equals(new):
+            columns.append(column)
+            continue
+        if mask is None:
+            flags = [False] * table.num_rows
+            for row in rows:
+                flags[row] = True
+            mask = pa.array(flags)
+        columns.append(pc.replace_with_mask(column.combine_chunks(), mask, new.combine_chunks()))
+    return pa.Table.from_arrays(columns, schema=table.schema)
 
 
 def _check_custom(custom: pa.Array, ok: pa.Array) -> pa.Array:
