@@ -10,6 +10,11 @@ The known-good recipe (see /work/shared/reference/test-stand-ins.md):
 - `BQEMU_GCS_LOCAL_ROOT` pointed at the GCS stand-in's `.cloudstorage` folder, so a load job
   from `gs://bucket/object` reads the file the GCS emulator stored.
 
+By default it keeps everything in memory. Given a `data_dir` it runs in its persistent mode
+(catalog, tables and jobs in one DuckDB file there), so it can be killed and restarted on the
+same port (`BigQueryEmulator.restart`) with its datasets, tables and finished jobs intact, as
+BigQuery keeps them.
+
 `python -m standins.bigquery` builds the virtualenv (idempotent; `scripts/setup-standins.sh`).
 """
 
@@ -53,6 +58,7 @@ _STAMP = ".syncd-requirements"
 #:   where BigQuery applies the schema update to the table itself.
 WRAPPER = """
 import sys
+import bqemulator.catalog.duckdb_repository as persistent
 import bqemulator.catalog.memory_repository as catalog
 import bqemulator.storage.engine as engine
 from bqemulator.storage.sql_identifiers import quoted_table_ref
@@ -60,24 +66,37 @@ from bqemulator.storage.type_map import bq_schema_to_duckdb_columns
 
 engine.DuckDBEngine._load_spatial = lambda self: None
 _update_table = catalog.MemoryCatalogRepository.update_table
+_update_persistent_table = persistent.DuckDBCatalogRepository.update_table
+
+
+def add_stored_columns(duckdb, old, table):
+    if old is None or duckdb is None:
+        return
+    have = {f.name.lower() for f in old.schema_.fields}
+    added = [f for f in table.schema_.fields if f.name.lower() not in have]
+    columns = bq_schema_to_duckdb_columns(
+        [{"name": f.name, "type": f.type, "mode": f.mode} for f in added]
+    )
+    ref = quoted_table_ref(table.project_id, table.dataset_id, table.table_id)
+    for name, type_ in columns:
+        duckdb.execute(f'ALTER TABLE {ref} ADD COLUMN "{name}" {type_}')
 
 
 def update_table(self, table):
     key = (table.project_id, table.dataset_id, table.table_id)
-    old = self._tables.get(key)
-    if old is not None and self._engine is not None:
-        have = {f.name.lower() for f in old.schema_.fields}
-        added = [f for f in table.schema_.fields if f.name.lower() not in have]
-        columns = bq_schema_to_duckdb_columns(
-            [{"name": f.name, "type": f.type, "mode": f.mode} for f in added]
-        )
-        ref = quoted_table_ref(*key)
-        for name, type_ in columns:
-            self._engine.execute(f'ALTER TABLE {ref} ADD COLUMN "{name}" {type_}')
+    add_stored_columns(self._engine, self._tables.get(key), table)
     return _update_table(self, table)
 
 
+def update_persistent_table(self, table):
+    self.ensure_ready()
+    key = (table.project_id, table.dataset_id, table.table_id)
+    add_stored_columns(self._engine, self._cache._tables.get(key), table)
+    return _update_persistent_table(self, table)
+
+
 catalog.MemoryCatalogRepository.update_table = update_table
+persistent.DuckDBCatalogRepository.update_table = update_persistent_table
 from bqemulator.cli import main
 
 sys.argv[0] = "bqemulator"
@@ -164,6 +183,15 @@ class BigQueryEmulator:
     def stop(self) -> None:
         self.server.stop()
 
+    def kill(self) -> None:
+        """SIGKILL the emulator: its ports refuse connections until `restart`."""
+        self.server.kill()
+
+    def restart(self, timeout: float = START_TIMEOUT) -> None:
+        """Kill the emulator if it runs and start it again on the same ports. Started with a
+        `data_dir`, it comes back with everything committed before the kill."""
+        self.server.restart("/readyz", timeout)
+
 
 def start_bigquery_emulator(
     gcs_objects_root: Path,
@@ -172,10 +200,13 @@ def start_bigquery_emulator(
     project: str = PROJECT,
     venv: Path = VENV,
     timeout: float = START_TIMEOUT,
+    data_dir: Path | None = None,
 ) -> BigQueryEmulator:
     """Build the virtualenv if needed, then start the emulator on free loopback ports.
 
     `gcs_objects_root` is the GCS stand-in's `.cloudstorage` folder (`GCSEmulator.objects_root`).
+    With `data_dir` it keeps its state in a DuckDB file there (persistent mode), in memory
+    otherwise.
     """
     python = ensure_venv(venv)
     gcs_objects_root.mkdir(parents=True, exist_ok=True)
@@ -204,6 +235,9 @@ def start_bigquery_emulator(
         "--log-level",
         "warning",
     ]
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        argv += ["--persistent", "--data-dir", str(data_dir.absolute())]
     server = spawn("bqemulator", argv, env, rest_port, log_path)
     wait_until_ready(server, "/readyz", timeout)
     return BigQueryEmulator(server, project)

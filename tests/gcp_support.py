@@ -40,6 +40,7 @@ import secrets
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -163,10 +164,49 @@ def make_warehouse(dataset: str, **options: Any) -> BigQueryWarehouse:
     )
 
 
-def object_names(bucket: str) -> list[str]:
-    """Names of the objects in `bucket`, as the GCS emulator keeps them on disk."""
-    root = shared_gcs().objects_root / bucket
+def object_names(bucket: str, gcs: GCSEmulator | None = None) -> list[str]:
+    """Names of the objects in `bucket`, as the GCS emulator (the shared one unless `gcs`)
+    keeps them on disk."""
+    root = (gcs or shared_gcs()).objects_root / bucket
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@dataclass(frozen=True)
+class OwnGcp:
+    """A GCS emulator and a persistent BigQuery emulator of one test's own (so it may kill and
+    restart them), with a bucket and a dataset."""
+
+    gcs: GCSEmulator
+    bigquery: BigQueryEmulator
+    bucket: str
+    dataset: str
+
+
+@pytest.fixture
+def own_gcp(tmp_path: Path) -> Iterator[OwnGcp]:
+    """Both stand-ins of this test's own, stopped by PID afterwards. BigQuery runs in its
+    persistent mode, so a restart keeps its datasets, tables and jobs, as BigQuery does."""
+    root = tmp_path / "gcp-standins"
+    gcs = start_gcs_emulator(root / "gcs")
+    try:
+        bigquery = start_bigquery_emulator(
+            gcs.objects_root, root / "bqemulator.log", project=PROJECT, data_dir=root / "bq"
+        )
+    except Exception as exc:
+        gcs.stop()
+        pytest.fail(f"the BigQuery stand-in could not start: {exc}", pytrace=False)
+    try:
+        bucket, dataset = unique("syncd-test-"), unique("ds_")
+        gcs.create_bucket(bucket)
+        client = bigquery.client()
+        client.create_dataset(
+            f"{PROJECT}.{dataset}", retry=bq_module.default_retry(FAST_RETRY_DEADLINE)
+        )
+        client.close()
+        yield OwnGcp(gcs, bigquery, bucket, dataset)
+    finally:
+        bigquery.stop()
+        gcs.stop()
 
 
 # --- adapters for tests/test_conformance.py: (warehouse, stage) over the shared stand-ins -------
@@ -188,12 +228,19 @@ __all__ = [
     "bq_dataset",
     "gcs_bucket",
     "gcs_emulator",
+    "own_gcp",
 ]
 
 
-def bq_rows(dataset: str, table: str, order_by: str | None = None) -> list[dict[str, Any]]:
-    """Every row of `dataset.table` as a dict, read back through the BigQuery client."""
-    client = shared_bigquery().client()
+def bq_rows(
+    dataset: str,
+    table: str,
+    order_by: str | None = None,
+    bigquery: BigQueryEmulator | None = None,
+) -> list[dict[str, Any]]:
+    """Every row of `dataset.table` as a dict, read back through the BigQuery client (from the
+    shared emulator unless `bigquery`)."""
+    client = (bigquery or shared_bigquery()).client()
     order = f" ORDER BY `{order_by}`" if order_by else ""
     job = client.query(
         f"SELECT * FROM `{dataset}`.`{table}`{order}",  # noqa: S608 (test names)

@@ -27,6 +27,7 @@ from e2e_support import (
     sync_rows,
     write_config,
 )
+from fault_support import once_until_done
 
 from syncd.cli import EXIT_OK
 from syncd.simulator import Endpoint, Fault, FiredFault, Simulator, SimulatorConfig
@@ -84,14 +85,6 @@ def files(tmp_path: Path, sim: Simulator) -> SyncdFiles:
 
 def once(files: SyncdFiles) -> int:
     return run_cli(["once", "-c", str(files.config)])
-
-
-def once_until_done(files: SyncdFiles, tries: int = 4) -> list[int]:
-    """`once` again while a batch is held (exit 1), as cron would: the exit codes."""
-    codes = [once(files)]
-    while codes[-1] != EXIT_OK and len(codes) < tries:
-        codes.append(once(files))
-    return codes
 
 
 def assert_exact(sim: Simulator, files: SyncdFiles) -> None:
@@ -171,7 +164,7 @@ def test_failed_operations_are_retried_with_a_new_export_and_end_exact(
     sim: TimedSimulator, files: SyncdFiles
 ) -> None:
     sim.faults.add(Fault.FAILED_OPERATION, count=2)
-    codes = once_until_done(files)
+    codes = once_until_done(files, tries=4)
     assert (codes[-1], sim.stats.faults_fired[Fault.FAILED_OPERATION]) == (EXIT_OK, 2)
     assert_exact(sim, files)
 

@@ -12,12 +12,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aws_support import (
@@ -48,6 +45,7 @@ from e2e_support import (
     window_key,
     write_config,
 )
+from fault_support import after_first_call, later, once_until_done, sorted_custom_vars
 
 from standins.moto_s3 import MotoS3
 from standins.postgres import SUPERUSER, PostgresCluster
@@ -70,45 +68,6 @@ OUTAGE_SECONDS = 1.5
 def sim() -> Iterator[Simulator]:
     with Simulator(SimulatorConfig(api_key=API_KEY, events_per_hour=EVENTS_PER_HOUR)) as s:
         yield s
-
-
-def once_until_done(files: SyncdFiles, tries: int = 5) -> list[int]:
-    """`once` again while a batch is held (exit 1), as cron would: the exit codes."""
-    codes = [run_cli(["once", "-c", str(files.config)])]
-    while codes[-1] != EXIT_OK and len(codes) < tries:
-        codes.append(run_cli(["once", "-c", str(files.config)]))
-    return codes
-
-
-def after_first_call(
-    monkeypatch: pytest.MonkeyPatch, owner: type, method: str, fault: Callable[[], None]
-) -> threading.Event:
-    """Run `fault` once, right after the first call of `owner.method` returns; the event is set
-    when it has run."""
-    original = getattr(owner, method)
-    fired = threading.Event()
-
-    def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
-        result = original(self, *args, **kwargs)
-        if not fired.is_set():
-            fault()
-            fired.set()
-        return result
-
-    monkeypatch.setattr(owner, method, wrapped)
-    return fired
-
-
-def later(seconds: float, action: Callable[[], object]) -> threading.Thread:
-    """Run `action` on a thread after `seconds`."""
-
-    def run() -> None:
-        time.sleep(seconds)
-        action()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
 
 
 # -- PostgreSQL stopped and restarted --------------------------------------------------------
@@ -141,19 +100,6 @@ def own_postgres() -> Iterator[PostgresCluster]:
         pg_ctl(cluster, "-m", "fast", "-w", "stop")
         pg_start(cluster)
         yield cluster
-
-
-def sorted_custom_vars(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """JSONB keeps the object, not its key order: compare CustomVars with sorted keys."""
-
-    def ordered(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: ordered(value[k]) for k in sorted(value)}
-        if isinstance(value, list):
-            return [ordered(v) for v in value]
-        return value
-
-    return [{**r, "CustomVars": ordered(r["CustomVars"])} for r in rows]
 
 
 def test_postgres_stopped_and_restarted_mid_run_ends_exact(

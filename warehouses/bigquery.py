@@ -37,6 +37,13 @@ Errors: `map_bigquery_error` is the one place google-cloud-bigquery's exceptions
 LoadErrors. 429, 5xx and the reasons rateLimitExceeded, quotaExceeded, backendError,
 internalError are transient (API calls are also retried with backoff inside the client, up to
 `retry_deadline`); other errors are terminal and carry the job's error list.
+
+Timeouts. Every HTTP request is bounded by `request_timeout` (the client's own default is
+none: a request to an endpoint that accepts the connection and never answers, as behind a
+dropped network path, would block syncd forever, whatever the retry deadline, since a retry
+deadline is only checked between attempts). A timed-out request is a transient error, retried
+like a refused connection. Waiting for a job is bounded by `job_timeout` in all, polled with
+requests of at most `request_timeout` each.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ import concurrent.futures
 import hashlib
 import re
 import string
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -70,6 +78,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 RETRY_DEADLINE = 600.0  # seconds a retried API call may take in all
+REQUEST_TIMEOUT = 120.0  # seconds one HTTP request may take (connect, read)
 JOB_TIMEOUT = 3600.0  # seconds to wait for one load or query job
 MAX_JOB_ID_SUFFIX = 50  # reloads of one batch content before giving up
 
@@ -378,6 +387,7 @@ class BigQueryWarehouse:
         endpoint_url: str = "",
         retry: Retry | None = None,
         job_timeout: float = JOB_TIMEOUT,
+        request_timeout: float = REQUEST_TIMEOUT,
         lease_clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.project = project
@@ -388,6 +398,7 @@ class BigQueryWarehouse:
         self.clustering = tuple(validate_identifier(c, "[bigquery] Clustering") for c in clustering)
         self.retry = retry or default_retry()
         self.job_timeout = job_timeout
+        self.request_timeout = request_timeout
         self._client = client or _make_client(project, endpoint_url, self.location)
         self._export_types: dict[str, FieldType] = {}
         self.lease_table = validate_identifier(f"{sync_table}_lease", "lease table")
@@ -404,7 +415,7 @@ class BigQueryWarehouse:
 
     def ensure_tables(self, columns: Sequence[Column]) -> tuple[Column, ...]:
         """Create the tables, or add the columns an existing table lacks; the export columns."""
-        self._call(lambda: self._client.get_dataset(self._dataset_ref(), retry=self.retry), "")
+        self._check_dataset()
         export = self._reconcile(self.tables.export, sql.with_required(columns), export=True)
         self._reconcile(self.tables.sync, sql.SYNC_COLUMNS)
         self._reconcile(self.tables.rejects, sql.REJECTS_COLUMNS)
@@ -527,7 +538,7 @@ class BigQueryWarehouse:
 
     def check(self) -> None:
         """The dataset exists and a query job can run."""
-        self._call(lambda: self._client.get_dataset(self._dataset_ref(), retry=self.retry), "")
+        self._check_dataset()
         self._query(_PROBE, (), "run a query")
 
     # --- LeasedWarehouse ----------------------------------------------------------------------
@@ -582,7 +593,7 @@ class BigQueryWarehouse:
 
     def _create_lease_table(self) -> None:
         """The lease table with its one (free) row, made atomically: one creator wins."""
-        self._call(lambda: self._client.get_dataset(self._dataset_ref(), retry=self.retry), "")
+        self._check_dataset()
         if self._get_table(self.lease_table) is not None:
             return
         text = _render(
@@ -655,6 +666,15 @@ class BigQueryWarehouse:
 
     # --- tables ------------------------------------------------------------------------------
 
+    def _check_dataset(self) -> None:
+        """The dataset exists (TerminalLoadError naming it when not)."""
+        self._call(
+            lambda: self._client.get_dataset(
+                self._dataset_ref(), retry=self.retry, timeout=self.request_timeout
+            ),
+            "",
+        )
+
     def _dataset_ref(self) -> bigquery.DatasetReference:
         from google.cloud import bigquery
 
@@ -669,7 +689,9 @@ class BigQueryWarehouse:
 
     def _get_table(self, table: str) -> bigquery.Table | None:
         try:
-            return self._client.get_table(self._ref(table), retry=self.retry)
+            return self._client.get_table(
+                self._ref(table), retry=self.retry, timeout=self.request_timeout
+            )
         except api_exceptions.NotFound:
             return None
         except _MAPPED + _requests_errors() as exc:
@@ -693,7 +715,9 @@ class BigQueryWarehouse:
             if export:
                 self._partition(created, wanted)
             self._call(
-                lambda: self._client.create_table(created, exists_ok=True, retry=self.retry),
+                lambda: self._client.create_table(
+                    created, exists_ok=True, retry=self.retry, timeout=self.request_timeout
+                ),
                 f"create table {table}",
             )
             log.info("table created", table=table)
@@ -710,7 +734,9 @@ class BigQueryWarehouse:
             fields.append("time_partitioning")
         if fields:
             self._call(
-                lambda: self._client.update_table(existing, fields, retry=self.retry),
+                lambda: self._client.update_table(
+                    existing, fields, retry=self.retry, timeout=self.request_timeout
+                ),
                 f"update table {table}",
             )
         if added:
@@ -746,7 +772,12 @@ class BigQueryWarehouse:
         """Drop staging tables; a failure is logged, never raised (cleanup only)."""
         for table in tables:
             try:
-                self._client.delete_table(self._ref(table), not_found_ok=True, retry=self.retry)
+                self._client.delete_table(
+                    self._ref(table),
+                    not_found_ok=True,
+                    retry=self.retry,
+                    timeout=self.request_timeout,
+                )
             except _MAPPED + _requests_errors() as exc:
                 log.warning("could not drop a staging table", table=table, error=str(exc))
 
@@ -776,7 +807,7 @@ class BigQueryWarehouse:
             else:
                 job = self._submit_load(uri, table, schema, fmt, current, action)
             try:
-                job.result(retry=self.retry, timeout=self.job_timeout)
+                self._wait(job)
             except _MAPPED + _requests_errors() as exc:
                 raise map_bigquery_error(exc, f"{action} (job {current})") from exc
             staged = self._staged_rows(table)
@@ -789,7 +820,9 @@ class BigQueryWarehouse:
 
     def _existing_job(self, job_id: str, action: str) -> bigquery.LoadJob | None:
         try:
-            job = self._client.get_job(job_id, location=self.location, retry=self.retry)
+            job = self._client.get_job(
+                job_id, location=self.location, retry=self.retry, timeout=self.request_timeout
+            )
         except api_exceptions.NotFound:
             return None
         except _MAPPED + _requests_errors() as exc:
@@ -828,6 +861,7 @@ class BigQueryWarehouse:
                 location=self.location,
                 job_config=config,
                 retry=self.retry,
+                timeout=self.request_timeout,
             )
         except api_exceptions.Conflict:
             log.info("load job already submitted; attaching", job_id=job_id)
@@ -851,7 +885,9 @@ class BigQueryWarehouse:
         self._drop(table)
         created = bigquery.Table(self._ref(table), schema=_schema(columns))
         self._call(
-            lambda: self._client.create_table(created, exists_ok=False, retry=self.retry),
+            lambda: self._client.create_table(
+                created, exists_ok=False, retry=self.retry, timeout=self.request_timeout
+            ),
             f"create staging table {table}",
         )
         names = [f"v{i}" for i in range(len(columns))]
@@ -934,13 +970,32 @@ class BigQueryWarehouse:
                 retry=self.retry,
                 job_retry=None,  # a failed job surfaces; the pipeline retries the batch
                 job_id_prefix="syncd_",
+                timeout=self.request_timeout,
             )
-            return [
-                tuple(row.values())
-                for row in job.result(retry=self.retry, timeout=self.job_timeout)
-            ]
+            return [tuple(row.values()) for row in self._wait(job)]
         except _MAPPED + _requests_errors() as exc:
             raise map_bigquery_error(exc, action) from exc
+
+    def _wait(self, job: Any) -> Any:
+        """`job.result()` within `job_timeout` in all, each request within `request_timeout`.
+
+        The client applies the timeout given to `result` to each request of the wait as well
+        (a query job's poll would otherwise be one request allowed the whole `job_timeout`), so
+        the wait is made of slices of at most `request_timeout`; a slice that ends with the job
+        still running starts the next one.
+        """
+        deadline = time.monotonic() + self.job_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise concurrent.futures.TimeoutError(
+                    f"job {job.job_id} did not finish within {self.job_timeout:.0f}s"
+                )
+            try:
+                return job.result(retry=self.retry, timeout=min(self.request_timeout, remaining))
+            except concurrent.futures.TimeoutError:
+                if job.state == "DONE":
+                    raise  # the job finished: a request for its results timed out
 
     def _call(self, fn: Any, action: str) -> Any:
         """Run one API call, mapping its errors; a missing dataset is named plainly."""
