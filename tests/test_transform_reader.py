@@ -155,6 +155,15 @@ def test_streamed_array_with_integer_beyond_int64_is_read_exactly(tmp_path: Path
     assert values(path) == [{"n": 1}, {"n": 123456789012345678901234567890}]
 
 
+def test_exact_streamed_parse_leaves_an_escaped_nul_as_the_line_path_does(tmp_path: Path) -> None:
+    # yajl2_c counts -2**63 as an overflow, which hands the array to the exact backend; it used
+    # to turn the NUL into U+FFFD there, where the line path keeps it (found by the property
+    # test below).
+    row = {"IndvId": -(2**63), "evt_x_str": "\x00"}
+    path = write(tmp_path / "x.gz", json.dumps([row], indent=1).encode())
+    assert values(path) == [row]
+
+
 def test_overlong_ndjson_row_becomes_an_error_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,7 +8,10 @@ or plain, and holds NDJSON (first non-blank byte "{") or one JSON array (first b
 - An array is read line by line too while every line holds exactly one element (the layout
   FullStory writes). At the first line that does not, the file is parsed again from the start
   with ijson (yajl2_c), skipping the elements already given: any layout gives the same rows.
-  An array is one JSON document, so damage inside it fails the whole file.
+  yajl2_c mishandles lone surrogate escapes (a lone low one fails the parse, a lone high one
+  becomes "?"), so once the text it is fed holds one, the rest of the array is parsed by
+  ijson's exact pure-Python backend instead, and lone surrogates become U+FFFD as on every
+  other path. An array is one JSON document, so damage inside it fails the whole file.
 
 A damaged gzip stream, a file that is neither layout, or an invalid array raise TransformError:
 never a short batch. Invalid UTF-8 is decoded with U+FFFD and raw NUL bytes inside strings
@@ -47,6 +50,21 @@ _JSON_WHITESPACE = b" \t\r\n"
 _BOM = b"\xef\xbb\xbf"
 _COMMA, _CLOSE = ord(","), ord("]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]", re.ASCII)
+#: A surrogate escape that is not half of a pair: a high one not followed by a low one, or a
+#: low one not preceded by a high one. An escaped backslash before "u" may match too, which only
+#: costs speed (the exact parser gives the same rows).
+_LONE_SURROGATE_ESCAPE = re.compile(
+    r"\\u[dD](?:(?P<high>[89abAB])[0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|[c-fC-F][0-9a-fA-F]{2}(?<!\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}))",
+    re.ASCII,
+)
+#: What may follow a high surrogate escape at the end of a read when the low one that pairs
+#: it comes with the next read.
+_LOW_ESCAPE_START = re.compile(r"(\\(u([dD]([c-fC-F][0-9a-fA-F]{0,2})?)?)?)?", re.ASCII)
+#: How much of the previous read the lone-surrogate check looks back into: one escape pair.
+_ESCAPE_PAIR_CHARS = 12
+#: A surrogate code point in a parsed string: a lone one (pairs decode to one character).
+_SURROGATE_CHAR = re.compile("[\ud800-\udfff]")
 _STREAM_READ = 1 << 16
 # Array line states: after "[", after ",", after an element with no separator on its line, done.
 _OPEN, _NEED_ELEMENT, _AFTER_ELEMENT, _CLOSED = range(4)
@@ -121,6 +139,22 @@ def _parse(text: bytes) -> tuple[Any, bool]:
             raise _Unparsed(str(exc)) from None
 
 
+def _holds_surrogate(value: Any) -> bool:
+    """Whether a string anywhere in `value` (keys too) holds a lone surrogate."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE_CHAR.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
 def row_text(row: ExportRow) -> bytes:
     """The row's text for a quarantine record (re-serialised when the streaming parser read it)."""
     if row.raw is not None:
@@ -129,11 +163,21 @@ def row_text(row: ExportRow) -> bytes:
 
 
 class _CleanStream:
-    """A byte stream for ijson: BOM dropped, invalid UTF-8 and NUL turned into U+FFFD."""
+    """A byte stream for ijson: BOM dropped, invalid UTF-8 and NUL turned into U+FFFD.
+
+    `lone_surrogate` turns True in the read that completes the first lone surrogate escape:
+    an element parsed entirely from earlier reads holds none. A high surrogate escape that
+    ends a read and may be paired by the next one is decided with the next read (its string,
+    and so its element, cannot end before).
+    """
 
     def __init__(self, stream: _ByteStream) -> None:
         self._stream = stream
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")("replace")
+        self.lone_surrogate = False
+        self._tail = ""  # the end of the text read so far, for escapes across two reads
+        self._tail_at = 0  # where the tail starts in the text read so far
+        self._decided = 0  # escapes ending up to here in the text read so far are decided
 
     def read(self, size: int = -1) -> bytes:
         if size == 0:
@@ -143,8 +187,27 @@ class _CleanStream:
             text = self._decoder.decode(chunk, not chunk)
             if "\x00" in text:
                 text = text.replace("\x00", REPLACEMENT)
+            if not self.lone_surrogate:
+                self._check_surrogates(text, final=not chunk)
             if text or not chunk:
                 return text.encode()
+
+    def _check_surrogates(self, text: str, *, final: bool) -> None:
+        window, at = self._tail + text, self._tail_at
+        decided = at + len(window)
+        if "\\u" in window:
+            for match in _LONE_SURROGATE_ESCAPE.finditer(window):
+                if at + match.end() <= self._decided:
+                    continue  # seen whole, with its neighbours, in the previous read
+                after = window[match.end() :]
+                if not final and match.lastgroup == "high" and _LOW_ESCAPE_START.fullmatch(after):
+                    decided = at + match.start()  # ends this read: the next one tells
+                    break
+                self.lone_surrogate = True
+                return
+        self._decided = decided
+        self._tail = window[-_ESCAPE_PAIR_CHARS:]
+        self._tail_at = at + len(window) - len(self._tail)
 
 
 def _open(source: Path) -> _ByteStream:
@@ -292,33 +355,41 @@ class ExportReader:
     def _streamed_array(self, skip: int) -> Iterator[ExportRow]:
         """The array parsed from the start by ijson; rows before `skip` were already given.
 
-        yajl2_c refuses integers beyond int64; only then is the slow pure-Python backend (exact
-        integers) tried.
+        yajl2_c refuses integers beyond int64 and mishandles lone surrogate escapes; only then
+        is the slow pure-Python backend (exact integers, lone surrogates kept) used, from the
+        first element not given yet. An element holding a lone surrogate is cleaned as
+        `parse_exact` cleans such a row on the line path (U+FFFD for it and for NUL); the others
+        are left as the line path leaves them.
         """
         self.streamed = True
         done = skip
         backend: Any = ijson  # the best backend installed: yajl2_c
         while True:
             stream = self._stream()
-            items = backend.items(_CleanStream(stream), "item", use_float=True)
+            clean = _CleanStream(stream)
+            exact = backend.backend_name == "python"
+            items = backend.items(clean, "item", use_float=True)
             try:
                 for position, value in enumerate(items):
                     if position < done:
                         continue
-                    if backend.backend_name == "python":
-                        value = clean_value(value)  # it keeps lone surrogates; yajl gives "?"
+                    if not exact and clean.lone_surrogate:
+                        break  # this element may hold it: read on with the exact backend
+                    if exact and _holds_surrogate(value):
+                        value = clean_value(value)  # as `parse_exact` cleans such a row
                     yield ExportRow(position, value, None, "", True)
                     done = position + 1
-                return
+                else:
+                    return
             except (ijson.JSONError, ValueError) as exc:
-                if backend.backend_name != "python" and "integer overflow" in str(exc):
-                    backend = ijson.get_backend("python")
-                    continue
-                raise TransformError(
-                    f"{self.source.name} is not a valid JSON array: {_first_line(exc)}"
-                ) from exc
+                overflow = "integer overflow" in str(exc)
+                if exact or not (overflow or clean.lone_surrogate):
+                    raise TransformError(
+                        f"{self.source.name} is not a valid JSON array: {_first_line(exc)}"
+                    ) from exc
             finally:
                 stream.close()
+            backend = ijson.get_backend("python")
 
 
 def _first_line(exc: Exception) -> str:
