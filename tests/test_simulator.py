@@ -8,6 +8,7 @@ import io
 import json
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -779,3 +780,67 @@ def _first_status(url: str) -> int:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
+
+
+# -- clients that go away, and stopping -------------------------------------------------------
+
+
+def _handler_threads() -> list[threading.Thread]:
+    """The threads serving connections (socketserver names them after its method)."""
+    return [t for t in threading.enumerate() if "process_request_thread" in t.name]
+
+
+def _join(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join(timeout=10)
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    """One whole HTTP response (headers and a Content-Length body) from `sock`."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
+
+
+def test_a_client_that_resets_its_connection_leaves_no_traceback(
+    sim: Simulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with socket.create_connection(("127.0.0.1", sim.port)) as sock:
+        sock.sendall(b"GET /api/v1/export/list?start=0 HTTP/1.1\r\nHost: sim\r\n\r\n")
+        head = _read_response(sock)
+        handlers = _handler_threads()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+    _join(handlers)
+    out, err = capfd.readouterr()
+    assert head.startswith(b"HTTP/1.1 401")
+    assert ("Traceback" in out + err, "simulator connection closed" in out + err) == (False, True)
+
+
+def test_a_request_in_flight_when_the_simulator_stops_logs_no_error(
+    sim: Simulator, api: httpx.Client, capfd: pytest.CaptureFixture[str]
+) -> None:
+    export_id = poll(api, create(api))["results"]["searchExportId"]
+    sim.faults.add(Fault.SLOW, endpoint=Endpoint.RESULTS, delay=30)  # cut short by the stop
+    results_url = f"/search/v1/exports/{quote(export_id, safe='')}/results"
+    client = threading.Thread(target=lambda: _ignore_errors(lambda: api.get(results_url)))
+    client.start()
+    while sim.faults.pending(Fault.SLOW):
+        time.sleep(0.01)
+    handlers = _handler_threads()
+    sim.stop()
+    _join([client, *handlers])
+    out, err = capfd.readouterr()
+    found = ("Traceback", "ConfigError", "simulator request failed")
+    assert [x for x in found if x in out + err] == []
+
+
+def _ignore_errors(call: Any) -> None:
+    try:
+        call()
+    except httpx.HTTPError:
+        pass

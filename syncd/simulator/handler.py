@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import re
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,17 @@ class ApiServer(ThreadingHTTPServer):
             self._open.discard(request)
         super().shutdown_request(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away, or a connection cut by `stop`, is logged at debug level;
+        anything else is reported as the standard library does (with its traceback)."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError) or (
+            isinstance(error, OSError) and self.simulator.stopping
+        ):
+            log.debug("simulator connection closed", client=client_address[0], error=str(error))
+            return
+        super().handle_error(request, client_address)
+
     def close_connections(self) -> None:
         """Wake keep-alive handler threads so they end with the server."""
         with self._open_lock:
@@ -130,11 +142,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._serve(sim, endpoint, argument, payload, query)
         except HttpError as exc:
             self._error(endpoint, exc)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        except Exception:
+        except ConnectionError as exc:
+            self._client_gone(exc)
+        except Exception as exc:
+            if sim.stopping:  # cut short by `stop`, not a fault of the simulator
+                log.debug("simulator request ended by stop", path=urlsplit(self.path).path)
+                self._client_gone(exc)
+                return
             log.exception("simulator request failed", path=urlsplit(self.path).path)
             self._error(endpoint, HttpError(500, "internal", "simulator error"))
+
+    def _client_gone(self, exc: Exception) -> None:
+        log.debug("simulator client went away", path=urlsplit(self.path).path, error=str(exc))
+        self.close_connection = True
 
     def _guard(self, sim: Simulator, endpoint: Endpoint) -> None:
         """Authentication, then planned faults, then the per-key rate limiter."""
@@ -198,8 +218,8 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"Content-Type": "application/json", **error.headers}
         try:
             self._respond(endpoint, error.status, body, headers)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+        except ConnectionError as exc:
+            self._client_gone(exc)
 
     def _respond(
         self, endpoint: Endpoint | None, status: int, body: bytes, headers: dict[str, str]

@@ -158,7 +158,7 @@ class Simulator:
             self._thread.join()
         if self._builds is not None:
             self._builds.shutdown(wait=True, cancel_futures=True)
-        log.info("simulator stopped", url=f"http://{self.host}:{self.port}")
+        log.info("simulator stopped", url=self._base_url)
 
     def __enter__(self) -> Simulator:
         return self.start()
@@ -176,7 +176,17 @@ class Simulator:
         """Base URL of the Segment Export API, e.g. http://127.0.0.1:PORT."""
         if self._server is None:
             raise ConfigError(["the simulator is not started: call start() first"])
+        return self._base_url
+
+    @property
+    def _base_url(self) -> str:
+        """`url` without the check: requests still in flight while `stop` runs use it."""
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def stopping(self) -> bool:
+        """True from the start of `stop` until the next `start`."""
+        return self._stopping.is_set()
 
     @property
     def legacy_url(self) -> str:
@@ -344,7 +354,7 @@ class Simulator:
             }
         )
         file_name = FILE_NAMES[operation.spec.format]
-        location = f"{self.url}/storage/{operation.token}/{file_name}?{query}"
+        location = f"{self._base_url}/storage/{operation.token}/{file_name}?{query}"
         return {"location": location, "expires": format_timestamp(expires)}
 
     def signed_download(self, token: str, query: dict[str, list[str]]) -> ExportOperation:
