@@ -428,6 +428,20 @@ def assert_rows_equal(
     raise AssertionError("\n".join(lines))
 
 
+def sorted_custom_vars(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """JSON columns that keep the object, not its key order (PostgreSQL's JSONB, BigQuery's
+    JSON): compare CustomVars with sorted keys."""
+
+    def ordered(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: ordered(value[k]) for k in sorted(value)}
+        if isinstance(value, list):
+            return [ordered(v) for v in value]
+        return value
+
+    return [{**r, "CustomVars": ordered(r["CustomVars"])} for r in rows]
+
+
 def batch_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """Rows per SyncdBatchId."""
     return dict(Counter(str(r[BATCH_ID.name]) for r in rows))

@@ -52,17 +52,3 @@ def later(seconds: float, action: Callable[[], object]) -> threading.Thread:
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
-
-
-def sorted_custom_vars(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """JSON columns that keep the object, not its key order (PostgreSQL's JSONB, BigQuery's
-    JSON): compare CustomVars with sorted keys."""
-
-    def ordered(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: ordered(value[k]) for k in sorted(value)}
-        if isinstance(value, list):
-            return [ordered(v) for v in value]
-        return value
-
-    return [{**r, "CustomVars": ordered(r["CustomVars"])} for r in rows]

@@ -33,10 +33,11 @@ from e2e_support import (
     expected_segment_rows,
     hour_windows,
     run_cli,
+    sorted_custom_vars,
     window_key,
     write_config,
 )
-from fault_support import after_first_call, later, once_until_done, sorted_custom_vars
+from fault_support import after_first_call, later, once_until_done
 from gcp_support import PROJECT, OwnGcp, bq_rows, object_names, own_gcp
 
 import syncd.lease

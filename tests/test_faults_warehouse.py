@@ -41,11 +41,12 @@ from e2e_support import (
     export_rows,
     hour_windows,
     run_cli,
+    sorted_custom_vars,
     sync_rows,
     window_key,
     write_config,
 )
-from fault_support import after_first_call, later, once_until_done, sorted_custom_vars
+from fault_support import after_first_call, later, once_until_done
 
 from standins.moto_s3 import MotoS3
 from standins.postgres import SUPERUSER, PostgresCluster

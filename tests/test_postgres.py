@@ -339,6 +339,7 @@ def test_syncd_once_fills_postgres_with_the_simulators_events(
         expected_segment_rows,
         hour_windows,
         run_cli,
+        sorted_custom_vars,
         write_config,
     )
 
@@ -365,15 +366,4 @@ def test_syncd_once_fills_postgres_with_the_simulators_events(
         names = [d.name for d in cursor.description or []]
         rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     # JSONB keeps the object, not its key order (PostgreSQL orders keys by length, then bytes)
-    assert_rows_equal(_sorted_custom_vars(rows), _sorted_custom_vars(expected))
-
-
-def _sorted_custom_vars(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    def ordered(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: ordered(value[k]) for k in sorted(value)}
-        if isinstance(value, list):
-            return [ordered(v) for v in value]
-        return value
-
-    return [{**r, "CustomVars": ordered(r["CustomVars"])} for r in rows]
+    assert_rows_equal(sorted_custom_vars(rows), sorted_custom_vars(expected))
