@@ -63,6 +63,10 @@ class TerminalSourceError(SourceError):
     """Retrying will not help: bad request, failed export operation."""
 
 
+class ExportFailed(TerminalSourceError):
+    """An export operation ended FAILED: polling it again cannot help, a new export may."""
+
+
 class AuthError(TerminalSourceError):
     """The API key is missing, wrong, or lacks the export permission."""
 

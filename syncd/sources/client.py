@@ -30,6 +30,7 @@ from syncd.config.secret import Secret
 from syncd.errors import (
     AuthError,
     ConfigError,
+    ExportFailed,
     RateLimited,
     SourceError,
     SyncdError,
@@ -382,7 +383,7 @@ class ExportClient:
                 log.info("export ready", operation_id=operation_id, export_id=operation.export_id)
                 return operation.export_id
             if operation.state == "FAILED":
-                raise TerminalSourceError(
+                raise ExportFailed(
                     f"export operation {operation_id} failed: "
                     f"{operation.error_details or 'no errorDetails given'}"
                 )

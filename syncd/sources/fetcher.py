@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 
 import structlog
 
-from syncd.errors import AuthError, TerminalSourceError
+from syncd.errors import AuthError, ExportFailed, TerminalSourceError, TransientSourceError
 from syncd.sources.client import ExportClient
 from syncd.sources.download import Download
 from syncd.sources.operations import OperationStore, PendingOperation
@@ -113,7 +113,13 @@ class Fetcher:
             created_at=self._clock(),
         )
         self.store.put(pending)
-        return self._complete(pending)
+        try:
+            return self._complete(pending)
+        except ExportFailed as exc:
+            # FullStory gave up on this export: forget it, and let the batch's next attempt
+            # (after its backoff, like any transient failure) create a new one
+            self.store.remove(batch_id)
+            raise TransientSourceError(f"{exc}; the next attempt creates a new export") from exc
 
     def fetch_bundles(self, batch_id: str, bundles: Sequence[BundleRef]) -> list[FetchResult]:
         """Download each legacy bundle of the batch, in order, through the rate limiter."""
