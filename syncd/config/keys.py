@@ -358,7 +358,7 @@ TOP_LEVEL: tuple[Key, ...] = (
         "",
         "Lookahead",
         K.INT,
-        4,
+        6,
         "Batches exported, downloaded, transformed and staged ahead of the one being "
         "committed (commits stay strictly in order); 0 = one batch at a time.",
     ),
