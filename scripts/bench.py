@@ -250,12 +250,12 @@ def bench_e2e(cache: Path, work: Path, events: int) -> Figure:
     start = now - timedelta(hours=hours + 1)
     config = SimulatorConfig(api_key=API_KEY, events_per_hour=E2E_EVENTS_PER_HOUR, seed=SEED)
     with Simulator(config) as sim:
-        warm = work / "e2e-warm"
-        warm.mkdir(parents=True, exist_ok=True)
+        warm, measured = work / "e2e-warm", work / "e2e"
+        for directory in (warm, measured):  # a DuckDB file left by an earlier run would
+            shutil.rmtree(directory, ignore_errors=True)  # hold the windows already synced
+            directory.mkdir(parents=True)
         # the first run makes the simulator build (and cache) every body; the second is timed
         run_once(e2e_config(warm, sim.url, sim.legacy_url, start))
-        measured = work / "e2e"
-        measured.mkdir(parents=True, exist_ok=True)
         config_path = e2e_config(measured, sim.url, sim.legacy_url, start)
         seconds, rss = run_once(config_path)
         spec = ExportSpec(to_ms(start), to_ms(now - timedelta(hours=1)), FORMAT_NDJSON)
