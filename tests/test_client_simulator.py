@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from syncd.errors import AuthError, TerminalSourceError, TransientSourceError
+from syncd.errors import AuthError, TransientSourceError
 from syncd.fields import requested_fields
 from syncd.simulator import Endpoint, Fault, Simulator, SimulatorConfig
 from syncd.sources.client import Bundle, ExportClient
@@ -205,18 +205,22 @@ def test_wrong_key_is_an_auth_error(sim: Simulator, fake_time: SharedTime, tmp_p
         setup.close()
 
 
-def test_failed_export_is_terminal(sim: Simulator, setup: Setup) -> None:
+def test_a_failed_export_is_a_transient_failure_of_its_batch(sim: Simulator, setup: Setup) -> None:
+    """Polling a FAILED export again cannot help, a new export may: the attempt fails as
+    transient (retried with backoff, never held at once) and the operation is forgotten."""
     sim.faults.add(Fault.FAILED_OPERATION)
-    with pytest.raises(TerminalSourceError, match="simulated export failure"):
+    with pytest.raises(TransientSourceError, match="simulated export failure"):
         setup.fetcher.fetch_segment("b1", START, END)
+    assert setup.fetcher.store.get("b1") is None
 
 
 def test_failed_export_is_created_anew_on_the_next_attempt(sim: Simulator, setup: Setup) -> None:
     sim.faults.add(Fault.FAILED_OPERATION)
-    with pytest.raises(TerminalSourceError):
+    with pytest.raises(TransientSourceError):
         setup.fetcher.fetch_segment("b1", START, END)
     result = setup.fetcher.fetch_segment("b1", START, END)
     assert read_events(result) == sim.expected_events(START, END)
+    assert sim.stats.exports_by_window[(START, END)] == 2
 
 
 def test_restart_resumes_the_same_export(

@@ -393,8 +393,9 @@ EARLY = NOW - 3 * HOUR
 
 @pytest.fixture
 def held(files: SyncdFiles, sim: Simulator, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Two windows loaded; then every export fails, and `once` over five windows holds the
-    third. The exit code and stderr of that `once`."""
+    """Two windows loaded; then every export fails (each a transient failure, retried with a new
+    export until MaxBatchAttempts), and `once` over five windows holds the third. The exit
+    code and stderr of that `once`."""
     assert once(files, EARLY) == EXIT_OK
     sim.faults.add(Fault.FAILED_OPERATION, count=1000)
     capsys.readouterr()
@@ -404,7 +405,7 @@ def held(files: SyncdFiles, sim: Simulator, capsys: pytest.CaptureFixture[str]) 
 
 def test_once_exits_1_naming_the_held_batch_and_its_error(held: tuple[int, str]) -> None:
     code, stderr = held
-    line = f"syncd: batch {window_key(*WINDOWS[2]).id} is held: TerminalSourceError: "
+    line = f"syncd: batch {window_key(*WINDOWS[2]).id} is held: TransientSourceError: "
     held_lines = [x for x in stderr.splitlines() if x.startswith(line)]
     assert (code, len(held_lines), "simulated export failure" in "".join(held_lines)) == (
         EXIT_FAILED,

@@ -177,7 +177,9 @@ def test_the_api_down_and_back_on_the_same_port_ends_exact(
 ) -> None:
     """The API goes away mid-run (every connection refused) and comes back on the same port
     with its exports intact: one `once` waits it out and ends exact."""
-    files = write_config(tmp_path, sim, START, {"Backoff": "100ms", "BackoffStepsMax": 10})
+    # one batch at a time, so that windows are left to export when the outage starts
+    overrides = {"Backoff": "100ms", "BackoffStepsMax": 10, "Lookahead": 0}
+    files = write_config(tmp_path, sim, START, overrides)
     outage_over = threading.Event()
 
     def take_the_api_down() -> None:
