@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,8 +23,9 @@ from syncd.batch import BatchKey, StagedFormat, TransformedBatch
 from syncd.fields import Column, export_columns
 from syncd.simulator.bodies import FORMAT_JSON, FORMAT_NDJSON, ExportSpec, iter_json_rows
 from syncd.simulator.events import HOUR_MS, EventGenerator, to_ms
-from syncd.transform import transform_file
+from syncd.transform import columnar, transform_file
 from syncd.transform.columnar import NeedsReference, transform, transform_columnar
+from syncd.transform.table_writers import BackgroundTableWriter
 
 SAMPLES = Path("/work/shared/samples")
 KEY = BatchKey(datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2024, 1, 2, tzinfo=timezone.utc))
@@ -274,3 +276,69 @@ def test_generated_rows_match_reference(
     source.write_bytes(body)
     reference, fast = both(tmp_path, source)
     assert fast == reference
+
+
+# ---- routing and the background writer -----------------------------------------------------
+
+
+def test_small_files_take_the_reference_path_and_large_ones_the_fast_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[Path] = []
+    real = columnar.transform_columnar
+
+    def counted(*args: Any, **kwargs: Any) -> TransformedBatch:
+        calls.append(args[2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(columnar, "transform_columnar", counted)
+    source = simulated(tmp_path / "export.gz", events=200, array=False)
+    assert source.stat().st_size < columnar.FAST_PATH_MIN_BYTES
+    small = transform(KEY, source, tmp_path / "small", SEGMENT, "parquet", LOADED_AT)
+    monkeypatch.setattr(columnar, "FAST_PATH_MIN_BYTES", 0)
+    large = transform(KEY, source, tmp_path / "large", SEGMENT, "parquet", LOADED_AT)
+    assert (calls, outcome(large)) == ([tmp_path / "large"], outcome(small))
+
+
+class _Recording:
+    """A table writer that keeps what it was given, failing on the write numbered `fail_at`."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.tables: list[pa.Table] = []
+        self.fail_at = fail_at
+        self.ended = ""
+
+    def write(self, table: pa.Table) -> None:
+        if len(self.tables) + 1 == self.fail_at:
+            raise OSError(28, "No space left on device")
+        self.tables.append(table)
+
+    def close(self) -> None:
+        self.ended = "closed"
+
+    def abort(self) -> None:
+        self.ended = "aborted"
+
+
+def _table(n: int) -> pa.Table:
+    return pa.table({"n": list(range(n))})
+
+
+def test_background_writer_writes_every_table_in_order() -> None:
+    inner = _Recording()
+    writer = BackgroundTableWriter(inner, depth=1)
+    for n in range(1, 6):
+        writer.write(_table(n))
+    writer.close()
+    assert ([t.num_rows for t in inner.tables], inner.ended) == ([1, 2, 3, 4, 5], "closed")
+
+
+def test_background_writer_raises_the_inner_failure_and_never_closes_short() -> None:
+    inner = _Recording(fail_at=2)
+    writer = BackgroundTableWriter(inner, depth=1)
+    with pytest.raises(OSError, match="No space left"):
+        for n in range(1, 50):
+            writer.write(_table(n))
+        writer.close()
+    writer.abort()
+    assert ([t.num_rows for t in inner.tables], inner.ended) == ([1], "aborted")

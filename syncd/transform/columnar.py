@@ -5,20 +5,23 @@
 Same signature and the SAME output as `transform_file` (row for row, type for type, the same
 quarantine), several times faster. How it stays identical:
 
-- DuckDB reads the NDJSON (its own gzip reader) with `read_ndjson_objects`, parses each row
-  with yyjson on every core, and fills the typed columns with `json_transform`. A second
-  transform to raw JSON text tells, per value, whether the value already had its column's type
-  (an integer for INT64, a string for STRING...); `json_merge_patch` folds every other key into
-  CustomVars, keeping their order.
+- DuckDB reads the NDJSON (its own gzip reader) with `read_ndjson_objects` and parses each
+  row once, on every core: one `json_transform` gives every column's value as text (STRING
+  columns as JSON text, so a string is told from a number) and every custom key seen in the
+  file's first 8 MiB as JSON text, from which CustomVars is spelled in sorted key order;
+  `json_keys` counts the row's keys, proving none was missed or repeated. Typed values are
+  cast in SQL and accepted only when they are exactly the reference's.
 - Every row where anything might differ from the reference is *flagged* and converted by the
   reference `RowConverter` from its raw text instead: a value of another JSON type (the
   reference converts or rejects it), a timestamp that is not the API's canonical
-  "YYYY-MM-DDTHH:MM:SS.mmmZ", duplicate keys, NaN/Infinity, `\\u0000`, a CustomVars text that
+  "YYYY-MM-DDTHH:MM:SS.mmmZ", duplicate or unforeseen keys, an
+  EventStart outside a segment batch's window, NaN/Infinity, `\\u0000`, a CustomVars text that
   is not exactly what orjson would write, integers of 20+ digits. Flagged rows are rare in real
   exports, so nearly all work stays in C++.
 - Whole files go to the reference `transform_file` when the fast path cannot follow them: a
   line that is not JSON (its text is lost to DuckDB), an array not laid out one element per
-  line, staged format NDJSON, an empty file.
+  line, staged format NDJSON, an empty file; and files under `FAST_PATH_MIN_BYTES`, where the
+  fast path's fixed cost is more than it saves.
 
 A JSON array (FORMAT_JSON, legacy bundles) is rewritten to NDJSON on the fly by a thread that
 inflates it and drops the separators of the usual one-element-per-line layout, into chunk files
