@@ -21,12 +21,13 @@ from syncd.simulator import Fault, Simulator, SimulatorConfig
 from syncd.timeutil import UTC
 
 
-def poll_until(url: str, status: int, timeout: float = 30.0) -> int:
+def poll_until(url: str, status: int, timeout: float = 30.0, text: str = "") -> int:
+    """Poll `url` until it answers `status` (with `text` in its body); the last status."""
     deadline = time.monotonic() + timeout
     while True:
-        got = httpx.get(url, timeout=5).status_code
-        if got == status or time.monotonic() > deadline:
-            return got
+        answer = httpx.get(url, timeout=5)
+        if (answer.status_code == status and text in answer.text) or time.monotonic() > deadline:
+            return answer.status_code
         time.sleep(0.02)
 
 
@@ -48,21 +49,25 @@ def test_readiness_is_503_while_a_batch_is_held_and_200_after(
     daemon = Daemon(files).start()
     url = f"http://127.0.0.1:{daemon.port}/readyz"
     try:
-        while_held = poll_until(url, 503)
+        # a starting daemon is not ready either: wait for the batch to be held (a FAILED
+        # export is retried with a new one, MaxBatchAttempts times, before it is held)
+        while_held = poll_until(url, 503, text=" is held: ")
         held_text = httpx.get(url, timeout=5).text
         sim.faults.clear()
         after = poll_until(url, 200)
         daemon.idle.wait(30)
     finally:
         daemon.close()
-    assert (while_held, window_key(*WINDOWS[0]).id in held_text, after) == (503, True, 200)
+    assert (while_held, window_key(*WINDOWS[0]).id in held_text, after) == (503, True, 200), (
+        held_text
+    )
 
 
 def test_liveness_stays_200_while_a_batch_is_held(files: SyncdFiles, sim: Simulator) -> None:
     sim.faults.add(Fault.FAILED_OPERATION, count=1000)
     daemon = Daemon(files).start()
     try:
-        poll_until(f"http://127.0.0.1:{daemon.port}/readyz", 503)
+        poll_until(f"http://127.0.0.1:{daemon.port}/readyz", 503, text=" is held: ")
         live = httpx.get(f"http://127.0.0.1:{daemon.port}/livez", timeout=5).status_code
     finally:
         daemon.close()
