@@ -49,6 +49,10 @@ class Capabilities:
     transactional: bool = True  # load + sync row in one transaction
     json_type: bool = False  # CustomVars as a native JSON type
     remote_stage: bool = False  # loads from the stage (S3/GCS) rather than a local file
+    #: Longest string value a column keeps, in UTF-8 bytes (None: no limit). The transform cuts
+    #: longer strings at a character boundary, whatever the staged format, so no load fails on
+    #: them; the round-trip check counts such a cut as a documented change.
+    max_string_bytes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -198,9 +198,10 @@ class RedshiftWarehouse(DbApiWarehouse):
         self.dialect = redshift_dialect()  # sync and rejects tables, the batch id
         self.export_dialect = redshift_dialect(varchar_max, super_json=super_json)
         if super_json:  # COPY parses CSV text into SUPER; Parquet strings would stay strings
-            self.capabilities = Capabilities(
-                staging_formats=("csv",), transactional=True, json_type=True, remote_stage=True
+            self.capabilities = dataclasses.replace(
+                self.capabilities, staging_formats=("csv",), json_type=True
             )
+        self.capabilities = dataclasses.replace(self.capabilities, max_string_bytes=varchar_max)
         self._server: dict[str, Any] = {
             "host": host,
             "port": port,
