@@ -16,7 +16,12 @@ from syncd.errors import (
     TransientSourceError,
 )
 from syncd.sources.ratelimit import RateLimiter
-from syncd.sources.retry import RetryPolicy, call_with_retry, parse_retry_after
+from syncd.sources.retry import (
+    MAX_RETRY_AFTER,
+    RetryPolicy,
+    call_with_retry,
+    parse_retry_after,
+)
 from syncd.timeutil import UTC
 
 NOW = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
@@ -98,7 +103,21 @@ def test_retry_after_in_the_past_means_now() -> None:
     assert parse_retry_after("Sun, 01 Nov 2026 11:00:00 GMT", now=NOW) == 0.0
 
 
-@pytest.mark.parametrize("value", [None, "", "soon", "nan"])
+@pytest.mark.parametrize(
+    "value",
+    ["inf", "Infinity", "1e10", "1e9", "1e400", "Fri, 31 Dec 9999 23:59:59 GMT"],
+)
+def test_huge_retry_after_is_clamped(value: str) -> None:
+    assert parse_retry_after(value, now=NOW) == MAX_RETRY_AFTER
+
+
+def test_decimal_retry_after_is_kept() -> None:
+    assert parse_retry_after("2.5", now=NOW) == 2.5
+
+
+@pytest.mark.parametrize(
+    "value", [None, "", "soon", "nan", "-nan", "Mon, 99 Foo 2026 99:99:99 GMT", "\x00\x01"]
+)
 def test_unusable_retry_after_is_none(value: str | None) -> None:
     assert parse_retry_after(value, now=NOW) is None
 

@@ -31,6 +31,9 @@ DEFAULT_CAP = 600.0
 #: Each wait is spread by up to this fraction either way, so clients do not retry in step.
 DEFAULT_JITTER = 0.2
 
+#: The longest `Retry-After` honoured, in seconds: a longer one (or `inf`) waits this long.
+MAX_RETRY_AFTER = 900.0
+
 #: Called before each wait as `on_retry(reason, attempt, wait_seconds)`.
 RetryHook = Callable[[str, int, float], None]
 #: Names the reason of a transient error for metrics ("429", "5xx", "connect", ...).
@@ -74,7 +77,11 @@ class RetryPolicy:
 
 
 def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
-    """`Retry-After` as seconds from `now`: whole seconds or an HTTP date; None if unusable."""
+    """`Retry-After` as seconds from `now`, at most `MAX_RETRY_AFTER`: whole or decimal seconds
+    or an HTTP date. None (the normal backoff applies) for anything else, NaN included.
+
+    The clamp keeps a hostile or broken answer (`inf`, `1e10`, a date in year 9999) from
+    stopping every caller for years or overflowing a sleep."""
     if value is None or not value.strip():
         return None
     text = value.strip()
@@ -83,14 +90,17 @@ def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
         if when.tzinfo is None:  # "-0000" dates parse naive; HTTP dates are GMT
             when = when.replace(tzinfo=now.tzinfo)
-        seconds = (when - now).total_seconds()
+        try:
+            seconds = (when - now).total_seconds()
+        except OverflowError:
+            return MAX_RETRY_AFTER
     if seconds != seconds:  # NaN
         return None
-    return max(0.0, seconds)
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
 
 
 def default_reason(exc: SyncdError) -> str:
