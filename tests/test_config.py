@@ -789,3 +789,20 @@ def test_every_key_is_documented() -> None:
 def test_config_module_prints_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
     config_main(["--markdown"])
     assert capsys.readouterr().out == reference_markdown()
+
+
+@pytest.mark.parametrize("key", ["ApiURL", "LegacyApiURL"])
+def test_plain_http_to_a_remote_api_is_a_warning(key: str) -> None:
+    warnings = load({key: "http://api.example.com/path?secret=1"}).warnings
+    assert warnings == (
+        f"{key}: api.example.com is reached over plain http://, so the API key travels in "
+        "clear text; use https:// (only loopback hosts are exempt)",
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://api.example.com", "http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:9"],
+)
+def test_https_or_loopback_api_is_no_warning(url: str) -> None:
+    assert load({"ApiURL": url}).warnings == ()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from syncd.config.keys import KEYS, WAREHOUSE_ALIASES, Key
 from syncd.config.loader import (
@@ -40,6 +41,7 @@ from syncd.config.model import (
 )
 from syncd.errors import ConfigError
 from syncd.fields import BATCH_ID, KNOWN_FIELDS, LOADED_AT
+from syncd.net import is_cleartext_remote_url
 from warehouses.base import validate_identifier
 
 MIN_EXPORT_DURATION = timedelta(minutes=15)
@@ -250,11 +252,21 @@ class _Settle:
     # -- rules ------------------------------------------------------------------------------
 
     def check(self) -> None:
+        self._check_cleartext_urls()
         self._check_schedule()
         self._check_counts()
         self._check_storage()
         if self.ok("Provider", "StorageOnly"):
             self._check_provider(self.get("Provider"), bool(self.get("StorageOnly")))
+
+    def _check_cleartext_urls(self) -> None:
+        for label in ("ApiURL", "LegacyApiURL"):
+            url = self.get(label)
+            if self.ok(label) and isinstance(url, str) and is_cleartext_remote_url(url):
+                self.warnings.append(
+                    f"{label}: {urlsplit(url).hostname} is reached over plain http://, so the API key "
+                    "travels in clear text; use https:// (only loopback hosts are exempt)"
+                )
 
     def _check_schedule(self) -> None:
         duration = self.get("ExportDuration")
