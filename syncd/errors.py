@@ -7,7 +7,8 @@ these where it enters, so the core only ever decides on `transient`:
      ├── ConfigError                 bad settings; carries one message per problem
      ├── SourceError                 the FullStory export API
      │    ├── TransientSourceError   429, 5xx, 499, connection failures, truncated downloads
-     │    │    └── RateLimited       429 with the server's Retry-After
+     │    │    ├── RateLimited       429 with the server's Retry-After
+     │    │    └── ExportPending     an export operation still PENDING when the wait ends
      │    └── TerminalSourceError    other 4xx, FAILED operations
      │         └── AuthError         401 / 403
      ├── TransformError              the downloaded file as a whole cannot be read
@@ -57,6 +58,10 @@ class RateLimited(TransientSourceError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ExportPending(TransientSourceError):
+    """An export operation was still PENDING (or RUNNING) when its wait ran out."""
 
 
 class TerminalSourceError(SourceError):

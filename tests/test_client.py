@@ -22,6 +22,7 @@ import structlog
 from syncd.errors import (
     AuthError,
     ConfigError,
+    ExportPending,
     RateLimited,
     SourceError,
     TerminalSourceError,
@@ -766,6 +767,45 @@ def test_unusable_persisted_operation_is_replaced(
     api.queue(f"GET /operations/v1/{OP_ID}", answer)
     make_fetcher(client, store, tmp_path).fetch_segment("b1", START, END)
     assert api.count("POST /segments/v1/exports") == 1
+
+
+def test_operation_pending_past_the_operation_timeout_is_exported_anew(
+    client: ExportClient, api: FakeApi, store: OperationStore, tmp_path: Path
+) -> None:
+    store.put(pending(created_at=START - timedelta(hours=3)))  # the deadline is 600 s
+    api.states = ["PENDING", "COMPLETED"]  # one last poll of the old one, then the new one
+    result = make_fetcher(client, store, tmp_path).fetch_segment("b1", START, END)
+    assert api.count("POST /segments/v1/exports") == 1
+    assert gzip.decompress(result.path.read_bytes()) == NDJSON
+
+
+def test_operation_past_the_timeout_that_completed_meanwhile_is_used(
+    client: ExportClient, api: FakeApi, store: OperationStore, tmp_path: Path
+) -> None:
+    store.put(pending(created_at=START - timedelta(hours=3)))
+    api.states = ["COMPLETED"]
+    make_fetcher(client, store, tmp_path).fetch_segment("b1", START, END)
+    assert api.count("POST /segments/v1/exports") == 0
+
+
+def test_operation_pending_within_the_timeout_is_kept_for_the_next_attempt(
+    client: ExportClient, api: FakeApi, store: OperationStore, tmp_path: Path
+) -> None:
+    store.put(pending())
+    api.states = ["PENDING"]
+    with pytest.raises(ExportPending):
+        make_fetcher(client, store, tmp_path).fetch_segment("b1", START, END)
+    assert api.count("POST /segments/v1/exports") == 0
+    assert store.get("b1") == pending()
+
+
+def test_new_export_pending_past_the_timeout_is_forgotten(
+    client: ExportClient, api: FakeApi, store: OperationStore, tmp_path: Path
+) -> None:
+    api.states = ["PENDING"]
+    with pytest.raises(TransientSourceError, match="the next attempt creates a new export"):
+        make_fetcher(client, store, tmp_path).fetch_segment("b1", START, END)
+    assert store.get("b1") is None
 
 
 def test_auth_error_on_resume_is_raised_not_papered_over(

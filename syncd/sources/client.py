@@ -31,6 +31,7 @@ from syncd.errors import (
     AuthError,
     ConfigError,
     ExportFailed,
+    ExportPending,
     RateLimited,
     SourceError,
     SyncdError,
@@ -369,7 +370,7 @@ class ExportClient:
         """Poll until the operation completes; returns its searchExportId.
 
         FAILED raises TerminalSourceError with the API's errorDetails; still PENDING after
-        `deadline` seconds raises TransientSourceError (poll the same operation again later).
+        `deadline` seconds raises ExportPending (transient).
         """
         give_up_at = self._clock() + deadline
         wait = FIRST_POLL_WAIT
@@ -389,7 +390,7 @@ class ExportClient:
                 )
             remaining = give_up_at - self._clock()
             if remaining <= 0:
-                raise TransientSourceError(
+                raise ExportPending(
                     f"export operation {operation_id} still {operation.state} after {deadline:g}s"
                 )
             log.debug(

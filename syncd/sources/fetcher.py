@@ -2,8 +2,9 @@
 
 The operation id is persisted before it is polled, so a restart (or the next attempt after a
 failure) resumes the same export. It is forgotten only when the caller says the batch is
-committed (`forget`), or when the persisted operation turns out unusable (FAILED, expired),
-in which case a new export of the same window is created.
+committed (`forget`), or when the operation turns out unusable (FAILED, expired, or still
+PENDING `operation_deadline` (OperationTimeout) after it was created, counted across attempts
+and restarts), in which case a new export of the same window is created.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from typing import Literal, Protocol
 
 import structlog
 
-from syncd.errors import AuthError, ExportFailed, TerminalSourceError, TransientSourceError
+from syncd.errors import (
+    AuthError,
+    ExportFailed,
+    ExportPending,
+    TerminalSourceError,
+    TransientSourceError,
+)
 from syncd.sources.client import ExportClient
 from syncd.sources.download import Download
 from syncd.sources.operations import OperationStore, PendingOperation
@@ -91,10 +98,12 @@ class Fetcher:
                 "resuming export operation", batch_id=batch_id, operation_id=pending.operation_id
             )
             try:
-                return self._complete(pending)
+                return self._complete(pending, self._time_left(pending))
             except AuthError:
                 raise
-            except TerminalSourceError as exc:
+            except (TerminalSourceError, ExportPending) as exc:
+                if isinstance(exc, ExportPending) and self._time_left(pending) > 0:
+                    raise  # within OperationTimeout: poll the same operation next attempt
                 log.warning(
                     "persisted operation unusable; creating a new export",
                     batch_id=batch_id,
@@ -114,12 +123,19 @@ class Fetcher:
         )
         self.store.put(pending)
         try:
-            return self._complete(pending)
-        except ExportFailed as exc:
-            # FullStory gave up on this export: forget it, and let the batch's next attempt
-            # (after its backoff, like any transient failure) create a new one
+            return self._complete(pending, self.operation_deadline)
+        except (ExportFailed, ExportPending) as exc:
+            # FullStory gave up on this export, or it outlived OperationTimeout: forget it, and
+            # let the batch's next attempt (after its backoff, like any transient failure)
+            # create a new one
             self.store.remove(batch_id)
             raise TransientSourceError(f"{exc}; the next attempt creates a new export") from exc
+
+    def _time_left(self, pending: PendingOperation) -> float:
+        """Seconds of OperationTimeout the operation has left (0 once it ran out: one more
+        poll finds whether it completed meanwhile)."""
+        age = (self._clock() - pending.created_at).total_seconds()
+        return max(0.0, self.operation_deadline - age)
 
     def fetch_bundles(self, batch_id: str, bundles: Sequence[BundleRef]) -> list[FetchResult]:
         """Download each legacy bundle of the batch, in order, through the rate limiter."""
@@ -159,13 +175,11 @@ class Fetcher:
         # Names are "<batch id>.<ext>" (segment) or "<batch id>-<bundle id>.<ext>" (legacy).
         return list(self.spool_dir.glob(f"{glob.escape(batch_id)}[.-]*"))
 
-    def _complete(self, pending: PendingOperation) -> FetchResult:
+    def _complete(self, pending: PendingOperation, deadline: float) -> FetchResult:
         export_id = pending.export_id
         if export_id is None:
             export_id = self.client.wait_for_export(
-                pending.operation_id,
-                poll_interval=self.poll_interval,
-                deadline=self.operation_deadline,
+                pending.operation_id, poll_interval=self.poll_interval, deadline=deadline
             )
             self.store.put(pending.with_export_id(export_id))
         dest = self.spool_dir / f"{pending.batch_id}.ndjson.gz"
