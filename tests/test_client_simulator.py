@@ -226,16 +226,42 @@ def test_failed_export_is_created_anew_on_the_next_attempt(sim: Simulator, setup
 def test_restart_resumes_the_same_export(
     fake_time: SharedTime, tmp_path: Path, sim_slow: Simulator
 ) -> None:
-    first = Setup(sim_slow, fake_time, tmp_path)
-    first.fetcher.operation_deadline = 60.0
-    with pytest.raises(TransientSourceError, match="still PENDING"):
-        first.fetcher.fetch_segment("b1", START, END)
+    stop = threading.Event()
+    first = Setup(sim_slow, fake_time, tmp_path, stop=stop)
+    first.fetcher.client.create_export = _then_set(first.fetcher.client.create_export, stop)
+    with pytest.raises(TransientSourceError, match="stopping: left operation"):
+        first.fetcher.fetch_segment("b1", START, END)  # shut down while it is pending
     first.close()
     restarted = Setup(sim_slow, fake_time, tmp_path)  # a new process: same files, new objects
     result = restarted.fetcher.fetch_segment("b1", START, END)
     restarted.close()
     outcome = (read_events(result), sim_slow.stats.exports_by_window[(START, END)])
     assert outcome == (sim_slow.expected_events(START, END), 1)
+
+
+def test_an_export_pending_past_the_operation_timeout_is_exported_anew(
+    fake_time: SharedTime, tmp_path: Path, sim_slow: Simulator
+) -> None:
+    setup = Setup(sim_slow, fake_time, tmp_path)
+    setup.fetcher.operation_deadline = 60.0  # the simulator takes 300 s
+    with pytest.raises(TransientSourceError, match="the next attempt creates a new export"):
+        setup.fetcher.fetch_segment("b1", START, END)
+    setup.fetcher.operation_deadline = 3600.0
+    result = setup.fetcher.fetch_segment("b1", START, END)
+    setup.close()
+    outcome = (read_events(result), sim_slow.stats.exports_by_window[(START, END)])
+    assert outcome == (sim_slow.expected_events(START, END), 2)
+
+
+def _then_set(call: Any, event: threading.Event) -> Any:
+    """`call`, which sets `event` once it has returned."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        result = call(*args, **kwargs)
+        event.set()
+        return result
+
+    return wrapped
 
 
 @pytest.fixture
