@@ -23,18 +23,25 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 import structlog
 
 from syncd import __version__
-from syncd.batch import BatchKey, StagedBatch, StagedFormat, SyncRecord, TransformedBatch
+from syncd.batch import (
+    BatchKey,
+    SourceKind,
+    StagedBatch,
+    StagedFormat,
+    SyncRecord,
+    TransformedBatch,
+)
 from syncd.errors import SyncdError, TransformError
 from syncd.fields import Column
 from syncd.planner import contiguous_end
 from syncd.sources.retry import RetryPolicy
 from syncd.state import DaemonStatus, HeldBatch, StatusFile
-from syncd.timeutil import utcnow
+from syncd.timeutil import UTC, utcnow
 from syncd.transform.columnar import transform
 from warehouses.base import Stage, Warehouse
 
@@ -213,7 +220,16 @@ class Pipeline:
             )
         try:
             while not self.stop.is_set():
-                keys = self.source.plan(self.records, self.clock(), 1 + self.options.lookahead)
+                keys = self._plan()
+                if keys is None:  # planning failed: retried, then held, like a batch
+                    planning = self._planning_key()
+                    if self.held is not None and self.held.batch_id == planning.id:
+                        if until_caught_up:
+                            break
+                        self.stop.wait(self.options.held_retry_interval)
+                    else:
+                        self.stop.wait(self._backoff(self._attempts.get(planning.id, 1)))
+                    continue
                 self._look_ahead(keys)
                 if not keys:
                     ready_at = self.source.next_ready_at(self.records, self.clock())
@@ -288,6 +304,30 @@ class Pipeline:
             self._drop_prepared(future)
         self._ahead.clear()
         self._executor = None
+
+    def _plan(self) -> list[BatchKey] | None:
+        """The next batches, or None when planning failed. Planning may call the API (legacy
+        bundles are listed), so its failures are reported, retried and held as a batch's are,
+        under `_planning_key`."""
+        key = self._planning_key()
+        attempt = self._attempts.get(key.id, 0) + 1
+        with structlog.contextvars.bound_contextvars(batch=key.id):
+            try:
+                keys = self.source.plan(self.records, self.clock(), 1 + self.options.lookahead)
+            except Exception as exc:  # never ends the daemon: held and retried instead
+                self._attempts[key.id] = attempt
+                self._failed(key, exc, attempt)
+                return None
+        self._attempts.pop(key.id, None)
+        if self.held is not None and self.held.batch_id == key.id:
+            self.held = None
+        return keys
+
+    def _planning_key(self) -> BatchKey:
+        """Stands for "the batch after the sync point" while it cannot be planned: an empty
+        window at the sync point (at the Unix epoch before the first commit)."""
+        point = contiguous_end(self.records) or datetime.fromtimestamp(0, UTC)
+        return BatchKey(start=point, end=point, source=cast(SourceKind, self.source.kind))
 
     # -- one batch -------------------------------------------------------------------------
 

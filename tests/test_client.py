@@ -506,6 +506,23 @@ def test_float_bundle_id_is_refused(client: ExportClient, api: FakeApi) -> None:
         client.list_bundles(START)
 
 
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"Id": 7, "Start": 10**20, "Stop": 10**20 + 3600},
+        {"Id": 7, "Start": 1, "Stop": 10**20},
+        {"Id": 7, "Start": 7200, "Stop": 3600},
+    ],
+    ids=["start-1e20", "stop-1e20", "backwards"],
+)
+def test_impossible_bundle_times_are_a_source_error(
+    client: ExportClient, api: FakeApi, row: dict[str, int]
+) -> None:
+    api.bundle_pages = [[row]]
+    with pytest.raises(TerminalSourceError, match="bundle 7"):
+        client.list_bundles(START)
+
+
 def test_bundle_download_sends_the_exact_id(
     client: ExportClient, api: FakeApi, tmp_path: Path
 ) -> None:

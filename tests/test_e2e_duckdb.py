@@ -43,7 +43,7 @@ from e2e_support import (
 
 from syncd.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from syncd.fields import requested_fields
-from syncd.simulator import BAD_MALFORMED, Fault, Simulator, SimulatorConfig
+from syncd.simulator import BAD_MALFORMED, Endpoint, Fault, Simulator, SimulatorConfig
 from syncd.sources.ratelimit import RateLimiter
 from syncd.timeutil import UTC, format_timestamp, utcnow
 
@@ -546,6 +546,39 @@ def test_legacy_rows_fill_the_legacy_columns(tmp_path: Path, legacy_sim: Simulat
         "PageUserAgent": sum(1 for r in rows if r["PageUserAgent"] is not None),
     }
     assert (filled["PageAgent"] > 0, filled["PageUserAgent"]) == (True, 0)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": Fault.SERVER_ERROR, "status": 500},
+        {"kind": Fault.FORBIDDEN},
+    ],
+    ids=["list-500", "list-403"],
+)
+def test_a_failing_bundle_list_holds_and_the_next_run_loads(
+    tmp_path: Path,
+    legacy_sim: Simulator,
+    capsys: pytest.CaptureFixture[str],
+    fault: dict[str, Any],
+) -> None:
+    files = write_config(
+        tmp_path,
+        legacy_sim,
+        LEGACY_DATA_START,
+        {"Source": "legacy", "MaxBatchAttempts": 2, "BackoffStepsMax": 2},
+    )
+    kind = fault.pop("kind")
+    legacy_sim.faults.add(kind, 1000, endpoint=Endpoint.LEGACY_LIST, **fault)
+    assert once(files) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "is held" in err and "Traceback" not in err
+    legacy_sim.faults.clear()
+    bundles = legacy_sim.bundles(LEGACY_DATA_START, LEGACY_DATA_START + timedelta(days=2))
+    assert once(files) == EXIT_OK
+    assert_rows_equal(
+        export_rows(files.duckdb), expected_legacy_rows(legacy_sim, [[b] for b in bundles])
+    )
 
 
 # -- StorageOnly -----------------------------------------------------------------------------

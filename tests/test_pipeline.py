@@ -154,6 +154,38 @@ def test_held_batch_commits_once_the_fault_clears(tmp_path: Path) -> None:
     assert (summary.batches, summary.held, pipeline.held) == (4, None, None)
 
 
+class FailingPlanSource(FakeSource):
+    """Planning itself fails (as listing legacy bundles can) the first `failures` times."""
+
+    def __init__(self, spool: Path, failures: list[Exception]) -> None:
+        super().__init__(spool)
+        self.plan_failures = failures
+
+    def plan(self, records: Sequence[SyncRecord], now: datetime, limit: int) -> list[BatchKey]:
+        if self.plan_failures:
+            raise self.plan_failures.pop(0)
+        return super().plan(records, now, limit)
+
+
+def test_a_planning_failure_is_retried_like_a_batch(tmp_path: Path) -> None:
+    source = FailingPlanSource(tmp_path / "spool", [TransientSourceError("500")] * 2)
+    pipeline, _ = make(tmp_path, source, max_attempts=3)
+    summary = pipeline.run(until_caught_up=True)
+    assert (summary.batches, summary.held) == (4, None)
+
+
+def test_a_planning_failure_that_persists_holds_and_clears_later(tmp_path: Path) -> None:
+    failures: list[Exception] = [TerminalSourceError("bundle 7 has an impossible time")]
+    pipeline, _ = make(tmp_path, FailingPlanSource(tmp_path / "spool", failures))
+    held = pipeline.run(until_caught_up=True).held
+    assert held is not None
+    assert held.error == "TerminalSourceError: bundle 7 has an impossible time"
+    status = StatusFile(tmp_path / "status.json").read()
+    assert status is not None and status.state == "held"
+    summary = pipeline.run(until_caught_up=True)
+    assert (summary.batches, summary.held, pipeline.held) == (4, None, None)
+
+
 def test_damaged_download_is_discarded_before_the_retry(tmp_path: Path) -> None:
     source = FakeSource(tmp_path / "spool")
     pipeline, _ = make(tmp_path, source)

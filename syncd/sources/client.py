@@ -590,11 +590,21 @@ def _bundle(row: object, what: str) -> Bundle:
     if not isinstance(row, dict):
         raise TerminalSourceError(f"{what}: a bundle is not a JSON object")
     bundle_id, start, stop = (_exact_int(row.get(k), k, what) for k in ("Id", "Start", "Stop"))
-    return Bundle(
-        id=bundle_id,
-        start=datetime.fromtimestamp(start, UTC),
-        stop=datetime.fromtimestamp(stop, UTC),
-    )
+    try:
+        bundle = Bundle(
+            id=bundle_id,
+            start=datetime.fromtimestamp(start, UTC),
+            stop=datetime.fromtimestamp(stop, UTC),
+        )
+    except (OverflowError, OSError, ValueError) as exc:  # beyond the years a datetime holds
+        raise TerminalSourceError(
+            f"{what}: bundle {bundle_id} has an impossible time (Start {start}, Stop {stop})"
+        ) from exc
+    if bundle.stop <= bundle.start:
+        raise TerminalSourceError(
+            f"{what}: bundle {bundle_id} ends before it starts (Start {start}, Stop {stop})"
+        )
+    return bundle
 
 
 def _exact_int(value: object, name: str, what: str) -> int:
