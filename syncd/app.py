@@ -30,6 +30,10 @@ from syncd.timeutil import utcnow
 from warehouses.base import Stage, Warehouse
 from warehouses.registry import build_stage, build_warehouse
 
+#: Files in StateDir where the rate limiters remember a Retry-After pause and legacy downloads.
+API_RATE_STATE = "api-rate.json"
+LEGACY_RATE_STATE = "legacy-rate.json"
+
 
 def register_secrets(settings: Settings) -> None:
     """Tell the log scrubber every secret value the settings hold."""
@@ -80,7 +84,13 @@ def build_client(
             base=settings.backoff.total_seconds(), max_attempts=settings.backoff_steps_max
         ),
         stop=stop,
-        api_rate=RateLimiter(settings.api_requests_per_second, 1.0),
+        api_rate=RateLimiter(
+            settings.api_requests_per_second,
+            1.0,
+            state_path=settings.state_dir / API_RATE_STATE,
+            remember_calls=False,  # a one-second window: only a Retry-After pause outlives it
+        ),
+        legacy_rate=RateLimiter.legacy_default(settings.state_dir / LEGACY_RATE_STATE),
         download_deadline=settings.download_timeout.total_seconds(),
         http=http,
         on_retry=on_retry,

@@ -868,3 +868,37 @@ def test_bundles_are_fetched_as_json_arrays(
         (f"legacy-1-{BIG_ID}.json.gz", "json-array", BIG_ID),
         (f"legacy-1-{BIG_ID + 1}.json.gz", "json-array", BIG_ID + 1),
     ]
+
+
+def test_bundles_a_killed_predecessor_downloaded_are_not_downloaded_again(
+    client: ExportClient, api: FakeApi, store: OperationStore, tmp_path: Path
+) -> None:
+    bundles = [Bundle(BIG_ID, START, END), Bundle(BIG_ID + 1, END, END + timedelta(hours=1))]
+    first = make_fetcher(client, store, tmp_path).fetch_bundles("legacy-1", bundles)
+    again = make_fetcher(client, store, tmp_path).fetch_bundles("legacy-1", bundles)
+    assert api.count("GET /api/v1/export/get") == 2
+    assert again == first
+
+
+def test_an_export_already_in_the_spool_is_not_downloaded_again(
+    client: ExportClient, api: FakeApi, store: OperationStore, tmp_path: Path
+) -> None:
+    first = make_fetcher(client, store, tmp_path).fetch_segment("b1", START, END)
+    again = make_fetcher(client, store, tmp_path).fetch_segment("b1", START, END)
+    assert api.count("GET /exports/export-1.ndjson.gz") == 1
+    assert again == first
+
+
+def test_a_spooled_file_that_is_not_gzip_gets_its_plain_name(
+    client: ExportClient, api: FakeApi, store: OperationStore, tmp_path: Path
+) -> None:
+    store.put(pending().with_export_id(EXPORT_ID))
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "b1.ndjson.gz").write_bytes(NDJSON)  # a crash between download and rename
+    result = make_fetcher(client, store, tmp_path).fetch_segment("b1", START, END)
+    assert (result.path.name, result.compressed, api.count("GET /exports/export-1.ndjson.gz")) == (
+        "b1.ndjson",
+        False,
+        0,
+    )

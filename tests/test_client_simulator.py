@@ -274,7 +274,8 @@ def test_expired_export_is_exported_again(
     fake_time: SharedTime, tmp_path: Path, setup_short_lived: tuple[Simulator, Setup]
 ) -> None:
     sim, setup = setup_short_lived
-    setup.fetcher.fetch_segment("b1", START, END)  # a crash after download, before commit
+    first = setup.fetcher.fetch_segment("b1", START, END)  # a crash after download, before commit
+    first.path.unlink()  # ... and the spool is lost with its container
     fake_time.sleep(7200.0)  # the export's results have expired meanwhile
     result = setup.fetcher.fetch_segment("b1", START, END)
     outcome = (read_events(result), sim.stats.exports_by_window[(START, END)])

@@ -496,7 +496,9 @@ def legacy_sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
 
     The client's own limit of 2 bundle downloads a minute is lifted for the test's speed.
     """
-    monkeypatch.setattr(RateLimiter, "legacy_default", classmethod(lambda cls: cls(1000, 60.0)))
+    monkeypatch.setattr(
+        RateLimiter, "legacy_default", classmethod(lambda cls, state_path=None: cls(1000, 60.0))
+    )
     config = SimulatorConfig(
         api_key=API_KEY,
         events_per_hour=60,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -276,3 +278,74 @@ def test_threads_share_the_limit() -> None:
         thread.join()
     limiter.acquire()
     assert clock.sleeps == [60.0]
+
+
+# RateLimiter state across restarts: a new process has a new monotonic clock, the same wall clock
+
+
+class Process:
+    """One syncd process's clocks: a monotonic clock from 0, and the wall clock it started at."""
+
+    def __init__(self, started: float) -> None:
+        self.clock = FakeClock()
+        self.started = started
+
+    def wall_clock(self) -> float:
+        return self.started + self.clock.now
+
+    def limiter(self, path: Path, **options: Any) -> RateLimiter:
+        return RateLimiter(
+            2,
+            60.0,
+            clock=self.clock,
+            sleep=self.clock.sleep,
+            state_path=path,
+            wall_clock=self.wall_clock,
+            **options,
+        )
+
+
+def test_a_retry_after_pause_outlives_a_restart(tmp_path: Path) -> None:
+    first = Process(1_000_000.0)
+    first.limiter(tmp_path / "rate.json").hold(30.0)
+    restarted = Process(1_000_000.0 + 10.0)  # killed, back 10 s later
+    restarted.limiter(tmp_path / "rate.json").acquire()
+    assert restarted.clock.sleeps == [pytest.approx(20.0)]
+
+
+def test_legacy_downloads_are_counted_across_a_restart(tmp_path: Path) -> None:
+    first = Process(1_000_000.0)
+    limiter = first.limiter(tmp_path / "rate.json")
+    limiter.acquire()
+    limiter.acquire()
+    restarted = Process(1_000_000.0 + 15.0)
+    restarted.limiter(tmp_path / "rate.json").acquire()
+    assert restarted.clock.sleeps == [pytest.approx(45.0)]
+
+
+def test_calls_are_not_remembered_unless_asked(tmp_path: Path) -> None:
+    first = Process(1_000_000.0)
+    limiter = first.limiter(tmp_path / "rate.json", remember_calls=False)
+    limiter.acquire()
+    limiter.acquire()
+    restarted = Process(1_000_000.0 + 1.0)
+    restarted.limiter(tmp_path / "rate.json", remember_calls=False).acquire()
+    assert restarted.clock.sleeps == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{not json", "[]", '{"not_before": "soon", "calls": [true, "x", null]}', ""],
+)
+def test_an_unreadable_state_file_counts_as_none(tmp_path: Path, text: str) -> None:
+    (tmp_path / "rate.json").write_text(text)
+    process = Process(1_000_000.0)
+    process.limiter(tmp_path / "rate.json").acquire()
+    assert process.clock.sleeps == []
+
+
+def test_a_pause_in_the_state_file_is_clamped(tmp_path: Path) -> None:
+    (tmp_path / "rate.json").write_text('{"not_before": 1e300, "calls": []}')
+    process = Process(1_000_000.0)
+    process.limiter(tmp_path / "rate.json").acquire()
+    assert process.clock.sleeps == [MAX_RETRY_AFTER]

@@ -10,6 +10,7 @@ and restarts), in which case a new export of the same window is created.
 from __future__ import annotations
 
 import glob
+import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +27,7 @@ from syncd.errors import (
     TransientSourceError,
 )
 from syncd.sources.client import ExportClient
-from syncd.sources.download import Download
+from syncd.sources.download import GZIP_MAGIC, Download
 from syncd.sources.operations import OperationStore, PendingOperation
 from syncd.timeutil import utcnow
 
@@ -142,7 +143,11 @@ class Fetcher:
         results = []
         for bundle in bundles:
             dest = self.spool_dir / f"{batch_id}-{bundle.id}.json.gz"
-            download = _truthful_name(self.client.download_bundle(bundle.id, dest))
+            download = _spooled(dest)
+            if download is None:
+                download = _truthful_name(self.client.download_bundle(bundle.id, dest))
+            else:  # a predecessor (killed before its commit) fetched it: no second download
+                log.info("bundle already downloaded", bundle_id=bundle.id, path=str(dest))
             results.append(
                 FetchResult(
                     path=download.path,
@@ -183,13 +188,29 @@ class Fetcher:
             )
             self.store.put(pending.with_export_id(export_id))
         dest = self.spool_dir / f"{pending.batch_id}.ndjson.gz"
-        download = _truthful_name(self.client.download_export(export_id, dest))
+        download = _spooled(dest) or _truthful_name(self.client.download_export(export_id, dest))
         return FetchResult(
             path=download.path,
             bytes=download.bytes,
             compressed=download.compressed,
             operation_id=pending.operation_id,
         )
+
+
+def _spooled(dest: Path) -> Download | None:
+    """The complete download already at `dest` (or at its inflated name), if there is one.
+
+    Downloads are verified (byte count, gzip trailer) under a temporary name and only then
+    renamed to `dest`, so a file there is whole; a damaged one is removed by `forget`."""
+    for path in (dest, dest.with_suffix("")):
+        try:
+            with path.open("rb") as f:
+                compressed = f.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+                size = os.fstat(f.fileno()).st_size
+        except FileNotFoundError:
+            continue
+        return _truthful_name(Download(path=path, bytes=size, compressed=compressed))
+    return None
 
 
 def _truthful_name(download: Download) -> Download:
