@@ -23,7 +23,7 @@ import structlog
 from syncd import __version__
 from syncd.config import LoadedSettings, Settings, load_settings
 from syncd.errors import ConfigError, LockedError, SyncdError
-from syncd.observability.logging import configure_logging
+from syncd.observability.logging import configure_logging, safe_text, safe_values
 from syncd.timeutil import format_timestamp, utcnow
 
 EXIT_OK = 0
@@ -43,6 +43,9 @@ def _load(args: argparse.Namespace) -> LoadedSettings:
     path = Path(args.config) if args.config else None
     loaded = load_settings(path)
     s = loaded.settings
+    from syncd.app import register_secrets
+
+    register_secrets(s)  # every command's outputs are scrubbed, not only a running app's
     configure_logging(args.log_format or s.log_format, args.log_level or s.log_level)
     for warning in loaded.warnings:
         log.warning("configuration", detail=warning)
@@ -50,7 +53,7 @@ def _load(args: argparse.Namespace) -> LoadedSettings:
 
 
 def _err(message: str) -> None:
-    print(f"syncd: {message}", file=sys.stderr)
+    print(f"syncd: {safe_text(message)}", file=sys.stderr)
 
 
 class _Signals:
@@ -297,7 +300,7 @@ def _print_status(data: dict[str, Any], out: TextIO) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _load(args).settings
-    data = _status_data(settings)
+    data = safe_values(_status_data(settings))  # error texts come from the network
     if args.json:
         print(json.dumps(data, indent=2))
     else:
@@ -386,7 +389,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             fn()
         except SyncdError as exc:
             problems.append(f"{name}: {exc}")
-            print(f"{name:<12} FAILED: {exc}")
+            print(f"{name:<12} FAILED: {safe_text(str(exc))}")
         else:
             print(f"{name:<12} ok")
     return EXIT_FAILED if problems else EXIT_OK

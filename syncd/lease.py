@@ -49,6 +49,7 @@ from typing import Any, Protocol, runtime_checkable
 import structlog
 
 from syncd.errors import LockedError
+from syncd.state import pid_alive
 from syncd.timeutil import UTC, format_timestamp, utcnow
 from warehouses.base import quote_identifier
 
@@ -85,13 +86,7 @@ def holder_is_gone(host: str, pid: int, started_at: datetime) -> bool:
         return False
     if pid == os.getpid():
         return _aware(started_at) < PROCESS_STARTED
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # EPERM: alive, and someone else's
-        return False
-    return False
+    return not pid_alive(pid)
 
 
 def held_by_error(name: str, owner: tuple[Any, ...] | None, what: str) -> LockedError:

@@ -38,6 +38,7 @@ from syncd.batch import (
 )
 from syncd.errors import SyncdError, TransformError
 from syncd.fields import Column
+from syncd.observability.logging import safe_text
 from syncd.planner import contiguous_end
 from syncd.sources.retry import RetryPolicy
 from syncd.state import DaemonStatus, HeldBatch, StatusFile
@@ -550,5 +551,7 @@ def _disk_full(exc: BaseException) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
+    """The error as the status file, `status` and stderr show it: `safe_text` (it may quote an
+    API answer that echoed a header, a signed URL, or control characters)."""
     text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
+    return safe_text(f"{type(exc).__name__}: {text}")

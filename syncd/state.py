@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd.batch import SyncRecord
+from syncd.observability.logging import safe_values
 from syncd.timeutil import format_timestamp, parse_timestamp
 
 
@@ -97,7 +98,8 @@ class StatusFile:
         self.path = path
 
     def write(self, status: DaemonStatus) -> None:
-        write_atomic(self.path, json.dumps(_encode(asdict(status)), indent=1).encode())
+        data = safe_values(_encode(asdict(status)))  # its errors may quote API answers
+        write_atomic(self.path, json.dumps(data, indent=1).encode())
 
     def read(self) -> DaemonStatus | None:
         try:
@@ -126,11 +128,25 @@ class StatusFile:
 
 
 def pid_alive(pid: int) -> bool:
-    """True when a process with this PID exists (used to tell a live daemon from a stale file)."""
+    """True when a process with this PID exists and has not exited: a zombie (exited, not yet
+    reaped by its parent) is gone, though `kill(pid, 0)` still succeeds on it."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass  # alive, and someone else's
+    return _process_state(pid) not in ("Z", "X")
+
+
+def _process_state(pid: int) -> str | None:
+    """The state letter of /proc/<pid>/stat ("R", "S", "Z", ...), None where there is no /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # "pid (comm) state ...": comm may hold spaces and parentheses, so split at the last ")"
+    fields = stat[stat.rfind(")") + 1 :].split()
+    return fields[0] if fields else None

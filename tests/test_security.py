@@ -9,12 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from e2e_support import HOUR, SyncdFiles, write_config
 
 from syncd.config.settle import settings_from_mapping
 from syncd.errors import ConfigError
-from syncd.simulator import Fault, Simulator, SimulatorConfig
+from syncd.simulator import Endpoint, Fault, Simulator, SimulatorConfig
 from syncd.timeutil import utcnow
 from warehouses.base import validate_identifier
 
@@ -174,3 +175,55 @@ def test_a_wrong_key_fails_without_showing_either_key(tmp_path: Path, sim: Simul
     _, status = syncd("status", "-c", str(files.config), "--json")
     text = output + status
     assert (code, leaked(text), "wrong-key-e4d1a0b7" in text) == (1, [], False)
+
+
+# ---- an error body that echoes the request: every output, not only the logs ----------------
+
+
+def outputs_after_a_held_echo(tmp_path: Path, sim: Simulator) -> dict[str, str]:
+    """`once` (console logs), `status`, `status --json`, the status file and `check`, as text."""
+    files = config(tmp_path, sim)
+    code, once = syncd("once", "-c", str(files.config), "--log-format", "console")
+    assert code == 1
+    return {
+        "once": once,
+        "status": syncd("status", "-c", str(files.config))[1],
+        "status --json": syncd("status", "-c", str(files.config), "--json")[1],
+        "status.json": (files.state_dir / "status.json").read_text(),
+        "check": syncd("check", "-c", str(files.config))[1],
+    }
+
+
+def unsafe(text: str) -> list[str]:
+    """Secrets, signed-URL queries and raw control characters found in `text`."""
+    controls = sorted({repr(c) for c in text if not c.isprintable() and c not in "\n\t"})
+    return leaked(text) + controls
+
+
+@pytest.mark.parametrize(
+    "endpoint", [None, Endpoint.DOWNLOAD], ids=["every-api-call", "signed-url"]
+)
+def test_an_error_body_echoing_the_request_reaches_no_output(
+    tmp_path: Path, sim: Simulator, endpoint: Endpoint | None
+) -> None:
+    sim.faults.add(Fault.ECHO_REQUEST, count=1000, endpoint=endpoint)
+    outputs = outputs_after_a_held_echo(tmp_path, sim)
+    echoed = [f.endpoint for f in sim.faults.fired() if f.kind is Fault.ECHO_REQUEST]
+    assert {name: unsafe(text) for name, text in outputs.items()} == dict.fromkeys(outputs, [])
+    assert echoed and "is held" in outputs["once"] and "request refused" in outputs["status"]
+
+
+def test_readiness_shows_an_echoed_error_without_secrets(tmp_path: Path, sim: Simulator) -> None:
+    from test_health import poll_until
+    from test_metrics import Daemon
+
+    sim.faults.add(Fault.ECHO_REQUEST, count=1000)
+    files = config(tmp_path, sim)
+    daemon = Daemon(files, now=utcnow()).start()
+    url = f"http://127.0.0.1:{daemon.port}/readyz"
+    try:
+        poll_until(url, 503, text=" is held: ")
+        body = httpx.get(url, timeout=5).text
+    finally:
+        daemon.close()
+    assert ("request refused" in body, unsafe(body.rstrip("\n"))) == (True, [])

@@ -42,6 +42,7 @@ from syncd.config.model import (
 from syncd.errors import ConfigError
 from syncd.fields import BATCH_ID, KNOWN_FIELDS, LOADED_AT
 from syncd.net import is_cleartext_remote_url
+from syncd.observability.logging import one_line
 from warehouses.base import validate_identifier
 
 MIN_EXPORT_DURATION = timedelta(minutes=15)
@@ -105,14 +106,6 @@ def settings_from_mapping(
     if problems:
         raise ConfigError([one_line(p) for p in problems])
     return LoadedSettings(settle.build(), tuple(warnings), path, dict(settle.origins))
-
-
-def one_line(text: str) -> str:
-    """`text` with control characters escaped: a key or value from the file may hold a newline,
-    and every problem must stay one line."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class _Settle:

@@ -24,6 +24,7 @@ import structlog
 
 from syncd.batch import BatchKey, SyncRecord
 from syncd.errors import ConfigError
+from syncd.observability.logging import safe_text
 from syncd.observability.metrics import CONTENT_TYPE, SyncMetrics
 from syncd.pipeline import PipelineHooks
 
@@ -190,7 +191,8 @@ class OpsServer:
         }
         if route in probes:
             check = probes[route]()
-            body = f"{'ok' if check.ok else 'failing'}: {check.detail}\n".encode()
+            # the probe may be served on 0.0.0.0: nothing from an error body goes out raw
+            body = f"{'ok' if check.ok else 'failing'}: {safe_text(check.detail)}\n".encode()
             return (200 if check.ok else 503), "text/plain; charset=utf-8", body
         return 404, "text/plain; charset=utf-8", b"not found: try /metrics, /livez, /readyz\n"
 

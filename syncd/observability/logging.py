@@ -2,11 +2,15 @@
 
 Every secret the settings hold is registered with `register_secret` and scrubbed from every
 log line by the last processor, as a second line of defence behind `Secret`'s masked repr.
+`safe_text` is the same defence for every other output (stderr, `status`, the status file,
+probes, `check`): secrets masked, URL query strings (signed URLs carry credentials there)
+dropped, control characters escaped so text from the network stays one inert line.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 from collections.abc import MutableMapping
@@ -42,13 +46,37 @@ def scrub(text: str) -> str:
     return text
 
 
-def _scrub_values(obj: Any) -> Any:
+#: A URL's query string: everything from "?" to the next space, quote or bracket.
+_URL_QUERY = re.compile(r"""(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#"'<>]*)\?[^\s"'<>]*""")
+
+
+def drop_url_queries(text: str) -> str:
+    """`text` with the query string of every URL in it replaced by `?...`: a signed URL's
+    query is a credential, and none is worth printing."""
+    return _URL_QUERY.sub(r"\1?...", text)
+
+
+def one_line(text: str) -> str:
+    """`text` with control characters escaped (as Python writes them: `\n`, `\x1b`): a
+    value from a file or the network may hold a newline or a terminal escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def safe_text(text: str) -> str:
+    """`text` fit for any output: secrets masked, URL queries dropped, one line."""
+    return one_line(drop_url_queries(scrub(text)))
+
+
+def safe_values(obj: Any) -> Any:
+    """`obj` (JSON-like: dicts, lists, strings) with `safe_text` applied to every string."""
     if isinstance(obj, str):
-        return scrub(obj)
+        return safe_text(obj)
     if isinstance(obj, dict):
-        return {k: _scrub_values(v) for k, v in obj.items()}
+        return {k: safe_values(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_scrub_values(v) for v in obj)
+        return type(obj)(safe_values(v) for v in obj)
     return obj
 
 
@@ -58,7 +86,7 @@ def _scrub_processor(
     for key, value in list(event_dict.items()):
         if isinstance(value, BaseException):
             value = f"{type(value).__name__}: {value}"
-        event_dict[key] = _scrub_values(value)
+        event_dict[key] = safe_values(value)
     return event_dict
 
 

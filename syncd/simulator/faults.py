@@ -41,6 +41,9 @@ class Fault(str, enum.Enum):
     TRUNCATED_GZIP = "truncated_gzip"  # a complete response whose gzip body is cut short
     PROXY_DECOMPRESSED = "proxy_decompressed"  # plain body while headers still say gzip
     GZIP_CONTENT_ENCODING = "gzip_content_encoding"  # gzip body sent with Content-Encoding: gzip
+    #: an error (status, default 403) whose message echoes the request as a misconfigured proxy
+    #: does: its URL with the query string, every header (the API key too), control characters
+    ECHO_REQUEST = "echo_request"
 
 
 API_ENDPOINTS: frozenset[Endpoint] = frozenset(
@@ -67,10 +70,13 @@ DEFAULT_SCOPE: dict[Fault, frozenset[Endpoint]] = {
     Fault.TRUNCATED_GZIP: BODY_ENDPOINTS,
     Fault.PROXY_DECOMPRESSED: BODY_ENDPOINTS,
     Fault.GZIP_CONTENT_ENCODING: BODY_ENDPOINTS,
+    Fault.ECHO_REQUEST: ALL_ENDPOINTS,
 }
 
 #: Faults that replace the whole answer before the endpoint's own logic runs.
-ERROR_FAULTS: frozenset[Fault] = frozenset({Fault.RATE_LIMIT, Fault.SERVER_ERROR, Fault.FORBIDDEN})
+ERROR_FAULTS: frozenset[Fault] = frozenset(
+    {Fault.RATE_LIMIT, Fault.SERVER_ERROR, Fault.FORBIDDEN, Fault.ECHO_REQUEST}
+)
 #: Faults that change how a download body is delivered.
 BODY_FAULTS: frozenset[Fault] = frozenset(
     {

@@ -170,9 +170,20 @@ class _Handler(BaseHTTPRequestHandler):
         if slow is not None:
             sim.pause(slow.delay)
         fired = sim.take_fault(endpoint, ERROR_FAULTS)
+        if fired is not None and fired.kind is Fault.ECHO_REQUEST:
+            raise self._echo(fired)
         if fired is not None:
             raise _fault_error(fired)
         sim.check_limits(endpoint)
+
+    def _echo(self, fired: FiredFault) -> HttpError:
+        """The ECHO_REQUEST fault's answer: the request line and headers, quoted back."""
+        headers = "; ".join(f"{name}: {value}" for name, value in self.headers.items())
+        message = (
+            f"request refused by the gateway\n\x1b[31m{self.command} "
+            f"http://{self.headers.get('Host', '')}{self.path}\x1b[0m\r\nheaders: {headers}"
+        )
+        return HttpError(fired.status or 403, "permission_denied", message)
 
     def _serve(
         self,
