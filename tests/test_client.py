@@ -902,3 +902,38 @@ def test_a_spooled_file_that_is_not_gzip_gets_its_plain_name(
         False,
         0,
     )
+
+
+def test_a_bundle_redirected_to_another_origin_is_fetched_bare(
+    api: FakeApi, clock: FakeClock, tmp_path: Path
+) -> None:
+    storage = "https://bundles.storage.example.com/b.json.gz?X-Sig=1"
+    api.queue("GET /api/v1/export/get", httpx.Response(302, headers={"Location": storage}))
+    api.queue("GET /b.json.gz", httpx.Response(200, content=gzip.compress(b"[]")))
+    with make_client(api, clock, extra_headers=[("X-Proxy-Token", "proxy-secret")]) as client:
+        client.download_bundle(BIG_ID, tmp_path / "b.json.gz")
+    sent = {r.url.host: r.headers for r in api.requests}
+    assert sent["bundles.storage.example.com"].keys() & {"authorization", "x-proxy-token"} == set()
+    assert sent[httpx.URL(LEGACY).host]["x-proxy-token"] == "proxy-secret"
+
+
+def test_a_redirect_within_the_api_keeps_the_key(
+    api: FakeApi, clock: FakeClock, tmp_path: Path
+) -> None:
+    moved = f"{LEGACY}/export/get?id={BIG_ID}&moved=1"
+    api.queue("GET /api/v1/export/get", httpx.Response(307, headers={"Location": moved}))
+    with make_client(api, clock, extra_headers=[("X-Proxy-Token", "proxy-secret")]) as client:
+        client.download_bundle(BIG_ID, tmp_path / "b.json.gz")
+    assert [("authorization" in r.headers, r.url.params.get("moved")) for r in api.requests] == [
+        (True, None),
+        (True, "1"),
+    ]
+
+
+def test_endless_redirects_are_a_source_error(
+    api: FakeApi, clock: FakeClock, tmp_path: Path
+) -> None:
+    loop = httpx.Response(302, headers={"Location": f"{LEGACY}/export/get?id=1"})
+    api.queue("GET /api/v1/export/get", *([loop] * 10))
+    with make_client(api, clock) as client, pytest.raises(TerminalSourceError, match="redirects"):
+        client.download_bundle(BIG_ID, tmp_path / "b.json.gz")

@@ -59,6 +59,8 @@ DEFAULT_TIMEOUT = 60.0
 FIRST_POLL_WAIT = 0.5
 #: Connecting never waits longer than this, whatever the read timeout.
 MAX_CONNECT_TIMEOUT = 30.0
+#: Redirects followed for one legacy bundle download.
+MAX_REDIRECTS = 5
 #: Fresh signed URLs asked for, in one download attempt, when the last one was refused.
 SIGNED_URL_ATTEMPTS = 3
 #: A full page of the legacy export list; fewer rows means there are no more for now.
@@ -506,7 +508,10 @@ class ExportClient:
                 request = self._http.build_request(
                     "GET", url, params=params, headers=self._headers, timeout=self._timeout
                 )
-            response = self._http.send(request, stream=True, auth=None, follow_redirects=not signed)
+            if signed:  # a signed URL is the end of the road: a redirect there is an error
+                response = self._http.send(request, stream=True, auth=None, follow_redirects=False)
+            else:
+                response = self._send_following(request, what)
             try:
                 if signed and response.status_code in _SIGNED_URL_REFUSED:
                     response.read()
@@ -525,6 +530,27 @@ class ExportClient:
                 )
             finally:
                 response.close()
+
+    def _send_following(self, request: httpx.Request, what: str) -> httpx.Response:
+        """Send `request`, following redirects by hand: within its origin as sent, to another
+        origin (a bundle's storage) as a bare GET, since the API key and every extra header
+        (`AdditionalHttpHeader` may hold a proxy's secret) are for FullStory only."""
+        origin = request.url.copy_with(path="/", query=None, fragment=None)
+        bare = False
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._http.send(request, stream=True, auth=None, follow_redirects=False)
+            following = response.next_request
+            if following is None:
+                return response
+            response.close()
+            if bare or following.url.copy_with(path="/", query=None, fragment=None) != origin:
+                bare = True
+                request = httpx.Request(
+                    "GET", following.url, extensions={"timeout": self._timeout.as_dict()}
+                )
+            else:
+                request = following
+        raise TerminalSourceError(f"{what}: more than {MAX_REDIRECTS} redirects")
 
     def _list_page(self, cursor: int) -> list[Bundle]:
         what = "GET /export/list"
