@@ -24,6 +24,7 @@ from syncd import __version__
 from syncd.config import LoadedSettings, Settings, load_settings
 from syncd.errors import ConfigError, LockedError, SyncdError
 from syncd.observability.logging import configure_logging, safe_text, safe_values
+from syncd.private_files import private_umask, warn_if_shared
 from syncd.timeutil import format_timestamp, utcnow
 
 EXIT_OK = 0
@@ -46,6 +47,12 @@ def _load(args: argparse.Namespace) -> LoadedSettings:
     from syncd.app import register_secrets
 
     register_secrets(s)  # every command's outputs are scrubbed, not only a running app's
+    for folder, what in (
+        (s.state_dir, "StateDir"),
+        (s.tmp_dir, "TmpDir"),
+        (s.local.save_dir, "[local] SaveDir"),
+    ):
+        warn_if_shared(folder, what)
     configure_logging(args.log_format or s.log_format, args.log_level or s.log_level)
     for warning in loaded.warnings:
         log.warning("configuration", detail=warning)
@@ -537,6 +544,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "rollback" and args.from_day and not args.to_day:
         parser.error("--from needs --to")
+    with private_umask():  # exported data and state: 0600 files in 0700 folders
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command in ("run", "once"):
             return cmd_run(args, until_caught_up=args.command == "once")

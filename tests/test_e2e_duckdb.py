@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -483,6 +484,21 @@ def test_retry_after_is_honoured(sim: Simulator, files: SyncdFiles) -> None:
     started = time.monotonic()
     once(files)
     assert time.monotonic() - started >= 1.0
+
+
+def test_every_file_syncd_writes_is_the_owners_alone(tmp_path: Path, sim: Simulator) -> None:
+    files = write_config(tmp_path / "run", sim, START, {"KeepStagedFiles": True})
+    assert once(files) == EXIT_OK
+    made = [files.state_dir, files.save_dir, files.duckdb, tmp_path / "run" / "tmp"]
+    made = [top for top in made if top.exists()]  # TmpDir only when a transform needed it
+    paths = [p for top in made for p in (top, *(top.rglob("*") if top.is_dir() else ()))]
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in paths}
+    wrong = {
+        p: oct(m)
+        for p, m in modes.items()
+        if m != (0o700 if Path(tmp_path / p).is_dir() else 0o600)
+    }
+    assert (wrong, any(p.endswith(".parquet") for p in modes)) == ({}, True)
 
 
 # -- legacy bundles --------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import httpx
 import structlog
 
 from syncd.errors import TransientSourceError
+from syncd.private_files import open_private_new
 
 log = structlog.get_logger(__name__)
 
@@ -135,7 +136,7 @@ def write_body(
     head = b""  # the first bytes, kept until there are enough to recognise gzip
     check: GzipCheck | None = None
     try:
-        with open(part, "wb") as out:
+        with open_private_new(part) as out:
             for chunk in _raw_chunks(response):
                 out.write(chunk)
                 received += len(chunk)
