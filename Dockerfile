@@ -10,10 +10,14 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/syncd
+# every dependency from the lock file, each checked against its hash (`make lock` refreshes it)
+COPY requirements.lock ./
+RUN /opt/syncd/bin/pip install --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY syncd ./syncd
 COPY warehouses ./warehouses
-RUN /opt/syncd/bin/pip install ".[all]"
+# syncd itself, built with the locked setuptools: nothing unhashed is downloaded
+RUN /opt/syncd/bin/pip install --no-deps --no-build-isolation .
 
 # -- run: the virtualenv only, as an unprivileged user ---------------------------------------
 FROM python:3.11-slim

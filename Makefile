@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench bench-quick clean
+.PHONY: demo test lint bench bench-quick clean lock
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ bench: $(BIN)/.installed
 
 bench-quick: $(BIN)/.installed
 	$(BIN)/python scripts/bench.py --quick --out bench-results/bench-quick.json
+
+# The Docker image's dependencies, pinned with hashes, from pyproject.toml's runtime extras.
+lock: $(BIN)/.installed
+	CUSTOM_COMPILE_COMMAND="make lock" PIP_CONFIG_FILE=/dev/null $(BIN)/pip-compile --quiet \
+		--generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
+		--extra aws --extra gcp --extra postgres -o requirements.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

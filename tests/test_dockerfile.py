@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 from syncd.cli import build_parser
 from syncd.config.keys import KEYS
@@ -74,3 +80,46 @@ def test_every_syncd_variable_it_sets_is_a_configuration_key_or_the_config_path(
 def test_the_build_context_leaves_out_the_virtualenv_and_tests() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".git", "tests"} <= set(ignored)
+
+
+def _locked() -> dict[str, tuple[str, int]]:
+    """requirements.lock as {name: (version, number of hashes)}."""
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "requirements.lock").read_text())
+    entries: dict[str, tuple[str, int]] = {}
+    for line in text.splitlines():
+        match = re.match(r"^([A-Za-z0-9_.-]+)==(\S+)(.*)$", line)
+        if match:
+            name = re.sub(r"[-_.]+", "-", match.group(1)).lower()
+            entries[name] = (match.group(2), match.group(3).count("--hash=sha256:"))
+    return entries
+
+
+def test_the_image_installs_only_hashed_locked_packages() -> None:
+    runs = instructions("RUN")
+    assert any("--require-hashes" in r and "-r requirements.lock" in r for r in runs)
+    assert [r for r in runs if "pip install" in r and "--require-hashes" not in r] == [
+        "/opt/syncd/bin/pip install --no-deps --no-build-isolation ."
+    ]
+    assert [name for name, (_, hashes) in _locked().items() if hashes == 0] == []
+
+
+def test_the_lock_pins_every_runtime_dependency_within_its_range() -> None:
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = list(project["dependencies"])
+    for extra in ("aws", "gcp", "postgres"):
+        wanted += project["optional-dependencies"][extra]
+    locked = _locked()
+    problems = []
+    for text in wanted:
+        requirement = Requirement(text)
+        if requirement.marker is not None and not requirement.marker.evaluate(
+            {"python_version": "3.11"}
+        ):
+            continue
+        name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+        version = locked.get(name, ("", 0))[0]
+        if not version or not requirement.specifier.contains(version, prereleases=True):
+            problems.append(f"{text}: locked {version or 'nothing'}")
+    assert problems == [], "run `make lock`"
