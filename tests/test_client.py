@@ -28,7 +28,13 @@ from syncd.errors import (
     TerminalSourceError,
     TransientSourceError,
 )
-from syncd.sources.client import SIGNED_URL_ATTEMPTS, Bundle, ExportClient, map_httpx_error
+from syncd.sources.client import (
+    API_ANSWER_LIMIT,
+    SIGNED_URL_ATTEMPTS,
+    Bundle,
+    ExportClient,
+    map_httpx_error,
+)
 from syncd.sources.download import TruncatedDownload, write_body
 from syncd.sources.fetcher import Fetcher
 from syncd.sources.operations import OperationStore, PendingOperation
@@ -937,3 +943,31 @@ def test_endless_redirects_are_a_source_error(
     api.queue("GET /api/v1/export/get", *([loop] * 10))
     with make_client(api, clock) as client, pytest.raises(TerminalSourceError, match="redirects"):
         client.download_bundle(BIG_ID, tmp_path / "b.json.gz")
+
+
+def gzip_bomb(size: int) -> bytes:
+    return gzip.compress(b" " * size, compresslevel=9)
+
+
+def test_an_api_answer_that_inflates_past_the_limit_is_refused(
+    api: FakeApi, clock: FakeClock
+) -> None:
+    bomb = httpx.Response(
+        200,
+        content=gzip_bomb(API_ANSWER_LIMIT + 1),
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
+    api.queue("POST /segments/v1/exports", *([bomb] * FAST.max_attempts))
+    with make_client(api, clock) as client, pytest.raises(TransientSourceError, match="larger"):
+        client.create_export(START, END)
+
+
+def test_an_inflating_error_body_is_cut_not_read_whole(
+    client: ExportClient, api: FakeApi, tmp_path: Path
+) -> None:
+    api.export_body = b""
+    bomb = httpx.Response(403, content=gzip_bomb(64 << 20), headers={"Content-Encoding": "gzip"})
+    api.queue("GET /exports/export-1.ndjson.gz", *([bomb] * 10))
+    with pytest.raises(SourceError) as caught:
+        client.download_export(EXPORT_ID, tmp_path / "x.gz")
+    assert len(str(caught.value)) < 1000

@@ -68,6 +68,11 @@ LEGACY_PAGE_SIZE = 20
 #: Statuses with which an expired signed URL is refused (S3 and GCS answer 403 or 400).
 _SIGNED_URL_REFUSED = frozenset({400, 403})
 _MAX_DETAIL = 300  # characters of an error body quoted in a message
+#: The most of an API answer read, after decoding: FullStory's are a few KiB; a body that
+#: inflates past this (a gzip bomb, a broken proxy) is refused, never held in memory whole.
+API_ANSWER_LIMIT = 16 << 20
+#: The most of an error body read, after decoding: enough for its message.
+ERROR_BODY_LIMIT = 64 << 10
 
 
 class SignedUrlRefused(TransientSourceError):
@@ -171,6 +176,42 @@ def _translated(what: str) -> Iterator[None]:
         yield
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise map_httpx_error(exc, what) from exc
+
+
+def _read_capped(
+    response: httpx.Response, what: str, limit: int = API_ANSWER_LIMIT, *, truncate: bool = False
+) -> httpx.Response:
+    """`response` (streamed) read into memory, at most `limit` bytes after decoding: a body
+    that inflates past it is cut there (`truncate`, for error bodies, whose start is all that
+    is quoted) or refused as a transient source error. The response is closed."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > limit:
+                if not truncate:
+                    raise TransientSourceError(
+                        f"{what}: HTTP {response.status_code} answer larger than "
+                        f"{limit} bytes once decoded; refused"
+                    )
+                chunks.append(chunk[: len(chunk) - (size - limit)])
+                break
+            chunks.append(chunk)
+    finally:
+        response.close()
+    headers = [
+        (name, value)
+        for name, value in response.headers.multi_items()
+        if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=b"".join(chunks),
+        request=response.request,
+        extensions=response.extensions,
+    )
 
 
 def _raise_for_status(response: httpx.Response, what: str) -> None:
@@ -468,9 +509,10 @@ class ExportClient:
         if self._api_rate is not None:
             self._api_rate.acquire(self._stop)
         with _translated(what):
-            response = self._http.request(
+            request = self._http.build_request(
                 method, url, headers=self._headers, timeout=self._timeout, **kwargs
             )
+            response = _read_capped(self._http.send(request, stream=True), what)
         try:
             _raise_for_status(response, what)
         except RateLimited as exc:
@@ -514,13 +556,14 @@ class ExportClient:
                 response = self._send_following(request, what)
             try:
                 if signed and response.status_code in _SIGNED_URL_REFUSED:
-                    response.read()
+                    refused = _read_capped(response, what, ERROR_BODY_LIMIT, truncate=True)
                     raise SignedUrlRefused(
-                        f"{what}: HTTP {response.status_code}{_api_detail(response)}"
+                        f"{what}: HTTP {response.status_code}{_api_detail(refused)}"
                     )
                 if not response.is_success:
-                    response.read()
-                    _raise_for_status(response, what)
+                    _raise_for_status(
+                        _read_capped(response, what, ERROR_BODY_LIMIT, truncate=True), what
+                    )
                 return write_body(
                     response,
                     dest,
