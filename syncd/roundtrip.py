@@ -110,6 +110,21 @@ SPECIAL_INTS: dict[str, int] = {
     "EventSessionOffset": INT64_MIN,
 }
 
+#: Row 4's integers: the same edges in a row with nothing the columnar fast path hands to the
+#: reference converter (no NUL, canonical timestamps), so they go through DuckDB's casts.
+FAST_INTS: dict[str, int] = {
+    "IndvId": 2**53 + 5,
+    "UserId": INT64_MAX,
+    "SessionId": INT64_MIN,
+    "PageId": 2**62 + 7,
+}
+FAST_CUSTOM: dict[str, Any] = {
+    "user_plan_str": "team",
+    "evt_big_int": INT64_MAX,
+    "evt_nested": {"ids": [2**53 + 1, -(2**53) - 1], "f": 1.5, "s": "x\u2028y 👩‍💻"},
+    "evt_emoji_👍_str": "新しい",
+}
+
 #: Row 3's custom variables and an unknown field (both folded into CustomVars).
 CUSTOM: dict[str, Any] = {
     "user_plan_str": "pro",
@@ -137,12 +152,14 @@ CUSTOM: dict[str, Any] = {
 def edge_rows(
     columns: Sequence[Column], key: BatchKey, max_string_bytes: int | None
 ) -> list[dict[str, Any]]:
-    """Three export rows (JSON objects as the API sends them) over `columns`:
+    """Four export rows (JSON objects as the API sends them) over `columns`:
     1. EventStart at the window's first millisecond, JSON null in every other field;
     2. EventStart at its last millisecond, "" in every string column, zeros elsewhere;
     3. the edges: the long string, emoji, ZWJ, U+2028, NUL, CSV and COPY metacharacters,
        int64 max and min, ids past 2^53, a float, a timestamp before 1970, CustomVars with odd
-       keys and nested values, an unknown field."""
+       keys and nested values, an unknown field;
+    4. int64 max and min, ids past 2^53, emoji, ZWJ and U+2028 again, in a row the columnar
+       fast path types itself (row 3's NUL sends that row to the reference converter)."""
     first, last = key.start, key.end - timedelta(milliseconds=1)
     mid = key.start + timedelta(minutes=30, milliseconds=1)
     cut = max_string_bytes or DEFAULT_CUT
@@ -153,27 +170,34 @@ def edge_rows(
     nulls.update(EventStart=_ms(first), **{ROW_TAG: 1})
     empties: dict[str, Any] = {}
     edges: dict[str, Any] = {}
+    fast: dict[str, Any] = {}
     for n, c in enumerate(fields):
         if c.type is FieldType.STRING:
             empties[c.name] = ""
             edges[c.name] = SPECIAL_STRINGS.get(c.name, f"row 3 {c.name}")
+            fast[c.name] = f"row 4 {c.name} 👩‍💻\u2028新"
         elif c.type is FieldType.INT64:
             empties[c.name] = 0
             edges[c.name] = SPECIAL_INTS.get(c.name, n)
+            fast[c.name] = FAST_INTS.get(c.name, n * 1000)
         elif c.type is FieldType.FLOAT:
             empties[c.name] = 0.0
             edges[c.name] = 0.1
+            fast[c.name] = 123456.789
         elif c.type is FieldType.TIMESTAMP:
             empties[c.name] = _ms(last)
             edges[c.name] = _ms(first)
+            fast[c.name] = _ms(mid)
     empties.update(EventStart=_ms(last), **{ROW_TAG: 2})
     edges.update(EventStart=_ms(mid), **{ROW_TAG: 3})
+    fast.update(EventStart=_ms(mid + timedelta(milliseconds=1)), **{ROW_TAG: 4})
     if "UserCreated" in names:
         edges["UserCreated"] = "1969-12-31T23:59:59.999Z"
     if LONG_COLUMN in names:
         edges[LONG_COLUMN] = long_string(cut)
     edges.update({k: v for k, v in CUSTOM.items() if k not in names})
-    return [nulls, empties, edges]
+    fast.update({k: v for k, v in FAST_CUSTOM.items() if k not in names})
+    return [nulls, empties, edges, fast]
 
 
 def export_body(rows: Sequence[dict[str, Any]]) -> bytes:
@@ -423,7 +447,6 @@ def run_round_trip(
     back and judge every value; remove everything created. Raises ConfigError in StorageOnly
     mode (there is no warehouse to read back) and LockedError when the warehouse is held."""
     from syncd.app import staged_format
-    from syncd.transform.columnar import transform
 
     if settings.storage_only:
         raise ConfigError(
@@ -449,7 +472,7 @@ def run_round_trip(
         limit = warehouse.capabilities.max_string_bytes
         key = round_trip_window(clock())
         report.description = (
-            f"{type(warehouse).__name__} via {fmt}, 3 rows into scratch tables "
+            f"{type(warehouse).__name__} via {fmt}: edge-case rows into scratch tables "
             f"*{SCRATCH_MARK}{token}"
         )
         step = "create the scratch tables"
@@ -462,7 +485,7 @@ def run_round_trip(
         body.write_bytes(export_body(rows))
         step = "transform"
         loaded_at = clock()
-        batch = transform(key, body, work / "out", columns, fmt, loaded_at)
+        batch = _transform(key, body, work / "out", columns, fmt, loaded_at)
         step = "stage"
         name = f"syncd-roundtrip-{token}-{batch.path.name}"
         uri = stage.put(batch.path, name)
@@ -495,6 +518,28 @@ def run_round_trip(
     finally:
         cleanup.run()
     return report
+
+
+def _transform(
+    key: BatchKey,
+    body: Path,
+    out_dir: Path,
+    columns: Sequence[Column],
+    fmt: StagedFormat,
+    loaded_at: datetime,
+) -> TransformedBatch:
+    """The pipeline's transform by the path a real export takes: the columnar fast path where
+    the format has one (`columnar.transform` would send a body this small to the reference
+    path, which the fast path uses for the rows it flags anyway), else the reference path."""
+    from syncd.transform import transform_file
+    from syncd.transform.columnar import FAST_FORMATS, NeedsReference, transform_columnar
+
+    if fmt in FAST_FORMATS:
+        try:
+            return transform_columnar(key, body, out_dir, columns, fmt, loaded_at)
+        except NeedsReference:
+            pass
+    return transform_file(key, body, out_dir, columns, fmt, loaded_at)
 
 
 class _RowsRejected(Exception):

@@ -111,7 +111,9 @@ def test_duckdb_round_trip_from_the_command_line(tmp_path: Path, sim: Simulator)
         "stage        ok",
         "warehouse    ok",
         out.splitlines()[4],
-    ] and out.splitlines()[4].startswith("round trip   DuckDBWarehouse via parquet, 3 rows")
+    ] and out.splitlines()[4].startswith(
+        "round trip   DuckDBWarehouse via parquet: edge-case rows into scratch tables"
+    )
     assert out.splitlines()[5].split() == ["field", "sent", "received", "verdict"]
     assert line_of(out, "row 3 IndvId").split()[-3:] == [
         "9223372036854775807",
@@ -205,7 +207,7 @@ def test_an_id_read_through_a_float_fails_the_round_trip(
     ]
     assert line_of(out, "row 3 IndvId").endswith(EXACT)
     assert "round trip   FAILED: " in out and out.rstrip().split("\n")[-2].endswith(
-        "changed: row 3 UserId"
+        "changed: row 3 UserId, row 4 UserId"
     )
     assert duckdb_tables(files) == []
     nothing_left_locally(files)
@@ -595,3 +597,20 @@ def test_make_test_live_without_variables_says_what_to_set() -> None:
     )
     assert "set SYNCD_TEST_BIGQUERY_PROJECT, _DATASET and _BUCKET" in result.stdout
     assert " passed" not in result.stdout  # nothing ran against a cloud
+
+
+def test_the_rows_take_the_columnar_fast_path_where_the_format_has_one(
+    tmp_path: Path,
+    sim: Simulator,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As a real export of some size would (a body this small would take the reference path)."""
+    import syncd.transform
+
+    def no_reference_path(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the reference transform_file was used")
+
+    monkeypatch.setattr(syncd.transform, "transform_file", no_reference_path)
+    code, out = check_round_trip(write_config(tmp_path, sim, START), capsys)
+    assert (code, "via parquet" in out) == (EXIT_OK, True), out
