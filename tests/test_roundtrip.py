@@ -424,7 +424,9 @@ def postgres_tables(schema: str) -> list[str]:
     return sorted(r[0] for r in rows)
 
 
-@pytest.mark.parametrize("fmt", ["auto", "csv"])
+@pytest.mark.parametrize(
+    ("fmt", "custom_vars"), [("auto", "varchar"), ("csv", "varchar"), ("auto", "super")]
+)
 def test_redshift_round_trip(
     tmp_path: Path,
     sim: Simulator,
@@ -432,8 +434,13 @@ def test_redshift_round_trip(
     redshift_proxy: RedshiftProxy,
     capsys: pytest.CaptureFixture[str],
     fmt: str,
+    custom_vars: str,
 ) -> None:
-    overrides = {**aws_overrides(aws, bucket_path="fullstory"), "StagedFormat": fmt}
+    overrides = {
+        **aws_overrides(aws, bucket_path="fullstory"),
+        "StagedFormat": fmt,
+        "redshift.CustomVarsType": custom_vars,
+    }
     files = write_config(tmp_path, sim, START, overrides)
     code, out = check_round_trip(files, capsys)
     assert code == EXIT_OK, out
