@@ -3,7 +3,8 @@
 Why: a warehouse, a driver or a stand-in that quietly changes a value (an id past 2^53 read
 through a float, NULL loaded as "", a long string cut inside a character, a NUL) passes every
 row count. The round trip sends rows built to meet those edges as an export body (gzip NDJSON,
-as the export API sends it) through the SAME transform as the pipeline, the configured stage
+as the export API sends it) through the SAME transform as the pipeline (by its columnar fast
+path where the staged format has one, as a real export takes it), the configured stage
 (`Stage.put`) and the warehouse's `ensure_tables` + `commit_batch`, into scratch tables
 (`<table>__syncd_roundtrip_<random>`: the configured tables are never touched), reads the
 batch back (`Warehouse.read_rows`), and judges each value against the documented rules:
@@ -67,8 +68,8 @@ _SHOW_CHARS = 34
 
 
 def round_trip_window(now: datetime) -> BatchKey:
-    """The last whole hour before `now`: recent, so that a partition expiration set on the
-    warehouse does not drop the rows as they land."""
+    """The whole hour that ended an hour before the current one began: recent, so that a
+    partition expiration set on the warehouse does not drop the rows as they land."""
     hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     return BatchKey(hour - timedelta(hours=2), hour - timedelta(hours=1))
 

@@ -444,6 +444,7 @@ def test_redshift_round_trip(
     files = write_config(tmp_path, sim, START, overrides)
     code, out = check_round_trip(files, capsys)
     assert code == EXIT_OK, out
+    assert "proxy-password" not in out
     assert "RedshiftWarehouse via csv" in out
     assert line_of(out, "row 3 PageUrl").endswith(CUT.format(limit=65535))
     assert postgres_tables(aws.schema) == []
@@ -468,6 +469,7 @@ def test_redshift_round_trip_over_parquet(
     files = write_config(tmp_path, sim, START, overrides)
     code, out = check_round_trip(files, capsys)
     assert (postgres_tables(aws.schema), aws.keys()) == ([], [])  # cleaned up either way
+    assert "proxy-password" not in out
     assert code == EXIT_OK, out
 
 
