@@ -1,9 +1,10 @@
-# The two commands of the README: `make demo` and `make test`. Each sets up what it needs.
+# The two commands of the README: `make demo` and `make test` (and `make test-live` for real
+# clouds). Each sets up what it needs.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench bench-quick clean lock
+.PHONY: demo test test-live lint bench bench-quick clean lock
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,13 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed
 	PYTHON=$(BIN)/python ./scripts/setup-standins.sh
 	$(BIN)/python -m pytest -q
+
+# Against real clouds: the live tests and `syncd check --round-trip`, for each of Redshift + S3
+# (SYNCD_TEST_REDSHIFT_{HOST,PORT,DB,USER,PASSWORD,IAM_ROLE,BUCKET,REGION}) and BigQuery + GCS
+# (SYNCD_TEST_BIGQUERY_{PROJECT,DATASET,BUCKET}) whose variables are all set; the others are
+# skipped, each skip saying what to set.
+test-live: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m live -rs
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check syncd warehouses standins tests scripts

@@ -399,7 +399,35 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"{name:<12} FAILED: {safe_text(str(exc))}")
         else:
             print(f"{name:<12} ok")
+    if args.round_trip:
+        if any(p.startswith(("stage:", "warehouse:")) for p in problems):
+            print(f"{'round trip':<12} not run: the stage or the warehouse is not reachable")
+            return EXIT_FAILED
+        if not _round_trip(settings):
+            return EXIT_FAILED
     return EXIT_FAILED if problems else EXIT_OK
+
+
+def _round_trip(settings: Settings) -> bool:
+    """Run `syncd.roundtrip` and print its table, verdict and cleanup; True when all is well."""
+    from syncd.roundtrip import run_round_trip, summary, table_lines
+
+    report = run_round_trip(settings)
+    print(f"{'round trip':<12} {report.description}")
+    for line in table_lines(report):
+        print(line)
+    if report.error is not None:
+        print(f"{'round trip':<12} FAILED at {report.error}")
+    elif all(c.ok for c in report.checks):
+        print(f"{'round trip':<12} ok: {summary(report)}")
+    else:
+        changed = [f"row {c.row} {c.column}" for c in report.checks if not c.ok]
+        print(f"{'round trip':<12} FAILED: {summary(report)}; changed: {', '.join(changed)}")
+    if report.left_behind:
+        print(f"{'cleanup':<12} FAILED, left behind: {'; '.join(report.left_behind)}")
+    else:
+        print(f"{'cleanup':<12} ok: removed {', '.join(report.removed)}")
+    return report.ok
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -510,12 +538,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--from", dest="from_day", required=True, help="first UTC day to replace, YYYY-MM-DD"
     )
     p.add_argument("--to", dest="to_day", help="last UTC day (inclusive; default: --from)")
-    with_config(
+    p = with_config(
         command(
             "check",
             "validate the config and reach the API, the stage and the warehouse",
-            "syncd check -c syncd.toml",
+            "syncd check -c syncd.toml --round-trip",
         )
+    )
+    p.add_argument(
+        "--round-trip",
+        action="store_true",
+        help="also load edge-case rows into scratch tables through the stage, read them back "
+        "and compare value by value (exit 1 on any undocumented change); removes what it made",
     )
     p = command(
         "demo",

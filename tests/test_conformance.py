@@ -7,6 +7,7 @@ adapter's service is not available here).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,6 +19,7 @@ import gcp_support
 import pytest
 
 from syncd.batch import StagedBatch, StagedFormat, SyncRecord, TransformedBatch
+from syncd.errors import TerminalLoadError
 from syncd.fields import export_columns
 from syncd.timeutil import UTC
 from warehouses.base import Stage, Warehouse
@@ -198,3 +200,73 @@ def test_rollback_reports_the_days(
 def test_sync_records_are_utc(adapter: Adapter, commit: Callable[..., TransformedBatch]) -> None:
     commit("2024-03-01T00:00:00Z")
     assert {r.end.tzinfo for r in adapter.warehouse.sync_records()} == {UTC}
+
+
+# --- the round trip's two methods: read a batch back, drop the tables --------------------------
+
+
+def test_read_rows_gives_a_batchs_rows_typed(
+    adapter: Adapter, commit: Callable[..., TransformedBatch]
+) -> None:
+    if isinstance(adapter.warehouse, StorageOnlyWarehouse):
+        pytest.skip("StorageOnly loads no rows (see the test below)")
+    batch = commit("2024-03-01T00:00:00Z", count=2)
+    commit("2024-03-01T01:00:00Z", count=1)  # another batch's row is not read
+    rows = sorted(adapter.warehouse.read_rows(batch.key.id), key=lambda r: r["IndvId"])
+    assert [
+        (
+            r["IndvId"],
+            r["EventStart"],
+            r["EventType"],
+            r["EventCumulativeLayoutShift"],
+            json.loads(r["CustomVars"]),
+            r["SyncdBatchId"],
+            r["UserEmail"],
+        )
+        for r in rows
+    ] == [
+        (
+            5_000_000_000_000_000 + n,
+            batch.key.start + timedelta(minutes=n),
+            "click",
+            0.25,
+            {"user_plan_str": "pro", "evt_total_real": 9.5},
+            batch.key.id,
+            None,
+        )
+        for n in range(2)
+    ]
+
+
+def test_read_rows_keeps_types_exactly(
+    adapter: Adapter, commit: Callable[..., TransformedBatch]
+) -> None:
+    if isinstance(adapter.warehouse, StorageOnlyWarehouse):
+        pytest.skip("StorageOnly loads no rows")
+    batch = commit("2024-03-01T00:00:00Z", count=1)
+    (row,) = adapter.warehouse.read_rows(batch.key.id)
+    assert (
+        type(row["IndvId"]),
+        type(row["EventCumulativeLayoutShift"]),
+        type(row["CustomVars"]),
+        row["EventStart"].tzinfo,
+    ) == (int, float, str, UTC)
+
+
+def test_drop_tables_leaves_no_sync_point_and_can_run_twice(
+    adapter: Adapter, commit: Callable[..., TransformedBatch]
+) -> None:
+    if isinstance(adapter.warehouse, StorageOnlyWarehouse):
+        pytest.skip("StorageOnly creates no tables")
+    commit("2024-03-01T00:00:00Z")
+    adapter.warehouse.drop_tables()
+    adapter.warehouse.drop_tables()
+    assert adapter.warehouse.sync_records() == []
+
+
+def test_storage_only_has_no_rows_to_read_and_no_tables_to_drop(adapter: Adapter) -> None:
+    if not isinstance(adapter.warehouse, StorageOnlyWarehouse):
+        pytest.skip("for StorageOnly")
+    adapter.warehouse.drop_tables()
+    with pytest.raises(TerminalLoadError, match="StorageOnly mode loads no rows"):
+        adapter.warehouse.read_rows("segment-20240301T000000Z-20240301T010000Z")

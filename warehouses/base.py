@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from syncd.batch import StagedBatch, StagedFormat, SyncRecord
 from syncd.errors import ConfigError
@@ -117,6 +117,19 @@ class Warehouse(Protocol):
 
     def check(self) -> None:
         """Raise a LoadError saying plainly what is wrong (cannot connect, no permission)."""
+        ...
+
+    def read_rows(self, batch_id: str) -> list[dict[str, Any]]:
+        """The export rows of one batch as stored, for `syncd check --round-trip`: one dict per
+        row keyed by column (catalog spelling), values as the warehouse returns them typed:
+        int, float, str, aware UTC datetime, JSON columns as JSON text; NULL as None. No
+        value passes through a float unless its column is FLOAT."""
+        ...
+
+    def drop_tables(self) -> None:
+        """Drop the export, sync and rejects tables (and any helper table of theirs) if they
+        exist: only ever called on the round trip's scratch tables. Raises a LoadError naming
+        what could not be dropped."""
         ...
 
     def close(self) -> None: ...

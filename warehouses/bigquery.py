@@ -49,6 +49,7 @@ requests of at most `request_timeout` each.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import hashlib
 import re
 import string
@@ -1010,6 +1011,56 @@ class BigQueryWarehouse:
             raise map_bigquery_error(exc, action) from exc
         except _MAPPED + _requests_errors() as exc:
             raise map_bigquery_error(exc, action or "reach BigQuery") from exc
+
+    # --- the round trip (`syncd check --round-trip`) ---------------------------------------
+
+    def read_rows(self, batch_id: str) -> list[dict[str, Any]]:
+        """The export rows of one batch, typed as stored (see `Warehouse.read_rows`): the
+        client reads INT64 from its decimal text, never through a float."""
+        columns = self._table_columns(self.tables.export)
+        text = _render(
+            "SELECT {columns} FROM {export} WHERE {SyncdBatchId} = @batch_id",
+            columns=_columns(c.name for c in columns),
+            export=self._q(self.tables.export),
+        )
+        rows = self._query(text, [("batch_id", "STRING", batch_id)], f"read rows of {batch_id}")
+        return [
+            {c.name: sql.stored_value(v, c.type) for c, v in zip(columns, row, strict=True)}
+            for row in rows
+        ]
+
+    def drop_tables(self) -> None:
+        """Drop the export, sync, rejects and lease tables and the export table's staging
+        tables (`<export>__syncd_*`, left by a failed commit), those that exist; raise a
+        LoadError naming every table that could not be dropped."""
+        prefix = f"{self.tables.export}__syncd_"
+        listed = self._call(
+            lambda: list(
+                self._client.list_tables(
+                    self._dataset_ref(), retry=self.retry, timeout=self.request_timeout
+                )
+            ),
+            "list the tables",
+        )
+        staging = sorted(t.table_id for t in listed if str(t.table_id).startswith(prefix))
+        own = (self.tables.export, self.tables.sync, self.tables.rejects, self.lease_table)
+        failed: list[str] = []
+        for table in (*staging, *own):
+            try:
+                self._call(
+                    functools.partial(
+                        self._client.delete_table,
+                        self._ref(table),
+                        not_found_ok=True,
+                        retry=self.retry,
+                        timeout=self.request_timeout,
+                    ),
+                    f"drop table {table}",
+                )
+            except LoadError as exc:
+                failed.append(str(exc))
+        if failed:
+            raise TerminalLoadError("; ".join(failed))
 
 
 def _literal(word: str) -> str:

@@ -425,6 +425,37 @@ class DuckDBWarehouse:
         )
         return self._count(Query(statement, params))
 
+    # --- the round trip (`syncd check --round-trip`) ---------------------------------------
+
+    def read_rows(self, batch_id: str) -> list[dict[str, Any]]:
+        """The export rows of one batch, typed as stored (see `Warehouse.read_rows`)."""
+        with self._lock:
+            columns = [
+                Column(name, sql.field_type_of(type_))
+                for name, type_ in self._columns(self.tables.export)
+            ]
+            statement = render(
+                "SELECT {columns} FROM {export} WHERE {SyncdBatchId} = {p}",
+                DUCKDB,
+                self.tables,
+                columns=sql.column_list(columns),
+            )
+            rows = self._fetch(Query(statement, (batch_id,)), f"read the rows of {batch_id}")
+        return [
+            {c.name: sql.stored_value(v, c.type) for c, v in zip(columns, row, strict=True)}
+            for row in rows
+        ]
+
+    def drop_tables(self) -> None:
+        """Drop the export, sync and rejects tables, if they exist, in one transaction."""
+        self._require_writable("drop the tables")
+        with self._lock, self._transaction("drop the tables"):
+            for table in (self.tables.export, self.tables.sync, self.tables.rejects):
+                qualified = self.tables.qualified(table)
+                self._execute(
+                    Query(render("DROP TABLE IF EXISTS {table}", DUCKDB, table=qualified))
+                )
+
 
 class _RollbackProbe(Exception):
     """Ends the write probe of `check` by rolling its transaction back."""

@@ -486,6 +486,37 @@ class DbApiWarehouse(ABC):
                 f"the batch says {expected}"
             )
 
+    # --- the round trip (`syncd check --round-trip`) ---------------------------------------
+
+    def read_rows(self, batch_id: str) -> list[dict[str, Any]]:
+        """The export rows of one batch, typed as stored (see `Warehouse.read_rows`); columns
+        under syncd's spelling where the warehouse folds case."""
+        with self._lock, self._transaction(f"read the rows of {batch_id}") as cursor:
+            existing = self._columns(cursor, self.tables.export)
+            statement = render(
+                "SELECT {columns} FROM {export} WHERE {SyncdBatchId} = {p}",
+                self.dialect,
+                self.tables,
+                columns=sql.column_list([name for name, _ in existing]),
+            )
+            rows = self._fetch(cursor, Query(statement, (batch_id,)))
+        columns = [Column(self._canonical(n, ()), sql.field_type_of(t)) for n, t in existing]
+        return [
+            {c.name: sql.stored_value(v, c.type) for c, v in zip(columns, row, strict=True)}
+            for row in rows
+        ]
+
+    def drop_tables(self) -> None:
+        """Drop the export, sync, rejects and lease tables, if they exist, in one transaction."""
+        lease = validate_identifier(f"{self.tables.sync}_lease", "lease table")
+        with self._lock, self._transaction("drop the tables") as cursor:
+            for table in (self.tables.export, self.tables.sync, self.tables.rejects, lease):
+                qualified = self.tables.qualified(table)
+                self._execute(
+                    cursor,
+                    Query(render("DROP TABLE IF EXISTS {table}", self.dialect, table=qualified)),
+                )
+
 
 class PostgresWarehouse(DbApiWarehouse):
     """Implements `warehouses.base.Warehouse` on PostgreSQL, loading from the local stage."""

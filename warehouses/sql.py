@@ -12,6 +12,7 @@ Timestamps are stored as naive UTC (`TIMESTAMP` without time zone), as hauser di
 
 from __future__ import annotations
 
+import json
 import re
 import string
 from collections.abc import Collection, Mapping, Sequence
@@ -480,3 +481,16 @@ def from_db_timestamp(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def stored_value(value: Any, type_: FieldType) -> Any:
+    """A value read back from a column, in `Warehouse.read_rows`' terms: timestamps aware UTC,
+    JSON as JSON text (a driver's parsed value is written back by the stdlib, which keeps
+    integers exact); everything else as the driver returned it."""
+    if value is None:
+        return None
+    if type_ is FieldType.TIMESTAMP and isinstance(value, datetime):
+        return from_db_timestamp(value)
+    if type_ is FieldType.JSON and not isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return value

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
+from typing import Any
 
 import structlog
 
@@ -141,3 +142,14 @@ class StorageOnlyWarehouse:
             return self.stage.read_checkpoint()
         except StageError as exc:
             raise _load_error(exc, "cannot read the checkpoint") from exc
+
+    # --- the round trip (`syncd check --round-trip`) ---------------------------------------
+
+    def read_rows(self, batch_id: str) -> list[dict[str, Any]]:
+        """Nothing is loaded in this mode, so there are no rows to read back."""
+        raise TerminalLoadError(
+            "StorageOnly mode loads no rows into a warehouse: there are none to read back"
+        )
+
+    def drop_tables(self) -> None:
+        """Nothing to drop: this mode creates no tables."""
