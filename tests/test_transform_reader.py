@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from syncd.errors import TransformError
 from syncd.transform import reader as reader_module
-from syncd.transform.reader import ExportRow, open_export, parse_exact
+from syncd.transform.reader import ExportRow, open_export, parse_exact, row_text
 
 ROWS = [
     {"IndvId": 9007199254740993, "EventType": "click", "PageIp": ""},
@@ -150,9 +150,16 @@ def test_integer_beyond_64_bits_is_read_exactly_by_the_forgiving_parser() -> Non
     }
 
 
-def test_streamed_array_with_integer_beyond_int64_is_read_exactly(tmp_path: Path) -> None:
+def test_streamed_array_with_integer_beyond_int64_keeps_its_text_for_an_exact_parse(
+    tmp_path: Path,
+) -> None:
+    # as on the line path: orjson's value may round it (exact=False), the text is exact
     path = write(tmp_path / "x.gz", b'[{"n":1}, {"n":123456789012345678901234567890}]')
-    assert values(path) == [{"n": 1}, {"n": 123456789012345678901234567890}]
+    huge = rows(path)[1]
+    assert (huge.exact, parse_exact(row_text(huge))) == (
+        False,
+        {"n": 123456789012345678901234567890},
+    )
 
 
 def test_exact_streamed_parse_leaves_an_escaped_nul_as_the_line_path_does(tmp_path: Path) -> None:
@@ -281,3 +288,57 @@ def test_line_path_and_streaming_parser_agree(
         for i, data in enumerate([one_per_line, compact, pretty])
     ]
     assert results == [rows, rows, rows]
+
+
+DEEP = b"[" * 5000 + b"]" * 5000
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'[{"a":1},\n' + DEEP + b',\n{"a":3}]\n',  # one element per line
+        b'[{"a":1},' + DEEP + b',{"a":3}]',  # compact: the splitter
+        b'{"a":1}\n' + DEEP + b'\n{"a":3}\n',  # NDJSON
+    ],
+    ids=["one-per-line", "compact", "ndjson"],
+)
+def test_a_row_nested_too_deeply_is_quarantined_and_the_rest_loads(
+    tmp_path: Path, data: bytes
+) -> None:
+    got = [(r.position, r.value, r.error) for r in rows(write(tmp_path / "x.gz", data))]
+    assert got == [
+        (0, {"a": 1}, ""),
+        (1, None, "JSON nested too deeply (more than 1000 levels)"),
+        (2, {"a": 3}, ""),
+    ]
+
+
+def test_an_array_element_longer_than_the_limit_is_quarantined_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reader_module, "MAX_ROW_BYTES", 64)
+    monkeypatch.setattr(reader_module, "RAW_LIMIT", 10)
+    big = b'{"s":"' + b"x" * 500 + b'"}'
+    got = rows(write(tmp_path / "x.gz", b'[{"a":1},' + big + b',{"a":3}]'))
+    assert [(r.value, r.raw, r.error) for r in got] == [
+        ({"a": 1}, b'{"a":1}', ""),
+        (None, big[:10], "array element longer than 64 bytes"),
+        ({"a": 3}, b'{"a":3}', ""),
+    ]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b'[{"a":"x\\\\"},{"b":"]"}]', b'[{"a":"\\"],"},{"b":2}]', b'["[{",{"c":"}"}]'],
+    ids=["escaped-backslash", "escaped-quote", "brackets-in-strings"],
+)
+def test_the_splitter_reads_strings_as_json_does(tmp_path: Path, data: bytes) -> None:
+    assert values(write(tmp_path / "x.gz", data)) == json.loads(data)
+
+
+def test_the_splitter_reads_strings_across_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reader_module, "_STREAM_READ", 3)  # every token split between reads
+    data = b'[{"a":"x\\\\","b":"\\"]"},\n  {"c":[1,{"d":"}"}]}]'
+    assert values(write(tmp_path / "x.gz", data)) == json.loads(data)

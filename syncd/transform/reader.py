@@ -6,12 +6,15 @@ or plain, and holds NDJSON (first non-blank byte "{") or one JSON array (first b
 - NDJSON is read line by line; a line that is not JSON becomes a row with an `error`, to be
   quarantined, and the rest of the file still loads.
 - An array is read line by line too while every line holds exactly one element (the layout
-  FullStory writes). At the first line that does not, the file is parsed again from the start
-  with ijson (yajl2_c), skipping the elements already given: any layout gives the same rows.
-  yajl2_c mishandles lone surrogate escapes (a lone low one fails the parse, a lone high one
-  becomes "?"), so once the text it is fed holds one, the rest of the array is parsed by
-  ijson's exact pure-Python backend instead, and lone surrogates become U+FFFD as on every
-  other path. An array is one JSON document, so damage inside it fails the whole file.
+  FullStory writes). At the first line that does not, the file is read again from the start by
+  a splitter that cuts the array into its elements' texts (tracking strings, escapes and
+  nesting, never building a value), skipping the elements already given; each element is then
+  parsed as a line is: any layout gives the same rows. An array is one JSON document, so damage
+  inside it fails the whole file.
+
+Memory stays bounded whatever the input: a row or array element longer than `MAX_ROW_BYTES`
+is quarantined unread (only its first `RAW_LIMIT` bytes are kept), and one nested deeper than
+the parsers go (orjson stops at 1024 levels) is quarantined with that reason.
 
 A damaged gzip stream, a file that is neither layout, or an invalid array raise TransformError:
 never a short batch. Invalid UTF-8 is decoded with U+FFFD and raw NUL bytes inside strings
@@ -20,7 +23,6 @@ become U+FFFD (rows load). Blank lines are not rows; `position` counts rows from
 
 from __future__ import annotations
 
-import codecs
 import gzip
 import json
 import re
@@ -30,7 +32,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, Protocol
 
-import ijson
 import orjson
 
 from syncd.errors import TransformError
@@ -50,21 +51,6 @@ _JSON_WHITESPACE = b" \t\r\n"
 _BOM = b"\xef\xbb\xbf"
 _COMMA, _CLOSE = ord(","), ord("]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]", re.ASCII)
-#: A surrogate escape that is not half of a pair: a high one not followed by a low one, or a
-#: low one not preceded by a high one. An escaped backslash before "u" may match too, which only
-#: costs speed (the exact parser gives the same rows).
-_LONE_SURROGATE_ESCAPE = re.compile(
-    r"\\u[dD](?:(?P<high>[89abAB])[0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
-    r"|[c-fC-F][0-9a-fA-F]{2}(?<!\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}))",
-    re.ASCII,
-)
-#: What may follow a high surrogate escape at the end of a read when the low one that pairs
-#: it comes with the next read.
-_LOW_ESCAPE_START = re.compile(r"(\\(u([dD]([c-fC-F][0-9a-fA-F]{0,2})?)?)?)?", re.ASCII)
-#: How much of the previous read the lone-surrogate check looks back into: one escape pair.
-_ESCAPE_PAIR_CHARS = 12
-#: A surrogate code point in a parsed string: a lone one (pairs decode to one character).
-_SURROGATE_CHAR = re.compile("[\ud800-\udfff]")
 _STREAM_READ = 1 << 16
 # Array line states: after "[", after ",", after an element with no separator on its line, done.
 _OPEN, _NEED_ELEMENT, _AFTER_ELEMENT, _CLOSED = range(4)
@@ -93,7 +79,19 @@ class _ByteStream(Protocol):
 
 
 class _Unparsed(Exception):
-    """A row's text is not JSON."""
+    """A row's text is not JSON, or (`too_deep`) nested deeper than a parser goes."""
+
+    def __init__(self, message: str, *, too_deep: bool = False) -> None:
+        super().__init__(message)
+        self.too_deep = too_deep
+
+
+class TooDeep(ValueError):
+    """JSON nested deeper than the parser's recursion allows."""
+
+
+#: The reason a row nested too deeply is quarantined with.
+TOO_DEEP = "JSON nested too deeply (more than 1000 levels)"
 
 
 def _finite_float(text: str) -> float:
@@ -122,7 +120,7 @@ def parse_exact(text: bytes) -> Any:
     try:
         value = _EXACT_DECODER.decode(decoded)
     except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+        raise TooDeep(TOO_DEEP) from None
     if _SURROGATE_ESCAPE.search(decoded):
         value = clean_value(value)
     return value
@@ -135,24 +133,10 @@ def _parse(text: bytes) -> tuple[Any, bool]:
     except orjson.JSONDecodeError as exc:
         try:
             return parse_exact(text), True
+        except TooDeep:
+            raise _Unparsed(TOO_DEEP, too_deep=True) from None
         except ValueError:
             raise _Unparsed(str(exc)) from None
-
-
-def _holds_surrogate(value: Any) -> bool:
-    """Whether a string anywhere in `value` (keys too) holds a lone surrogate."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            if _SURROGATE_CHAR.search(item):
-                return True
-        elif isinstance(item, dict):
-            pending.extend(item)
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return False
 
 
 def row_text(row: ExportRow) -> bytes:
@@ -160,54 +144,6 @@ def row_text(row: ExportRow) -> bytes:
     if row.raw is not None:
         return row.raw
     return dump_json(row.value).encode()
-
-
-class _CleanStream:
-    """A byte stream for ijson: BOM dropped, invalid UTF-8 and NUL turned into U+FFFD.
-
-    `lone_surrogate` turns True in the read that completes the first lone surrogate escape:
-    an element parsed entirely from earlier reads holds none. A high surrogate escape that
-    ends a read and may be paired by the next one is decided with the next read (its string,
-    and so its element, cannot end before).
-    """
-
-    def __init__(self, stream: _ByteStream) -> None:
-        self._stream = stream
-        self._decoder = codecs.getincrementaldecoder("utf-8-sig")("replace")
-        self.lone_surrogate = False
-        self._tail = ""  # the end of the text read so far, for escapes across two reads
-        self._tail_at = 0  # where the tail starts in the text read so far
-        self._decided = 0  # escapes ending up to here in the text read so far are decided
-
-    def read(self, size: int = -1) -> bytes:
-        if size == 0:
-            return b""
-        while True:
-            chunk = self._stream.read(size if size > 0 else _STREAM_READ)
-            text = self._decoder.decode(chunk, not chunk)
-            if "\x00" in text:
-                text = text.replace("\x00", REPLACEMENT)
-            if not self.lone_surrogate:
-                self._check_surrogates(text, final=not chunk)
-            if text or not chunk:
-                return text.encode()
-
-    def _check_surrogates(self, text: str, *, final: bool) -> None:
-        window, at = self._tail + text, self._tail_at
-        decided = at + len(window)
-        if "\\u" in window:
-            for match in _LONE_SURROGATE_ESCAPE.finditer(window):
-                if at + match.end() <= self._decided:
-                    continue  # seen whole, with its neighbours, in the previous read
-                after = window[match.end() :]
-                if not final and match.lastgroup == "high" and _LOW_ESCAPE_START.fullmatch(after):
-                    decided = at + match.start()  # ends this read: the next one tells
-                    break
-                self.lone_surrogate = True
-                return
-        self._decided = decided
-        self._tail = window[-_ESCAPE_PAIR_CHARS:]
-        self._tail_at = at + len(window) - len(self._tail)
 
 
 def _open(source: Path) -> _ByteStream:
@@ -308,7 +244,8 @@ class ExportReader:
                 try:
                     value, exact = _parse(text)
                 except _Unparsed as exc:
-                    yield ExportRow(position, None, text, f"not JSON: {exc}", False)
+                    reason = str(exc) if exc.too_deep else f"not JSON: {exc}"
+                    yield ExportRow(position, None, text[:RAW_LIMIT], reason, False)
                 else:
                     yield ExportRow(position, value, text, "", exact)
             position += 1
@@ -343,53 +280,152 @@ class ExportReader:
                 body, after = text, _AFTER_ELEMENT
             try:
                 value, exact = _parse(body)
-            except _Unparsed:
-                yield from self._streamed_array(skip=position)
-                return
-            yield ExportRow(position, value, body, "", exact)
+            except _Unparsed as exc:
+                if not exc.too_deep:  # maybe an element over several lines: split properly
+                    yield from self._streamed_array(skip=position)
+                    return
+                yield ExportRow(position, None, body[:RAW_LIMIT], str(exc), False)
+            else:
+                yield ExportRow(position, value, body, "", exact)
             position += 1
             state = after
         if state != _CLOSED:
             raise TransformError(f"{self.source.name} ends inside its JSON array (truncated)")
 
     def _streamed_array(self, skip: int) -> Iterator[ExportRow]:
-        """The array parsed from the start by ijson; rows before `skip` were already given.
+        """The array split into elements from the start; rows before `skip` were already given.
 
-        yajl2_c refuses integers beyond int64 and mishandles lone surrogate escapes; only then
-        is the slow pure-Python backend (exact integers, lone surrogates kept) used, from the
-        first element not given yet. An element holding a lone surrogate is cleaned as
-        `parse_exact` cleans such a row on the line path (U+FFFD for it and for NUL); the others
-        are left as the line path leaves them.
+        Each element's text is parsed as a line of the line path is (orjson, else the exact
+        parser), so every layout gives the same rows; one longer than MAX_ROW_BYTES or nested
+        too deeply is quarantined, anything else that does not parse fails the file.
         """
         self.streamed = True
-        done = skip
-        backend: Any = ijson  # the best backend installed: yajl2_c
-        while True:
-            stream = self._stream()
-            clean = _CleanStream(stream)
-            exact = backend.backend_name == "python"
-            items = backend.items(clean, "item", use_float=True)
+        stream = self._stream()
+        _skip_to_content(stream)
+        stream.read(1)  # the "[" (sniffed before)
+        splitter = _ArraySplitter(stream, self.source.name)
+        for position, (text, size) in enumerate(splitter.elements()):
+            if position < skip:
+                continue
+            if size > MAX_ROW_BYTES:
+                error = f"array element longer than {MAX_ROW_BYTES} bytes"
+                yield ExportRow(position, None, text, error, False)
+                continue
             try:
-                for position, value in enumerate(items):
-                    if position < done:
-                        continue
-                    if not exact and clean.lone_surrogate:
-                        break  # this element may hold it: read on with the exact backend
-                    if exact and _holds_surrogate(value):
-                        value = clean_value(value)  # as `parse_exact` cleans such a row
-                    yield ExportRow(position, value, None, "", True)
-                    done = position + 1
-                else:
-                    return
-            except (ijson.JSONError, ValueError) as exc:
-                overflow = "integer overflow" in str(exc)
-                if exact or not (overflow or clean.lone_surrogate):
+                value, exact = _parse(text)
+            except _Unparsed as exc:
+                if not exc.too_deep:
                     raise TransformError(
                         f"{self.source.name} is not a valid JSON array: {_first_line(exc)}"
-                    ) from exc
-            finally:
-                stream.close()
-            backend = ijson.get_backend("python")
+                    ) from None
+                yield ExportRow(position, None, text[:RAW_LIMIT], str(exc), False)
+                continue
+            yield ExportRow(position, value, text, "", exact)
+
+
+#: How deep the splitter checks that brackets close what they opened (deeper, the element's
+#: own parse refuses it anyway): memory for this stays small whatever the depth.
+_KINDS_TRACKED = 1024
+
+
+class _ArraySplitter:
+    """Cuts the rest of a JSON array (after its "[") into the texts of its elements.
+
+    It tracks only what decides where an element ends: strings (with escapes), brackets and
+    top-level commas, scanned with regular expressions, so no value is built and memory is one
+    element at most (MAX_ROW_BYTES; past that only the first RAW_LIMIT bytes are kept, and the
+    element's size tells the caller).
+    """
+
+    _STRUCTURE = re.compile(rb'[][{},"]')
+    #: A string's text up to its closing quote (or a backslash that ends the chunk). No
+    #: possessive quantifiers (Python 3.10): nothing follows the group, so nothing backtracks.
+    _STRING_BODY = re.compile(rb'(?:[^"\\]+|\\.)*', re.DOTALL)
+
+    def __init__(self, stream: _ByteStream, name: str) -> None:
+        self._stream = stream
+        self._name = name
+
+    def elements(self) -> Iterator[tuple[bytes, int]]:
+        """(text, size) of each element in order; text is cut to RAW_LIMIT when size exceeds
+        MAX_ROW_BYTES. Raises TransformError for a truncated array or data after it."""
+        parts: list[bytes] = []
+        kinds = bytearray()  # the open brackets, as far as a parser would go
+        size = depth = 0
+        in_string = escaped = closed = False
+        element_seen = False  # a separator was passed: an element must follow
+        while chunk := self._stream.read(_STREAM_READ):
+            if closed:
+                if chunk.strip(_JSON_WHITESPACE):
+                    raise TransformError(f"{self._name} has data after its JSON array")
+                continue
+            pos, start, end = 0, 0, len(chunk)
+            while pos < end:
+                if escaped:  # the escaped character opened this chunk
+                    escaped, pos = False, pos + 1
+                    continue
+                if in_string:
+                    pos = self._STRING_BODY.match(chunk, pos).end()  # type: ignore[union-attr]
+                    if pos >= end:
+                        break
+                    if chunk[pos] == 0x5C:  # a backslash ending the chunk
+                        escaped, pos = True, pos + 1
+                        continue
+                    in_string, pos = False, pos + 1  # the closing quote
+                    continue
+                found = self._STRUCTURE.search(chunk, pos)
+                if found is None:
+                    break
+                pos, byte = found.end(), chunk[found.start()]
+                if byte == 0x22:  # '"'
+                    in_string = True
+                elif byte in (0x5B, 0x7B):  # '[' '{'
+                    if depth < _KINDS_TRACKED:
+                        kinds.append(byte)
+                    depth += 1
+                elif depth > 0 and byte in (0x5D, 0x7D):  # ']' '}'
+                    depth -= 1
+                    if depth < _KINDS_TRACKED and kinds.pop() != byte - 2:  # '['+2 = ']'
+                        raise TransformError(
+                            f"{self._name} is not a valid JSON array: a bracket closes "
+                            "what it did not open"
+                        )
+                elif depth == 0 and byte in (0x2C, 0x5D):  # top level: ',' ends an element
+                    parts, size = _keep(parts, size, chunk[start : found.start()])
+                    text = b"".join(parts).strip(_JSON_WHITESPACE)
+                    if text or element_seen or byte == 0x2C:
+                        if not text:
+                            raise TransformError(
+                                f"{self._name} is not a valid JSON array: an empty element"
+                            )
+                        yield text, size
+                    parts, size, start = [], 0, pos
+                    element_seen = byte == 0x2C
+                    if byte == 0x5D:
+                        closed = True
+                        if chunk[pos:].strip(_JSON_WHITESPACE):
+                            raise TransformError(f"{self._name} has data after its JSON array")
+                        break
+                # a top-level '}' is a broken element: its parse fails
+            if not closed:
+                parts, size = _keep(parts, size, chunk[start:])
+        if not closed:
+            raise TransformError(f"{self._name} ends inside its JSON array (truncated)")
+
+
+def _keep(parts: list[bytes], size: int, piece: bytes) -> tuple[list[bytes], int]:
+    """Add `piece` to an element's parts: whole while the element fits in MAX_ROW_BYTES, then
+    only up to RAW_LIMIT bytes in all (what a quarantine record keeps)."""
+    size += len(piece)
+    if size <= MAX_ROW_BYTES:
+        parts.append(piece)
+        return parts, size
+    kept = sum(len(p) for p in parts)
+    if kept < RAW_LIMIT:
+        parts.append(piece[: RAW_LIMIT - kept])
+    elif kept > RAW_LIMIT:
+        parts = [b"".join(parts)[:RAW_LIMIT]]
+    return parts, size
 
 
 def _first_line(exc: Exception) -> str:
