@@ -11,6 +11,8 @@ The real `redshift_connector` connects to the proxy (with `ssl=False`), which
   a failure becomes Redshift's answer: "Load into table 'x' failed. Check 'stl_load_errors'
   system table for details." with the line, column and reason written to the proxy's
   `stl_load_errors` table, as Redshift logs them (outside the failed transaction);
+- refuses a COPY whose parameters Redshift refuses (`redshift_sql.parse_copy`: e.g. REGION or
+  TRUNCATECOLUMNS with Parquet) with a syntax error naming them, the transaction aborted;
 - records the COPY statements it served in `copies`, credentials redacted.
 
 Faults for tests: `fail_copies(n, reason, s3=...)` makes the next n COPYs fail.
@@ -373,34 +375,36 @@ class _Session:
 
     def _rewrite_query(self, body: bytes) -> bytes:
         text = body.rstrip(b"\x00").decode()
-        copy = self._parse_copy(text)
+        copy, refusal = self._parse_copy(text)
         if copy is not None:
             self.pending.append(CopyJob(copy, extended=False))
             return copy.to_stdin().encode() + b"\x00"
-        return translate(text).encode() + b"\x00"
+        return (refusal or translate(text)).encode() + b"\x00"
 
     def _rewrite_parse(self, body: bytes) -> bytes:
         name, text = _cstrings(body, 2)
         rest = body[len(name) + len(text) + 2 :]
         sql = text.decode()
-        copy = self._parse_copy(sql)
+        copy, refusal = self._parse_copy(sql)
         if copy is not None:
             self.statements[name] = copy
             rewritten = copy.to_stdin()
         else:
             self.statements.pop(name, None)
-            rewritten = translate(sql)
+            rewritten = refusal or translate(sql)
         return name + b"\x00" + rewritten.encode() + b"\x00" + rest
 
-    def _parse_copy(self, sql: str) -> CopyFromS3 | None:
+    def _parse_copy(self, sql: str) -> tuple[CopyFromS3 | None, str]:
+        """The COPY FROM S3 in `sql` (or None), and the statement refusing it when Redshift
+        would refuse its options (or "")."""
         try:
             copy = parse_copy(sql)
         except CopySyntaxError as exc:
             log.info("COPY refused", error=str(exc))
-            return None  # passed on untranslated, PostgreSQL rejects it with a syntax error
+            return None, _refusal(str(exc))
         if copy is not None:
             self.proxy.copies.append(redact_copy(sql))
-        return copy
+        return copy, ""
 
     async def _feed_copy(self, job: CopyJob) -> None:
         job.query_id = next(self.proxy._query_ids)
@@ -438,6 +442,16 @@ class _Session:
         else:
             message = str(failure)
         return _error_body({b"S": b"ERROR", b"V": b"ERROR", b"C": b"XX000", b"M": message.encode()})
+
+
+def _refusal(message: str) -> str:
+    """A statement PostgreSQL answers with a syntax error carrying `message` (as Redshift
+    refuses a COPY whose parameters it does not accept)."""
+    literal = "'" + message.replace("'", "''") + "'"
+    return (
+        "DO $refused$ BEGIN RAISE EXCEPTION USING ERRCODE = 'syntax_error', "
+        f"MESSAGE = {literal}; END $refused$"
+    )
 
 
 def _utcnow() -> datetime:

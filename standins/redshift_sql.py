@@ -141,7 +141,17 @@ _COPY = re.compile(
 )
 _OPTION_TOKEN = re.compile(r"\s*(?:'((?:[^']|'')*)'|(\w+))", re.DOTALL)
 _FLAGS = frozenset(
-    {"GZIP", "TRUNCATECOLUMNS", "EMPTYASNULL", "BLANKSASNULL", "ACCEPTANYDATE", "CSV"}
+    {
+        "GZIP",
+        "TRUNCATECOLUMNS",
+        "EMPTYASNULL",
+        "BLANKSASNULL",
+        "ACCEPTANYDATE",
+        "CSV",
+        "FILLRECORD",
+        "MANIFEST",
+        "EXPLICIT_IDS",
+    }
 )
 _VALUED = frozenset(
     {
@@ -159,6 +169,23 @@ _VALUED = frozenset(
         "COMPUPDATE",
         "STATUPDATE",
         "DELIMITER",
+        "NULL",  # NULL AS 'null_string'
+    }
+)
+#: The only parameters Redshift accepts with FORMAT PARQUET (besides FROM), from "COPY from
+#: columnar data formats": every other one (REGION, GZIP, TRUNCATECOLUMNS, ...) is refused.
+PARQUET_OPTIONS = frozenset(
+    {
+        "ACCEPTINVCHARS",
+        "FILLRECORD",
+        "IAM_ROLE",
+        "CREDENTIALS",
+        "ACCESS_KEY_ID",
+        "SECRET_ACCESS_KEY",
+        "SESSION_TOKEN",
+        "STATUPDATE",
+        "MANIFEST",
+        "EXPLICIT_IDS",
     }
 )
 _SECRET_OPTIONS = ("CREDENTIALS", "SECRET_ACCESS_KEY", "SESSION_TOKEN", "ACCESS_KEY_ID")
@@ -216,8 +243,12 @@ def parse_copy(sql: str) -> CopyFromS3 | None:
     fmt = options.pop("FORMAT", "CSV" if "CSV" in options else "TEXT")
     if fmt not in ("CSV", "PARQUET"):
         raise CopySyntaxError(f"the stand-in serves FORMAT CSV and PARQUET, not {fmt}")
-    if fmt == "PARQUET" and ({"GZIP", "IGNOREHEADER", "TIMEFORMAT"} & options.keys()):
-        raise CopySyntaxError("GZIP, IGNOREHEADER and TIMEFORMAT are not valid with PARQUET")
+    refused = sorted(options.keys() - PARQUET_OPTIONS) if fmt == "PARQUET" else []
+    if refused:
+        raise CopySyntaxError(
+            f"{', '.join(refused)} not valid with PARQUET: COPY from columnar data formats "
+            f"accepts only {', '.join(sorted(PARQUET_OPTIONS))}"
+        )
     columns = tuple(
         _unquote(c.strip()).lower() for c in (match.group("columns") or "").split(",") if c.strip()
     )

@@ -83,9 +83,39 @@ def test_a_copy_without_credentials_is_refused() -> None:
         parse_copy("COPY t FROM 's3://b/k' CSV")
 
 
-def test_parquet_with_gzip_is_refused() -> None:
+@pytest.mark.parametrize(
+    "option",
+    [
+        "REGION 'us-east-1'",
+        "TRUNCATECOLUMNS",
+        "GZIP",
+        "IGNOREHEADER 1",
+        "TIMEFORMAT 'auto'",
+        "EMPTYASNULL",
+        "NULL AS '\\0'",
+        "MAXERROR 10",
+        "ACCEPTANYDATE",
+    ],
+)
+def test_parquet_refuses_every_parameter_columnar_copy_does_not_list(option: str) -> None:
+    """COPY from columnar data formats: only ACCEPTINVCHARS, FILLRECORD, FROM, IAM_ROLE,
+    CREDENTIALS, the access-key forms, STATUPDATE, MANIFEST and EXPLICIT_IDS."""
     with pytest.raises(CopySyntaxError, match="not valid with PARQUET"):
-        parse_copy(f"COPY t FROM 's3://b/k' {ROLE} FORMAT AS PARQUET GZIP")
+        parse_copy(f"COPY t FROM 's3://b/k' {ROLE} FORMAT AS PARQUET {option}")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        f"{ROLE} FORMAT AS PARQUET",
+        "CREDENTIALS 'aws_iam_role=arn:aws:iam::1:role/r' FORMAT AS PARQUET",
+        "ACCESS_KEY_ID 'A' SECRET_ACCESS_KEY 'S' SESSION_TOKEN 'T' FORMAT AS PARQUET",
+        f"{ROLE} FORMAT AS PARQUET ACCEPTINVCHARS '?' FILLRECORD STATUPDATE OFF EXPLICIT_IDS",
+    ],
+)
+def test_parquet_accepts_the_listed_parameters(options: str) -> None:
+    copy = parse_copy(f"COPY t FROM 's3://b/k' {options}")
+    assert copy is not None and copy.format == "PARQUET"
 
 
 def test_redact_copy_masks_credentials() -> None:
@@ -180,6 +210,15 @@ def load_error(con: Any) -> list[Any]:
         "SELECT line_number, TRIM(colname), err_code FROM stl_load_errors "
         "WHERE query = pg_last_copy_id()",
     )
+
+
+def test_a_refused_parquet_copy_fails_with_the_reason(table: Any, aws: AwsEnv) -> None:
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"a": [7], "b": ["z"]}), buffer)
+    put(aws, "x.parquet", buffer.getvalue())
+    with pytest.raises(ProgrammingError, match="REGION not valid with PARQUET"):
+        run(table, copy(aws, "x.parquet", "REGION 'us-east-1' FORMAT AS PARQUET"))
+    assert run(table, "SELECT count(*) FROM t") == [[0]]
 
 
 @pytest.mark.parametrize(
