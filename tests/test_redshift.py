@@ -29,6 +29,7 @@ from syncd.fields import export_columns
 from syncd.timeutil import UTC
 from warehouses.redshift import (
     RedshiftWarehouse,
+    endpoint_region,
     map_redshift_error,
     quote_literal,
     redact,
@@ -129,11 +130,70 @@ def test_the_copy_text_is_exact(
     )
 
 
-def test_parquet_copies_as_parquet(
+def test_parquet_copies_as_parquet_without_region(
     commit: Callable[..., StagedBatch], redshift_proxy: RedshiftProxy
 ) -> None:
-    commit(count=1, fmt="parquet")
-    assert redshift_proxy.copies[-1].endswith("REGION 'us-east-1' FORMAT AS PARQUET")
+    """COPY from columnar data formats refuses REGION (the stand-in too): it is left out."""
+    staged = commit(count=1, fmt="parquet")
+    assert redshift_proxy.copies[-1].endswith(
+        f"FROM '{staged.uri}' IAM_ROLE '{IAM_ROLE}' FORMAT AS PARQUET"
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "region"),
+    [
+        ("c.abc123.us-east-1.redshift.amazonaws.com", "us-east-1"),
+        ("wg.123456789012.eu-west-1.redshift-serverless.amazonaws.com", "eu-west-1"),
+        ("c.abc.cn-north-1.redshift.amazonaws.com.cn", "cn-north-1"),
+        ("c.abc.us-gov-west-1.redshift.amazonaws.com", "us-gov-west-1"),
+        ("127.0.0.1", None),
+        ("warehouse.example.com", None),
+    ],
+)
+def test_the_cluster_region_is_read_from_the_endpoint(host: str, region: str | None) -> None:
+    assert endpoint_region(host) == region
+
+
+def test_parquet_from_a_bucket_in_another_region_is_refused_naming_the_keys(
+    staged_files: StagedFiles, stage: S3Stage
+) -> None:
+    wh = RedshiftWarehouse(
+        host="c.abc123.us-east-1.redshift.amazonaws.com",
+        database="d",
+        user="u",
+        iam_role=IAM_ROLE,
+        region="us-west-2",
+    )
+    staged = stage_batch(staged_files, stage, count=1, fmt="parquet")
+    with pytest.raises(TerminalLoadError, match=r"\[redshift\] Region 'us-west-2'.*StagedFormat"):
+        wh.copy_statement(staged)
+    csv = stage_batch(staged_files, stage, count=1, fmt="csv")
+    assert "REGION 'us-west-2'" in wh.copy_statement(csv)  # CSV may cross Regions
+
+
+def test_parquet_across_regions_is_a_config_error() -> None:
+    from syncd.config import settings_from_mapping
+    from syncd.errors import ConfigError
+    from warehouses.registry import build_stage, build_warehouse
+
+    config = {
+        "Provider": "aws",
+        "StagedFormat": "parquet",
+        "s3": {"Bucket": "b", "Region": "us-west-2"},
+        "redshift": {
+            "Host": "c.abc123.us-east-1.redshift.amazonaws.com",
+            "DB": "d",
+            "User": "u",
+            "IAMRole": IAM_ROLE,
+        },
+    }
+    settings = settings_from_mapping(config, {}).settings
+    with pytest.raises(ConfigError, match=r"Region 'us-west-2'.*us-east-1.*StagedFormat"):
+        build_warehouse(settings, build_stage(settings))
+    config["StagedFormat"] = "csv"
+    settings = settings_from_mapping(config, {}).settings
+    assert isinstance(build_warehouse(settings, build_stage(settings)), RedshiftWarehouse)
 
 
 def test_credentials_never_reach_logs_errors_or_the_proxy_record(

@@ -2,7 +2,10 @@
 
 A commit is one transaction: delete this batch's earlier rows, rejects and sync row; `COPY
 export (columns in file order) FROM 's3://...' <authorization> REGION ... FORMAT AS CSV
-IGNOREHEADER 1 GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS` (or `FORMAT AS PARQUET`); check the rows
+IGNOREHEADER 1 GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS` (or `... <authorization> FORMAT AS
+PARQUET`: COPY from columnar data takes none of the other parameters, not even REGION, and
+needs the bucket in the cluster's Region, which syncd checks against the endpoint's name when
+it can, see `parquet_region_problem`); check the rows
 (`pg_last_copy_count()` and a count by batch id); insert the rejects; insert the sync row;
 commit. When COPY fails, the reason is read from `stl_load_errors` (or, on Redshift Serverless,
 `sys_load_error_detail`) and put into the error: line, column, reason.
@@ -53,7 +56,9 @@ _COPY_CSV = (
     "COPY {table} ({columns}) FROM {uri} {authorization} {region}"
     "FORMAT AS CSV IGNOREHEADER 1 GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS"
 )
-_COPY_PARQUET = "COPY {table} ({columns}) FROM {uri} {authorization} {region}FORMAT AS PARQUET"
+# COPY from columnar data formats takes no REGION (nor GZIP, TRUNCATECOLUMNS, ...): the bucket
+# must be in the cluster's Region, see `parquet_region_problem`.
+_COPY_PARQUET = "COPY {table} ({columns}) FROM {uri} {authorization} FORMAT AS PARQUET"
 _LAST_COPY_COUNT = "SELECT pg_last_copy_count()"
 _CREATE_TABLE = "CREATE TABLE IF NOT EXISTS {table} ({definitions})"
 _ADD_COLUMN = "ALTER TABLE {table} ADD COLUMN {definition}"
@@ -72,6 +77,12 @@ _INSERT_REJECTS = "INSERT INTO {rejects} ({columns}) VALUES {rows}"
 _TRANSIENT_TEXT = re.compile(
     r"SlowDown|reduce your request rate|ServiceUnavailable|InternalError|timed out|"
     r"Connection reset|connection refused|could not connect|S3ServiceException.*Status 5\d\d",
+    re.IGNORECASE,
+)
+# A cluster's or workgroup's endpoint names its Region: name.id.us-east-1.redshift.amazonaws.com
+_ENDPOINT_REGION = re.compile(
+    r"\.([a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9])\.redshift(?:-serverless)?\.amazonaws\.com"
+    r"(?:\.cn)?\.?$",
     re.IGNORECASE,
 )
 _SECRET_LITERALS = re.compile(
@@ -123,6 +134,29 @@ def quote_literal(value: str, what: str) -> str:
     if any(ord(ch) < 32 for ch in value):
         raise TerminalLoadError(f"{what} contains control characters")
     return "'" + value.replace("'", "''") + "'"
+
+
+def endpoint_region(host: str) -> str | None:
+    """The AWS Region in a Redshift endpoint's host name (provisioned or Serverless), None when
+    the host does not say (an alias, an IP address, a stand-in)."""
+    match = _ENDPOINT_REGION.search(host)
+    return match.group(1).lower() if match else None
+
+
+def parquet_region_problem(host: str, region: str) -> str:
+    """Why a Parquet COPY cannot work with this bucket Region, or "" when it may.
+
+    COPY from Parquet takes no REGION parameter and needs the bucket in the cluster's Region
+    ("COPY from columnar data formats"); CSV can cross Regions with REGION."""
+    cluster = endpoint_region(host)
+    if not region or cluster is None or cluster == region.lower():
+        return ""
+    return (
+        f"[redshift] Region {region!r} (the bucket's) differs from the cluster's Region "
+        f"{cluster!r} (from [redshift] Host): Redshift's COPY from Parquet takes no REGION and "
+        'reads only a bucket in the cluster\'s Region; set StagedFormat = "csv" (COPY from CSV '
+        "names the Region) or stage in a bucket of the cluster's Region"
+    )
 
 
 def redshift_dialect(
@@ -233,7 +267,13 @@ class RedshiftWarehouse(DbApiWarehouse):
         else:
             authorization = f"CREDENTIALS {quote_literal(self._credentials, 'Credentials')}"
         region = f"REGION {quote_literal(self.region, 'Region')} " if self.region else ""
-        template = _COPY_CSV if batch.format == "csv" else _COPY_PARQUET
+        if batch.format == "csv":
+            template = _COPY_CSV
+        else:
+            problem = parquet_region_problem(self._server["host"], self.region)
+            if problem:
+                raise TerminalLoadError(problem)
+            template = _COPY_PARQUET
         return render(
             template,
             self.dialect,
@@ -348,7 +388,9 @@ class RedshiftWarehouse(DbApiWarehouse):
 
 __all__ = [
     "RedshiftWarehouse",
+    "endpoint_region",
     "map_redshift_error",
+    "parquet_region_problem",
     "quote_literal",
     "redact",
     "redshift_dialect",

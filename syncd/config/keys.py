@@ -558,7 +558,9 @@ SECTION_KEYS: tuple[Key, ...] = (
         "Region",
         K.STRING,
         None,
-        "Region of the S3 bucket as COPY needs it.",
+        "Region of the S3 bucket, named in a CSV COPY. A Parquet COPY takes no Region: the "
+        'bucket must be in the cluster\'s Region (syncd refuses StagedFormat "parquet" when '
+        "this Region differs from the one in Host).",
         default_doc="[s3] Region",
         example='"us-east-2"',
     ),
