@@ -531,7 +531,8 @@ def _fit_widths(table: Any, widths: dict[str, int], truncate: bool, filename: st
 
     for index, name in enumerate(table.column_names):
         width = widths.get(name)
-        if width is None or not pa.types.is_string(table.schema.field(index).type):
+        kind = table.schema.field(index).type
+        if width is None or not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
             continue
         values = table.column(index).to_pylist()
         changed = False
@@ -550,7 +551,7 @@ def _fit_widths(table: Any, widths: dict[str, int], truncate: bool, filename: st
                 values[row] = truncate_utf8(value, width)
                 changed = True
         if changed:
-            table = table.set_column(index, name, pa.array(values, pa.string()))
+            table = table.set_column(index, name, pa.array(values, kind))
     return table
 
 

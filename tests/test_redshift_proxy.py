@@ -245,6 +245,21 @@ def test_truncatecolumns_cuts_long_strings(table: Any, aws: AwsEnv) -> None:
     assert run(table, "SELECT b FROM t") == [["éé"]]
 
 
+@pytest.mark.parametrize("string_type", [pa.string(), pa.large_string()])
+def test_a_parquet_string_longer_than_its_column_fails_the_copy(
+    table: Any, aws: AwsEnv, string_type: pa.DataType
+) -> None:
+    """Parquet takes no TRUNCATECOLUMNS: a string over its VARCHAR's bytes fails the load."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"a": [1, 2], "b": pa.array(["ok", "ééé"], string_type)}), buffer)
+    put(aws, "long.parquet", buffer.getvalue())
+    with pytest.raises(ProgrammingError, match="Check 'stl_load_errors'"):
+        run(table, copy(aws, "long.parquet", "FORMAT AS PARQUET"))
+    assert load_error(table) == [[3, "b", 1204]]
+    with pytest.raises(ProgrammingError, match="TRUNCATECOLUMNS not valid with PARQUET"):
+        run(table, copy(aws, "long.parquet", "FORMAT AS PARQUET TRUNCATECOLUMNS"))
+
+
 def test_a_missing_prefix_fails_as_redshift(table: Any, aws: AwsEnv) -> None:
     with pytest.raises(ProgrammingError, match="The specified S3 prefix 'nothing' does not exist"):
         run(table, copy(aws, "nothing"))
