@@ -4,11 +4,13 @@ behind it) and moto S3: COPY text, types, loads, truncation, load errors, hauser
 # ruff: noqa: F811 - fixtures are imported by name from aws_support
 from __future__ import annotations
 
+import gzip
 import logging
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import pytest
 from aws_support import (  # noqa: F401 - fixtures
     IAM_ROLE,
@@ -26,7 +28,9 @@ from standins.redshift_proxy import RedshiftProxy
 from syncd.batch import StagedBatch, StagedFormat, SyncRecord, TransformedBatch
 from syncd.errors import TerminalLoadError, TransientLoadError
 from syncd.fields import export_columns
+from syncd.pipeline import output_rules
 from syncd.timeutil import UTC
+from syncd.transform.columnar import transform
 from warehouses.redshift import (
     RedshiftWarehouse,
     endpoint_region,
@@ -280,15 +284,71 @@ def test_values_arrive_typed_with_null_and_empty_apart(
     ]
 
 
+def transform_and_stage(
+    wh: RedshiftWarehouse,
+    staged_files: StagedFiles,
+    stage: S3Stage,
+    events: list[dict[str, Any]],
+    fmt: StagedFormat,
+) -> StagedBatch:
+    """`events` as FullStory exports them, through syncd's transform with the warehouse's
+    rules (as the pipeline runs it), staged in S3."""
+    key = staged_files.key("2024-03-01T00:00:00Z")
+    staged_files.folder.mkdir(parents=True, exist_ok=True)
+    source = staged_files.folder / "export.ndjson.gz"
+    source.write_bytes(gzip.compress(b"".join(orjson.dumps(e) + b"\n" for e in events)))
+    columns = wh.ensure_tables(export_columns())
+    rules = output_rules(wh.capabilities)
+    batch = transform(
+        key, source, staged_files.folder / "out", columns, fmt, COMMITTED_AT, rules=rules
+    )
+    rejects = batch.rejects_path
+    return StagedBatch(
+        batch=batch,
+        uri=stage.put(batch.path, batch.path.name),
+        rejects_uri=stage.put(rejects, rejects.name) if rejects else None,
+    )
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_fullstorys_long_strings_are_cut_to_varcharmax_whatever_the_format(
+    make_warehouse: Callable[..., RedshiftWarehouse],
+    staged_files: StagedFiles,
+    stage: S3Stage,
+    aws: AwsEnv,
+    fmt: StagedFormat,
+) -> None:
+    """FullStory sends 70,000-character strings; Parquet takes no TRUNCATECOLUMNS, so the
+    transform cuts them (at a character) to VarCharMax bytes, and a CustomVars over 65535
+    bytes (it cannot be cut and stay JSON) is quarantined with its reason."""
+    wh = make_warehouse()
+    start = "2024-03-01T00:00:00.000Z"
+    events = [
+        {"IndvId": 1, "EventStart": start, "PageUrl": "u" * 70_000, "EventType": "é" * 40_000},
+        {"IndvId": 2, "EventStart": start, "user_blob_str": "x" * 70_000},
+    ]
+    staged = transform_and_stage(wh, staged_files, stage, events, fmt)
+    wh.commit_batch(staged, record_for(staged.batch, staged.uri))
+    rows = aws.sql(
+        f'SELECT indvid, octet_length(pageurl), octet_length(eventtype) FROM "{aws.schema}".fsexport'  # noqa: S608
+    )
+    assert rows == [(1, 65535, 65534)]  # 32767 whole "é"s
+    (reason,) = aws.sql(f'SELECT reason FROM "{aws.schema}".fsrejects')  # noqa: S608
+    assert reason[0].startswith("CustomVars: its JSON text is 70020 bytes, more than the 65535")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_long_strings_are_cut_at_a_character_boundary(
     make_warehouse: Callable[..., RedshiftWarehouse],
     staged_files: StagedFiles,
     stage: S3Stage,
     aws: AwsEnv,
+    fmt: StagedFormat,
 ) -> None:
     wh = make_warehouse(varchar_max=5)
-    wh.ensure_tables(export_columns())
-    staged = stage_batch(staged_files, stage, count=1, PageUrl="ééé")  # 6 bytes
+    start = "2024-03-01T00:00:00.000Z"
+    events = [{"IndvId": 1, "EventStart": start, "PageUrl": "ééé"}]  # 6 bytes
+    staged = transform_and_stage(wh, staged_files, stage, events, fmt)
     wh.commit_batch(staged, record_for(staged.batch, staged.uri))
     assert aws.sql(f'SELECT pageurl FROM "{aws.schema}".fsexport') == [("éé",)]  # noqa: S608
 

@@ -14,13 +14,17 @@ Redshift specifics:
 - identifiers fold to lower case even when quoted: the dialect matches names case-blind, and
   the export table's columns are reported under the catalog's spelling (`IndvId`), whatever
   the cluster shows (`indvid`), so the transform writes files with the names it knows;
-- strings are VARCHAR(VarCharMax) (bytes); CSV loads cut longer values with TRUNCATECOLUMNS,
-  which keeps whole UTF-8 characters; CustomVars is VARCHAR(65535) holding JSON text (as in
-  hauser's tables), or SUPER (`custom_vars="super"`: COPY parses the CSV field's JSON, so
-  only CSV is staged); the export table is created with SORTKEY (EventStart); rejects are
-  few and are inserted (cut to 65535 bytes) from the local rejects file;
+- strings are VARCHAR(VarCharMax) (bytes): `capabilities.max_string_bytes` makes the
+  transform cut longer values at a UTF-8 character boundary, whatever the staged format
+  (Parquet takes no TRUNCATECOLUMNS: a longer string would fail its COPY; CSV keeps
+  TRUNCATECOLUMNS for an existing table with narrower columns); CustomVars is VARCHAR(65535)
+  holding JSON text (as in hauser's tables): `max_json_bytes` makes the transform quarantine a
+  row whose CustomVars is longer (cut JSON is not JSON); or SUPER (`custom_vars="super"`: COPY
+  parses the CSV field's JSON, so only CSV is staged); the export table is created with
+  SORTKEY (EventStart); rejects are few and are inserted (cut to 65535 bytes) from the local
+  rejects file;
 - CSV keeps NULL (an empty unquoted field) apart from "" (a quoted empty field); Parquet
-  carries types and NULLs natively but longer strings fail the load instead of being cut;
+  carries types and NULLs natively;
 - the COPY text carries the authorization (IAM_ROLE, or hauser's Credentials string) as a
   literal, since COPY takes no parameters: it is never logged, and every error message is
   passed through `redact` before it leaves this module.
@@ -235,7 +239,13 @@ class RedshiftWarehouse(DbApiWarehouse):
             self.capabilities = dataclasses.replace(
                 self.capabilities, staging_formats=("csv",), json_type=True
             )
-        self.capabilities = dataclasses.replace(self.capabilities, max_string_bytes=varchar_max)
+        self.capabilities = dataclasses.replace(
+            self.capabilities,
+            max_string_bytes=varchar_max,
+            # VARCHAR(65535) JSON text: a longer document would fail the COPY (Parquet) or be
+            # cut into broken JSON (CSV's TRUNCATECOLUMNS); SUPER takes far larger documents
+            max_json_bytes=None if super_json else REDSHIFT_VARCHAR_MAX,
+        )
         self._server: dict[str, Any] = {
             "host": host,
             "port": port,

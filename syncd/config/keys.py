@@ -569,7 +569,9 @@ SECTION_KEYS: tuple[Key, ...] = (
         "VarCharMax",
         K.INT,
         65535,
-        "Longest string kept, in bytes; longer values are cut at a UTF-8 character boundary.",
+        "Longest string kept, in bytes; longer values are cut at a UTF-8 character boundary "
+        "(by the transform, whatever StagedFormat). A row whose CustomVars JSON text is over "
+        "65535 bytes (VARCHAR CustomVarsType) is quarantined: cut, it would not be JSON.",
         hauser=True,
         attr="varchar_max",
         new_meaning="hauser had no default",
