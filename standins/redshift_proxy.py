@@ -23,6 +23,7 @@ Runs an asyncio loop in a thread; `start()` returns once it listens on 127.0.0.1
 from __future__ import annotations
 
 import asyncio
+import csv
 import gzip
 import io
 import itertools
@@ -31,7 +32,7 @@ import struct
 import threading
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -88,6 +89,20 @@ class CopyFault:
     remaining: int
     reason: str
     s3: bool  # an S3 read failure (not logged in stl_load_errors) rather than bad data
+
+
+@dataclass(frozen=True)
+class TargetColumn:
+    """A column of a COPY's target table, as the catalog has it."""
+
+    name: str
+    type: str  # information_schema's data_type
+    width: int | None  # CHAR/VARCHAR bytes
+
+    @property
+    def character(self) -> bool:
+        """CHAR or VARCHAR: where Redshift loads an empty field as '' (not NULL)."""
+        return self.type in ("character varying", "character", "text")
 
 
 @dataclass
@@ -252,28 +267,39 @@ class RedshiftProxy:
             raise LoadFailure(
                 f"The specified S3 prefix '{copy.prefix}' does not exist", logged=False
             )
-        widths = self._varchar_widths(copy)
+        target = self._target_columns(copy)
+        widths = {c.name: c.width for c in target if c.width is not None}
         chunks: list[bytes] = []
         for number, key in enumerate(keys):
             filename = f"s3://{copy.bucket}/{key}"
             body = client.get_object(Bucket=copy.bucket, Key=key)["Body"].read()
-            table = _read_table(copy, body, filename)
+            table = _read_table(copy, body, filename, target)
             table = _fit_widths(table, widths, copy.truncate_columns, filename)
             # one header for the whole COPY: later files of the prefix send rows only
             chunks.extend(_csv_chunks(table, header=number == 0))
         return chunks
 
-    def _varchar_widths(self, copy: CopyFromS3) -> dict[str, int]:
-        """Byte widths of the target's VARCHAR columns (Redshift measures VARCHAR in bytes)."""
+    def _target_columns(self, copy: CopyFromS3) -> list[TargetColumn]:
+        """The target table's columns in table order: name, type, VARCHAR width in bytes.
+
+        An unqualified name is looked up in every schema (the proxy does not follow the
+        client's search_path): a name's first sighting counts."""
         schema, table = copy.table_parts
         query = (
-            "SELECT column_name, character_maximum_length FROM information_schema.columns "  # noqa: S608
-            "WHERE table_name = %s AND character_maximum_length IS NOT NULL"
+            "SELECT column_name, data_type, character_maximum_length "
+            "FROM information_schema.columns WHERE table_name = %s"
             + (" AND table_schema = %s" if schema else "")
+            + " ORDER BY table_schema, ordinal_position"
         )
         params = (table, schema) if schema else (table,)
         with self._side_connection() as con:
-            return {str(n): int(w) for n, w in con.execute(query, params).fetchall()}
+            rows = con.execute(query, params).fetchall()
+        columns: dict[str, TargetColumn] = {}
+        for name, kind, width in rows:
+            columns.setdefault(
+                str(name), TargetColumn(str(name), str(kind), int(width) if width else None)
+            )
+        return list(columns.values())
 
     def _log_copy(self, job: CopyJob, session_pid: int, rows: int | None) -> None:
         """Record the COPY (and its failure) in the log tables, outside the client's transaction."""
@@ -461,9 +487,10 @@ def _utcnow() -> datetime:
 # --- files to CSV ------------------------------------------------------------------------------
 
 
-def _read_table(copy: CopyFromS3, body: bytes, filename: str) -> Any:
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+def _read_table(
+    copy: CopyFromS3, body: bytes, filename: str, target: Sequence[TargetColumn]
+) -> Any:
+    """A file of the COPY as an Arrow table (CSV: every column a string) named as its columns."""
     import pyarrow.parquet as pq
 
     if copy.format == "PARQUET":
@@ -486,6 +513,17 @@ def _read_table(copy: CopyFromS3, body: bytes, filename: str) -> Any:
                 )
             table = table.rename_columns(list(copy.columns))
         return table
+    return _read_csv(copy, body, filename, target)
+
+
+def _read_csv(copy: CopyFromS3, body: bytes, filename: str, target: Sequence[TargetColumn]) -> Any:
+    """CSV read by Redshift's rules ("Data conversion parameters", "Data format parameters"),
+    not PostgreSQL's: quoting does not tell NULL from a string; a field equal to NULL AS's
+    string ('\\N' by default; '\\0' = a field of only NUL) is NULL; an empty field is ''
+    in a CHAR/VARCHAR column (NULL with EMPTYASNULL, blank ones with BLANKSASNULL) and NULL in
+    any other; a NUL anywhere else ends the record, which fails the load."""
+    import pyarrow as pa
+
     if copy.gzip:
         try:
             body = gzip.decompress(body)
@@ -496,33 +534,89 @@ def _read_table(copy: CopyFromS3, body: bytes, filename: str) -> Any:
                 reason=f"gzip: {exc}"[:100],
                 code=1216,
             ) from exc
-    names = list(copy.columns) if copy.columns else None
     try:
-        probe = pacsv.read_csv(
-            io.BytesIO(body),
-            read_options=pacsv.ReadOptions(
-                skip_rows=copy.ignore_header,
-                column_names=names,
-                autogenerate_column_names=names is None,
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.string() for n in names or []},
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=False,
-                null_values=[""],
-            ),
-        )
-    except pa.ArrowInvalid as exc:
-        line = _csv_error_line(str(exc))
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LoadFailure(
+            "Invalid UTF8", filename=filename, reason=f"Invalid UTF8: {exc}"[:100], code=1220
+        ) from exc
+    kinds = {c.name: c for c in target}
+    names = list(copy.columns) if copy.columns else [c.name for c in target]
+    character = [kinds[n].character if n in kinds else True for n in names]
+    null_as = copy.null_as
+    values: list[list[str | None]] = [[] for _ in names]
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    record_number = 0
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise _delimiter_not_found(filename, reader.line_num, str(exc)) from exc
+        record_number += 1
+        if record_number <= copy.ignore_header or (not record and copy.ignore_blank_lines):
+            continue
+        line = reader.line_num
+        if len(record) > len(names):
+            raise LoadFailure(
+                "Extra column(s) found",
+                filename=filename,
+                line=line,
+                reason="Extra column(s) found",
+                raw=",".join(record)[:200],
+                code=1213,
+            )
+        if len(record) < len(names):
+            if not copy.fill_record:
+                raise _delimiter_not_found(filename, line, ",".join(record))
+            record = record + [""] * (len(names) - len(record))
+        for index, text_value in enumerate(record):
+            values[index].append(
+                _field_value(
+                    text_value, character[index], copy, null_as, filename, line, names[index]
+                )
+            )
+    return pa.table({n: pa.array(v, pa.string()) for n, v in zip(names, values, strict=True)})
+
+
+def _field_value(
+    field: str,
+    character: bool,
+    copy: CopyFromS3,
+    null_as: str,
+    filename: str,
+    line: int,
+    column: str,
+) -> str | None:
+    """One CSV field as Redshift loads it (None: NULL)."""
+    if field == null_as:
+        return None
+    if "\x00" in field:
         raise LoadFailure(
             "Delimiter not found",
             filename=filename,
-            line=line + copy.ignore_header,
-            reason="Delimiter not found",
-            raw=str(exc)[:200],
+            line=line,
+            column=column,
+            reason="NUL (0x00) ends the record: only a field of just NUL with NULL AS '\\0'",
             code=1214,
-        ) from exc
-    return probe
+        )
+    if field == "":
+        return None if copy.empty_as_null or not character else ""
+    if character and copy.blanks_as_null and not field.strip(" \t"):
+        return None
+    return field
+
+
+def _delimiter_not_found(filename: str, line: int, raw: str) -> LoadFailure:
+    return LoadFailure(
+        "Delimiter not found",
+        filename=filename,
+        line=line,
+        reason="Delimiter not found",
+        raw=raw[:200],
+        code=1214,
+    )
 
 
 def _fit_widths(table: Any, widths: dict[str, int], truncate: bool, filename: str) -> Any:
@@ -569,11 +663,6 @@ def _csv_chunks(table: Any, *, header: bool) -> list[bytes]:
         table, buffer, pacsv.WriteOptions(include_header=header, quoting_style="needed")
     )
     return [buffer.getvalue()]
-
-
-def _csv_error_line(text: str) -> int:
-    match = re.search(r"row (\d+)", text)
-    return int(match.group(1)) + 1 if match else 0
 
 
 def _failure_from_postgres(fields: dict[bytes, bytes], copy: CopyFromS3) -> LoadFailure:

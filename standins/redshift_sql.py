@@ -151,6 +151,7 @@ _FLAGS = frozenset(
         "FILLRECORD",
         "MANIFEST",
         "EXPLICIT_IDS",
+        "IGNOREBLANKLINES",
     }
 )
 _VALUED = frozenset(
@@ -217,6 +218,30 @@ class CopyFromS3:
     @property
     def truncate_columns(self) -> bool:
         return "TRUNCATECOLUMNS" in self.options
+
+    @property
+    def null_as(self) -> str:
+        """The field text loaded as NULL ("Data conversion parameters", NULL AS): '\\N' unless
+        given; '\\0' and '\\000' mean a field holding only NUL."""
+        value = self.options.get("NULL", "\\N")
+        return "\x00" if value in ("\\0", "\\000") else value
+
+    @property
+    def empty_as_null(self) -> bool:
+        """EMPTYASNULL (or NULL AS ''): empty CHAR/VARCHAR fields load as NULL, not ''."""
+        return "EMPTYASNULL" in self.options or self.null_as == ""
+
+    @property
+    def blanks_as_null(self) -> bool:
+        return "BLANKSASNULL" in self.options
+
+    @property
+    def fill_record(self) -> bool:
+        return "FILLRECORD" in self.options
+
+    @property
+    def ignore_blank_lines(self) -> bool:
+        return "IGNOREBLANKLINES" in self.options
 
     @property
     def table_parts(self) -> tuple[str | None, str]:

@@ -184,9 +184,67 @@ def table(connection: Any) -> Any:
 
 
 def test_copy_loads_gzip_csv_from_s3(table: Any, aws: AwsEnv) -> None:
-    put(aws, "x.csv.gz", gzip.compress(b'"a","b"\n1,"x"\n2,\n3,""\n'))
+    put(aws, "x.csv.gz", gzip.compress(b'"a","b"\n1,"x"\n2,"y"\n'))
     run(table, copy(aws, "x.csv.gz"))
-    assert run(table, "SELECT a, b FROM t ORDER BY a") == [[1, "x"], [2, None], [3, ""]]
+    assert run(table, "SELECT a, b FROM t ORDER BY a") == [[1, "x"], [2, "y"]]
+
+
+# Redshift's CSV rules ("Data conversion parameters": EMPTYASNULL, NULL AS), not PostgreSQL's:
+# quoting does not make NULL; an empty VARCHAR field is "" and an empty BIGINT one NULL.
+
+
+def test_an_empty_csv_field_is_an_empty_string_quoted_or_not_and_null_in_other_types(
+    table: Any, aws: AwsEnv
+) -> None:
+    put(aws, "e.csv.gz", gzip.compress(b'"a","b"\n1,\n2,""\n,"x"\n'))
+    run(table, copy(aws, "e.csv.gz"))
+    assert run(table, "SELECT a, b FROM t ORDER BY a NULLS LAST") == [
+        [1, ""],
+        [2, ""],
+        [None, "x"],
+    ]
+
+
+def test_emptyasnull_loads_empty_varchar_fields_as_null(table: Any, aws: AwsEnv) -> None:
+    put(aws, "e.csv.gz", gzip.compress(b'"a","b"\n1,\n2,""\n'))
+    run(table, copy(aws, "e.csv.gz", "FORMAT AS CSV IGNOREHEADER 1 GZIP EMPTYASNULL"))
+    assert run(table, "SELECT a, b FROM t ORDER BY a") == [[1, None], [2, None]]
+
+
+def test_the_default_null_string_is_backslash_n_quoted_or_not(table: Any, aws: AwsEnv) -> None:
+    put(aws, "n.csv.gz", gzip.compress(b'"a","b"\n1,\\N\n2,"\\N"\n\\N,"x"\n'))
+    run(table, copy(aws, "n.csv.gz"))
+    assert run(table, "SELECT a, b FROM t ORDER BY a NULLS LAST") == [
+        [1, None],
+        [2, None],
+        [None, "x"],
+    ]
+
+
+def test_null_as_nul_loads_a_nul_only_field_as_null_in_every_type(table: Any, aws: AwsEnv) -> None:
+    put(aws, "z.csv.gz", gzip.compress(b'"a","b"\n1,\x00\n\x00,"\\N"\n3,""\n'))
+    run(table, copy(aws, "z.csv.gz", "FORMAT AS CSV IGNOREHEADER 1 GZIP NULL AS '\\0'"))
+    assert run(table, "SELECT a, b FROM t ORDER BY a NULLS LAST") == [
+        [1, None],
+        [3, ""],
+        [None, "\\N"],
+    ]
+
+
+def test_a_nul_inside_a_field_fails_the_copy(table: Any, aws: AwsEnv) -> None:
+    put(aws, "z.csv.gz", gzip.compress(b'"a","b"\n1,"x\x00y"\n'))
+    with pytest.raises(ProgrammingError, match="Check 'stl_load_errors'"):
+        run(table, copy(aws, "z.csv.gz", "FORMAT AS CSV IGNOREHEADER 1 GZIP NULL AS '\\0'"))
+    assert load_error(table) == [[2, "b", 1214]]
+
+
+def test_a_short_record_fails_unless_fillrecord(table: Any, aws: AwsEnv) -> None:
+    put(aws, "s.csv.gz", gzip.compress(b'"a","b"\n1\n'))
+    with pytest.raises(ProgrammingError, match="Check 'stl_load_errors'"):
+        run(table, copy(aws, "s.csv.gz"))
+    assert load_error(table) == [[2, "", 1214]]
+    run(table, copy(aws, "s.csv.gz", "FORMAT AS CSV IGNOREHEADER 1 GZIP FILLRECORD"))
+    assert run(table, "SELECT a, b FROM t") == [[1, ""]]
 
 
 def test_copy_loads_every_object_under_the_prefix(table: Any, aws: AwsEnv) -> None:
