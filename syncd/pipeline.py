@@ -508,10 +508,11 @@ _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def output_rules(capabilities: Capabilities) -> OutputRules:
-    """What the transform must respect for this warehouse: its string limits."""
+    """What the transform must respect for this warehouse: its string limits, its CSV NULL."""
     return OutputRules(
         max_string_bytes=capabilities.max_string_bytes,
         max_json_bytes=capabilities.max_json_bytes,
+        csv_null=capabilities.csv_null,
     )
 
 

@@ -32,6 +32,7 @@ from syncd.pipeline import output_rules
 from syncd.timeutil import UTC
 from syncd.transform.columnar import transform
 from warehouses.redshift import (
+    CSV_NULL,
     RedshiftWarehouse,
     endpoint_region,
     map_redshift_error,
@@ -101,7 +102,8 @@ def stage_batch(
 ) -> StagedBatch:
     key = staged_files.key(start)
     rejects = [{"position": count, "reason": "not an object", "raw": "42"}]
-    batch = staged_files.write(key, staged_files.rows(key, count, **values), fmt, rejects)
+    rows = staged_files.rows(key, count, **values)
+    batch = staged_files.write(key, rows, fmt, rejects, csv_null=CSV_NULL)
     assert batch.rejects_path is not None
     return StagedBatch(
         batch=batch,
@@ -130,7 +132,7 @@ def test_the_copy_text_is_exact(
         f'COPY "{aws.schema}"."fsexport" ("IndvId", "SessionId", "EventStart", "EventType", '
         '"PageUrl", "EventCumulativeLayoutShift", "CustomVars", "SyncdBatchId", "SyncdLoadedAt") '
         f"FROM '{staged.uri}' IAM_ROLE '{IAM_ROLE}' REGION 'us-east-1' "
-        "FORMAT AS CSV IGNOREHEADER 1 GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS"
+        "FORMAT AS CSV IGNOREHEADER 1 GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS NULL AS '\\0'"
     )
 
 
@@ -351,6 +353,47 @@ def test_long_strings_are_cut_at_a_character_boundary(
     staged = transform_and_stage(wh, staged_files, stage, events, fmt)
     wh.commit_batch(staged, record_for(staged.batch, staged.uri))
     assert aws.sql(f'SELECT pageurl FROM "{aws.schema}".fsexport') == [("éé",)]  # noqa: S608
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("custom_vars", ["varchar", "super"])
+def test_null_and_the_empty_string_stay_apart_through_syncds_transform(
+    make_warehouse: Callable[..., RedshiftWarehouse],
+    staged_files: StagedFiles,
+    stage: S3Stage,
+    aws: AwsEnv,
+    fmt: StagedFormat,
+    custom_vars: str,
+) -> None:
+    """Redshift loads an empty CSV field as "" (quoted or not): syncd's CSV writes NULL as a
+    NUL-only field, loaded by NULL AS '\\0'; a string spelling Redshift's default null
+    marker (\\N) stays a string, timestamps and SUPER keep their NULLs and values."""
+    if custom_vars == "super" and fmt == "parquet":
+        pytest.skip("SUPER CustomVars stage CSV only")
+    wh = make_warehouse(custom_vars=custom_vars)
+    start = "2024-03-01T00:00:00.000Z"
+    events = [
+        {"IndvId": 1, "EventStart": start, "EventType": "", "PageUrl": None, "PageName": "\\N"},
+        {"IndvId": 2, "EventStart": start, "SessionStart": start, "user_plan_str": "pro"},
+    ]
+    staged = transform_and_stage(wh, staged_files, stage, events, fmt)
+    wh.commit_batch(staged, record_for(staged.batch, staged.uri))
+    rows = aws.sql(
+        "SELECT indvid, eventtype, pageurl, pagename, sessionstart, customvars "  # noqa: S608
+        f'FROM "{aws.schema}".fsexport ORDER BY indvid'
+    )
+    plan = {"user_plan_str": "pro"}
+    assert rows == [
+        (1, "", None, "\\N", None, {} if custom_vars == "super" else "{}"),
+        (
+            2,
+            None,
+            None,
+            None,
+            datetime(2024, 3, 1),
+            plan if custom_vars == "super" else '{"user_plan_str":"pro"}',
+        ),
+    ]
 
 
 def test_custom_vars_as_super_hold_parsed_json(

@@ -248,7 +248,7 @@ LONG_ROWS: list[bytes] = [
     b'{"IndvId":5,"user_a_str":"' + b"x" * 60 + b'"}',
     b'{"IndvId":6,"EventType":"' + "é".encode() * 7 + b'","evt_n_int":1}',
 ]
-LIMITS = OutputRules(max_string_bytes=10, max_json_bytes=60)
+LIMITS = OutputRules(max_string_bytes=10, max_json_bytes=60, csv_null="\x00")
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])

@@ -2,8 +2,8 @@
 
 A commit is one transaction: delete this batch's earlier rows, rejects and sync row; `COPY
 export (columns in file order) FROM 's3://...' <authorization> REGION ... FORMAT AS CSV
-IGNOREHEADER 1 GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS` (or `... <authorization> FORMAT AS
-PARQUET`: COPY from columnar data takes none of the other parameters, not even REGION, and
+IGNOREHEADER 1 GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS NULL AS '\\0'` (or `...
+<authorization> FORMAT AS PARQUET`: COPY from columnar data takes none of the other parameters, not even REGION, and
 needs the bucket in the cluster's Region, which syncd checks against the endpoint's name when
 it can, see `parquet_region_problem`); check the rows
 (`pg_last_copy_count()` and a count by batch id); insert the rejects; insert the sync row;
@@ -23,8 +23,10 @@ Redshift specifics:
   parses the CSV field's JSON, so only CSV is staged); the export table is created with
   SORTKEY (EventStart); rejects are few and are inserted (cut to 65535 bytes) from the local
   rejects file;
-- CSV keeps NULL (an empty unquoted field) apart from "" (a quoted empty field); Parquet
-  carries types and NULLs natively;
+- CSV keeps NULL apart from "": Redshift reads an empty field, quoted or not, as "" in a
+  VARCHAR (and NULL in other types), so NULL is written as a NUL-only field (`CSV_NULL`,
+  `capabilities.csv_null`) and loaded with `NULL AS '\\0'`; Parquet carries types and NULLs
+  natively;
 - the COPY text carries the authorization (IAM_ROLE, or hauser's Credentials string) as a
   literal, since COPY takes no parameters: it is never logged, and every error message is
   passed through `redact` before it leaves this module.
@@ -56,9 +58,14 @@ REDSHIFT_VARCHAR_MAX = 65535
 REJECTS_PER_INSERT = 200
 MASK = "***"
 
+#: NULL in staged CSV: a field holding only NUL, loaded by NULL AS '\0' ("Data conversion
+#: parameters"). Redshift loads an empty CHAR/VARCHAR field as "" (quoted or not) and knows
+#: NULL only by NULL AS's string; syncd's strings never hold NUL (the transform makes it
+#: U+FFFD), so no string can be taken for NULL.
+CSV_NULL = "\x00"
 _COPY_CSV = (
     "COPY {table} ({columns}) FROM {uri} {authorization} {region}"
-    "FORMAT AS CSV IGNOREHEADER 1 GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS"
+    "FORMAT AS CSV IGNOREHEADER 1 GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS NULL AS '\\0'"
 )
 # COPY from columnar data formats takes no REGION (nor GZIP, TRUNCATECOLUMNS, ...): the bucket
 # must be in the cluster's Region, see `parquet_region_problem`.
@@ -198,6 +205,7 @@ class RedshiftWarehouse(DbApiWarehouse):
         transactional=True,
         json_type=False,
         remote_stage=True,
+        csv_null=CSV_NULL,
     )
 
     def __init__(
@@ -397,6 +405,7 @@ class RedshiftWarehouse(DbApiWarehouse):
 
 
 __all__ = [
+    "CSV_NULL",
     "RedshiftWarehouse",
     "endpoint_region",
     "map_redshift_error",

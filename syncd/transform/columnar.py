@@ -164,7 +164,9 @@ def transform_columnar(
         layouts = [_sniff(path) for path in sources]
         out_dir.mkdir(parents=True, exist_ok=True)
         _remove(files.partial_rejects)
-        writer = BackgroundTableWriter(open_table_writer(fmt, files.partial, columns), depth=1)
+        writer = BackgroundTableWriter(
+            open_table_writer(fmt, files.partial, columns, csv_null=rules.csv_null), depth=1
+        )
     except OSError as exc:
         raise TransformError(f"cannot transform batch {key.id}: {exc}") from exc
     try:

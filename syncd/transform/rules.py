@@ -18,6 +18,9 @@ class OutputRules:
     #: A row whose CustomVars JSON text is longer than this many UTF-8 bytes is quarantined:
     #: a cut JSON document is not JSON any more. None: no limit.
     max_json_bytes: int | None = None
+    #: The text of NULL in staged CSV, unquoted; every string is quoted, so "" stays the empty
+    #: string. "" (an empty unquoted field) is PostgreSQL's and DuckDB's NULL.
+    csv_null: str = ""
 
     def __post_init__(self) -> None:
         for name in ("max_string_bytes", "max_json_bytes"):
@@ -41,5 +44,5 @@ def utf8_length(text: str) -> int:
     return len(text.encode("utf-8", errors="surrogatepass"))
 
 
-#: No limits: what a warehouse without special needs gets.
+#: No limits, NULL as an empty field: what a warehouse without special needs gets.
 NO_RULES = OutputRules()

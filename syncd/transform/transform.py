@@ -238,7 +238,7 @@ def transform_file(
     rules: OutputRules = NO_RULES,
 ) -> TransformedBatch:
     """Convert the spooled export `source` into `<out_dir>/<key.id>.<ext>` with `columns`,
-    following the warehouse's `rules` (string limits).
+    following the warehouse's `rules` (string limits, CSV's NULL).
 
     `source` may be several files (the legacy bundles of one day): their rows are concatenated.
 
@@ -265,7 +265,7 @@ def transform_file(
         source_bytes = sum(path.stat().st_size for path in sources)
         out_dir.mkdir(parents=True, exist_ok=True)
         _remove(files.partial_rejects)  # left by a crashed attempt; this one may have none
-        writer = open_block_writer(fmt, files.partial, columns)
+        writer = open_block_writer(fmt, files.partial, columns, csv_null=rules.csv_null)
     except OSError as exc:
         raise TransformError(f"cannot transform batch {key.id}: {exc}") from exc
     counts = write_outputs(
