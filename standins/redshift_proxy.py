@@ -8,6 +8,10 @@ The real `redshift_connector` connects to the proxy (with `ssl=False`), which
 - serves `COPY ... FROM 's3://...'` itself: it rewrites the statement to
   `COPY ... FROM STDIN`, and when PostgreSQL asks for the data it reads the objects under
   the prefix from the S3 stand-in, converts them (gzip CSV, Parquet) to CSV and feeds them;
+  CSV is read by Redshift's rules, not PostgreSQL's (`_read_csv`: an empty field is '' in
+  CHAR/VARCHAR, NULL only by NULL AS's string), a string longer than its VARCHAR's bytes
+  fails the load unless TRUNCATECOLUMNS (CSV only), a Parquet COPY reads only a bucket in
+  `cluster_region` and loads a SUPER column only with SERIALIZETOJSON;
   a failure becomes Redshift's answer: "Load into table 'x' failed. Check 'stl_load_errors'
   system table for details." with the line, column and reason written to the proxy's
   `stl_load_errors` table, as Redshift logs them (outside the failed transaction);
@@ -27,6 +31,7 @@ import csv
 import gzip
 import io
 import itertools
+import json
 import re
 import struct
 import threading
@@ -122,6 +127,8 @@ class RedshiftProxy:
     s3_client_factory: Callable[[], Any]
     backend_user: str = "postgres"
     backend_database: str = "postgres"
+    #: The cluster's AWS Region: a Parquet COPY reads only buckets of this Region.
+    cluster_region: str = "us-east-1"
     host: str = "127.0.0.1"
     port: int = 0
     copies: list[str] = field(default_factory=list)
@@ -267,6 +274,8 @@ class RedshiftProxy:
             raise LoadFailure(
                 f"The specified S3 prefix '{copy.prefix}' does not exist", logged=False
             )
+        if copy.format == "PARQUET":
+            self._check_bucket_region(client, copy.bucket)
         target = self._target_columns(copy)
         widths = {c.name: c.width for c in target if c.width is not None}
         chunks: list[bytes] = []
@@ -278,6 +287,20 @@ class RedshiftProxy:
             # one header for the whole COPY: later files of the prefix send rows only
             chunks.extend(_csv_chunks(table, header=number == 0))
         return chunks
+
+    def _check_bucket_region(self, client: Any, bucket: str) -> None:
+        """COPY from columnar data formats: the bucket must be in the cluster's Region."""
+        try:
+            location = client.get_bucket_location(Bucket=bucket).get("LocationConstraint")
+        except Exception as exc:
+            raise LoadFailure(f"S3ServiceException:{exc}", logged=False) from exc
+        region = location or "us-east-1"
+        if region != self.cluster_region:
+            raise LoadFailure(
+                f"Spectrum Scan Error: S3 bucket {bucket} is in Region {region}, the cluster in "
+                f"{self.cluster_region}: COPY from Parquet needs the bucket in the cluster's Region",
+                logged=False,
+            )
 
     def _target_columns(self, copy: CopyFromS3) -> list[TargetColumn]:
         """The target table's columns in table order: name, type, VARCHAR width in bytes.
@@ -512,8 +535,34 @@ def _read_table(
                     code=1202,
                 )
             table = table.rename_columns(list(copy.columns))
-        return table
+        return _parquet_into_super(copy, table, filename, target)
     return _read_csv(copy, body, filename, target)
+
+
+def _parquet_into_super(
+    copy: CopyFromS3, table: Any, filename: str, target: Sequence[TargetColumn]
+) -> Any:
+    """A Parquet column loads into a SUPER column only with SERIALIZETOJSON, which stores its
+    values as JSON (a string column: JSON strings, never parsed) ("Loading semi-structured
+    data into Amazon Redshift": the column types must match)."""
+    import pyarrow as pa
+
+    super_columns = {c.name for c in target if c.type == "jsonb"}
+    for index, name in enumerate(table.column_names):
+        if name.lower() not in super_columns:
+            continue
+        if not copy.serialize_to_json:
+            raise LoadFailure(
+                f"Spectrum Scan Error: column {name} is {table.schema.field(index).type} in "
+                "the Parquet file and SUPER in the table (give SERIALIZETOJSON)",
+                filename=filename,
+                column=name,
+                reason="Parquet type does not match SUPER column",
+                code=15001,
+            )
+        values = [None if v is None else json.dumps(v) for v in table.column(index).to_pylist()]
+        table = table.set_column(index, name, pa.array(values, pa.string()))
+    return table
 
 
 def _read_csv(copy: CopyFromS3, body: bytes, filename: str, target: Sequence[TargetColumn]) -> Any:

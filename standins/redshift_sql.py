@@ -152,6 +152,9 @@ _FLAGS = frozenset(
         "MANIFEST",
         "EXPLICIT_IDS",
         "IGNOREBLANKLINES",
+        "SERIALIZETOJSON",
+        "ESCAPE",
+        "REMOVEQUOTES",
     }
 )
 _VALUED = frozenset(
@@ -171,6 +174,7 @@ _VALUED = frozenset(
         "STATUPDATE",
         "DELIMITER",
         "NULL",  # NULL AS 'null_string'
+        "FIXEDWIDTH",
     }
 )
 #: The only parameters Redshift accepts with FORMAT PARQUET (besides FROM), from "COPY from
@@ -187,8 +191,12 @@ PARQUET_OPTIONS = frozenset(
         "STATUPDATE",
         "MANIFEST",
         "EXPLICIT_IDS",
+        # "Loading semi-structured data": a Parquet column loads into a SUPER column only so
+        "SERIALIZETOJSON",
     }
 )
+#: "Data format parameters": CSV cannot be used with FIXEDWIDTH, REMOVEQUOTES, or ESCAPE.
+CSV_REFUSED = frozenset({"FIXEDWIDTH", "REMOVEQUOTES", "ESCAPE"})
 _SECRET_OPTIONS = ("CREDENTIALS", "SECRET_ACCESS_KEY", "SESSION_TOKEN", "ACCESS_KEY_ID")
 
 
@@ -236,6 +244,10 @@ class CopyFromS3:
         return "BLANKSASNULL" in self.options
 
     @property
+    def serialize_to_json(self) -> bool:
+        return "SERIALIZETOJSON" in self.options
+
+    @property
     def fill_record(self) -> bool:
         return "FILLRECORD" in self.options
 
@@ -268,6 +280,10 @@ def parse_copy(sql: str) -> CopyFromS3 | None:
     fmt = options.pop("FORMAT", "CSV" if "CSV" in options else "TEXT")
     if fmt not in ("CSV", "PARQUET"):
         raise CopySyntaxError(f"the stand-in serves FORMAT CSV and PARQUET, not {fmt}")
+    if fmt == "CSV" and options.keys() & CSV_REFUSED:
+        raise CopySyntaxError(
+            f"CSV cannot be used with {', '.join(sorted(options.keys() & CSV_REFUSED))}"
+        )
     refused = sorted(options.keys() - PARQUET_OPTIONS) if fmt == "PARQUET" else []
     if refused:
         raise CopySyntaxError(

@@ -118,6 +118,22 @@ def test_parquet_accepts_the_listed_parameters(options: str) -> None:
     assert copy is not None and copy.format == "PARQUET"
 
 
+@pytest.mark.parametrize("option", ["ESCAPE", "REMOVEQUOTES", "FIXEDWIDTH 'a:1,b:2'"])
+def test_csv_refuses_escape_removequotes_and_fixedwidth(option: str) -> None:
+    """Data format parameters: CSV cannot be used with FIXEDWIDTH, REMOVEQUOTES, or ESCAPE."""
+    with pytest.raises(CopySyntaxError, match="CSV cannot be used with"):
+        parse_copy(f"COPY t FROM 's3://b/k' {ROLE} FORMAT AS CSV {option}")
+
+
+def test_csv_takes_the_options_syncd_sends() -> None:
+    copy = parse_copy(
+        f"COPY t (a) FROM 's3://b/k' {ROLE} REGION 'us-east-1' FORMAT AS CSV IGNOREHEADER 1 "
+        "GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS NULL AS '\\0'"
+    )
+    assert copy is not None
+    assert (copy.format, copy.ignore_header, copy.gzip, copy.null_as) == ("CSV", 1, True, "\x00")
+
+
 def test_redact_copy_masks_credentials() -> None:
     text = "COPY t FROM 's3://b/k' CREDENTIALS 'aws_access_key_id=A;aws_secret_access_key=S'"
     assert redact_copy(text) == "COPY t FROM 's3://b/k' CREDENTIALS '***'"
@@ -316,6 +332,60 @@ def test_a_parquet_string_longer_than_its_column_fails_the_copy(
     assert load_error(table) == [[3, "b", 1204]]
     with pytest.raises(ProgrammingError, match="TRUNCATECOLUMNS not valid with PARQUET"):
         run(table, copy(aws, "long.parquet", "FORMAT AS PARQUET TRUNCATECOLUMNS"))
+
+
+def test_a_parquet_file_must_have_the_columns_of_the_copy(table: Any, aws: AwsEnv) -> None:
+    """COPY from columnar data formats: the numbers of columns must match."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"a": [7]}), buffer)
+    put(aws, "one.parquet", buffer.getvalue())
+    with pytest.raises(ProgrammingError, match="Check 'stl_load_errors'"):
+        run(table, copy(aws, "one.parquet", "FORMAT AS PARQUET"))
+    assert load_error(table) == [[0, "", 1202]]
+
+
+def test_a_parquet_copy_reads_only_a_bucket_in_the_clusters_region(table: Any, aws: AwsEnv) -> None:
+    """COPY from columnar data formats: the bucket must be in the cluster's Region (and REGION
+    cannot say otherwise); CSV may cross Regions."""
+    client = aws.moto.client()
+    far = f"{aws.bucket}-west"
+    client.create_bucket(Bucket=far, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"a": [7], "b": ["z"]}), buffer)
+    client.put_object(Bucket=far, Key="x.parquet", Body=buffer.getvalue())
+    client.put_object(Bucket=far, Key="x.csv.gz", Body=gzip.compress(b'"a","b"\n1,"x"\n'))
+    statement = f"COPY t (a, b) FROM 's3://{far}/x.parquet' {ROLE} FORMAT AS PARQUET"
+    with pytest.raises(ProgrammingError, match="needs the bucket in the cluster's Region"):
+        run(table, statement)
+    csv_copy = f"COPY t (a, b) FROM 's3://{far}/x.csv.gz' {ROLE} REGION 'us-west-2' CSV IGNOREHEADER 1 GZIP"
+    run(table, csv_copy)
+    assert run(table, "SELECT a, b FROM t") == [[1, "x"]]
+
+
+def test_parquet_into_super_needs_serializetojson_and_stays_a_string(
+    connection: Any, aws: AwsEnv
+) -> None:
+    """A Parquet column loads into SUPER only with SERIALIZETOJSON, as JSON: a string column's
+    JSON text becomes a JSON string, not the object (why SUPER CustomVars stage CSV)."""
+    run(connection, "CREATE TABLE s (a BIGINT, j SUPER)")
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"a": [1], "j": ['{"k":1}']}), buffer)
+    put(aws, "s.parquet", buffer.getvalue())
+    statement = f"COPY s (a, j) FROM 's3://{aws.bucket}/s.parquet' {ROLE} FORMAT AS PARQUET"
+    with pytest.raises(ProgrammingError, match="Check 'stl_load_errors'"):
+        run(connection, statement)
+    run(connection, statement + " SERIALIZETOJSON")
+    assert run(connection, "SELECT a, j FROM s") == [[1, '"{\\"k\\":1}"']]  # a JSON string
+
+
+def test_super_from_csv_parses_the_json(connection: Any, aws: AwsEnv) -> None:
+    run(connection, "CREATE TABLE s (a BIGINT, j SUPER)")
+    put(aws, "s.csv.gz", gzip.compress(b'"a","j"\n1,"{""k"":1}"\n2,\x00\n'))
+    run(
+        connection,
+        f"COPY s (a, j) FROM 's3://{aws.bucket}/s.csv.gz' {ROLE} CSV IGNOREHEADER 1 GZIP NULL AS '\\0'",
+    )
+    assert run(connection, "SELECT a, j FROM s ORDER BY a") == [[1, '{"k": 1}'], [2, None]]
 
 
 def test_a_missing_prefix_fails_as_redshift(table: Any, aws: AwsEnv) -> None:
