@@ -5,10 +5,10 @@ and appends them to one file, so memory holds one block, never the batch:
 
 - Parquet: one zstd row group per block; int64, float64, string, timestamp("us") without a
   time zone holding UTC; CustomVars as a string.
-- CSV (gzip): a header row, every string quoted (so "" is the empty string), NULL unquoted as
-  `null` (`OutputRules.csv_null`): an empty field by default, as PostgreSQL's COPY reads NULL;
-  a warehouse that reads an empty field as "" (Redshift) names its own NULL text, timestamps as
-  "YYYY-MM-DD HH:MM:SS.ffffff".
+- CSV (gzip): a header row, every string quoted (so "" is the empty string), NULL unquoted
+  as the warehouse's text (`OutputRules.csv_null`): an empty field by default, as
+  PostgreSQL's COPY reads NULL, while a warehouse that reads an empty field as "" (Redshift)
+  names its own; timestamps as "YYYY-MM-DD HH:MM:SS.ffffff".
 - NDJSON (gzip): one object per row, NULL columns left out, timestamps RFC 3339 with "Z",
   JSON columns (CustomVars) nested as objects.
 """
