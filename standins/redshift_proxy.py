@@ -8,9 +8,15 @@ The real `redshift_connector` connects to the proxy (with `ssl=False`), which
 - serves `COPY ... FROM 's3://...'` itself: it rewrites the statement to
   `COPY ... FROM STDIN`, and when PostgreSQL asks for the data it reads the objects under
   the prefix from the S3 stand-in, converts them (gzip CSV, Parquet) to CSV and feeds them;
+  CSV is read by Redshift's rules, not PostgreSQL's (`_read_csv`: an empty field is '' in
+  CHAR/VARCHAR, NULL only by NULL AS's string), a string longer than its VARCHAR's bytes
+  fails the load unless TRUNCATECOLUMNS (CSV only), a Parquet COPY reads only a bucket in
+  `cluster_region` and loads a SUPER column only with SERIALIZETOJSON;
   a failure becomes Redshift's answer: "Load into table 'x' failed. Check 'stl_load_errors'
   system table for details." with the line, column and reason written to the proxy's
   `stl_load_errors` table, as Redshift logs them (outside the failed transaction);
+- refuses a COPY whose parameters Redshift refuses (`redshift_sql.parse_copy`: e.g. REGION or
+  TRUNCATECOLUMNS with Parquet) with a syntax error naming them, the transaction aborted;
 - records the COPY statements it served in `copies`, credentials redacted.
 
 Faults for tests: `fail_copies(n, reason, s3=...)` makes the next n COPYs fail.
@@ -21,15 +27,17 @@ Runs an asyncio loop in a thread; `start()` returns once it listens on 127.0.0.1
 from __future__ import annotations
 
 import asyncio
+import csv
 import gzip
 import io
 import itertools
+import json
 import re
 import struct
 import threading
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -88,6 +96,20 @@ class CopyFault:
     s3: bool  # an S3 read failure (not logged in stl_load_errors) rather than bad data
 
 
+@dataclass(frozen=True)
+class TargetColumn:
+    """A column of a COPY's target table, as the catalog has it."""
+
+    name: str
+    type: str  # information_schema's data_type
+    width: int | None  # CHAR/VARCHAR bytes
+
+    @property
+    def character(self) -> bool:
+        """CHAR or VARCHAR: where Redshift loads an empty field as '' (not NULL)."""
+        return self.type in ("character varying", "character", "text")
+
+
 @dataclass
 class CopyJob:
     copy: CopyFromS3
@@ -105,6 +127,8 @@ class RedshiftProxy:
     s3_client_factory: Callable[[], Any]
     backend_user: str = "postgres"
     backend_database: str = "postgres"
+    #: The cluster's AWS Region: a Parquet COPY reads only buckets of this Region.
+    cluster_region: str = "us-east-1"
     host: str = "127.0.0.1"
     port: int = 0
     copies: list[str] = field(default_factory=list)
@@ -250,28 +274,55 @@ class RedshiftProxy:
             raise LoadFailure(
                 f"The specified S3 prefix '{copy.prefix}' does not exist", logged=False
             )
-        widths = self._varchar_widths(copy)
+        if copy.format == "PARQUET":
+            self._check_bucket_region(client, copy.bucket)
+        target = self._target_columns(copy)
+        widths = {c.name: c.width for c in target if c.width is not None}
         chunks: list[bytes] = []
         for number, key in enumerate(keys):
             filename = f"s3://{copy.bucket}/{key}"
             body = client.get_object(Bucket=copy.bucket, Key=key)["Body"].read()
-            table = _read_table(copy, body, filename)
+            table = _read_table(copy, body, filename, target)
             table = _fit_widths(table, widths, copy.truncate_columns, filename)
             # one header for the whole COPY: later files of the prefix send rows only
             chunks.extend(_csv_chunks(table, header=number == 0))
         return chunks
 
-    def _varchar_widths(self, copy: CopyFromS3) -> dict[str, int]:
-        """Byte widths of the target's VARCHAR columns (Redshift measures VARCHAR in bytes)."""
+    def _check_bucket_region(self, client: Any, bucket: str) -> None:
+        """COPY from columnar data formats: the bucket must be in the cluster's Region."""
+        try:
+            location = client.get_bucket_location(Bucket=bucket).get("LocationConstraint")
+        except Exception as exc:
+            raise LoadFailure(f"S3ServiceException:{exc}", logged=False) from exc
+        region = location or "us-east-1"
+        if region != self.cluster_region:
+            raise LoadFailure(
+                f"Spectrum Scan Error: S3 bucket {bucket} is in Region {region}, the cluster in "
+                f"{self.cluster_region}: COPY from Parquet needs the bucket in the cluster's Region",
+                logged=False,
+            )
+
+    def _target_columns(self, copy: CopyFromS3) -> list[TargetColumn]:
+        """The target table's columns in table order: name, type, VARCHAR width in bytes.
+
+        An unqualified name is looked up in every schema (the proxy does not follow the
+        client's search_path): a name's first sighting counts."""
         schema, table = copy.table_parts
         query = (
-            "SELECT column_name, character_maximum_length FROM information_schema.columns "  # noqa: S608
-            "WHERE table_name = %s AND character_maximum_length IS NOT NULL"
+            "SELECT column_name, data_type, character_maximum_length "
+            "FROM information_schema.columns WHERE table_name = %s"
             + (" AND table_schema = %s" if schema else "")
+            + " ORDER BY table_schema, ordinal_position"
         )
         params = (table, schema) if schema else (table,)
         with self._side_connection() as con:
-            return {str(n): int(w) for n, w in con.execute(query, params).fetchall()}
+            rows = con.execute(query, params).fetchall()
+        columns: dict[str, TargetColumn] = {}
+        for name, kind, width in rows:
+            columns.setdefault(
+                str(name), TargetColumn(str(name), str(kind), int(width) if width else None)
+            )
+        return list(columns.values())
 
     def _log_copy(self, job: CopyJob, session_pid: int, rows: int | None) -> None:
         """Record the COPY (and its failure) in the log tables, outside the client's transaction."""
@@ -373,34 +424,36 @@ class _Session:
 
     def _rewrite_query(self, body: bytes) -> bytes:
         text = body.rstrip(b"\x00").decode()
-        copy = self._parse_copy(text)
+        copy, refusal = self._parse_copy(text)
         if copy is not None:
             self.pending.append(CopyJob(copy, extended=False))
             return copy.to_stdin().encode() + b"\x00"
-        return translate(text).encode() + b"\x00"
+        return (refusal or translate(text)).encode() + b"\x00"
 
     def _rewrite_parse(self, body: bytes) -> bytes:
         name, text = _cstrings(body, 2)
         rest = body[len(name) + len(text) + 2 :]
         sql = text.decode()
-        copy = self._parse_copy(sql)
+        copy, refusal = self._parse_copy(sql)
         if copy is not None:
             self.statements[name] = copy
             rewritten = copy.to_stdin()
         else:
             self.statements.pop(name, None)
-            rewritten = translate(sql)
+            rewritten = refusal or translate(sql)
         return name + b"\x00" + rewritten.encode() + b"\x00" + rest
 
-    def _parse_copy(self, sql: str) -> CopyFromS3 | None:
+    def _parse_copy(self, sql: str) -> tuple[CopyFromS3 | None, str]:
+        """The COPY FROM S3 in `sql` (or None), and the statement refusing it when Redshift
+        would refuse its options (or "")."""
         try:
             copy = parse_copy(sql)
         except CopySyntaxError as exc:
             log.info("COPY refused", error=str(exc))
-            return None  # passed on untranslated, PostgreSQL rejects it with a syntax error
+            return None, _refusal(str(exc))
         if copy is not None:
             self.proxy.copies.append(redact_copy(sql))
-        return copy
+        return copy, ""
 
     async def _feed_copy(self, job: CopyJob) -> None:
         job.query_id = next(self.proxy._query_ids)
@@ -440,6 +493,16 @@ class _Session:
         return _error_body({b"S": b"ERROR", b"V": b"ERROR", b"C": b"XX000", b"M": message.encode()})
 
 
+def _refusal(message: str) -> str:
+    """A statement PostgreSQL answers with a syntax error carrying `message` (as Redshift
+    refuses a COPY whose parameters it does not accept)."""
+    literal = "'" + message.replace("'", "''") + "'"
+    return (
+        "DO $refused$ BEGIN RAISE EXCEPTION USING ERRCODE = 'syntax_error', "
+        f"MESSAGE = {literal}; END $refused$"
+    )
+
+
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -447,9 +510,10 @@ def _utcnow() -> datetime:
 # --- files to CSV ------------------------------------------------------------------------------
 
 
-def _read_table(copy: CopyFromS3, body: bytes, filename: str) -> Any:
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+def _read_table(
+    copy: CopyFromS3, body: bytes, filename: str, target: Sequence[TargetColumn]
+) -> Any:
+    """A file of the COPY as an Arrow table (CSV: every column a string) named as its columns."""
     import pyarrow.parquet as pq
 
     if copy.format == "PARQUET":
@@ -471,7 +535,44 @@ def _read_table(copy: CopyFromS3, body: bytes, filename: str) -> Any:
                     code=1202,
                 )
             table = table.rename_columns(list(copy.columns))
-        return table
+        return _parquet_into_super(copy, table, filename, target)
+    return _read_csv(copy, body, filename, target)
+
+
+def _parquet_into_super(
+    copy: CopyFromS3, table: Any, filename: str, target: Sequence[TargetColumn]
+) -> Any:
+    """A Parquet column loads into a SUPER column only with SERIALIZETOJSON, which stores its
+    values as JSON (a string column: JSON strings, never parsed) ("Loading semi-structured
+    data into Amazon Redshift": the column types must match)."""
+    import pyarrow as pa
+
+    super_columns = {c.name for c in target if c.type == "jsonb"}
+    for index, name in enumerate(table.column_names):
+        if name.lower() not in super_columns:
+            continue
+        if not copy.serialize_to_json:
+            raise LoadFailure(
+                f"Spectrum Scan Error: column {name} is {table.schema.field(index).type} in "
+                "the Parquet file and SUPER in the table (give SERIALIZETOJSON)",
+                filename=filename,
+                column=name,
+                reason="Parquet type does not match SUPER column",
+                code=15001,
+            )
+        values = [None if v is None else json.dumps(v) for v in table.column(index).to_pylist()]
+        table = table.set_column(index, name, pa.array(values, pa.string()))
+    return table
+
+
+def _read_csv(copy: CopyFromS3, body: bytes, filename: str, target: Sequence[TargetColumn]) -> Any:
+    """CSV read by Redshift's rules ("Data conversion parameters", "Data format parameters"),
+    not PostgreSQL's: quoting does not tell NULL from a string; a field equal to NULL AS's
+    string ('\\N' by default; '\\0' = a field of only NUL) is NULL; an empty field is ''
+    in a CHAR/VARCHAR column (NULL with EMPTYASNULL, blank ones with BLANKSASNULL) and NULL in
+    any other; a NUL anywhere else ends the record, which fails the load."""
+    import pyarrow as pa
+
     if copy.gzip:
         try:
             body = gzip.decompress(body)
@@ -482,33 +583,89 @@ def _read_table(copy: CopyFromS3, body: bytes, filename: str) -> Any:
                 reason=f"gzip: {exc}"[:100],
                 code=1216,
             ) from exc
-    names = list(copy.columns) if copy.columns else None
     try:
-        probe = pacsv.read_csv(
-            io.BytesIO(body),
-            read_options=pacsv.ReadOptions(
-                skip_rows=copy.ignore_header,
-                column_names=names,
-                autogenerate_column_names=names is None,
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.string() for n in names or []},
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=False,
-                null_values=[""],
-            ),
-        )
-    except pa.ArrowInvalid as exc:
-        line = _csv_error_line(str(exc))
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LoadFailure(
+            "Invalid UTF8", filename=filename, reason=f"Invalid UTF8: {exc}"[:100], code=1220
+        ) from exc
+    kinds = {c.name: c for c in target}
+    names = list(copy.columns) if copy.columns else [c.name for c in target]
+    character = [kinds[n].character if n in kinds else True for n in names]
+    null_as = copy.null_as
+    values: list[list[str | None]] = [[] for _ in names]
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    record_number = 0
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise _delimiter_not_found(filename, reader.line_num, str(exc)) from exc
+        record_number += 1
+        if record_number <= copy.ignore_header or (not record and copy.ignore_blank_lines):
+            continue
+        line = reader.line_num
+        if len(record) > len(names):
+            raise LoadFailure(
+                "Extra column(s) found",
+                filename=filename,
+                line=line,
+                reason="Extra column(s) found",
+                raw=",".join(record)[:200],
+                code=1213,
+            )
+        if len(record) < len(names):
+            if not copy.fill_record:
+                raise _delimiter_not_found(filename, line, ",".join(record))
+            record = record + [""] * (len(names) - len(record))
+        for index, text_value in enumerate(record):
+            values[index].append(
+                _field_value(
+                    text_value, character[index], copy, null_as, filename, line, names[index]
+                )
+            )
+    return pa.table({n: pa.array(v, pa.string()) for n, v in zip(names, values, strict=True)})
+
+
+def _field_value(
+    field: str,
+    character: bool,
+    copy: CopyFromS3,
+    null_as: str,
+    filename: str,
+    line: int,
+    column: str,
+) -> str | None:
+    """One CSV field as Redshift loads it (None: NULL)."""
+    if field == null_as:
+        return None
+    if "\x00" in field:
         raise LoadFailure(
             "Delimiter not found",
             filename=filename,
-            line=line + copy.ignore_header,
-            reason="Delimiter not found",
-            raw=str(exc)[:200],
+            line=line,
+            column=column,
+            reason="NUL (0x00) ends the record: only a field of just NUL with NULL AS '\\0'",
             code=1214,
-        ) from exc
-    return probe
+        )
+    if field == "":
+        return None if copy.empty_as_null or not character else ""
+    if character and copy.blanks_as_null and not field.strip(" \t"):
+        return None
+    return field
+
+
+def _delimiter_not_found(filename: str, line: int, raw: str) -> LoadFailure:
+    return LoadFailure(
+        "Delimiter not found",
+        filename=filename,
+        line=line,
+        reason="Delimiter not found",
+        raw=raw[:200],
+        code=1214,
+    )
 
 
 def _fit_widths(table: Any, widths: dict[str, int], truncate: bool, filename: str) -> Any:
@@ -517,7 +674,8 @@ def _fit_widths(table: Any, widths: dict[str, int], truncate: bool, filename: st
 
     for index, name in enumerate(table.column_names):
         width = widths.get(name)
-        if width is None or not pa.types.is_string(table.schema.field(index).type):
+        kind = table.schema.field(index).type
+        if width is None or not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
             continue
         values = table.column(index).to_pylist()
         changed = False
@@ -536,7 +694,7 @@ def _fit_widths(table: Any, widths: dict[str, int], truncate: bool, filename: st
                 values[row] = truncate_utf8(value, width)
                 changed = True
         if changed:
-            table = table.set_column(index, name, pa.array(values, pa.string()))
+            table = table.set_column(index, name, pa.array(values, kind))
     return table
 
 
@@ -554,11 +712,6 @@ def _csv_chunks(table: Any, *, header: bool) -> list[bytes]:
         table, buffer, pacsv.WriteOptions(include_header=header, quoting_style="needed")
     )
     return [buffer.getvalue()]
-
-
-def _csv_error_line(text: str) -> int:
-    match = re.search(r"row (\d+)", text)
-    return int(match.group(1)) + 1 if match else 0
 
 
 def _failure_from_postgres(fields: dict[bytes, bytes], copy: CopyFromS3) -> LoadFailure:

@@ -141,7 +141,21 @@ _COPY = re.compile(
 )
 _OPTION_TOKEN = re.compile(r"\s*(?:'((?:[^']|'')*)'|(\w+))", re.DOTALL)
 _FLAGS = frozenset(
-    {"GZIP", "TRUNCATECOLUMNS", "EMPTYASNULL", "BLANKSASNULL", "ACCEPTANYDATE", "CSV"}
+    {
+        "GZIP",
+        "TRUNCATECOLUMNS",
+        "EMPTYASNULL",
+        "BLANKSASNULL",
+        "ACCEPTANYDATE",
+        "CSV",
+        "FILLRECORD",
+        "MANIFEST",
+        "EXPLICIT_IDS",
+        "IGNOREBLANKLINES",
+        "SERIALIZETOJSON",
+        "ESCAPE",
+        "REMOVEQUOTES",
+    }
 )
 _VALUED = frozenset(
     {
@@ -159,8 +173,30 @@ _VALUED = frozenset(
         "COMPUPDATE",
         "STATUPDATE",
         "DELIMITER",
+        "NULL",  # NULL AS 'null_string'
+        "FIXEDWIDTH",
     }
 )
+#: The only parameters Redshift accepts with FORMAT PARQUET (besides FROM), from "COPY from
+#: columnar data formats": every other one (REGION, GZIP, TRUNCATECOLUMNS, ...) is refused.
+PARQUET_OPTIONS = frozenset(
+    {
+        "ACCEPTINVCHARS",
+        "FILLRECORD",
+        "IAM_ROLE",
+        "CREDENTIALS",
+        "ACCESS_KEY_ID",
+        "SECRET_ACCESS_KEY",
+        "SESSION_TOKEN",
+        "STATUPDATE",
+        "MANIFEST",
+        "EXPLICIT_IDS",
+        # "Loading semi-structured data": a Parquet column loads into a SUPER column only so
+        "SERIALIZETOJSON",
+    }
+)
+#: "Data format parameters": CSV cannot be used with FIXEDWIDTH, REMOVEQUOTES, or ESCAPE.
+CSV_REFUSED = frozenset({"FIXEDWIDTH", "REMOVEQUOTES", "ESCAPE"})
 _SECRET_OPTIONS = ("CREDENTIALS", "SECRET_ACCESS_KEY", "SESSION_TOKEN", "ACCESS_KEY_ID")
 
 
@@ -192,6 +228,34 @@ class CopyFromS3:
         return "TRUNCATECOLUMNS" in self.options
 
     @property
+    def null_as(self) -> str:
+        """The field text loaded as NULL ("Data conversion parameters", NULL AS): '\\N' unless
+        given; '\\0' and '\\000' mean a field holding only NUL."""
+        value = self.options.get("NULL", "\\N")
+        return "\x00" if value in ("\\0", "\\000") else value
+
+    @property
+    def empty_as_null(self) -> bool:
+        """EMPTYASNULL (or NULL AS ''): empty CHAR/VARCHAR fields load as NULL, not ''."""
+        return "EMPTYASNULL" in self.options or self.null_as == ""
+
+    @property
+    def blanks_as_null(self) -> bool:
+        return "BLANKSASNULL" in self.options
+
+    @property
+    def serialize_to_json(self) -> bool:
+        return "SERIALIZETOJSON" in self.options
+
+    @property
+    def fill_record(self) -> bool:
+        return "FILLRECORD" in self.options
+
+    @property
+    def ignore_blank_lines(self) -> bool:
+        return "IGNOREBLANKLINES" in self.options
+
+    @property
     def table_parts(self) -> tuple[str | None, str]:
         """(schema or None, table), unquoted and lower case."""
         names = [_unquote(p) for p in _split_qualified(self.table)]
@@ -216,8 +280,16 @@ def parse_copy(sql: str) -> CopyFromS3 | None:
     fmt = options.pop("FORMAT", "CSV" if "CSV" in options else "TEXT")
     if fmt not in ("CSV", "PARQUET"):
         raise CopySyntaxError(f"the stand-in serves FORMAT CSV and PARQUET, not {fmt}")
-    if fmt == "PARQUET" and ({"GZIP", "IGNOREHEADER", "TIMEFORMAT"} & options.keys()):
-        raise CopySyntaxError("GZIP, IGNOREHEADER and TIMEFORMAT are not valid with PARQUET")
+    if fmt == "CSV" and options.keys() & CSV_REFUSED:
+        raise CopySyntaxError(
+            f"CSV cannot be used with {', '.join(sorted(options.keys() & CSV_REFUSED))}"
+        )
+    refused = sorted(options.keys() - PARQUET_OPTIONS) if fmt == "PARQUET" else []
+    if refused:
+        raise CopySyntaxError(
+            f"{', '.join(refused)} not valid with PARQUET: COPY from columnar data formats "
+            f"accepts only {', '.join(sorted(PARQUET_OPTIONS))}"
+        )
     columns = tuple(
         _unquote(c.strip()).lower() for c in (match.group("columns") or "").split(",") if c.strip()
     )

@@ -44,7 +44,8 @@ from syncd.sources.retry import RetryPolicy
 from syncd.state import DaemonStatus, HeldBatch, StatusFile
 from syncd.timeutil import UTC, utcnow
 from syncd.transform.columnar import transform
-from warehouses.base import Stage, Warehouse
+from syncd.transform.rules import OutputRules
+from warehouses.base import Capabilities, Stage, Warehouse
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -371,6 +372,7 @@ class Pipeline:
                         self.columns,
                         self.options.staged_format,
                         loaded_at,
+                        rules=output_rules(self.warehouse.capabilities),
                     ),
                 )
         except TransformError:
@@ -544,6 +546,15 @@ class _Stopped(Exception):
 #: Out of disk space or quota: space can come back, so the batch is retried like any other
 #: transient failure before it is held.
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def output_rules(capabilities: Capabilities) -> OutputRules:
+    """What the transform must respect for this warehouse: its string limits, its CSV NULL."""
+    return OutputRules(
+        max_string_bytes=capabilities.max_string_bytes,
+        max_json_bytes=capabilities.max_json_bytes,
+        csv_null=capabilities.csv_null,
+    )
 
 
 def _disk_full(exc: BaseException) -> bool:

@@ -86,11 +86,16 @@ class StagedFiles:
         fmt: StagedFormat = "parquet",
         rejects: Sequence[dict[str, Any]] = (),
         claimed_rows: int | None = None,
+        csv_null: str = "",
     ) -> TransformedBatch:
-        """Stage `rows`; `claimed_rows` lets a test lie about the row count."""
+        """Stage `rows`; `claimed_rows` lets a test lie about the row count; `csv_null` is the
+        warehouse's text of NULL in CSV (`Capabilities.csv_null`)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{key.id}.{fmt}{'' if fmt == 'parquet' else '.gz'}"
-        {"parquet": self._parquet, "csv": self._csv, "ndjson": self._ndjson}[fmt](path, rows)
+        if fmt == "csv":
+            self._csv(path, rows, csv_null)
+        else:
+            {"parquet": self._parquet, "ndjson": self._ndjson}[fmt](path, rows)
         rejects_path = None
         if rejects:
             rejects_path = self.folder / f"{key.id}.rejects.ndjson.gz"
@@ -136,9 +141,9 @@ class StagedFiles:
     def _parquet(self, path: Path, rows: Sequence[dict[str, Any]]) -> None:
         pq.write_table(self._arrow(rows, tz=None), path)
 
-    def _csv(self, path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    def _csv(self, path: Path, rows: Sequence[dict[str, Any]], null: str) -> None:
         buffer = io.BytesIO()
-        options = pa_csv.WriteOptions(quoting_style="needed")
+        options = pa_csv.WriteOptions(quoting_style="needed", null_string=null)
         pa_csv.write_csv(self._arrow(rows, tz="UTC"), buffer, options)
         path.write_bytes(gzip.compress(buffer.getvalue()))
 

@@ -95,7 +95,13 @@ def commit(adapter: Adapter, staged_files: StagedFiles) -> Callable[..., Transfo
         key = staged_files.key(start)
         chosen = fmt or adapter.warehouse.capabilities.staging_formats[0]
         rejects = [{"position": count, "reason": "not an object", "raw": "42"}]
-        batch = staged_files.write(key, staged_files.rows(key, count), chosen, rejects=rejects)
+        batch = staged_files.write(
+            key,
+            staged_files.rows(key, count),
+            chosen,
+            rejects=rejects,
+            csv_null=adapter.warehouse.capabilities.csv_null,
+        )
         assert batch.rejects_path is not None
         staged = StagedBatch(
             batch=batch,

@@ -6,6 +6,7 @@ is replaced, so failures can be scripted exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import threading
 from collections.abc import Collection, Sequence
@@ -290,3 +291,30 @@ def test_nothing_prepared_ahead_is_left_in_the_work_folder(tmp_path: Path) -> No
     pipeline, _ = make(tmp_path, FakeSource(tmp_path / "spool", failures), lookahead=3)
     assert pipeline.run(until_caught_up=True).held is not None
     assert list((tmp_path / "work").glob("*")) == []
+
+
+class LongStringSource(FakeSource):
+    """Events with a 6-byte EventType and a 30-byte CustomVars text."""
+
+    def fetch(self, key: BatchKey) -> Fetched:
+        self.spool.mkdir(parents=True, exist_ok=True)
+        path = self.spool / f"{key.id}.ndjson.gz"
+        events = [
+            {"IndvId": 1, "EventStart": key.start.isoformat(), "EventType": "abcdéf"},
+            {"IndvId": 2, "EventStart": key.start.isoformat(), "user_x_str": "y" * 14},
+        ]
+        path.write_bytes(gzip.compress(b"".join(orjson.dumps(e) + b"\n" for e in events)))
+        return Fetched(paths=(path,), bytes=path.stat().st_size, operation_id=f"op-{key.id}")
+
+
+def test_the_transform_follows_the_warehouses_string_limits(tmp_path: Path) -> None:
+    """The pipeline hands the warehouse's Capabilities (here 5 and 29 bytes) to the transform."""
+    source = LongStringSource(tmp_path / "spool")
+    pipeline, warehouse = make(tmp_path, source)
+    warehouse.capabilities = dataclasses.replace(
+        warehouse.capabilities, max_string_bytes=5, max_json_bytes=29
+    )
+    summary = pipeline.run(until_caught_up=True)
+    assert (summary.rows, summary.rejected) == (4, 4)
+    rows = warehouse._con.execute('SELECT DISTINCT "EventType" FROM fsexport').fetchall()
+    assert rows == [("abcd",)]  # "é" would end at byte 6: cut before it

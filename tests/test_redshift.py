@@ -4,11 +4,13 @@ behind it) and moto S3: COPY text, types, loads, truncation, load errors, hauser
 # ruff: noqa: F811 - fixtures are imported by name from aws_support
 from __future__ import annotations
 
+import gzip
 import logging
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import pytest
 from aws_support import (  # noqa: F401 - fixtures
     IAM_ROLE,
@@ -26,9 +28,13 @@ from standins.redshift_proxy import RedshiftProxy
 from syncd.batch import StagedBatch, StagedFormat, SyncRecord, TransformedBatch
 from syncd.errors import TerminalLoadError, TransientLoadError
 from syncd.fields import export_columns
+from syncd.pipeline import output_rules
 from syncd.timeutil import UTC
+from syncd.transform.columnar import transform
 from warehouses.redshift import (
+    CSV_NULL,
     RedshiftWarehouse,
+    endpoint_region,
     map_redshift_error,
     quote_literal,
     redact,
@@ -96,7 +102,8 @@ def stage_batch(
 ) -> StagedBatch:
     key = staged_files.key(start)
     rejects = [{"position": count, "reason": "not an object", "raw": "42"}]
-    batch = staged_files.write(key, staged_files.rows(key, count, **values), fmt, rejects)
+    rows = staged_files.rows(key, count, **values)
+    batch = staged_files.write(key, rows, fmt, rejects, csv_null=CSV_NULL)
     assert batch.rejects_path is not None
     return StagedBatch(
         batch=batch,
@@ -125,15 +132,74 @@ def test_the_copy_text_is_exact(
         f'COPY "{aws.schema}"."fsexport" ("IndvId", "SessionId", "EventStart", "EventType", '
         '"PageUrl", "EventCumulativeLayoutShift", "CustomVars", "SyncdBatchId", "SyncdLoadedAt") '
         f"FROM '{staged.uri}' IAM_ROLE '{IAM_ROLE}' REGION 'us-east-1' "
-        "FORMAT AS CSV IGNOREHEADER 1 GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS"
+        "FORMAT AS CSV IGNOREHEADER 1 GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS NULL AS '\\0'"
     )
 
 
-def test_parquet_copies_as_parquet(
+def test_parquet_copies_as_parquet_without_region(
     commit: Callable[..., StagedBatch], redshift_proxy: RedshiftProxy
 ) -> None:
-    commit(count=1, fmt="parquet")
-    assert redshift_proxy.copies[-1].endswith("REGION 'us-east-1' FORMAT AS PARQUET")
+    """COPY from columnar data formats refuses REGION (the stand-in too): it is left out."""
+    staged = commit(count=1, fmt="parquet")
+    assert redshift_proxy.copies[-1].endswith(
+        f"FROM '{staged.uri}' IAM_ROLE '{IAM_ROLE}' FORMAT AS PARQUET"
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "region"),
+    [
+        ("c.abc123.us-east-1.redshift.amazonaws.com", "us-east-1"),
+        ("wg.123456789012.eu-west-1.redshift-serverless.amazonaws.com", "eu-west-1"),
+        ("c.abc.cn-north-1.redshift.amazonaws.com.cn", "cn-north-1"),
+        ("c.abc.us-gov-west-1.redshift.amazonaws.com", "us-gov-west-1"),
+        ("127.0.0.1", None),
+        ("warehouse.example.com", None),
+    ],
+)
+def test_the_cluster_region_is_read_from_the_endpoint(host: str, region: str | None) -> None:
+    assert endpoint_region(host) == region
+
+
+def test_parquet_from_a_bucket_in_another_region_is_refused_naming_the_keys(
+    staged_files: StagedFiles, stage: S3Stage
+) -> None:
+    wh = RedshiftWarehouse(
+        host="c.abc123.us-east-1.redshift.amazonaws.com",
+        database="d",
+        user="u",
+        iam_role=IAM_ROLE,
+        region="us-west-2",
+    )
+    staged = stage_batch(staged_files, stage, count=1, fmt="parquet")
+    with pytest.raises(TerminalLoadError, match=r"\[redshift\] Region 'us-west-2'.*StagedFormat"):
+        wh.copy_statement(staged)
+    csv = stage_batch(staged_files, stage, count=1, fmt="csv")
+    assert "REGION 'us-west-2'" in wh.copy_statement(csv)  # CSV may cross Regions
+
+
+def test_parquet_across_regions_is_a_config_error() -> None:
+    from syncd.config import settings_from_mapping
+    from syncd.errors import ConfigError
+    from warehouses.registry import build_stage, build_warehouse
+
+    config = {
+        "Provider": "aws",
+        "StagedFormat": "parquet",
+        "s3": {"Bucket": "b", "Region": "us-west-2"},
+        "redshift": {
+            "Host": "c.abc123.us-east-1.redshift.amazonaws.com",
+            "DB": "d",
+            "User": "u",
+            "IAMRole": IAM_ROLE,
+        },
+    }
+    settings = settings_from_mapping(config, {}).settings
+    with pytest.raises(ConfigError, match=r"Region 'us-west-2'.*us-east-1.*StagedFormat"):
+        build_warehouse(settings, build_stage(settings))
+    config["StagedFormat"] = "csv"
+    settings = settings_from_mapping(config, {}).settings
+    assert isinstance(build_warehouse(settings, build_stage(settings)), RedshiftWarehouse)
 
 
 def test_credentials_never_reach_logs_errors_or_the_proxy_record(
@@ -220,17 +286,114 @@ def test_values_arrive_typed_with_null_and_empty_apart(
     ]
 
 
+def transform_and_stage(
+    wh: RedshiftWarehouse,
+    staged_files: StagedFiles,
+    stage: S3Stage,
+    events: list[dict[str, Any]],
+    fmt: StagedFormat,
+) -> StagedBatch:
+    """`events` as FullStory exports them, through syncd's transform with the warehouse's
+    rules (as the pipeline runs it), staged in S3."""
+    key = staged_files.key("2024-03-01T00:00:00Z")
+    staged_files.folder.mkdir(parents=True, exist_ok=True)
+    source = staged_files.folder / "export.ndjson.gz"
+    source.write_bytes(gzip.compress(b"".join(orjson.dumps(e) + b"\n" for e in events)))
+    columns = wh.ensure_tables(export_columns())
+    rules = output_rules(wh.capabilities)
+    batch = transform(
+        key, source, staged_files.folder / "out", columns, fmt, COMMITTED_AT, rules=rules
+    )
+    rejects = batch.rejects_path
+    return StagedBatch(
+        batch=batch,
+        uri=stage.put(batch.path, batch.path.name),
+        rejects_uri=stage.put(rejects, rejects.name) if rejects else None,
+    )
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_fullstorys_long_strings_are_cut_to_varcharmax_whatever_the_format(
+    make_warehouse: Callable[..., RedshiftWarehouse],
+    staged_files: StagedFiles,
+    stage: S3Stage,
+    aws: AwsEnv,
+    fmt: StagedFormat,
+) -> None:
+    """FullStory sends 70,000-character strings; Parquet takes no TRUNCATECOLUMNS, so the
+    transform cuts them (at a character) to VarCharMax bytes, and a CustomVars over 65535
+    bytes (it cannot be cut and stay JSON) is quarantined with its reason."""
+    wh = make_warehouse()
+    start = "2024-03-01T00:00:00.000Z"
+    events = [
+        {"IndvId": 1, "EventStart": start, "PageUrl": "u" * 70_000, "EventType": "é" * 40_000},
+        {"IndvId": 2, "EventStart": start, "user_blob_str": "x" * 70_000},
+    ]
+    staged = transform_and_stage(wh, staged_files, stage, events, fmt)
+    wh.commit_batch(staged, record_for(staged.batch, staged.uri))
+    rows = aws.sql(
+        f'SELECT indvid, octet_length(pageurl), octet_length(eventtype) FROM "{aws.schema}".fsexport'  # noqa: S608
+    )
+    assert rows == [(1, 65535, 65534)]  # 32767 whole "é"s
+    (reason,) = aws.sql(f'SELECT reason FROM "{aws.schema}".fsrejects')  # noqa: S608
+    assert reason[0].startswith("CustomVars: its JSON text is 70020 bytes, more than the 65535")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_long_strings_are_cut_at_a_character_boundary(
     make_warehouse: Callable[..., RedshiftWarehouse],
     staged_files: StagedFiles,
     stage: S3Stage,
     aws: AwsEnv,
+    fmt: StagedFormat,
 ) -> None:
     wh = make_warehouse(varchar_max=5)
-    wh.ensure_tables(export_columns())
-    staged = stage_batch(staged_files, stage, count=1, PageUrl="ééé")  # 6 bytes
+    start = "2024-03-01T00:00:00.000Z"
+    events = [{"IndvId": 1, "EventStart": start, "PageUrl": "ééé"}]  # 6 bytes
+    staged = transform_and_stage(wh, staged_files, stage, events, fmt)
     wh.commit_batch(staged, record_for(staged.batch, staged.uri))
     assert aws.sql(f'SELECT pageurl FROM "{aws.schema}".fsexport') == [("éé",)]  # noqa: S608
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("custom_vars", ["varchar", "super"])
+def test_null_and_the_empty_string_stay_apart_through_syncds_transform(
+    make_warehouse: Callable[..., RedshiftWarehouse],
+    staged_files: StagedFiles,
+    stage: S3Stage,
+    aws: AwsEnv,
+    fmt: StagedFormat,
+    custom_vars: str,
+) -> None:
+    """Redshift loads an empty CSV field as "" (quoted or not): syncd's CSV writes NULL as a
+    NUL-only field, loaded by NULL AS '\\0'; a string spelling Redshift's default null
+    marker (\\N) stays a string, timestamps and SUPER keep their NULLs and values."""
+    if custom_vars == "super" and fmt == "parquet":
+        pytest.skip("SUPER CustomVars stage CSV only")
+    wh = make_warehouse(custom_vars=custom_vars)
+    start = "2024-03-01T00:00:00.000Z"
+    events = [
+        {"IndvId": 1, "EventStart": start, "EventType": "", "PageUrl": None, "PageName": "\\N"},
+        {"IndvId": 2, "EventStart": start, "SessionStart": start, "user_plan_str": "pro"},
+    ]
+    staged = transform_and_stage(wh, staged_files, stage, events, fmt)
+    wh.commit_batch(staged, record_for(staged.batch, staged.uri))
+    rows = aws.sql(
+        "SELECT indvid, eventtype, pageurl, pagename, sessionstart, customvars "  # noqa: S608
+        f'FROM "{aws.schema}".fsexport ORDER BY indvid'
+    )
+    plan = {"user_plan_str": "pro"}
+    assert rows == [
+        (1, "", None, "\\N", None, {} if custom_vars == "super" else "{}"),
+        (
+            2,
+            None,
+            None,
+            None,
+            datetime(2024, 3, 1),
+            plan if custom_vars == "super" else '{"user_plan_str":"pro"}',
+        ),
+    ]
 
 
 def test_custom_vars_as_super_hold_parsed_json(

@@ -83,9 +83,55 @@ def test_a_copy_without_credentials_is_refused() -> None:
         parse_copy("COPY t FROM 's3://b/k' CSV")
 
 
-def test_parquet_with_gzip_is_refused() -> None:
+@pytest.mark.parametrize(
+    "option",
+    [
+        "REGION 'us-east-1'",
+        "TRUNCATECOLUMNS",
+        "GZIP",
+        "IGNOREHEADER 1",
+        "TIMEFORMAT 'auto'",
+        "EMPTYASNULL",
+        "NULL AS '\\0'",
+        "MAXERROR 10",
+        "ACCEPTANYDATE",
+    ],
+)
+def test_parquet_refuses_every_parameter_columnar_copy_does_not_list(option: str) -> None:
+    """COPY from columnar data formats: only ACCEPTINVCHARS, FILLRECORD, FROM, IAM_ROLE,
+    CREDENTIALS, the access-key forms, STATUPDATE, MANIFEST and EXPLICIT_IDS."""
     with pytest.raises(CopySyntaxError, match="not valid with PARQUET"):
-        parse_copy(f"COPY t FROM 's3://b/k' {ROLE} FORMAT AS PARQUET GZIP")
+        parse_copy(f"COPY t FROM 's3://b/k' {ROLE} FORMAT AS PARQUET {option}")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        f"{ROLE} FORMAT AS PARQUET",
+        "CREDENTIALS 'aws_iam_role=arn:aws:iam::1:role/r' FORMAT AS PARQUET",
+        "ACCESS_KEY_ID 'A' SECRET_ACCESS_KEY 'S' SESSION_TOKEN 'T' FORMAT AS PARQUET",
+        f"{ROLE} FORMAT AS PARQUET ACCEPTINVCHARS '?' FILLRECORD STATUPDATE OFF EXPLICIT_IDS",
+    ],
+)
+def test_parquet_accepts_the_listed_parameters(options: str) -> None:
+    copy = parse_copy(f"COPY t FROM 's3://b/k' {options}")
+    assert copy is not None and copy.format == "PARQUET"
+
+
+@pytest.mark.parametrize("option", ["ESCAPE", "REMOVEQUOTES", "FIXEDWIDTH 'a:1,b:2'"])
+def test_csv_refuses_escape_removequotes_and_fixedwidth(option: str) -> None:
+    """Data format parameters: CSV cannot be used with FIXEDWIDTH, REMOVEQUOTES, or ESCAPE."""
+    with pytest.raises(CopySyntaxError, match="CSV cannot be used with"):
+        parse_copy(f"COPY t FROM 's3://b/k' {ROLE} FORMAT AS CSV {option}")
+
+
+def test_csv_takes_the_options_syncd_sends() -> None:
+    copy = parse_copy(
+        f"COPY t (a) FROM 's3://b/k' {ROLE} REGION 'us-east-1' FORMAT AS CSV IGNOREHEADER 1 "
+        "GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS NULL AS '\\0'"
+    )
+    assert copy is not None
+    assert (copy.format, copy.ignore_header, copy.gzip, copy.null_as) == ("CSV", 1, True, "\x00")
 
 
 def test_redact_copy_masks_credentials() -> None:
@@ -154,9 +200,67 @@ def table(connection: Any) -> Any:
 
 
 def test_copy_loads_gzip_csv_from_s3(table: Any, aws: AwsEnv) -> None:
-    put(aws, "x.csv.gz", gzip.compress(b'"a","b"\n1,"x"\n2,\n3,""\n'))
+    put(aws, "x.csv.gz", gzip.compress(b'"a","b"\n1,"x"\n2,"y"\n'))
     run(table, copy(aws, "x.csv.gz"))
-    assert run(table, "SELECT a, b FROM t ORDER BY a") == [[1, "x"], [2, None], [3, ""]]
+    assert run(table, "SELECT a, b FROM t ORDER BY a") == [[1, "x"], [2, "y"]]
+
+
+# Redshift's CSV rules ("Data conversion parameters": EMPTYASNULL, NULL AS), not PostgreSQL's:
+# quoting does not make NULL; an empty VARCHAR field is "" and an empty BIGINT one NULL.
+
+
+def test_an_empty_csv_field_is_an_empty_string_quoted_or_not_and_null_in_other_types(
+    table: Any, aws: AwsEnv
+) -> None:
+    put(aws, "e.csv.gz", gzip.compress(b'"a","b"\n1,\n2,""\n,"x"\n'))
+    run(table, copy(aws, "e.csv.gz"))
+    assert run(table, "SELECT a, b FROM t ORDER BY a NULLS LAST") == [
+        [1, ""],
+        [2, ""],
+        [None, "x"],
+    ]
+
+
+def test_emptyasnull_loads_empty_varchar_fields_as_null(table: Any, aws: AwsEnv) -> None:
+    put(aws, "e.csv.gz", gzip.compress(b'"a","b"\n1,\n2,""\n'))
+    run(table, copy(aws, "e.csv.gz", "FORMAT AS CSV IGNOREHEADER 1 GZIP EMPTYASNULL"))
+    assert run(table, "SELECT a, b FROM t ORDER BY a") == [[1, None], [2, None]]
+
+
+def test_the_default_null_string_is_backslash_n_quoted_or_not(table: Any, aws: AwsEnv) -> None:
+    put(aws, "n.csv.gz", gzip.compress(b'"a","b"\n1,\\N\n2,"\\N"\n\\N,"x"\n'))
+    run(table, copy(aws, "n.csv.gz"))
+    assert run(table, "SELECT a, b FROM t ORDER BY a NULLS LAST") == [
+        [1, None],
+        [2, None],
+        [None, "x"],
+    ]
+
+
+def test_null_as_nul_loads_a_nul_only_field_as_null_in_every_type(table: Any, aws: AwsEnv) -> None:
+    put(aws, "z.csv.gz", gzip.compress(b'"a","b"\n1,\x00\n\x00,"\\N"\n3,""\n'))
+    run(table, copy(aws, "z.csv.gz", "FORMAT AS CSV IGNOREHEADER 1 GZIP NULL AS '\\0'"))
+    assert run(table, "SELECT a, b FROM t ORDER BY a NULLS LAST") == [
+        [1, None],
+        [3, ""],
+        [None, "\\N"],
+    ]
+
+
+def test_a_nul_inside_a_field_fails_the_copy(table: Any, aws: AwsEnv) -> None:
+    put(aws, "z.csv.gz", gzip.compress(b'"a","b"\n1,"x\x00y"\n'))
+    with pytest.raises(ProgrammingError, match="Check 'stl_load_errors'"):
+        run(table, copy(aws, "z.csv.gz", "FORMAT AS CSV IGNOREHEADER 1 GZIP NULL AS '\\0'"))
+    assert load_error(table) == [[2, "b", 1214]]
+
+
+def test_a_short_record_fails_unless_fillrecord(table: Any, aws: AwsEnv) -> None:
+    put(aws, "s.csv.gz", gzip.compress(b'"a","b"\n1\n'))
+    with pytest.raises(ProgrammingError, match="Check 'stl_load_errors'"):
+        run(table, copy(aws, "s.csv.gz"))
+    assert load_error(table) == [[2, "", 1214]]
+    run(table, copy(aws, "s.csv.gz", "FORMAT AS CSV IGNOREHEADER 1 GZIP FILLRECORD"))
+    assert run(table, "SELECT a, b FROM t") == [[1, ""]]
 
 
 def test_copy_loads_every_object_under_the_prefix(table: Any, aws: AwsEnv) -> None:
@@ -182,6 +286,15 @@ def load_error(con: Any) -> list[Any]:
     )
 
 
+def test_a_refused_parquet_copy_fails_with_the_reason(table: Any, aws: AwsEnv) -> None:
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"a": [7], "b": ["z"]}), buffer)
+    put(aws, "x.parquet", buffer.getvalue())
+    with pytest.raises(ProgrammingError, match="REGION not valid with PARQUET"):
+        run(table, copy(aws, "x.parquet", "REGION 'us-east-1' FORMAT AS PARQUET"))
+    assert run(table, "SELECT count(*) FROM t") == [[0]]
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
@@ -204,6 +317,75 @@ def test_truncatecolumns_cuts_long_strings(table: Any, aws: AwsEnv) -> None:
     put(aws, "long.csv.gz", gzip.compress('"a","b"\n1,"ééé"\n'.encode()))
     run(table, copy(aws, "long.csv.gz", "FORMAT AS CSV IGNOREHEADER 1 GZIP TRUNCATECOLUMNS"))
     assert run(table, "SELECT b FROM t") == [["éé"]]
+
+
+@pytest.mark.parametrize("string_type", [pa.string(), pa.large_string()])
+def test_a_parquet_string_longer_than_its_column_fails_the_copy(
+    table: Any, aws: AwsEnv, string_type: pa.DataType
+) -> None:
+    """Parquet takes no TRUNCATECOLUMNS: a string over its VARCHAR's bytes fails the load."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"a": [1, 2], "b": pa.array(["ok", "ééé"], string_type)}), buffer)
+    put(aws, "long.parquet", buffer.getvalue())
+    with pytest.raises(ProgrammingError, match="Check 'stl_load_errors'"):
+        run(table, copy(aws, "long.parquet", "FORMAT AS PARQUET"))
+    assert load_error(table) == [[3, "b", 1204]]
+    with pytest.raises(ProgrammingError, match="TRUNCATECOLUMNS not valid with PARQUET"):
+        run(table, copy(aws, "long.parquet", "FORMAT AS PARQUET TRUNCATECOLUMNS"))
+
+
+def test_a_parquet_file_must_have_the_columns_of_the_copy(table: Any, aws: AwsEnv) -> None:
+    """COPY from columnar data formats: the numbers of columns must match."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"a": [7]}), buffer)
+    put(aws, "one.parquet", buffer.getvalue())
+    with pytest.raises(ProgrammingError, match="Check 'stl_load_errors'"):
+        run(table, copy(aws, "one.parquet", "FORMAT AS PARQUET"))
+    assert load_error(table) == [[0, "", 1202]]
+
+
+def test_a_parquet_copy_reads_only_a_bucket_in_the_clusters_region(table: Any, aws: AwsEnv) -> None:
+    """COPY from columnar data formats: the bucket must be in the cluster's Region (and REGION
+    cannot say otherwise); CSV may cross Regions."""
+    client = aws.moto.client()
+    far = f"{aws.bucket}-west"
+    client.create_bucket(Bucket=far, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"a": [7], "b": ["z"]}), buffer)
+    client.put_object(Bucket=far, Key="x.parquet", Body=buffer.getvalue())
+    client.put_object(Bucket=far, Key="x.csv.gz", Body=gzip.compress(b'"a","b"\n1,"x"\n'))
+    statement = f"COPY t (a, b) FROM 's3://{far}/x.parquet' {ROLE} FORMAT AS PARQUET"
+    with pytest.raises(ProgrammingError, match="needs the bucket in the cluster's Region"):
+        run(table, statement)
+    csv_copy = f"COPY t (a, b) FROM 's3://{far}/x.csv.gz' {ROLE} REGION 'us-west-2' CSV IGNOREHEADER 1 GZIP"
+    run(table, csv_copy)
+    assert run(table, "SELECT a, b FROM t") == [[1, "x"]]
+
+
+def test_parquet_into_super_needs_serializetojson_and_stays_a_string(
+    connection: Any, aws: AwsEnv
+) -> None:
+    """A Parquet column loads into SUPER only with SERIALIZETOJSON, as JSON: a string column's
+    JSON text becomes a JSON string, not the object (why SUPER CustomVars stage CSV)."""
+    run(connection, "CREATE TABLE s (a BIGINT, j SUPER)")
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"a": [1], "j": ['{"k":1}']}), buffer)
+    put(aws, "s.parquet", buffer.getvalue())
+    statement = f"COPY s (a, j) FROM 's3://{aws.bucket}/s.parquet' {ROLE} FORMAT AS PARQUET"
+    with pytest.raises(ProgrammingError, match="Check 'stl_load_errors'"):
+        run(connection, statement)
+    run(connection, statement + " SERIALIZETOJSON")
+    assert run(connection, "SELECT a, j FROM s") == [[1, '"{\\"k\\":1}"']]  # a JSON string
+
+
+def test_super_from_csv_parses_the_json(connection: Any, aws: AwsEnv) -> None:
+    run(connection, "CREATE TABLE s (a BIGINT, j SUPER)")
+    put(aws, "s.csv.gz", gzip.compress(b'"a","j"\n1,"{""k"":1}"\n2,\x00\n'))
+    run(
+        connection,
+        f"COPY s (a, j) FROM 's3://{aws.bucket}/s.csv.gz' {ROLE} CSV IGNOREHEADER 1 GZIP NULL AS '\\0'",
+    )
+    assert run(connection, "SELECT a, j FROM s ORDER BY a") == [[1, '{"k": 1}'], [2, None]]
 
 
 def test_a_missing_prefix_fails_as_redshift(table: Any, aws: AwsEnv) -> None:

@@ -26,6 +26,7 @@ from syncd.fields import (
     export_columns,
 )
 from syncd.transform import RowConverter, RowRejected, transform_file
+from syncd.transform.rules import OutputRules
 
 SAMPLES = Path("/work/shared/samples")
 KEY = BatchKey(  # FullStory's samples hold events of 2020-08-27 to 2020-08-30
@@ -299,6 +300,21 @@ def test_csv_quotes_embedded_quotes_commas_and_newlines(tmp_path: Path) -> None:
     event = {"EventType": 'say "hi",\nthen go'}
     rows = list(csv.DictReader(io.StringIO(csv_text(run(tmp_path, ndjson([event]), fmt="csv")))))
     assert rows[0]["EventType"] == 'say "hi",\nthen go'
+
+
+@pytest.mark.parametrize("null", ["", "\x00"])
+def test_csv_writes_null_as_the_warehouses_text_unquoted_and_quotes_every_string(
+    tmp_path: Path, null: str
+) -> None:
+    """NULL is `OutputRules.csv_null` unquoted (Redshift: a NUL-only field, for NULL AS '\\0');
+    "" and a string spelling "\\N" stay quoted strings."""
+    events = [{"IndvId": 1, "EventType": "", "PageIp": "\\N"}, {"IndvId": 2}]
+    batch = run(tmp_path, ndjson(events), fmt="csv", rules=OutputRules(csv_null=null))
+    lines = csv_text(batch).splitlines()
+    header = lines[0].split(",")
+    first, second = (dict(zip(header, line.split(","), strict=True)) for line in lines[1:])
+    assert (first['"IndvId"'], first['"EventType"'], first['"PageIp"']) == ("1", '""', '"\\N"')
+    assert (second['"EventType"'], second['"PageIp"'], second['"EventStart"']) == (null,) * 3
 
 
 def test_csv_round_trips_with_the_csv_module(

@@ -25,6 +25,7 @@ from syncd.simulator.bodies import FORMAT_JSON, FORMAT_NDJSON, ExportSpec, iter_
 from syncd.simulator.events import HOUR_MS, EventGenerator, to_ms
 from syncd.transform import columnar, transform_file
 from syncd.transform.columnar import NeedsReference, transform, transform_columnar
+from syncd.transform.rules import NO_RULES, OutputRules
 from syncd.transform.table_writers import BackgroundTableWriter
 
 SAMPLES = Path("/work/shared/samples")
@@ -60,11 +61,12 @@ def both(
     *,
     fast_only: bool = True,
     key: BatchKey = KEY,
+    rules: OutputRules = NO_RULES,
 ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     """(reference outcome, fast outcome); with `fast_only` the fast path may not hand over."""
     fast = transform_columnar if fast_only else transform
-    reference = transform_file(key, source, tmp_path / "ref", columns, fmt, LOADED_AT)
-    columnar = fast(key, source, tmp_path / "fast", columns, fmt, LOADED_AT)
+    reference = transform_file(key, source, tmp_path / "ref", columns, fmt, LOADED_AT, rules=rules)
+    columnar = fast(key, source, tmp_path / "fast", columns, fmt, LOADED_AT, rules=rules)
     return outcome(reference), outcome(columnar)
 
 
@@ -235,6 +237,55 @@ def test_edge_rows_match_reference(tmp_path: Path, array: bool) -> None:
     source.write_bytes(body)
     reference, fast = both(tmp_path, source)
     assert fast == reference
+
+
+#: Rows with strings and CustomVars around a small warehouse's limits (10 and 60 bytes).
+LONG_ROWS: list[bytes] = [
+    b'{"IndvId":1,"EventType":"0123456789","PageUrl":"0123456789A"}',
+    b'{"IndvId":2,"EventType":"\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9","PageName":"abcdefghi\\u00e9"}',
+    b'{"IndvId":3,"PageUrl":"\\ud83d\\ude00\\ud83d\\ude00\\ud83d\\ude00","EventTargetText":12345678901}',
+    b'{"IndvId":4,"user_a_str":"' + b"x" * 40 + b'"}',
+    b'{"IndvId":5,"user_a_str":"' + b"x" * 60 + b'"}',
+    b'{"IndvId":6,"EventType":"' + "é".encode() * 7 + b'","evt_n_int":1}',
+]
+LIMITS = OutputRules(max_string_bytes=10, max_json_bytes=60, csv_null="\x00")
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+@pytest.mark.parametrize("array", [False, True], ids=["ndjson", "json-array"])
+def test_strings_over_the_warehouses_limit_are_cut_like_the_reference(
+    tmp_path: Path, array: bool, fmt: StagedFormat
+) -> None:
+    rows = LONG_ROWS * 2
+    body = (b"[" + b",\n".join(rows) + b"]\n") if array else b"\n".join(rows) + b"\n"
+    source = tmp_path / "long.json"
+    source.write_bytes(body)
+    reference, fast = both(tmp_path, source, fmt=fmt, rules=LIMITS)
+    assert fast == reference
+
+
+def test_the_reference_cuts_strings_at_a_character_and_quarantines_long_custom_vars(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "long.json"
+    source.write_bytes(b"\n".join(LONG_ROWS) + b"\n")
+    batch = transform_file(KEY, source, tmp_path, SEGMENT, "parquet", LOADED_AT, rules=LIMITS)
+    table = pq.read_table(batch.path).to_pylist()
+    got = {r["IndvId"]: r for r in table}
+    assert got[1]["EventType"] == "0123456789" and got[1]["PageUrl"] == "0123456789"
+    assert got[2]["EventType"] == "ééééé" and got[2]["PageName"] == "abcdefghi"
+    assert got[3]["PageUrl"] == "😀😀" and got[3]["EventTargetText"] == "1234567890"
+    assert got[4]["CustomVars"] == '{"user_a_str":"' + "x" * 40 + '"}'  # 57 bytes
+    assert got[6]["EventType"] == "ééééé"
+    assert all(r["SyncdBatchId"] == KEY.id for r in table)  # 50 bytes, never cut
+    assert 5 not in got and batch.rejected == 1
+    assert batch.rejects_path is not None
+    (reject,) = [orjson.loads(line) for line in batch.rejects_path.read_bytes().splitlines()]
+    assert reject["position"] == 4
+    assert reject["reason"] == (
+        "CustomVars: its JSON text is 77 bytes, more than the 60 the warehouse's column "
+        "holds (cut, it would not be JSON)"
+    )
 
 
 _SLOT_NAMES = [c.name for c in SEGMENT[:-3]]

@@ -53,6 +53,13 @@ class Capabilities:
     #: longer strings at a character boundary, whatever the staged format, so no load fails on
     #: them; the round-trip check counts such a cut as a documented change.
     max_string_bytes: int | None = None
+    #: Longest CustomVars JSON text the column keeps, in UTF-8 bytes (None: no limit). Cut JSON
+    #: is not JSON: the transform quarantines a row whose CustomVars is longer.
+    max_json_bytes: int | None = None
+    #: The text of NULL in staged CSV (written unquoted; strings are always quoted). "" (an
+    #: empty field) is NULL to PostgreSQL and DuckDB; a warehouse that reads an empty field as
+    #: the empty string (Redshift) names a text no string of syncd's can be.
+    csv_null: str = ""
 
 
 @dataclass(frozen=True)

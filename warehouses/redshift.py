@@ -2,7 +2,10 @@
 
 A commit is one transaction: delete this batch's earlier rows, rejects and sync row; `COPY
 export (columns in file order) FROM 's3://...' <authorization> REGION ... FORMAT AS CSV
-IGNOREHEADER 1 GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS` (or `FORMAT AS PARQUET`); check the rows
+IGNOREHEADER 1 GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS NULL AS '\\0'` (or `...
+<authorization> FORMAT AS PARQUET`: COPY from columnar data takes none of the other parameters, not even REGION, and
+needs the bucket in the cluster's Region, which syncd checks against the endpoint's name when
+it can, see `parquet_region_problem`); check the rows
 (`pg_last_copy_count()` and a count by batch id); insert the rejects; insert the sync row;
 commit. When COPY fails, the reason is read from `stl_load_errors` (or, on Redshift Serverless,
 `sys_load_error_detail`) and put into the error: line, column, reason.
@@ -11,13 +14,19 @@ Redshift specifics:
 - identifiers fold to lower case even when quoted: the dialect matches names case-blind, and
   the export table's columns are reported under the catalog's spelling (`IndvId`), whatever
   the cluster shows (`indvid`), so the transform writes files with the names it knows;
-- strings are VARCHAR(VarCharMax) (bytes); CSV loads cut longer values with TRUNCATECOLUMNS,
-  which keeps whole UTF-8 characters; CustomVars is VARCHAR(65535) holding JSON text (as in
-  hauser's tables), or SUPER (`custom_vars="super"`: COPY parses the CSV field's JSON, so
-  only CSV is staged); the export table is created with SORTKEY (EventStart); rejects are
-  few and are inserted (cut to 65535 bytes) from the local rejects file;
-- CSV keeps NULL (an empty unquoted field) apart from "" (a quoted empty field); Parquet
-  carries types and NULLs natively but longer strings fail the load instead of being cut;
+- strings are VARCHAR(VarCharMax) (bytes): `capabilities.max_string_bytes` makes the
+  transform cut longer values at a UTF-8 character boundary, whatever the staged format
+  (Parquet takes no TRUNCATECOLUMNS: a longer string would fail its COPY; CSV keeps
+  TRUNCATECOLUMNS for an existing table with narrower columns); CustomVars is VARCHAR(65535)
+  holding JSON text (as in hauser's tables): `max_json_bytes` makes the transform quarantine a
+  row whose CustomVars is longer (cut JSON is not JSON); or SUPER (`custom_vars="super"`: COPY
+  parses the CSV field's JSON, so only CSV is staged); the export table is created with
+  SORTKEY (EventStart); rejects are few and are inserted (cut to 65535 bytes) from the local
+  rejects file;
+- CSV keeps NULL apart from "": Redshift reads an empty field, quoted or not, as "" in a
+  VARCHAR (and NULL in other types), so NULL is written as a NUL-only field (`CSV_NULL`,
+  `capabilities.csv_null`) and loaded with `NULL AS '\\0'`; Parquet carries types and NULLs
+  natively;
 - the COPY text carries the authorization (IAM_ROLE, or hauser's Credentials string) as a
   literal, since COPY takes no parameters: it is never logged, and every error message is
   passed through `redact` before it leaves this module.
@@ -49,11 +58,18 @@ REDSHIFT_VARCHAR_MAX = 65535
 REJECTS_PER_INSERT = 200
 MASK = "***"
 
+#: NULL in staged CSV: a field holding only NUL, loaded by NULL AS '\0' ("Data conversion
+#: parameters"). Redshift loads an empty CHAR/VARCHAR field as "" (quoted or not) and knows
+#: NULL only by NULL AS's string; syncd's strings never hold NUL (the transform makes it
+#: U+FFFD), so no string can be taken for NULL.
+CSV_NULL = "\x00"
 _COPY_CSV = (
     "COPY {table} ({columns}) FROM {uri} {authorization} {region}"
-    "FORMAT AS CSV IGNOREHEADER 1 GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS"
+    "FORMAT AS CSV IGNOREHEADER 1 GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS NULL AS '\\0'"
 )
-_COPY_PARQUET = "COPY {table} ({columns}) FROM {uri} {authorization} {region}FORMAT AS PARQUET"
+# COPY from columnar data formats takes no REGION (nor GZIP, TRUNCATECOLUMNS, ...): the bucket
+# must be in the cluster's Region, see `parquet_region_problem`.
+_COPY_PARQUET = "COPY {table} ({columns}) FROM {uri} {authorization} FORMAT AS PARQUET"
 _LAST_COPY_COUNT = "SELECT pg_last_copy_count()"
 _CREATE_TABLE = "CREATE TABLE IF NOT EXISTS {table} ({definitions})"
 _ADD_COLUMN = "ALTER TABLE {table} ADD COLUMN {definition}"
@@ -72,6 +88,12 @@ _INSERT_REJECTS = "INSERT INTO {rejects} ({columns}) VALUES {rows}"
 _TRANSIENT_TEXT = re.compile(
     r"SlowDown|reduce your request rate|ServiceUnavailable|InternalError|timed out|"
     r"Connection reset|connection refused|could not connect|S3ServiceException.*Status 5\d\d",
+    re.IGNORECASE,
+)
+# A cluster's or workgroup's endpoint names its Region: name.id.us-east-1.redshift.amazonaws.com
+_ENDPOINT_REGION = re.compile(
+    r"\.([a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9])\.redshift(?:-serverless)?\.amazonaws\.com"
+    r"(?:\.cn)?\.?$",
     re.IGNORECASE,
 )
 _SECRET_LITERALS = re.compile(
@@ -125,6 +147,29 @@ def quote_literal(value: str, what: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def endpoint_region(host: str) -> str | None:
+    """The AWS Region in a Redshift endpoint's host name (provisioned or Serverless), None when
+    the host does not say (an alias, an IP address, a stand-in)."""
+    match = _ENDPOINT_REGION.search(host)
+    return match.group(1).lower() if match else None
+
+
+def parquet_region_problem(host: str, region: str) -> str:
+    """Why a Parquet COPY cannot work with this bucket Region, or "" when it may.
+
+    COPY from Parquet takes no REGION parameter and needs the bucket in the cluster's Region
+    ("COPY from columnar data formats"); CSV can cross Regions with REGION."""
+    cluster = endpoint_region(host)
+    if not region or cluster is None or cluster == region.lower():
+        return ""
+    return (
+        f"[redshift] Region {region!r} (the bucket's) differs from the cluster's Region "
+        f"{cluster!r} (from [redshift] Host): Redshift's COPY from Parquet takes no REGION and "
+        'reads only a bucket in the cluster\'s Region; set StagedFormat = "csv" (COPY from CSV '
+        "names the Region) or stage in a bucket of the cluster's Region"
+    )
+
+
 def redshift_dialect(
     varchar_max: int = REDSHIFT_VARCHAR_MAX, *, super_json: bool = False
 ) -> Dialect:
@@ -160,6 +205,7 @@ class RedshiftWarehouse(DbApiWarehouse):
         transactional=True,
         json_type=False,
         remote_stage=True,
+        csv_null=CSV_NULL,
     )
 
     def __init__(
@@ -201,7 +247,13 @@ class RedshiftWarehouse(DbApiWarehouse):
             self.capabilities = dataclasses.replace(
                 self.capabilities, staging_formats=("csv",), json_type=True
             )
-        self.capabilities = dataclasses.replace(self.capabilities, max_string_bytes=varchar_max)
+        self.capabilities = dataclasses.replace(
+            self.capabilities,
+            max_string_bytes=varchar_max,
+            # VARCHAR(65535) JSON text: a longer document would fail the COPY (Parquet) or be
+            # cut into broken JSON (CSV's TRUNCATECOLUMNS); SUPER takes far larger documents
+            max_json_bytes=None if super_json else REDSHIFT_VARCHAR_MAX,
+        )
         self._server: dict[str, Any] = {
             "host": host,
             "port": port,
@@ -233,7 +285,13 @@ class RedshiftWarehouse(DbApiWarehouse):
         else:
             authorization = f"CREDENTIALS {quote_literal(self._credentials, 'Credentials')}"
         region = f"REGION {quote_literal(self.region, 'Region')} " if self.region else ""
-        template = _COPY_CSV if batch.format == "csv" else _COPY_PARQUET
+        if batch.format == "csv":
+            template = _COPY_CSV
+        else:
+            problem = parquet_region_problem(self._server["host"], self.region)
+            if problem:
+                raise TerminalLoadError(problem)
+            template = _COPY_PARQUET
         return render(
             template,
             self.dialect,
@@ -347,8 +405,11 @@ class RedshiftWarehouse(DbApiWarehouse):
 
 
 __all__ = [
+    "CSV_NULL",
     "RedshiftWarehouse",
+    "endpoint_region",
     "map_redshift_error",
+    "parquet_region_problem",
     "quote_literal",
     "redact",
     "redshift_dialect",

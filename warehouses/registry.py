@@ -79,9 +79,12 @@ def build_warehouse(settings: Settings, stage: Stage, *, read_only: bool = False
             rejects_table=pg.rejects_table,
         )
     if settings.provider == "aws":
-        from warehouses.redshift import RedshiftWarehouse
+        from warehouses.redshift import RedshiftWarehouse, parquet_region_problem
 
         rs = settings.redshift
+        problem = parquet_region_problem(rs.host, rs.region)
+        if settings.staged_format == "parquet" and problem:
+            raise ConfigError([problem])
         return RedshiftWarehouse(
             host=rs.host,
             port=rs.port,

@@ -558,7 +558,9 @@ SECTION_KEYS: tuple[Key, ...] = (
         "Region",
         K.STRING,
         None,
-        "Region of the S3 bucket as COPY needs it.",
+        "Region of the S3 bucket, named in a CSV COPY. A Parquet COPY takes no Region: the "
+        'bucket must be in the cluster\'s Region (syncd refuses StagedFormat "parquet" when '
+        "this Region differs from the one in Host).",
         default_doc="[s3] Region",
         example='"us-east-2"',
     ),
@@ -567,7 +569,9 @@ SECTION_KEYS: tuple[Key, ...] = (
         "VarCharMax",
         K.INT,
         65535,
-        "Longest string kept, in bytes; longer values are cut at a UTF-8 character boundary.",
+        "Longest string kept, in bytes; longer values are cut at a UTF-8 character boundary "
+        "(by the transform, whatever StagedFormat). A row whose CustomVars JSON text is over "
+        "65535 bytes (VARCHAR CustomVarsType) is quarantined: cut, it would not be JSON.",
         hauser=True,
         attr="varchar_max",
         new_meaning="hauser had no default",

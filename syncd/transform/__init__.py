@@ -1,9 +1,11 @@
 """The transform: a spooled export download -> one staged file (Parquet, CSV or NDJSON).
 
-    transform_file(key, source, out_dir, columns, fmt, loaded_at) -> TransformedBatch
+    transform_file(key, source, out_dir, columns, fmt, loaded_at, rules=...) -> TransformedBatch
 
 Streams with bounded memory, types every column, folds custom variables into CustomVars and
-quarantines the rows it cannot load (see `convert` for the rules, `reader` for the layouts).
+quarantines the rows it cannot load (see `convert` for the rules, `reader` for the layouts);
+`rules` (`rules.OutputRules`, from the warehouse's Capabilities) limits strings and names
+CSV's NULL.
 """
 
 from __future__ import annotations

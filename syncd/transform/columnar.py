@@ -16,7 +16,8 @@ quarantine), several times faster. How it stays identical:
   reference converts or rejects it), a timestamp that is not the API's canonical
   "YYYY-MM-DDTHH:MM:SS.mmmZ", duplicate or unforeseen keys, an
   EventStart outside a segment batch's window, NaN/Infinity, `\\u0000`, a CustomVars text that
-  is not exactly what orjson would write, integers of 20+ digits. Flagged rows are rare in real
+  is not exactly what orjson would write, integers of 20+ digits, a value longer than the
+  warehouse holds (`OutputRules`: the reference cuts or rejects it). Flagged rows are rare in real
   exports, so nearly all work stays in C++.
 - Whole files go to the reference `transform_file` when the fast path cannot follow them: a
   line that is not JSON (its text is lost to DuckDB), an array not laid out one element per
@@ -59,6 +60,7 @@ from syncd.transform.convert import (
     batch_window,
 )
 from syncd.transform.reader import GZIP_MAGIC, MAX_ROW_BYTES, parse_exact
+from syncd.transform.rules import NO_RULES, OutputRules
 from syncd.transform.table_writers import BackgroundTableWriter, TableWriter, open_table_writer
 from syncd.transform.transform import (
     DEFAULT_BLOCK_ROWS,
@@ -110,6 +112,7 @@ def transform(
     loaded_at: datetime,
     *,
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    rules: OutputRules = NO_RULES,
 ) -> TransformedBatch:
     """`transform_file`'s contract, by the fast path when it applies, else the reference path.
 
@@ -119,11 +122,13 @@ def transform(
     if fmt in FAST_FORMATS and _total_bytes(sources) >= FAST_PATH_MIN_BYTES:
         try:
             return transform_columnar(
-                key, source, out_dir, columns, fmt, loaded_at, block_rows=block_rows
+                key, source, out_dir, columns, fmt, loaded_at, block_rows=block_rows, rules=rules
             )
         except NeedsReference as exc:
             log.info("transform.reference_path", batch=key.id, reason=str(exc))
-    return transform_file(key, source, out_dir, columns, fmt, loaded_at, block_rows=block_rows)
+    return transform_file(
+        key, source, out_dir, columns, fmt, loaded_at, block_rows=block_rows, rules=rules
+    )
 
 
 def transform_columnar(
@@ -135,6 +140,7 @@ def transform_columnar(
     loaded_at: datetime,
     *,
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    rules: OutputRules = NO_RULES,
 ) -> TransformedBatch:
     """The fast path alone; raises NeedsReference when the file needs the reference path
     (nothing is left behind then), TransformError like `transform_file`."""
@@ -147,7 +153,9 @@ def transform_columnar(
     columns = tuple(columns)
     naive_loaded_at = loaded_at.astimezone(UTC).replace(tzinfo=None)
     window = batch_window(key)
-    converter = RowConverter(columns, key.id, naive_loaded_at, window=window)  # checks columns
+    converter = RowConverter(  # checks columns
+        columns, key.id, naive_loaded_at, window=window, rules=rules
+    )
     files = OutputFiles.for_batch(out_dir, key, fmt)
     started = time.perf_counter()
     try:
@@ -156,7 +164,9 @@ def transform_columnar(
         layouts = [_sniff(path) for path in sources]
         out_dir.mkdir(parents=True, exist_ok=True)
         _remove(files.partial_rejects)
-        writer = BackgroundTableWriter(open_table_writer(fmt, files.partial, columns), depth=1)
+        writer = BackgroundTableWriter(
+            open_table_writer(fmt, files.partial, columns, csv_null=rules.csv_null), depth=1
+        )
     except OSError as exc:
         raise TransformError(f"cannot transform batch {key.id}: {exc}") from exc
     try:
@@ -165,7 +175,7 @@ def transform_columnar(
         )
     except OSError as exc:
         raise TransformError(f"cannot transform batch {key.id}: {exc}") from exc
-    plan = _QueryPlan(columns, key.id, naive_loaded_at, sorted(custom_keys), window)
+    plan = _QueryPlan(columns, key.id, naive_loaded_at, sorted(custom_keys), window, rules)
 
     def fill(rejects: RejectSink) -> int:
         rows = 0
@@ -282,6 +292,7 @@ class _QueryPlan:
         loaded_at: datetime,
         custom_keys: Sequence[str] = (),
         window: tuple[datetime, datetime] | None = None,
+        rules: OutputRules = NO_RULES,
     ) -> None:
         self.columns = tuple(columns)
         self.window = window
@@ -291,6 +302,15 @@ class _QueryPlan:
         self._slots = [
             c for c in columns if c.name not in _TRACE and not c.name.startswith(CUSTOM_PREFIXES)
         ]
+        #: (column, most UTF-8 bytes): rows with a longer value go to the reference, which
+        #: cuts the string or rejects the row (CustomVars)
+        self.byte_limits: list[tuple[str, int]] = []
+        if rules.max_string_bytes is not None:
+            self.byte_limits += [
+                (c.name, rules.max_string_bytes) for c in self._slots if c.type is FieldType.STRING
+            ]
+        if rules.max_json_bytes is not None and CUSTOM_VARS.name in {c.name for c in columns}:
+            self.byte_limits.append((CUSTOM_VARS.name, rules.max_json_bytes))
         spec = {c.name: "JSON" if c.type is FieldType.STRING else "VARCHAR" for c in self._slots}
         # DuckDB's struct fields ignore case: a key that differs from another only in case
         # stays unknown, and its rows go to the reference
@@ -326,9 +346,13 @@ class _QueryPlan:
         custom_text = self._custom_text(with_nulls=False)
         custom_text_nulls = self._custom_text(with_nulls=True)
         typed: list[str] = []
+        limits = dict(self.byte_limits)
         for index, column in enumerate(self.columns):
             name = column.name
             out = _ident(name)
+            if name in limits:  # strlen counts bytes: a longer value is the reference's to cut
+                value_sql = "c" if name == CUSTOM_VARS.name else f"v{index}"
+                checks.append(f"({value_sql} IS NULL OR strlen({value_sql}) <= {limits[name]})")
             if name == CUSTOM_VARS.name:
                 values.append(f"c AS {out}")
             elif name == BATCH_ID.name:

@@ -20,6 +20,9 @@ These rules are the reference every faster path is checked against:
   a reason naming every bad field.
 - NUL characters (which PostgreSQL and Redshift cannot hold) and lone UTF-16 surrogates become
   U+FFFD, in column values and anywhere inside CustomVars.
+- With `rules` from a warehouse that limits strings (Redshift's VarCharMax), STRING values are
+  cut to `max_string_bytes` of UTF-8 at a character boundary, and a row whose CustomVars text
+  is longer than `max_json_bytes` is rejected (cut JSON is not JSON; the load would fail).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import orjson
 from syncd.batch import BatchKey
 from syncd.fields import BATCH_ID, CUSTOM_PREFIXES, CUSTOM_VARS, LOADED_AT, Column, FieldType
 from syncd.timeutil import UTC
+from syncd.transform.rules import NO_RULES, OutputRules, cut_utf8, utf8_length
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -267,6 +271,7 @@ class RowConverter:
         loaded_at: datetime,
         *,
         window: tuple[datetime, datetime] | None = None,
+        rules: OutputRules = NO_RULES,
     ) -> None:
         names = [c.name for c in columns]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -288,6 +293,7 @@ class RowConverter:
         self._timestamps: dict[str, datetime] = {}
         self.window = window
         self._event_start = names.index(EVENT_START) if EVENT_START in names else None
+        self.rules = rules
 
     def convert(self, obj: object, *, exact: bool = False) -> list[Any]:
         """The row's values; raises RowRejected, or NeedsExactParse when `exact` is False and a
@@ -299,6 +305,7 @@ class RowConverter:
         problems: list[str] | None = None
         slots = self._slots
         str_, int_, float_ = str, int, float
+        limit = self.rules.max_string_bytes
         for key, value in obj.items():
             slot = slots.get(key)
             if slot is None:
@@ -314,11 +321,14 @@ class RowConverter:
             try:
                 if kind == _STRING:
                     if type(value) is str_:
-                        row[index] = value if "\x00" not in value else clean_text(value)
+                        text = value if "\x00" not in value else clean_text(value)
                     else:
                         if not exact and type(value) in _MAYBE_ROUNDED and _may_be_rounded(value):
                             raise NeedsExactParse
-                        row[index] = to_string(value)
+                        text = to_string(value)
+                    if limit is not None and len(text) * 4 > limit:
+                        text = cut_utf8(text, limit)
+                    row[index] = text
                 elif kind == _INT64:
                     if type(value) is int_ and INT64_MIN <= value <= INT64_MAX:
                         row[index] = value
@@ -347,7 +357,16 @@ class RowConverter:
         if custom:
             if len(custom) > 1:  # by the keys as written: NUL and lone surrogates as U+FFFD
                 custom = dict(sorted(custom.items(), key=_written_key))
-            row[self._custom_index] = dump_json(custom)
+            text = dump_json(custom)
+            json_limit = self.rules.max_json_bytes
+            if json_limit is not None and len(text) * 4 > json_limit:
+                size = utf8_length(text)
+                if size > json_limit:
+                    raise RowRejected(
+                        f"{CUSTOM_VARS.name}: its JSON text is {size} bytes, more than the "
+                        f"{json_limit} the warehouse's column holds (cut, it would not be JSON)"
+                    )
+            row[self._custom_index] = text
         else:
             row[self._custom_index] = "{}"
         return row

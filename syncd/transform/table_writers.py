@@ -19,7 +19,12 @@ import pyarrow.parquet as pq
 
 from syncd.batch import StagedFormat
 from syncd.fields import Column
-from syncd.transform.writers import GZIP_LEVEL, PARQUET_COMPRESSION, arrow_schema
+from syncd.transform.writers import (
+    GZIP_LEVEL,
+    PARQUET_COMPRESSION,
+    arrow_schema,
+    csv_write_options,
+)
 
 
 class TableWriter(Protocol):
@@ -50,9 +55,9 @@ class ParquetTableWriter:
 
 
 class CsvTableWriter:
-    def __init__(self, path: Path, columns: Sequence[Column]) -> None:
+    def __init__(self, path: Path, columns: Sequence[Column], null: str = "") -> None:
         self._file = gzip.open(path, "wb", compresslevel=GZIP_LEVEL)
-        options = pacsv.WriteOptions(include_header=True, quoting_style="needed")
+        options = csv_write_options(null)
         self._writer = pacsv.CSVWriter(self._file, arrow_schema(columns), write_options=options)
 
     def write(self, table: pa.Table) -> None:
@@ -125,10 +130,13 @@ class BackgroundTableWriter:
                     self._error = exc
 
 
-def open_table_writer(fmt: StagedFormat, path: Path, columns: Sequence[Column]) -> TableWriter:
-    """A table writer of `fmt` (Parquet or CSV) creating `path`."""
+def open_table_writer(
+    fmt: StagedFormat, path: Path, columns: Sequence[Column], *, csv_null: str = ""
+) -> TableWriter:
+    """A table writer of `fmt` (Parquet or CSV) creating `path`; `csv_null` as in
+    `writers.open_block_writer`."""
     if fmt == "parquet":
         return ParquetTableWriter(path, columns)
     if fmt == "csv":
-        return CsvTableWriter(path, columns)
+        return CsvTableWriter(path, columns, csv_null)
     raise ValueError(f"no table writer for staged format {fmt!r}")

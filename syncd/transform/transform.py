@@ -26,6 +26,7 @@ from syncd.fields import Column
 from syncd.timeutil import UTC
 from syncd.transform.convert import NeedsExactParse, RowConverter, RowRejected, batch_window
 from syncd.transform.reader import RAW_LIMIT, ExportRow, open_export, parse_exact, row_text
+from syncd.transform.rules import NO_RULES, OutputRules
 from syncd.transform.writers import EXTENSIONS, BlockWriter, open_block_writer
 
 log = structlog.get_logger(__name__)
@@ -234,8 +235,10 @@ def transform_file(
     loaded_at: datetime,
     *,
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    rules: OutputRules = NO_RULES,
 ) -> TransformedBatch:
-    """Convert the spooled export `source` into `<out_dir>/<key.id>.<ext>` with `columns`.
+    """Convert the spooled export `source` into `<out_dir>/<key.id>.<ext>` with `columns`,
+    following the warehouse's `rules` (string limits, CSV's NULL).
 
     `source` may be several files (the legacy bundles of one day): their rows are concatenated.
 
@@ -253,6 +256,7 @@ def transform_file(
         key.id,
         loaded_at.astimezone(UTC).replace(tzinfo=None),
         window=batch_window(key),
+        rules=rules,
     )
     files = OutputFiles.for_batch(out_dir, key, fmt)
     started = time.perf_counter()
@@ -261,7 +265,7 @@ def transform_file(
         source_bytes = sum(path.stat().st_size for path in sources)
         out_dir.mkdir(parents=True, exist_ok=True)
         _remove(files.partial_rejects)  # left by a crashed attempt; this one may have none
-        writer = open_block_writer(fmt, files.partial, columns)
+        writer = open_block_writer(fmt, files.partial, columns, csv_null=rules.csv_null)
     except OSError as exc:
         raise TransformError(f"cannot transform batch {key.id}: {exc}") from exc
     counts = write_outputs(

@@ -5,9 +5,10 @@ and appends them to one file, so memory holds one block, never the batch:
 
 - Parquet: one zstd row group per block; int64, float64, string, timestamp("us") without a
   time zone holding UTC; CustomVars as a string.
-- CSV (gzip): a header row, every string quoted (so "" is the empty string), NULL as an empty
-  unquoted field (PostgreSQL and Redshift COPY keep them apart), timestamps as
-  "YYYY-MM-DD HH:MM:SS.ffffff".
+- CSV (gzip): a header row, every string quoted (so "" is the empty string), NULL unquoted
+  as the warehouse's text (`OutputRules.csv_null`): an empty field by default, as
+  PostgreSQL's COPY reads NULL, while a warehouse that reads an empty field as "" (Redshift)
+  names its own; timestamps as "YYYY-MM-DD HH:MM:SS.ffffff".
 - NDJSON (gzip): one object per row, NULL columns left out, timestamps RFC 3339 with "Z",
   JSON columns (CustomVars) nested as objects.
 """
@@ -83,11 +84,16 @@ class ParquetBlockWriter:
         self._writer.close()
 
 
+def csv_write_options(null: str = "") -> pacsv.WriteOptions:
+    """Header, every string quoted, NULL as `null` unquoted (both CSV writers use these)."""
+    return pacsv.WriteOptions(include_header=True, quoting_style="needed", null_string=null)
+
+
 class CsvBlockWriter:
-    def __init__(self, path: Path, columns: Sequence[Column]) -> None:
+    def __init__(self, path: Path, columns: Sequence[Column], null: str = "") -> None:
         self._schema = arrow_schema(columns)
         self._file = gzip.open(path, "wb", compresslevel=GZIP_LEVEL)
-        options = pacsv.WriteOptions(include_header=True, quoting_style="needed")
+        options = csv_write_options(null)
         self._writer = pacsv.CSVWriter(self._file, self._schema, write_options=options)
 
     def write(self, rows: Sequence[Sequence[Any]]) -> None:
@@ -126,12 +132,15 @@ class NdjsonBlockWriter:
         self._file.close()
 
 
-def open_block_writer(fmt: StagedFormat, path: Path, columns: Sequence[Column]) -> BlockWriter:
-    """A writer of `fmt` creating `path` (the caller renames it into place when complete)."""
+def open_block_writer(
+    fmt: StagedFormat, path: Path, columns: Sequence[Column], *, csv_null: str = ""
+) -> BlockWriter:
+    """A writer of `fmt` creating `path` (the caller renames it into place when complete);
+    `csv_null` is the text of NULL in CSV."""
     if fmt == "parquet":
         return ParquetBlockWriter(path, columns)
     if fmt == "csv":
-        return CsvBlockWriter(path, columns)
+        return CsvBlockWriter(path, columns, csv_null)
     if fmt == "ndjson":
         return NdjsonBlockWriter(path, columns)
     raise ValueError(f"unknown staged format {fmt!r}; expected one of {', '.join(EXTENSIONS)}")
