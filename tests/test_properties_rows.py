@@ -284,6 +284,18 @@ def test_deeply_nested_row_is_quarantined_and_its_neighbours_load(tmp_path: Path
     assert outcome is not None and (outcome[0], outcome[1]) == (2, 1)
 
 
+@pytest.mark.parametrize("depth", [990, 1000, 1020])
+def test_a_custom_var_nested_as_deep_as_orjson_parses_is_quarantined(
+    tmp_path: Path, depth: int
+) -> None:
+    # orjson reads up to 1024 levels; writing CustomVars back recursed past Python's limit
+    deep = b'{"user_deep":' + b'{"a":' * depth + b"1" + b"}" * depth + b"}"
+    raws = [b'{"IndvId":1}', deep, b'{"IndvId":2}']
+    outcome = _run_all(tmp_path, b"\n".join(raws))
+    assert outcome is not None and (outcome[0], outcome[1]) == (2, 1)
+    assert _reasons(outcome) == ["JSON nested too deeply (more than 1000 levels)"]
+
+
 # ---- into DuckDB ----------------------------------------------------------------------------
 
 

@@ -59,7 +59,7 @@ from syncd.transform.convert import (
     RowRejected,
     batch_window,
 )
-from syncd.transform.reader import GZIP_MAGIC, MAX_ROW_BYTES, parse_exact
+from syncd.transform.reader import GZIP_MAGIC, MAX_ROW_BYTES, Unparsed, parse_exact, parse_row
 from syncd.transform.rules import NO_RULES, OutputRules
 from syncd.transform.table_writers import BackgroundTableWriter, TableWriter, open_table_writer
 from syncd.transform.transform import (
@@ -641,14 +641,11 @@ def _canonical(text: str) -> bool:
 def _reference_row(converter: RowConverter, text: bytes, array: bool) -> list[Any]:
     """The reference reader's and converter's verdict on one row's text; raises RowRejected."""
     try:
-        value, exact = orjson.loads(text), False
-    except orjson.JSONDecodeError as exc:
-        try:
-            value, exact = parse_exact(text), True
-        except ValueError:
-            if array:  # the reference parses such an array again, whole: let it
-                raise NeedsReference("an array element is not JSON") from None
-            raise RowRejected(f"not JSON: {exc}") from None
+        value, exact = parse_row(text)
+    except Unparsed as exc:
+        if array and not exc.too_deep:  # the reference fails such an array whole: let it
+            raise NeedsReference("an array element is not JSON") from None
+        raise RowRejected(exc.reason) from None
     try:
         return converter.convert(value, exact=exact)
     except NeedsExactParse:

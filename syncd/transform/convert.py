@@ -143,6 +143,10 @@ def _written_key(item: tuple[str, Any]) -> str:
     return clean_text(item[0])
 
 
+#: The reason a row nested too deeply to parse or re-serialise is quarantined with.
+TOO_DEEP = "JSON nested too deeply (more than 1000 levels)"
+
+
 def clean_value(value: Any) -> Any:
     """`clean_text` applied to every string (keys too) inside a parsed JSON value."""
     if isinstance(value, str):
@@ -297,7 +301,15 @@ class RowConverter:
 
     def convert(self, obj: object, *, exact: bool = False) -> list[Any]:
         """The row's values; raises RowRejected, or NeedsExactParse when `exact` is False and a
-        number may have been rounded by orjson."""
+        number may have been rounded by orjson. A value nested deeper than Python recurses
+        (a custom var ~1000 levels deep: orjson parses it, re-serialising it cannot) is a
+        rejected row, never a failed batch."""
+        try:
+            return self._convert(obj, exact)
+        except RecursionError:
+            raise RowRejected(TOO_DEEP) from None
+
+    def _convert(self, obj: object, exact: bool) -> list[Any]:
         if type(obj) is not dict:
             raise RowRejected(f"not a JSON object (got {json_type(obj)})")
         row = self._template.copy()

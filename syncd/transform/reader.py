@@ -35,7 +35,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 import orjson
 
 from syncd.errors import TransformError
-from syncd.transform.convert import REPLACEMENT, clean_value, dump_json
+from syncd.transform.convert import REPLACEMENT, TOO_DEEP, clean_value, dump_json
 
 Layout = Literal["ndjson", "array", "empty"]
 
@@ -78,20 +78,21 @@ class _ByteStream(Protocol):
     def close(self) -> None: ...
 
 
-class _Unparsed(Exception):
+class Unparsed(Exception):
     """A row's text is not JSON, or (`too_deep`) nested deeper than a parser goes."""
 
     def __init__(self, message: str, *, too_deep: bool = False) -> None:
         super().__init__(message)
         self.too_deep = too_deep
 
+    @property
+    def reason(self) -> str:
+        """The reason the row is quarantined with."""
+        return str(self) if self.too_deep else f"not JSON: {self}"
+
 
 class TooDeep(ValueError):
     """JSON nested deeper than the parser's recursion allows."""
-
-
-#: The reason a row nested too deeply is quarantined with.
-TOO_DEEP = "JSON nested too deeply (more than 1000 levels)"
 
 
 def _finite_float(text: str) -> float:
@@ -126,17 +127,18 @@ def parse_exact(text: bytes) -> Any:
     return value
 
 
-def _parse(text: bytes) -> tuple[Any, bool]:
-    """(value, exact) from orjson, or from `parse_exact` when orjson refuses the text."""
+def parse_row(text: bytes) -> tuple[Any, bool]:
+    """(value, exact) from orjson, or from `parse_exact` when orjson refuses the text; raises
+    Unparsed (`too_deep`, or not JSON) when neither can read it."""
     try:
         return orjson.loads(text), False
     except orjson.JSONDecodeError as exc:
         try:
             return parse_exact(text), True
         except TooDeep:
-            raise _Unparsed(TOO_DEEP, too_deep=True) from None
+            raise Unparsed(TOO_DEEP, too_deep=True) from None
         except ValueError:
-            raise _Unparsed(str(exc)) from None
+            raise Unparsed(str(exc)) from None
 
 
 def row_text(row: ExportRow) -> bytes:
@@ -242,10 +244,9 @@ class ExportReader:
                 yield ExportRow(position, loads(text), text, "", False)
             except orjson.JSONDecodeError:
                 try:
-                    value, exact = _parse(text)
-                except _Unparsed as exc:
-                    reason = str(exc) if exc.too_deep else f"not JSON: {exc}"
-                    yield ExportRow(position, None, text[:RAW_LIMIT], reason, False)
+                    value, exact = parse_row(text)
+                except Unparsed as exc:
+                    yield ExportRow(position, None, text[:RAW_LIMIT], exc.reason, False)
                 else:
                     yield ExportRow(position, value, text, "", exact)
             position += 1
@@ -279,8 +280,8 @@ class ExportReader:
             else:
                 body, after = text, _AFTER_ELEMENT
             try:
-                value, exact = _parse(body)
-            except _Unparsed as exc:
+                value, exact = parse_row(body)
+            except Unparsed as exc:
                 if not exc.too_deep:  # maybe an element over several lines: split properly
                     yield from self._streamed_array(skip=position)
                     return
@@ -312,8 +313,8 @@ class ExportReader:
                 yield ExportRow(position, None, text, error, False)
                 continue
             try:
-                value, exact = _parse(text)
-            except _Unparsed as exc:
+                value, exact = parse_row(text)
+            except Unparsed as exc:
                 if not exc.too_deep:
                     raise TransformError(
                         f"{self.source.name} is not a valid JSON array: {_first_line(exc)}"
