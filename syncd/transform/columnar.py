@@ -84,6 +84,10 @@ DUCKDB_MEMORY_LIMIT = "256MB"
 MAX_FAST_ROW_BYTES = 2 << 20
 #: Bytes at the head of each file whose rows tell the custom keys to expect.
 _SAMPLE_BYTES = 8 << 20
+#: A file whose sampled rows hold more distinct keys than this takes the reference path: the
+#: query types each key (a struct field, a term of sums and CASEs: DuckDB refuses expressions
+#: deeper than 1000, and 100,000 keys took gigabytes).
+_MAX_SAMPLED_KEYS = 512
 #: NDJSON bytes per chunk file the array rewriter hands to DuckDB, and chunks written ahead.
 _CHUNK_BYTES = 64 << 20
 _CHUNKS_AHEAD = 1
@@ -170,9 +174,12 @@ def transform_columnar(
     except OSError as exc:
         raise TransformError(f"cannot transform batch {key.id}: {exc}") from exc
     try:
-        custom_keys = set().union(
+        sampled = set().union(
             *(_sample_keys(p, g, lay) for p, (g, lay) in zip(sources, layouts, strict=True))
         )
+        if len(sampled) > _MAX_SAMPLED_KEYS:
+            raise NeedsReference(f"more than {_MAX_SAMPLED_KEYS} distinct keys in its rows")
+        custom_keys = sampled
     except OSError as exc:
         raise TransformError(f"cannot transform batch {key.id}: {exc}") from exc
     plan = _QueryPlan(columns, key.id, naive_loaded_at, sorted(custom_keys), window, rules)
@@ -258,6 +265,8 @@ def _sample_keys(path: Path, gzipped: bool, layout: str) -> set[str]:
             continue
         if type(row) is dict:
             keys.update(row)
+            if len(keys) > _MAX_SAMPLED_KEYS:  # more would make the query's struct huge
+                break
     return keys
 
 
@@ -672,6 +681,26 @@ def _remove(path: Path) -> None:
 # -- JSON arrays -----------------------------------------------------------------------------
 
 
+def _pieces(raw: Any, gzipped: bool) -> Iterator[bytes]:
+    """The file's (inflated) bytes in pieces of at most `_ARRAY_READ`, then one b"": however
+    far a piece of gzip inflates, no more than that is held at once."""
+    inflater = zlib.decompressobj(31) if gzipped else None
+    while chunk := raw.read(_ARRAY_READ):
+        if inflater is None:
+            yield chunk
+            continue
+        data = inflater.decompress(chunk, _ARRAY_READ)
+        while True:
+            if data:
+                yield data
+            if not inflater.unconsumed_tail:
+                break
+            data = inflater.decompress(inflater.unconsumed_tail, _ARRAY_READ)
+    if inflater is not None and not inflater.eof:
+        raise EOFError("compressed file ended before the end-of-stream marker")
+    yield b""
+
+
 class _ArrayRewriter:
     """Inflates a JSON array laid out one element per line and writes it as NDJSON chunk
     files of about `_CHUNK_BYTES` each (cut between rows), at most `_CHUNKS_AHEAD` ahead of
@@ -758,28 +787,27 @@ class _ArrayRewriter:
                 continue
 
     def _rewrite(self, out: Any) -> None:
-        inflater = zlib.decompressobj(31) if self._gzipped else None
         carry = b""
         started = False
         emitted = False
         with open(self._source, "rb") as raw:
-            while not self._stop.is_set():
-                chunk = raw.read(_ARRAY_READ)
-                data = (inflater.decompress(chunk) if inflater else chunk) if chunk else b""
-                if not chunk and inflater is not None:
-                    if not inflater.eof:
-                        raise EOFError("compressed file ended before the end-of-stream marker")
+            for data in _pieces(raw, self._gzipped):
+                if self._stop.is_set():
+                    return
+                end = not data
                 carry += data
                 if not started:
                     stripped = carry.removeprefix(b"\xef\xbb\xbf").lstrip(_JSON_WS)
-                    if not stripped and chunk:
+                    if not stripped and not end:
+                        if len(carry) > 3:  # only whitespace so far (a BOM is 3 bytes)
+                            carry = b""
                         continue
                     if stripped[:1] != b"[":
                         self._problem = "not a JSON array"
                         return
                     carry = stripped[1:]
                     started = True
-                if not chunk:
+                if end:
                     break
                 # keep the last complete line back: it may be the one before "]"
                 last = carry.rfind(b"\n")
@@ -793,8 +821,6 @@ class _ArrayRewriter:
                 if not self._write_block(out, block, emitted):
                     return
                 emitted = True
-            else:
-                return
         tail = carry.rstrip(_JSON_WS)
         if not tail.endswith(b"]"):
             self._problem = "the array does not end with ]"

@@ -395,7 +395,7 @@ class _ArraySplitter:
                     parts, size = _keep(parts, size, chunk[start : found.start()])
                     text = b"".join(parts).strip(_JSON_WHITESPACE)
                     if text or element_seen or byte == 0x2C:
-                        if not text:
+                        if not text and size <= MAX_ROW_BYTES:
                             raise TransformError(
                                 f"{self._name} is not a valid JSON array: an empty element"
                             )

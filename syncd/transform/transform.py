@@ -32,6 +32,9 @@ from syncd.transform.writers import EXTENSIONS, BlockWriter, open_block_writer
 log = structlog.get_logger(__name__)
 
 DEFAULT_BLOCK_ROWS = 20_000
+#: A block is also written once its rows' source text reaches this size: rows of a megabyte
+#: each would otherwise hold gigabytes in one block of DEFAULT_BLOCK_ROWS.
+BLOCK_BYTES = 16 << 20
 PARTIAL_SUFFIX = ".partial"
 
 
@@ -102,11 +105,13 @@ def _write_rows(
 ) -> int:
     """Stream the rows of `sources`, in order, into `writer` and `rejects`; the rows written.
 
-    Positions in the quarantine count across all sources, as if they were one file.
+    Positions in the quarantine count across all sources, as if they were one file. A block
+    is written every `block_rows` rows or `BLOCK_BYTES` of source text, whichever comes first.
     """
     written = 0
     offset = 0
     block: list[list[Any]] = []
+    block_bytes = 0
     for source in sources:
         seen = 0
         with open_export(source) as reader:
@@ -117,10 +122,11 @@ def _write_rows(
                 except RowRejected as exc:
                     rejects.add(offset + row.position, exc.reason, row_text(row))
                     continue
-                if len(block) >= block_rows:
+                block_bytes += len(row.raw) if row.raw is not None else 0
+                if len(block) >= block_rows or block_bytes >= BLOCK_BYTES:
                     writer.write(block)
                     written += len(block)
-                    block = []
+                    block, block_bytes = [], 0
         offset += seen
     writer.write(block)
     return written + len(block)
