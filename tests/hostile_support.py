@@ -13,11 +13,13 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1 << 20
@@ -163,6 +165,12 @@ class Measured:
     outcome: dict[str, object]  # {"rows", "rejected"} or {"held": reason} or {"killed": why}
 
 
+def _read_all(file: IO[bytes]) -> str:
+    with file:
+        file.seek(0)
+        return file.read().decode(errors="replace")
+
+
 def _rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -181,15 +189,25 @@ def measure(
     source = folder / f"{case.name}.json.gz"
     if not source.exists():
         source.write_bytes(case.body())
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    argv = [sys.executable, "-c", _CHILD, str(source), str(folder / "out"), case.path]
+    return measure_command(argv, root=root, kill_mb=kill_mb, timeout=timeout)
+
+
+def measure_command(
+    argv: list[str],
+    *,
+    root: Path = ROOT,
+    kill_mb: float = 3072,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+) -> Measured:
+    """Run `argv` with the code at `root` importable; its peak RSS and outcome: the JSON it
+    printed last on stdout, else its exit code (`{"exit": n}`)."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(root)}
     started = time.monotonic()
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(source), str(folder / "out"), case.path],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=root,
-        env=env,
-    )
+    # files, not pipes: a child that logs a lot must never block on a full pipe
+    stdout, stderr = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    child = subprocess.Popen(argv, stdout=stdout, stderr=stderr, cwd=root, env=env)
     peak, killed = 0.0, ""
     while True:
         # wait4, not Popen.poll: it reaps the child and reports the kernel's own peak RSS
@@ -204,14 +222,16 @@ def measure(
         if killed:
             child.kill()
         time.sleep(0.02)
-    child.returncode = status
+    code = os.waitstatus_to_exitcode(status)
+    child.returncode = code
     seconds = time.monotonic() - started
     peak = max(peak, usage.ru_maxrss / 1024)  # KiB on Linux
-    out = child.stdout.read().decode() if child.stdout else ""
+    out, err = (_read_all(f) for f in (stdout, stderr))
+    lines = [line for line in out.splitlines() if line.startswith("{")]
     if killed:
         outcome: dict[str, object] = {"killed": killed}
-    elif status != 0 or not out.strip():
-        outcome = {"crashed": f"exit status {status}"}
+    elif code == 0 and lines:
+        outcome = json.loads(lines[-1])
     else:
-        outcome = json.loads(out.strip().splitlines()[-1])
+        outcome = {"exit": code, "stderr": err.strip().splitlines()[-1:]}
     return Measured(peak, seconds, outcome)

@@ -44,6 +44,9 @@ class Fault(str, enum.Enum):
     #: an error (status, default 403) whose message echoes the request as a misconfigured proxy
     #: does: its URL with the query string, every header (the API key too), control characters
     ECHO_REQUEST = "echo_request"
+    #: an answer (status, default 403) sent with Content-Encoding: gzip whose ~1 MB body
+    #: inflates to 1 GiB: a bomb in an API answer (status 200) or an error body
+    GZIP_BOMB = "gzip_bomb"
 
 
 API_ENDPOINTS: frozenset[Endpoint] = frozenset(
@@ -71,11 +74,12 @@ DEFAULT_SCOPE: dict[Fault, frozenset[Endpoint]] = {
     Fault.PROXY_DECOMPRESSED: BODY_ENDPOINTS,
     Fault.GZIP_CONTENT_ENCODING: BODY_ENDPOINTS,
     Fault.ECHO_REQUEST: ALL_ENDPOINTS,
+    Fault.GZIP_BOMB: ALL_ENDPOINTS,
 }
 
 #: Faults that replace the whole answer before the endpoint's own logic runs.
 ERROR_FAULTS: frozenset[Fault] = frozenset(
-    {Fault.RATE_LIMIT, Fault.SERVER_ERROR, Fault.FORBIDDEN, Fault.ECHO_REQUEST}
+    {Fault.RATE_LIMIT, Fault.SERVER_ERROR, Fault.FORBIDDEN, Fault.ECHO_REQUEST, Fault.GZIP_BOMB}
 )
 #: Faults that change how a download body is delivered.
 BODY_FAULTS: frozenset[Fault] = frozenset(

@@ -6,11 +6,13 @@ and its answers (or `HttpError`s) into responses.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import re
 import socket
 import sys
 import threading
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -52,6 +54,27 @@ class HttpError(Exception):
         self.code = code
         self.message = message
         self.headers = headers or {}
+
+
+class RawAnswer(Exception):
+    """Ends a request with this exact answer (status, body bytes, headers)."""
+
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        super().__init__(status)
+        self.status, self.body, self.headers = status, body, headers
+
+
+#: What the GZIP_BOMB fault's body inflates to.
+GZIP_BOMB_INFLATED = 1 << 30
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """gzip of GZIP_BOMB_INFLATED spaces (about 1 MB), made once."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b" " * (1 << 20)
+    parts = [packer.compress(block) for _ in range(GZIP_BOMB_INFLATED // len(block))]
+    return b"".join(parts) + packer.flush()
 
 
 def rate_limited(retry_after: int, message: str) -> HttpError:
@@ -142,6 +165,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._serve(sim, endpoint, argument, payload, query)
         except HttpError as exc:
             self._error(endpoint, exc)
+        except RawAnswer as answer:
+            try:
+                self._respond(endpoint, answer.status, answer.body, answer.headers)
+            except ConnectionError as exc:  # a client that stops reading a bomb
+                self._client_gone(exc)
         except ConnectionError as exc:
             self._client_gone(exc)
         except Exception as exc:
@@ -172,6 +200,12 @@ class _Handler(BaseHTTPRequestHandler):
         fired = sim.take_fault(endpoint, ERROR_FAULTS)
         if fired is not None and fired.kind is Fault.ECHO_REQUEST:
             raise self._echo(fired)
+        if fired is not None and fired.kind is Fault.GZIP_BOMB:
+            raise RawAnswer(
+                fired.status or 403,
+                gzip_bomb(),
+                {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+            )
         if fired is not None:
             raise _fault_error(fired)
         sim.check_limits(endpoint)
