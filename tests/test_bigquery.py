@@ -37,7 +37,9 @@ from warehouses.gcs import GCSStage
 if TYPE_CHECKING:
     from conftest import StagedFiles
 
-PARTITION_EXPIRATION = timedelta(days=30)
+#: Long enough that the tests' 2024 partitions have not expired (BigQuery, and the stand-in,
+#: drop the rows of a partition whose date plus the expiration is past).
+PARTITION_EXPIRATION = timedelta(days=3650)
 
 
 @pytest.fixture
@@ -274,7 +276,8 @@ def test_a_409_on_submission_attaches_to_the_existing_job(
     bq_dataset: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Real BigQuery answers 409 to a reused job id (the stand-in runs it again instead)."""
+    """A reused job id answers 409 (as BigQuery does): the warehouse finds the job (in its
+    dataset's single region) and attaches instead of loading again."""
     staged, record = staged_batch(stage, staged_files, "2024-03-01T00:00:00Z")
     client = warehouse._client
     with monkeypatch.context() as crash:
@@ -292,13 +295,35 @@ def test_a_409_on_submission_attaches_to_the_existing_job(
             raise error
         return real_get_job(job_id, **kwargs)
 
-    def load_table_from_uri(*args: Any, **kwargs: Any) -> Any:
-        raise api_exceptions.Conflict(f"Already Exists: Job {PROJECT}:{kwargs['job_id']}")
-
     monkeypatch.setattr(client, "get_job", get_job)
-    monkeypatch.setattr(client, "load_table_from_uri", load_table_from_uri)
     warehouse.commit_batch(staged, record)
-    assert len(bq_rows(bq_dataset, "fsexport")) == 3 and submitted == []
+    assert len(bq_rows(bq_dataset, "fsexport")) == 3 and len(submitted) == 1
+
+
+def test_jobs_run_in_the_datasets_location(
+    commit: Callable[..., TransformedBatch],
+    warehouse: BigQueryWarehouse,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With Location empty (the default), every job call names the dataset's location."""
+    locations: list[Any] = []
+    client = warehouse._client
+    for name in ("get_job", "load_table_from_uri", "query"):
+        original = getattr(client, name)
+
+        def spy(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            locations.append(kwargs.get("location"))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(client, name, spy)
+    commit("2024-03-01T00:00:00Z")
+    warehouse.sync_records()
+    assert len(locations) >= 4 and set(locations) == {gcp_support.LOCATION}
+
+
+def test_a_location_other_than_the_datasets_is_refused_plainly(bq_dataset: str) -> None:
+    with pytest.raises(TerminalLoadError, match=r"Location is 'EU', but dataset .* is in"):
+        make_warehouse(bq_dataset, location="EU").check()
 
 
 def test_load_job_ids_are_derived_from_the_batch(

@@ -33,6 +33,13 @@ that fails on a concurrent update is followed by a read, which decides). Once th
 the lease, the commit transaction ends with a check of that row that raises ERROR() (rolling the
 transaction back) when another holder has taken it over (`syncd.lease` tells the rules).
 
+Location. Every job (load, query) is submitted, and every job lookup made, in the dataset's
+location: `Location` when set (it must be the dataset's: a mismatch is refused plainly),
+otherwise the location read from the dataset. BigQuery finds a job of a single-region dataset
+only when asked with its location (jobs.get without one answers 404), so a lookup without it
+would take a finished load job for a missing one, and its 409 on resubmission for a job that
+"conflicts but cannot be found".
+
 Errors: `map_bigquery_error` is the one place google-cloud-bigquery's exceptions become
 LoadErrors. 429, 5xx and the reasons rateLimitExceeded, quotaExceeded, backendError,
 internalError are transient (API calls are also retried with backoff inside the client, up to
@@ -394,6 +401,7 @@ class BigQueryWarehouse:
         self.dataset = validate_identifier(dataset, "[bigquery] Dataset")
         self.tables = sql.TableNames(export=export_table, sync=sync_table, rejects=rejects_table)
         self.location = location or None
+        self._job_location: str | None = None
         self.partition_expiration = partition_expiration
         self.clustering = tuple(validate_identifier(c, "[bigquery] Clustering") for c in clustering)
         self.retry = retry or default_retry()
@@ -666,14 +674,29 @@ class BigQueryWarehouse:
 
     # --- tables ------------------------------------------------------------------------------
 
-    def _check_dataset(self) -> None:
-        """The dataset exists (TerminalLoadError naming it when not)."""
-        self._call(
+    def _check_dataset(self) -> str:
+        """The dataset exists (TerminalLoadError naming it when not); its location."""
+        dataset = self._call(
             lambda: self._client.get_dataset(
                 self._dataset_ref(), retry=self.retry, timeout=self.request_timeout
             ),
             "",
         )
+        found = str(dataset.location or "US")
+        if self.location is not None and self.location.lower() != found.lower():
+            raise TerminalLoadError(
+                f"[bigquery] Location is {self.location!r}, but dataset {self.project}:"
+                f"{self.dataset} is in {found!r}: jobs run where their dataset is; set Location "
+                f"to {found!r} or leave it empty"
+            )
+        self._job_location = found
+        return found
+
+    def _location(self) -> str:
+        """The location of every job (load, query, lookup): the dataset's. BigQuery finds a job
+        of a single-region dataset only when asked with its location (a lookup without one
+        answers 404), so it is read from the dataset when `Location` is empty."""
+        return self._job_location or self._check_dataset()
 
     def _dataset_ref(self) -> bigquery.DatasetReference:
         from google.cloud import bigquery
@@ -821,7 +844,7 @@ class BigQueryWarehouse:
     def _existing_job(self, job_id: str, action: str) -> bigquery.LoadJob | None:
         try:
             job = self._client.get_job(
-                job_id, location=self.location, retry=self.retry, timeout=self.request_timeout
+                job_id, location=self._location(), retry=self.retry, timeout=self.request_timeout
             )
         except api_exceptions.NotFound:
             return None
@@ -858,7 +881,7 @@ class BigQueryWarehouse:
                 uri,
                 self._ref(table),
                 job_id=job_id,
-                location=self.location,
+                location=self._location(),
                 job_config=config,
                 retry=self.retry,
                 timeout=self.request_timeout,
@@ -966,7 +989,7 @@ class BigQueryWarehouse:
             job = self._client.query(
                 text,
                 job_config=config,
-                location=self.location,
+                location=self._location(),
                 retry=self.retry,
                 job_retry=None,  # a failed job surfaces; the pipeline retries the batch
                 job_id_prefix="syncd_",
