@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import gcp_support
@@ -31,7 +31,12 @@ from google.cloud import bigquery
 from syncd.batch import StagedBatch, SyncRecord, TransformedBatch
 from syncd.errors import TerminalLoadError, TransientLoadError
 from syncd.timeutil import parse_timestamp
-from warehouses.bigquery import BigQueryWarehouse, map_bigquery_error
+from warehouses.bigquery import (
+    SCRATCH_EXPIRATION,
+    SCRATCH_SWEEP_AGE,
+    BigQueryWarehouse,
+    map_bigquery_error,
+)
 from warehouses.gcs import GCSStage
 
 if TYPE_CHECKING:
@@ -194,6 +199,54 @@ def test_a_commit_leaves_no_staging_tables(
 ) -> None:
     commit("2024-03-01T00:00:00Z", rejects=[{"position": 3, "reason": "x", "raw": "1"}])
     assert bq_table_names(bq_dataset) == ["fsexport", "fsrejects", "fssync"]
+
+
+def test_staging_tables_expire_within_a_day(
+    warehouse: BigQueryWarehouse,
+    stage: GCSStage,
+    staged_files: StagedFiles,
+    bq_dataset: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A crash after the loads leaves staging tables; each carries an expiration."""
+    staged, record = staged_batch(
+        stage,
+        staged_files,
+        "2024-03-01T00:00:00Z",
+        rejects=[{"position": 1, "reason": "x", "raw": "1"}],
+    )
+    monkeypatch.setattr(BigQueryWarehouse, "_commit_script", _die)
+    with pytest.raises(_Died):
+        warehouse.commit_batch(staged, record)
+    left = [n for n in bq_table_names(bq_dataset) if "__syncd_" in n]
+    expires = [bq_table(bq_dataset, n).expires for n in left]
+    horizon = datetime.now(timezone.utc) + SCRATCH_EXPIRATION + timedelta(minutes=5)
+    assert len(left) == 3 and all(e is not None and e <= horizon for e in expires)
+
+
+def test_start_up_sweeps_old_scratch_tables_of_this_export_table(
+    warehouse: BigQueryWarehouse, bq_dataset: str, staged_files: StagedFiles
+) -> None:
+    client = gcp_support.shared_bigquery().client()
+    for name in ("fsexport__syncd_segment_x_data", "fsexport__syncd_rollback", "other__syncd_y"):
+        client.create_table(
+            bigquery.Table(
+                f"{PROJECT}.{bq_dataset}.{name}", schema=[bigquery.SchemaField("a", "INT64")]
+            )
+        )
+    client.close()
+    young = make_warehouse(bq_dataset, clock=lambda: datetime.now(timezone.utc))
+    young.ensure_tables(staged_files.columns)
+    kept = bq_table_names(bq_dataset)
+    later = datetime.now(timezone.utc) + SCRATCH_SWEEP_AGE + timedelta(minutes=1)
+    old = make_warehouse(bq_dataset, clock=lambda: later)
+    old.ensure_tables(staged_files.columns)
+    assert len(kept) == 6 and bq_table_names(bq_dataset) == [
+        "fsexport",
+        "fsrejects",
+        "fssync",
+        "other__syncd_y",
+    ]
 
 
 def test_a_recommit_replaces_the_batch(

@@ -18,6 +18,10 @@ A commit, for batch B:
    so the script itself needs no parameters);
 4. the staging tables are dropped (a failure there is only logged: the commit stands).
 A crash before 3 leaves nothing visible; 3 is atomic; after 3 only the staging tables remain.
+Scratch tables (staging tables, the rollback's bounds) expire a day after they are made
+(`SCRATCH_EXPIRATION`: set at creation, or right after the load job that made them), and at
+start-up (`ensure_tables`) this export table's scratch tables older than `SCRATCH_SWEEP_AGE`
+are dropped: a crash leaves nothing for good, and a running peer's young ones are kept.
 
 Load job ids are deterministic: they derive from the table, the batch key and a fingerprint of
 the batch's content (export operation, bytes, rows). Before submitting, the job is looked up:
@@ -88,6 +92,12 @@ RETRY_DEADLINE = 600.0  # seconds a retried API call may take in all
 REQUEST_TIMEOUT = 120.0  # seconds one HTTP request may take (connect, read)
 JOB_TIMEOUT = 3600.0  # seconds to wait for one load or query job
 MAX_JOB_ID_SUFFIX = 50  # reloads of one batch content before giving up
+#: Scratch tables (a batch's staging tables, the rollback bounds) expire this long after they
+#: are made: a crash cannot leave them forever.
+SCRATCH_EXPIRATION = timedelta(days=1)
+#: At start-up, scratch tables of this export table older than this are dropped: far longer
+#: than a commit may take (`JOB_TIMEOUT` per job), so a running peer's are never touched.
+SCRATCH_SWEEP_AGE = timedelta(hours=6)
 
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _TRANSIENT_REASONS = frozenset(
@@ -396,6 +406,7 @@ class BigQueryWarehouse:
         job_timeout: float = JOB_TIMEOUT,
         request_timeout: float = REQUEST_TIMEOUT,
         lease_clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.project = project
         self.dataset = validate_identifier(dataset, "[bigquery] Dataset")
@@ -411,6 +422,7 @@ class BigQueryWarehouse:
         self._export_types: dict[str, FieldType] = {}
         self.lease_table = validate_identifier(f"{sync_table}_lease", "lease table")
         self._lease_clock = lease_clock
+        self._clock = clock
         self._lease_holder: LeaseHolder | None = None
 
     def __repr__(self) -> str:
@@ -428,6 +440,7 @@ class BigQueryWarehouse:
         self._reconcile(self.tables.sync, sql.SYNC_COLUMNS)
         self._reconcile(self.tables.rejects, sql.REJECTS_COLUMNS)
         self._export_types = {c.name.lower(): c.type for c in export}
+        self._sweep_scratch()
         return export
 
     def commit_batch(self, staged: StagedBatch, record: SyncRecord) -> None:
@@ -791,6 +804,47 @@ class BigQueryWarehouse:
             return False
         return (partitioning.expiration_ms or None) != self._expiration_ms()
 
+    def _expire_scratch(self, table: str) -> None:
+        """Give a scratch table made by a load job its expiration (a load job cannot)."""
+        from google.cloud import bigquery
+
+        expiring = bigquery.Table(self._ref(table))
+        expiring.expires = self._clock() + SCRATCH_EXPIRATION
+        self._call(
+            lambda: self._client.update_table(
+                expiring, ["expires"], retry=self.retry, timeout=self.request_timeout
+            ),
+            f"set the expiration of staging table {table}",
+        )
+
+    def _scratch_prefixes(self) -> tuple[str, ...]:
+        """How this export table's scratch tables are named (see `staging_tables`)."""
+        export = self.tables.export
+        return (f"{export}__syncd_", f"{export[:60]}__syncd_")
+
+    def _sweep_scratch(self) -> None:
+        """Drop this export table's scratch tables older than `SCRATCH_SWEEP_AGE`: what a crash
+        left (those of older syncd versions had no expiration). Younger ones may be a running
+        peer's and are kept; they expire by themselves."""
+        listed = self._call(
+            lambda: list(
+                self._client.list_tables(
+                    self._dataset_ref(), retry=self.retry, timeout=self.request_timeout
+                )
+            ),
+            f"list the tables of {self.dataset}",
+        )
+        cutoff = self._clock() - SCRATCH_SWEEP_AGE
+        prefixes = self._scratch_prefixes()
+        old = [
+            t.table_id
+            for t in listed
+            if t.table_id.startswith(prefixes) and t.created is not None and t.created < cutoff
+        ]
+        if old:
+            log.info("dropping scratch tables left behind", tables=old)
+            self._drop(*old)
+
     def _drop(self, *tables: str) -> None:
         """Drop staging tables; a failure is logged, never raised (cleanup only)."""
         for table in tables:
@@ -825,6 +879,7 @@ class BigQueryWarehouse:
             elif job is not None:
                 if job.error_result is None and self._staged_rows(table) == rows:
                     log.info("attached to a finished load job", job_id=current)
+                    self._expire_scratch(table)
                     return
                 continue  # failed, or its table is gone: it cannot run again under this id
             else:
@@ -838,6 +893,7 @@ class BigQueryWarehouse:
                 raise TerminalLoadError(
                     f"{action}: the staging table holds {staged} rows, the batch says {rows}"
                 )
+            self._expire_scratch(table)
             return
         raise TerminalLoadError(f"{action}: {MAX_JOB_ID_SUFFIX} earlier load jobs; giving up")
 
@@ -907,6 +963,7 @@ class BigQueryWarehouse:
 
         self._drop(table)
         created = bigquery.Table(self._ref(table), schema=_schema(columns))
+        created.expires = self._clock() + SCRATCH_EXPIRATION
         self._call(
             lambda: self._client.create_table(
                 created, exists_ok=False, retry=self.retry, timeout=self.request_timeout
