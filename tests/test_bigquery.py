@@ -28,7 +28,7 @@ from gcp_support import (  # noqa: F401 (fixtures)
 from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 
-from syncd.batch import StagedBatch, SyncRecord, TransformedBatch
+from syncd.batch import BatchKey, StagedBatch, SyncRecord, TransformedBatch
 from syncd.errors import TerminalLoadError, TransientLoadError
 from syncd.timeutil import parse_timestamp
 from warehouses.bigquery import (
@@ -429,6 +429,91 @@ def test_rows_without_a_sync_row_make_their_day_inconsistent(
         job_retry=None,
     ).result()
     assert warehouse.inconsistent_days(batch.key.day) == [batch.key.day]
+
+
+@pytest.fixture
+def strict_warehouse(warehouse: BigQueryWarehouse, bq_dataset: str) -> BigQueryWarehouse:
+    """The export table as a user may set it: queries must filter on EventStart so that
+    partitions can be eliminated (BigQuery refuses any other)."""
+    client = gcp_support.shared_bigquery().client()
+    table = client.get_table(f"{PROJECT}.{bq_dataset}.fsexport")
+    table.require_partition_filter = True
+    client.update_table(table, ["require_partition_filter"])
+    client.close()
+    return warehouse
+
+
+def test_require_partition_filter_is_set_as_configured(
+    bq_dataset: str, staged_files: StagedFiles
+) -> None:
+    made = make_warehouse(bq_dataset, require_partition_filter=True)
+    made.ensure_tables(staged_files.columns)
+    assert bq_table(bq_dataset, "fsexport").require_partition_filter is True
+
+
+def rows_in(dataset: str, day: str) -> list[str]:
+    """The batch ids of the export rows of one day (read with a partition filter)."""
+    client = gcp_support.shared_bigquery().client()
+    job = client.query(
+        f"SELECT SyncdBatchId FROM `{dataset}`.`fsexport` "  # noqa: S608 (test names)
+        f"WHERE EventStart >= TIMESTAMP '{day}' "
+        f"AND EventStart < TIMESTAMP_ADD(TIMESTAMP '{day}', INTERVAL 1 DAY)",
+        job_retry=None,
+    )
+    ids = [row[0] for row in job.result()]
+    client.close()
+    return ids
+
+
+def test_every_statement_filters_on_the_partition_column(
+    strict_warehouse: BigQueryWarehouse,
+    stage: GCSStage,
+    staged_files: StagedFiles,
+    bq_dataset: str,
+) -> None:
+    """Commit, re-commit, the consistency check and rollback all bound EventStart."""
+    staged, record = staged_batch(stage, staged_files, "2024-03-01T00:00:00Z")
+    strict_warehouse.commit_batch(staged, record)
+    strict_warehouse.commit_batch(staged, record)
+    assert rows_in(bq_dataset, "2024-03-01") == [record.batch_id] * 3
+    assert strict_warehouse.inconsistent_days(record.start.date()) == []  # type: ignore[union-attr]
+    day = record.start.date()  # type: ignore[union-attr]
+    assert strict_warehouse.rollback_days(day, day).rows_deleted == 3
+    assert rows_in(bq_dataset, "2024-03-01") == []
+
+
+def test_a_legacy_batch_is_bounded_by_its_staged_rows(
+    strict_warehouse: BigQueryWarehouse,
+    stage: GCSStage,
+    staged_files: StagedFiles,
+    bq_dataset: str,
+) -> None:
+    """A bundle may hold events from before its window (processed late): a re-commit still
+    replaces all of them, under a filter BigQuery can eliminate partitions with."""
+    window = staged_files.key("2024-03-02T00:00:00Z")
+    key = BatchKey(window.start, window.end, "legacy", (7,))
+    late = staged_files.rows(staged_files.key("2024-03-01T22:00:00Z"), 2)
+    batch = staged_files.write(key, [*late, *staged_files.rows(key, 1)])
+    staged = StagedBatch(batch, stage.put(batch.path, batch.path.name), None)
+    record = SyncRecord(
+        batch_id=key.id,
+        source="legacy",
+        start=key.start,
+        end=key.end,
+        committed_at=key.end,
+        operation_id="",
+        rows_loaded=batch.rows,
+        rows_rejected=0,
+        bytes=batch.source_bytes,
+        staged_uri=staged.uri,
+        bundle_ids=(7,),
+    )
+    strict_warehouse.commit_batch(staged, record)
+    strict_warehouse.commit_batch(staged, record)
+    assert (rows_in(bq_dataset, "2024-03-01"), rows_in(bq_dataset, "2024-03-02")) == (
+        [key.id] * 2,
+        [key.id],
+    )
 
 
 # -- upgrade from hauser ---------------------------------------------------------------------

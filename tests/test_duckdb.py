@@ -827,3 +827,31 @@ def test_sync_row_values_travel_as_parameters() -> None:
     record = SyncRecord(key.id, "segment", key.start, key.end, COMMITTED_AT, operation_id="'; --")
     query = sql.insert_sync_row(sql.POSTGRES, sql.TableNames(), record, 1, 0, "0.1.0")
     assert "'; --" not in query.sql and "'; --" in query.params
+
+
+def test_a_commit_deletes_earlier_rows_of_its_batch_within_its_window(
+    warehouse: DuckDBWarehouse,
+    staged_files: StagedFiles,
+    peek: Peek,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A segment batch's rows lie in its window (the transform quarantines the others), so the
+    delete of its earlier rows is bounded by EventStart, which sort keys and partitions on
+    EventStart can prune by (the same shared statement serves PostgreSQL and Redshift)."""
+    deletes: list[sql.Query] = []
+    original = sql.delete_batch
+
+    def spy(*args: Any, **kwargs: Any) -> list[sql.Query]:
+        queries = original(*args, **kwargs)
+        deletes.append(queries[0])
+        return queries
+
+    monkeypatch.setattr(sql, "delete_batch", spy)
+    key = staged_files.key("2024-03-01T00:00:00Z")
+    batch = staged_files.write(key, staged_files.rows(key, 3))
+    warehouse.commit_batch(staged_files.in_place(batch), record_for(batch))
+    warehouse.commit_batch(staged_files.in_place(batch), record_for(batch))
+    window = (key.start.replace(tzinfo=None), key.end.replace(tzinfo=None))
+    assert [q.params[1:] for q in deletes] == [window, window]
+    assert '"EventStart" >= ? AND "EventStart" < ?' in deletes[0].sql
+    assert peek("SELECT count(*) FROM fsexport") == [(3,)]

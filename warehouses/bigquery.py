@@ -18,7 +18,7 @@ A commit, for batch B:
    so the script itself needs no parameters);
 4. the staging tables are dropped (a failure there is only logged: the commit stands).
 A crash before 3 leaves nothing visible; 3 is atomic; after 3 only the staging tables remain.
-Scratch tables (staging tables, the rollback's bounds) expire a day after they are made
+Scratch tables (a batch's staging tables) expire a day after they are made
 (`SCRATCH_EXPIRATION`: set at creation, or right after the load job that made them), and at
 start-up (`ensure_tables`) this export table's scratch tables older than `SCRATCH_SWEEP_AGE`
 are dropped: a crash leaves nothing for good, and a running peer's young ones are kept.
@@ -36,6 +36,16 @@ single-statement conditional UPDATEs with parameters, which BigQuery serialises 
 that fails on a concurrent update is followed by a read, which decides). Once this object holds
 the lease, the commit transaction ends with a check of that row that raises ERROR() (rolling the
 transaction back) when another holder has taken it over (`syncd.lease` tells the rules).
+
+Partition filters. Every statement that reads or deletes export rows filters EventStart with
+constant bounds, so BigQuery eliminates partitions (it bills every byte scanned, and a table
+with `require_partition_filter`, which `RequirePartitionFilter` sets, refuses any other): a
+commit deletes its batch's earlier rows within the batch's EventStart range (a segment's
+window; a legacy bundle's range read from its staging table, as nothing else bounds a bundle),
+the consistency check counts rows from its first day on, and a rollback deletes within its days
+(extended to the end of their last window). With legacy batches the consistency check and a
+rollback cannot be bounded and read the whole table (a `require_partition_filter` table
+refuses them).
 
 Location. Every job (load, query) is submitted, and every job lookup made, in the dataset's
 location: `Location` when set (it must be the dataset's: a mismatch is refused plainly),
@@ -75,7 +85,7 @@ from google.api_core.retry import Retry
 from google.auth import exceptions as auth_exceptions
 
 import syncd
-from syncd.batch import StagedBatch, StagedFormat, SyncRecord
+from syncd.batch import BatchKey, StagedBatch, StagedFormat, SyncRecord
 from syncd.errors import LoadError, TerminalLoadError, TransientLoadError
 from syncd.fields import BATCH_ID, LOADED_AT, Column, FieldType
 from syncd.lease import LeaseHolder, held_by_error, owner_is_gone
@@ -92,7 +102,7 @@ RETRY_DEADLINE = 600.0  # seconds a retried API call may take in all
 REQUEST_TIMEOUT = 120.0  # seconds one HTTP request may take (connect, read)
 JOB_TIMEOUT = 3600.0  # seconds to wait for one load or query job
 MAX_JOB_ID_SUFFIX = 50  # reloads of one batch content before giving up
-#: Scratch tables (a batch's staging tables, the rollback bounds) expire this long after they
+#: Scratch tables (a batch's staging tables) expire this long after they
 #: are made: a crash cannot leave them forever.
 SCRATCH_EXPIRATION = timedelta(days=1)
 #: At start-up, scratch tables of this export table older than this are dropped: far longer
@@ -161,7 +171,7 @@ _REJECTS_FILE = (
 # -- SQL: constant templates; `_render` quotes every other field as a column name -------------
 
 _COMMIT = """BEGIN TRANSACTION;
-DELETE FROM {export} WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {row});
+DELETE FROM {export} WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {row}) AND {rows_in};
 DELETE FROM {rejects} WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {row});
 DELETE FROM {sync} WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {row});
 INSERT INTO {export} ({targets}) SELECT {expressions} FROM {data} AS s CROSS JOIN {row} AS v;
@@ -186,29 +196,29 @@ _INCONSISTENT_DAYS = (
     "UNION DISTINCT "
     "SELECT CAST(s.{BatchStart} AS DATE) AS day FROM {sync} AS s "
     "LEFT JOIN (SELECT {SyncdBatchId} AS batch_id, COUNT(*) AS n FROM {export} "
-    "WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {sync} WHERE {BatchStart} >= @lo) "
-    "GROUP BY {SyncdBatchId}) AS c ON c.batch_id = s.{SyncdBatchId} "
+    "WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {sync} WHERE {BatchStart} >= @lo)"
+    "{rows_after_lo} GROUP BY {SyncdBatchId}) AS c ON c.batch_id = s.{SyncdBatchId} "
     "WHERE s.{SyncdBatchId} IS NOT NULL AND s.{BatchStart} >= @lo "
     "AND COALESCE(c.n, 0) <> COALESCE(s.{RowsLoaded}, 0)"
     ") AS x ORDER BY x.day"
 )
 
-# Rollback of days [lo, hi): the bounds come from a one-row staging table {bounds}.
-_BATCHES_IN_DAYS = (
-    "SELECT s.{SyncdBatchId} FROM {sync} AS s CROSS JOIN {bounds} AS b "
-    "WHERE s.{BatchStart} >= b.{lo} AND s.{BatchStart} < b.{hi}"
-)
+# Rollback of days [lo, hi). The bounds are TIMESTAMP literals made from datetimes
+# (`_timestamp`): BigQuery eliminates partitions only on constant filters, and the emulator
+# ignores parameters inside scripts. {rows_in} bounds the rows of the days' batches.
+_BATCHES_IN_DAYS = "SELECT s.{SyncdBatchId} FROM {sync} AS s WHERE s.{BatchStart} >= {lo} AND s.{BatchStart} < {hi}"
 _ROLLBACK_EXPORT_WHERE = (
-    "{SyncdBatchId} IN ({batches_in_days}) "
-    "OR ({EventStart} >= (SELECT {lo} FROM {bounds}) AND {EventStart} < (SELECT {hi} FROM {bounds}) "
+    "{rows_in} AND ({SyncdBatchId} IN ({batches_in_days}) "
+    "OR ({EventStart} >= {lo} AND {EventStart} < {hi} "
     "AND ({SyncdBatchId} IS NULL OR {SyncdBatchId} NOT IN "
-    "(SELECT {SyncdBatchId} FROM {sync} WHERE {SyncdBatchId} IS NOT NULL)))"
+    "(SELECT {SyncdBatchId} FROM {sync} WHERE {SyncdBatchId} IS NOT NULL))))"
 )
 _ROLLBACK_SYNC_WHERE = (
-    "({BatchStart} >= (SELECT {lo} FROM {bounds}) AND {BatchStart} < (SELECT {hi} FROM {bounds})) "
-    "OR ({BatchStart} IS NULL AND {BundleEndTime} > (SELECT {lo} FROM {bounds}) "
-    "AND {BundleEndTime} <= (SELECT {hi} FROM {bounds}))"
+    "({BatchStart} >= {lo} AND {BatchStart} < {hi}) "
+    "OR ({BatchStart} IS NULL AND {BundleEndTime} > {lo} AND {BundleEndTime} <= {hi})"
 )
+_ROWS_IN = "{EventStart} >= {lo} AND {EventStart} < {hi}"
+_STAGED_RANGE = "SELECT MIN({EventStart}), MAX({EventStart}) FROM {data}"
 _ROLLBACK = """BEGIN TRANSACTION;
 DELETE FROM {export} WHERE {export_where};
 DELETE FROM {rejects} WHERE {SyncdBatchId} IN ({batches_in_days});
@@ -249,7 +259,6 @@ _LEASE_FENCE = (
 )
 _HOLDER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _PROBE = "SELECT 1"
-_BOUNDS: tuple[Column, ...] = (Column("lo", FieldType.TIMESTAMP), Column("hi", FieldType.TIMESTAMP))
 
 
 def _render(template: str, **fragments: str) -> str:
@@ -401,6 +410,7 @@ class BigQueryWarehouse:
         location: str = "",
         partition_expiration: timedelta = timedelta(0),
         clustering: Sequence[str] = (),
+        require_partition_filter: bool = False,
         endpoint_url: str = "",
         retry: Retry | None = None,
         job_timeout: float = JOB_TIMEOUT,
@@ -415,6 +425,7 @@ class BigQueryWarehouse:
         self._job_location: str | None = None
         self.partition_expiration = partition_expiration
         self.clustering = tuple(validate_identifier(c, "[bigquery] Clustering") for c in clustering)
+        self.require_partition_filter = require_partition_filter
         self.retry = retry or default_retry()
         self.job_timeout = job_timeout
         self.request_timeout = request_timeout
@@ -484,7 +495,8 @@ class BigQueryWarehouse:
             sql.DUCKDB, self.tables, record, batch.rows, batch.rejected, syncd.__version__
         ).params
         self._write_row(names.row, sql.SYNC_COLUMNS, values)
-        script = self._commit_script(batch.columns, data_schema, names, has_rejects)
+        rows_in = self._batch_rows_in(batch.key, names.data, action)
+        script = self._commit_script(batch.columns, data_schema, names, has_rejects, rows_in)
         try:
             self._query(script, (), action)
         except LoadError as exc:
@@ -516,31 +528,53 @@ class BigQueryWarehouse:
         return [sql.record_from_row(row) for row in rows]
 
     def inconsistent_days(self, since: date) -> list[date]:
-        """Days from `since` whose rows and sync rows disagree."""
+        """Days from `since` whose rows and sync rows disagree.
+
+        The rows counted per batch are bounded by EventStart >= `since` (a filter BigQuery can
+        eliminate partitions with) when every batch since then is a segment export, whose rows
+        lie in its window; a legacy bundle holds whatever was processed in its time, so with
+        legacy batches the count reads the whole table."""
         if not self._table_columns(self.tables.sync) or not self._table_columns(self.tables.export):
             return []
+        lo = sql.day_start(since)
+        records = [r for r in self.sync_records(since=lo) if r.start is not None and r.start >= lo]
+        bounded = all(r.source == "segment" for r in records)
         text = _render(
-            _INCONSISTENT_DAYS, export=self._q(self.tables.export), sync=self._q(self.tables.sync)
+            _INCONSISTENT_DAYS,
+            export=self._q(self.tables.export),
+            sync=self._q(self.tables.sync),
+            rows_after_lo=_render(" AND {EventStart} >= @lo") if bounded else "",
         )
-        rows = self._query(text, [("lo", "TIMESTAMP", sql.day_start(since))], "check days")
+        rows = self._query(text, [("lo", "TIMESTAMP", lo)], "check days")
         return [row[0] for row in rows]
 
     def rollback_days(self, first: date, last: date) -> RollbackResult:
-        """Delete the rows, rejects and sync rows of days first..last in one transaction."""
+        """Delete the rows, rejects and sync rows of days first..last in one transaction.
+
+        Every statement over the export table is bounded by EventStart: from the first day's
+        start to the end of the last day or of the days' last window, whichever is later (a
+        window may close after midnight); unbounded only when the days hold legacy batches."""
         if last < first:
             raise TerminalLoadError(f"cannot roll back: last day {last} is before {first}")
-        bounds_table = f"{self.tables.export}__syncd_rollback"
-        validate_identifier(bounds_table, "staging table")
         lo, hi = sql.day_start(first), sql.day_start(last + timedelta(1))
-        self._write_row(bounds_table, _BOUNDS, (lo, hi))
+        records = [
+            r for r in self.sync_records(since=lo) if r.start is not None and lo <= r.start < hi
+        ]
+        if all(r.source == "segment" for r in records):
+            rows_in = _rows_in(lo, max([hi, *(r.end for r in records)]))
+        else:
+            rows_in = "TRUE"
         names = {
             "export": self._q(self.tables.export),
             "sync": self._q(self.tables.sync),
             "rejects": self._q(self.tables.rejects),
-            "bounds": self._q(bounds_table),
+            "lo": _timestamp(lo),
+            "hi": _timestamp(hi),
         }
         batches = _render(_BATCHES_IN_DAYS, **names)
-        export_where = _render(_ROLLBACK_EXPORT_WHERE, batches_in_days=batches, **names)
+        export_where = _render(
+            _ROLLBACK_EXPORT_WHERE, batches_in_days=batches, rows_in=rows_in, **names
+        )
         sync_where = _render(_ROLLBACK_SYNC_WHERE, **names)
         action = f"roll back {first}..{last}"
         # counted first: one writer, so nothing changes between the count and the delete
@@ -554,7 +588,6 @@ class BigQueryWarehouse:
             **names,
         )
         self._query(script, (), action)
-        self._drop(bounds_table)
         return sql.rolled_back(first, last, rows_deleted, sync_rows_deleted)
 
     def check(self) -> None:
@@ -763,6 +796,9 @@ class BigQueryWarehouse:
         fields = ["schema"] if added else []
         if added:
             existing.schema = [*existing.schema, *_schema(added)]
+        if export and self.require_partition_filter and not existing.require_partition_filter:
+            existing.require_partition_filter = True
+            fields.append("require_partition_filter")
         if export and self._expiration_differs(existing):
             partitioning = existing.time_partitioning
             partitioning.expiration_ms = self._expiration_ms()
@@ -793,6 +829,8 @@ class BigQueryWarehouse:
             raise TerminalLoadError(f"[bigquery] Clustering: {unknown} are not export columns")
         if self.clustering:
             table.clustering_fields = list(self.clustering)
+        if self.require_partition_filter:
+            table.require_partition_filter = True
 
     def _expiration_ms(self) -> int | None:
         ms = int(self.partition_expiration.total_seconds() * 1000)
@@ -989,6 +1027,7 @@ class BigQueryWarehouse:
         data_schema: Sequence[tuple[str, str]],
         names: StagingTables,
         has_rejects: bool,
+        rows_in: str,
     ) -> str:
         staged_types = dict(data_schema)
         targets: list[str] = []
@@ -1021,9 +1060,25 @@ class BigQueryWarehouse:
             targets=_columns(targets),
             expressions=", ".join(expressions),
             insert_rejects=insert_rejects,
+            rows_in=rows_in,
             sync_columns=_columns(c.name for c in sql.SYNC_COLUMNS),
             **tables,
         )
+
+    def _batch_rows_in(self, key: BatchKey, data: str, action: str) -> str:
+        """The EventStart range a batch's rows lie in, as a filter BigQuery can eliminate
+        partitions with (the commit deletes the batch's earlier rows by it).
+
+        A segment batch's rows lie in its window: the transform quarantines the others. A
+        legacy bundle holds whatever was processed in its time, so its range is read from its
+        staging table (a bundle's content does not change, so its earlier rows had the same)."""
+        if key.source == "segment":
+            return _rows_in(key.start, key.end)
+        text = _render(_STAGED_RANGE, data=self._q(data))
+        low, high = (self._query(text, (), action) or [(None, None)])[0]
+        if low is None or high is None:
+            return _rows_in(key.start, key.start)  # no rows: nothing to delete
+        return _rows_in(low, high + timedelta(microseconds=1))
 
     def _count(self, table: str, where: str, action: str) -> int:
         rows = self._query(_render(_COUNT_WHERE, table=table, where=where), (), action)
@@ -1097,6 +1152,21 @@ def _literal(word: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.: -]+", word):
         raise TerminalLoadError(f"{word!r} cannot be a literal in a script")
     return f"'{word}'"
+
+
+def _timestamp(value: datetime) -> str:
+    """A TIMESTAMP literal of a datetime (naive is UTC), formatted from its fields: never text
+    from elsewhere. Filters on the partitioning column must be constant for BigQuery to
+    eliminate partitions by them, and scripts take no parameters on the emulator."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"not a datetime: {value!r}")
+    utc = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return f"TIMESTAMP '{utc:%Y-%m-%d %H:%M:%S.%f}+00'"
+
+
+def _rows_in(lo: datetime, hi: datetime) -> str:
+    """EventStart in [lo, hi), constant bounds."""
+    return _render(_ROWS_IN, lo=_timestamp(lo), hi=_timestamp(hi))
 
 
 def _schema(columns: Iterable[Column]) -> list[bigquery.SchemaField]:

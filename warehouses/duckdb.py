@@ -43,6 +43,7 @@ import syncd
 from syncd.batch import StagedBatch, StagedFormat, SyncRecord
 from syncd.errors import LoadError, LockedError, TerminalLoadError, TransientLoadError
 from syncd.fields import BATCH_ID, LOADED_AT, Column, FieldType
+from syncd.transform.convert import batch_window
 from warehouses import sql
 from warehouses.base import Capabilities, RollbackResult, quote_identifier
 from warehouses.sql import DUCKDB, Query, TableNames, render
@@ -218,7 +219,8 @@ class DuckDBWarehouse:
         )
         action = f"commit batch {batch_id}"
         with self._lock, self._transaction(action):
-            for query in sql.delete_batch(DUCKDB, self.tables, batch_id):
+            window = batch_window(batch.key)
+            for query in sql.delete_batch(DUCKDB, self.tables, batch_id, window):
                 self._execute(query)
             loaded = self._load_rows(batch.format, data_path, batch.columns, batch_id, record)
             if loaded != batch.rows:

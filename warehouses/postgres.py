@@ -35,6 +35,7 @@ from syncd.errors import LoadError, SyncdError, TerminalLoadError, TransientLoad
 from syncd.fields import BATCH_ID, KNOWN_FIELDS, LOADED_AT, TRACE_COLUMNS, Column, FieldType
 from syncd.lease import LeaseHolder, TableLease
 from syncd.timeutil import parse_timestamp, utcnow
+from syncd.transform.convert import batch_window
 from warehouses import sql
 from warehouses.base import Capabilities, RollbackResult, quote_identifier, validate_identifier
 from warehouses.sql import POSTGRES, Dialect, Query, TableNames, render
@@ -194,7 +195,8 @@ class DbApiWarehouse(ABC):
         with self._lock:
             try:
                 with self._transaction(action) as cursor:
-                    for query in sql.delete_batch(self.dialect, self.tables, batch_id):
+                    window = batch_window(batch.key)
+                    for query in sql.delete_batch(self.dialect, self.tables, batch_id, window):
                         self._execute(cursor, query)
                     loaded = self._load(cursor, staged, record)
                     self._check_loaded(cursor, action, batch_id, loaded, batch.rows)

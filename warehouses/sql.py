@@ -263,14 +263,34 @@ def with_required(columns: Sequence[Column]) -> tuple[Column, ...]:
 # --- one batch -------------------------------------------------------------------------------
 
 _DELETE_BATCH = "DELETE FROM {table} WHERE {SyncdBatchId} = {p}"
+_DELETE_BATCH_ROWS = _DELETE_BATCH + " AND {EventStart} >= {p} AND {EventStart} < {p}"
 _INSERT_SYNC_ROW = "INSERT INTO {sync} ({columns}) VALUES ({placeholders})"
 
 
-def delete_batch(d: Dialect, t: TableNames, batch_id: str) -> list[Query]:
-    """Remove every trace of one batch (export rows, rejects, sync row): a re-run's first step."""
+def delete_batch(
+    d: Dialect, t: TableNames, batch_id: str, window: tuple[datetime, datetime] | None = None
+) -> list[Query]:
+    """Remove every trace of one batch (export rows, rejects, sync row): a re-run's first step.
+
+    With `window`, the [start, end) every row of the batch has its EventStart in (a segment
+    batch: `syncd.transform.convert.batch_window`, the transform quarantines the other rows),
+    the export rows are deleted within it, so a sort key or partitions on EventStart bound the
+    scan. A legacy bundle holds whatever was processed in its time: no window, no bound.
+    """
+    export = (
+        Query(render(_DELETE_BATCH, d, table=t.qualified(t.export)), (batch_id,))
+        if window is None
+        else Query(
+            render(_DELETE_BATCH_ROWS, d, table=t.qualified(t.export)),
+            (batch_id, to_db_timestamp(window[0]), to_db_timestamp(window[1])),
+        )
+    )
     return [
-        Query(render(_DELETE_BATCH, d, table=t.qualified(table)), (batch_id,))
-        for table in (t.export, t.rejects, t.sync)
+        export,
+        *(
+            Query(render(_DELETE_BATCH, d, table=t.qualified(table)), (batch_id,))
+            for table in (t.rejects, t.sync)
+        ),
     ]
 
 

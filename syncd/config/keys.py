@@ -646,6 +646,15 @@ SECTION_KEYS: tuple[Key, ...] = (
     ),
     Key(
         "bigquery",
+        "RequirePartitionFilter",
+        K.BOOL,
+        False,
+        "Make BigQuery refuse any query over the export table without an EventStart filter "
+        "that prunes partitions (a guard against full scans; syncd's own statements all have "
+        "one). Turned on for an existing table too, never turned off by syncd.",
+    ),
+    Key(
+        "bigquery",
         "EndpointURL",
         K.URL,
         "",
