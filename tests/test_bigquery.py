@@ -127,6 +127,16 @@ def test_partition_expiration_is_honoured(warehouse: BigQueryWarehouse, bq_datas
     assert expiration == PARTITION_EXPIRATION.total_seconds() * 1000
 
 
+def test_the_partition_expiration_is_the_warehouses_retention(
+    warehouse: BigQueryWarehouse,
+) -> None:
+    caps = warehouse.capabilities
+    assert (caps.retention, caps.retention_setting) == (
+        PARTITION_EXPIRATION,
+        "[bigquery] PartitionExpiration",
+    )
+
+
 def test_the_export_table_is_clustered_as_configured(
     warehouse: BigQueryWarehouse, bq_dataset: str
 ) -> None:
@@ -573,6 +583,15 @@ def test_a_hauser_table_stays_ingestion_time_partitioned_with_string_custom_vars
     table = bq_table(hauser_dataset, "fsexport")
     types = {f.name: f.field_type for f in table.schema}
     assert (table.time_partitioning.field, types["CustomVars"]) == (None, "STRING")
+
+
+def test_a_hauser_table_keeps_loaded_days_whatever_their_age(
+    hauser_dataset: str, staged_files: StagedFiles
+) -> None:
+    """Its partitions are by ingestion time: expiration counts from the load, not EventStart."""
+    made = make_warehouse(hauser_dataset, partition_expiration=timedelta(days=1))
+    made.ensure_tables(staged_files.columns)
+    assert made.capabilities.retention is None
 
 
 def test_a_hauser_sync_table_gives_the_resume_point(

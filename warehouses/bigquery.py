@@ -1,7 +1,8 @@
 """Google BigQuery, loaded with load jobs from GCS (Provider "gcp").
 
-Tables. The export table is partitioned by DAY on EventStart (partitions expire after
-`PartitionExpiration` when set) and clustered as configured; CustomVars is a JSON column.
+Tables. The export table is partitioned by DAY on EventStart (a partition expires
+`PartitionExpiration` after its day's start, when set: `capabilities.retention` tells the core,
+which then loads, backfills and checks no older day) and clustered as configured; CustomVars is a JSON column.
 An existing hauser table (ingestion-time partitioned, every column NULLABLE, CustomVars a
 STRING) is continued as it is: its columns keep their types and order, missing export fields
 are added with a schema update (which BigQuery applies in place). On such a table syncd's rows
@@ -76,6 +77,7 @@ import string
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -424,6 +426,7 @@ class BigQueryWarehouse:
         self.location = location or None
         self._job_location: str | None = None
         self.partition_expiration = partition_expiration
+        self.capabilities = self._with_retention(partition_expiration)
         self.clustering = tuple(validate_identifier(c, "[bigquery] Clustering") for c in clustering)
         self.require_partition_filter = require_partition_filter
         self.retry = retry or default_retry()
@@ -451,6 +454,7 @@ class BigQueryWarehouse:
         self._reconcile(self.tables.sync, sql.SYNC_COLUMNS)
         self._reconcile(self.tables.rejects, sql.REJECTS_COLUMNS)
         self._export_types = {c.name.lower(): c.type for c in export}
+        self.capabilities = self._with_retention(self._export_retention())
         self._sweep_scratch()
         return export
 
@@ -831,6 +835,26 @@ class BigQueryWarehouse:
             table.clustering_fields = list(self.clustering)
         if self.require_partition_filter:
             table.require_partition_filter = True
+
+    def _with_retention(self, expiration: timedelta | None) -> Capabilities:
+        kept = expiration if expiration is not None and expiration > timedelta(0) else None
+        return dataclass_replace(
+            BigQueryWarehouse.capabilities,
+            retention=kept,
+            retention_setting="[bigquery] PartitionExpiration" if kept is not None else "",
+        )
+
+    def _export_retention(self) -> timedelta | None:
+        """How long the export table keeps a day's rows: its partition expiration when it is
+        partitioned by EventStart (each day's partition expires that long after the day's
+        start); None otherwise (an ingestion-time table, as hauser's, counts from the load)."""
+        table = self._get_table(self.tables.export)
+        partitioning = None if table is None else table.time_partitioning
+        if partitioning is None or not partitioning.expiration_ms:
+            return None
+        if (partitioning.field or "").lower() != sql.EVENT_START.name.lower():
+            return None
+        return timedelta(milliseconds=int(partitioning.expiration_ms))
 
     def _expiration_ms(self) -> int | None:
         ms = int(self.partition_expiration.total_seconds() * 1000)

@@ -631,7 +631,9 @@ SECTION_KEYS: tuple[Key, ...] = (
         "PartitionExpiration",
         K.DURATION,
         "0",
-        'Drop day partitions older than this; "0" keeps them forever.',
+        'Drop a day partition this long after the day\'s start; "0" keeps them forever. Days '
+        "older than this are not loaded (their rows would vanish at once): StartTime is not "
+        "reached before them and `backfill` refuses them.",
         hauser=True,
     ),
     Key(
