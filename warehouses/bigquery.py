@@ -541,8 +541,7 @@ class BigQueryWarehouse:
         if not self._table_columns(self.tables.sync) or not self._table_columns(self.tables.export):
             return []
         lo = sql.day_start(since)
-        records = [r for r in self.sync_records(since=lo) if r.start is not None and r.start >= lo]
-        bounded = all(r.source == "segment" for r in records)
+        bounded = sql.only_segment_batches(self.sync_records(since=lo), lo)
         text = _render(
             _INCONSISTENT_DAYS,
             export=self._q(self.tables.export),
@@ -561,13 +560,8 @@ class BigQueryWarehouse:
         if last < first:
             raise TerminalLoadError(f"cannot roll back: last day {last} is before {first}")
         lo, hi = sql.day_start(first), sql.day_start(last + timedelta(1))
-        records = [
-            r for r in self.sync_records(since=lo) if r.start is not None and lo <= r.start < hi
-        ]
-        if all(r.source == "segment" for r in records):
-            rows_in = _rows_in(lo, max([hi, *(r.end for r in records)]))
-        else:
-            rows_in = "TRUE"
+        rows_end = sql.segment_rows_end(self.sync_records(since=lo), lo, hi)
+        rows_in = "TRUE" if rows_end is None else _rows_in(lo, rows_end)
         names = {
             "export": self._q(self.tables.export),
             "sync": self._q(self.tables.sync),
