@@ -256,3 +256,24 @@ def test_a_table_past_its_expiration_time_is_gone(client: bigquery.Client, regio
     client.update_table(made, ["expires"], retry=retry())
     with pytest.raises(api_exceptions.NotFound):
         client.get_table(f"{PROJECT}.{regional}.brief", retry=retry())
+
+
+def test_error_in_a_transaction_fails_the_job_and_rolls_it_back(
+    client: bigquery.Client, regional: str
+) -> None:
+    """The commit's lease fence: ERROR() ends the script, the open transaction is undone."""
+    run(client, f"CREATE TABLE `{regional}`.`t` (a INT64)")
+    with pytest.raises(api_exceptions.BadRequest, match="lease lost"):
+        run(
+            client,
+            f"BEGIN TRANSACTION;\nINSERT INTO `{regional}`.`t` (a) VALUES (1);\n"
+            "SELECT IF(FALSE, 1, ERROR('lease lost'));\nCOMMIT TRANSACTION;",
+        )
+    assert run(client, f"SELECT COUNT(*) FROM `{regional}`.`t`")[0][0] == 0
+
+
+def test_creating_a_table_that_exists_is_refused(client: bigquery.Client, regional: str) -> None:
+    """The lease table: of two syncds creating it, one is refused."""
+    run(client, f"CREATE TABLE `{regional}`.`lease` AS SELECT 1 AS n")
+    with pytest.raises(api_exceptions.GoogleAPICallError, match="(?i)already exists"):
+        run(client, f"CREATE TABLE `{regional}`.`lease` AS SELECT 2 AS n")
