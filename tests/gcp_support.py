@@ -10,8 +10,10 @@ stand-in that cannot start fails the test with the reason and its log: these tes
 Where the stand-ins differ from Google, and how the tests deal with it (the product is never
 bent for an emulator):
 - bqemulator ignores query parameters inside multi-statement scripts. The commit and rollback
-  transactions take no parameters in any case: their values are staged into one-row tables
-  through single-statement parameterized INSERTs, which both accept.
+  transactions take no parameters in any case: the sync row is staged into a one-row table
+  through a single-statement parameterized INSERT, which both accept, and the EventStart
+  bounds are TIMESTAMP literals made from datetimes (constant filters, which BigQuery needs to
+  eliminate partitions).
 - bqemulator 1.4.0 lacks several rules of BigQuery; the stand-in adds them
   (`standins/bqemulator_rules.py`, shown by `test_standin_bigquery.py`): job locations (a job
   of a single-region dataset is found only with its location; test datasets are created in
