@@ -4,9 +4,11 @@ The known-good recipe (see /work/shared/reference/test-stand-ins.md):
 - its own virtualenv at `.standins/bqemulator-venv`: its pins clash with google-cloud-bigquery's
   (it would downgrade protobuf), it needs DuckDB 1.5.x (2.0 answers 500 after DDL) and numpy
   (undeclared), and its auto-loaded pytest plugin must stay out of the project's test venv;
-- a tiny wrapper that turns `DuckDBEngine._load_spatial` into a no-op (the `spatial`
-  extension cannot be downloaded offline), makes a schema update that adds columns add them
-  to the table's storage too (see `WRAPPER`), and then runs `bqemulator.cli.main()`;
+- `standins/bqemulator_rules.py`, run by the emulator's Python in place of its CLI: it turns
+  `DuckDBEngine._load_spatial` into a no-op (the `spatial` extension cannot be downloaded
+  offline), makes a schema update that adds columns add them to the table's storage too, and
+  adds the rules of BigQuery the emulator lacks (locations, job ids, transactions, partition
+  filters, expiration: see that module), then runs `bqemulator.cli.main()`;
 - `BQEMU_GCS_LOCAL_ROOT` pointed at the GCS stand-in's `.cloudstorage` folder, so a load job
   from `gs://bucket/object` reads the file the GCS emulator stored.
 
@@ -51,57 +53,9 @@ START_TIMEOUT = 60.0  # seconds; ready in about one on an idle machine
 BUILD_TIMEOUT = 900.0
 _STAMP = ".syncd-requirements"
 
-#: Starts bqemulator with two fixes (argv follows as with its CLI):
-#: - without the DuckDB `spatial` extension (it cannot be downloaded offline);
-#: - a table update (PATCH/PUT) that adds columns also adds them to the DuckDB table behind
-#:   it: bqemulator 1.4.0 changes only its catalog, so DML would not see the new columns,
-#:   where BigQuery applies the schema update to the table itself.
-WRAPPER = """
-import sys
-import bqemulator.catalog.duckdb_repository as persistent
-import bqemulator.catalog.memory_repository as catalog
-import bqemulator.storage.engine as engine
-from bqemulator.storage.sql_identifiers import quoted_table_ref
-from bqemulator.storage.type_map import bq_schema_to_duckdb_columns
-
-engine.DuckDBEngine._load_spatial = lambda self: None
-_update_table = catalog.MemoryCatalogRepository.update_table
-_update_persistent_table = persistent.DuckDBCatalogRepository.update_table
-
-
-def add_stored_columns(duckdb, old, table):
-    if old is None or duckdb is None:
-        return
-    have = {f.name.lower() for f in old.schema_.fields}
-    added = [f for f in table.schema_.fields if f.name.lower() not in have]
-    columns = bq_schema_to_duckdb_columns(
-        [{"name": f.name, "type": f.type, "mode": f.mode} for f in added]
-    )
-    ref = quoted_table_ref(table.project_id, table.dataset_id, table.table_id)
-    for name, type_ in columns:
-        duckdb.execute(f'ALTER TABLE {ref} ADD COLUMN "{name}" {type_}')
-
-
-def update_table(self, table):
-    key = (table.project_id, table.dataset_id, table.table_id)
-    add_stored_columns(self._engine, self._tables.get(key), table)
-    return _update_table(self, table)
-
-
-def update_persistent_table(self, table):
-    self.ensure_ready()
-    key = (table.project_id, table.dataset_id, table.table_id)
-    add_stored_columns(self._engine, self._cache._tables.get(key), table)
-    return _update_persistent_table(self, table)
-
-
-catalog.MemoryCatalogRepository.update_table = update_table
-persistent.DuckDBCatalogRepository.update_table = update_persistent_table
-from bqemulator.cli import main
-
-sys.argv[0] = "bqemulator"
-sys.exit(main())
-"""
+#: Runs bqemulator with BigQuery's rules it lacks and two fixes, in the emulator's virtualenv
+#: (argv follows as with its CLI); see that module.
+RULES = Path(__file__).resolve().with_name("bqemulator_rules.py")
 
 
 def venv_python(venv: Path = VENV) -> Path:
@@ -219,8 +173,8 @@ def start_bigquery_emulator(
     env.pop("PYTHONPATH", None)  # nothing of the project's venv may leak in
     argv = [
         str(python),
-        "-c",
-        WRAPPER,
+        "-P",  # not the standins folder on sys.path: nothing of the project leaks in
+        str(RULES),
         "start",
         "--rest-host",
         HOST,

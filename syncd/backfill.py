@@ -23,6 +23,7 @@ from syncd.observability.progress import ProgressDisplay
 from syncd.pipeline import BatchSource, Fetched, Pipeline
 from syncd.state import HeldBatch
 from syncd.timeutil import UTC
+from warehouses.base import Capabilities, first_kept_day
 
 log = structlog.get_logger(__name__)
 
@@ -71,11 +72,28 @@ class BoundedSource:
 
 
 def check_range(
-    first: date, last: date, records: Sequence[SyncRecord], start_time: datetime | None
+    first: date,
+    last: date,
+    records: Sequence[SyncRecord],
+    start_time: datetime | None,
+    capabilities: Capabilities | None = None,
+    now: datetime | None = None,
 ) -> None:
-    """Refuse a range the planner would not load again after rolling it back."""
+    """Refuse a range the planner would not load again after rolling it back, or whose rows
+    the warehouse would drop as soon as they are loaded (days older than its retention)."""
     if last < first:
         raise ConfigError(["backfill: --to is before --from"])
+    if capabilities is not None and now is not None:
+        kept = first_kept_day(capabilities, now)
+        if kept is not None and first < kept:
+            setting = capabilities.retention_setting or "the warehouse's retention"
+            raise ConfigError(
+                [
+                    f"backfill: {first} is before {kept}, the first day the warehouse keeps: it "
+                    f"drops the rows of days older than {setting} ({capabilities.retention}) as "
+                    f"soon as they are loaded; backfill from {kept} on, or raise {setting} first"
+                ]
+            )
     if start_time is not None:
         if first < start_time.astimezone(UTC).date():
             raise ConfigError(
@@ -106,8 +124,8 @@ def backfill(
     clock: Callable[[], datetime] | None = None,
 ) -> BackfillResult:
     """Replace days first..last, one after another, through `pipeline` (already started)."""
-    check_range(first, last, pipeline.records, start_time)
     now = clock or pipeline.clock
+    check_range(first, last, pipeline.records, start_time, pipeline.warehouse.capabilities, now())
     source = pipeline.source
     result = BackfillResult()
     day = first

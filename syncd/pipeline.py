@@ -22,6 +22,7 @@ from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Protocol, TypeVar, cast
 
@@ -39,13 +40,13 @@ from syncd.batch import (
 from syncd.errors import SyncdError, TransformError
 from syncd.fields import Column
 from syncd.observability.logging import safe_text
-from syncd.planner import contiguous_end
+from syncd.planner import contiguous_end, covering_before
 from syncd.sources.retry import RetryPolicy
 from syncd.state import DaemonStatus, HeldBatch, StatusFile
 from syncd.timeutil import UTC, utcnow
 from syncd.transform.columnar import transform
 from syncd.transform.rules import OutputRules
-from warehouses.base import Capabilities, Stage, Warehouse
+from warehouses.base import Capabilities, Stage, Warehouse, first_kept_day
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -171,6 +172,7 @@ class Pipeline:
         self.clock = clock
         self.records: list[SyncRecord] = []
         self.held: HeldBatch | None = None
+        self._floor_said: date | None = None
         self._attempts: dict[str, int] = {}
         self._rng = random.Random()
         self._ahead: dict[BatchKey, Future[Prepared]] = {}
@@ -191,10 +193,59 @@ class Pipeline:
         self.source.sweep({r.batch_id for r in self.records})
         self._publish("starting")
 
+    def _plan_kept(self, limit: int) -> tuple[list[BatchKey], list[SyncRecord]]:
+        """The next batches, and the records they were planned from.
+
+        None lies in a day the warehouse no longer keeps (`warehouses.base.first_kept_day`):
+        when the plan would start before the first day kept (an old StartTime, a gap, a held
+        batch that aged past it), time before that day counts as done (`covering_before`), as
+        its rows would vanish as soon as loaded. Said once per first kept day."""
+        now = self.clock()
+        keys = self.source.plan(self.records, now, limit)
+        kept = first_kept_day(self.warehouse.capabilities, now)
+        if kept is None or not keys:
+            return keys, list(self.records)
+        floor = datetime.combine(kept, dt_time(0), tzinfo=UTC)
+        if keys[0].start >= floor:
+            return keys, list(self.records)
+        if self._floor_said != kept:
+            self._floor_said = kept
+            capabilities = self.warehouse.capabilities
+            log.warning(
+                "days before the first kept day are not loaded: the warehouse drops their rows "
+                "as soon as they are loaded",
+                first_kept_day=kept.isoformat(),
+                skipped_from=keys[0].start.isoformat(),
+                retention=str(capabilities.retention),
+                setting=capabilities.retention_setting,
+            )
+        records = covering_before(self.records, floor)
+        return self.source.plan(records, now, limit), records
+
+    def _leave_expired_hold(self, keys: Sequence[BatchKey]) -> None:
+        """A held batch is always the first one planned, until its day is older than the
+        warehouse keeps (`_plannable`): then it is left behind, said, not retried forever."""
+        if self.held is None or self.warehouse.capabilities.retention is None:
+            return
+        if any(k.id == self.held.batch_id for k in keys):
+            return
+        log.warning(
+            "a held batch is left behind: its day is older than the warehouse keeps",
+            batch=self.held.batch_id,
+            error=self.held.error,
+        )
+        self.held = None
+
     def repair(self) -> list[date]:
-        """Roll back every recent day whose rows and sync rows disagree, so it reloads whole."""
+        """Roll back every recent day whose rows and sync rows disagree, so it reloads whole.
+
+        Days the warehouse no longer keeps (older than its retention) are not checked: their
+        rows are gone by design, and reloading them would only see them vanish again."""
         end = contiguous_end(self.records) or self.clock()
         since = (end - timedelta(days=self.options.consistency_days)).date()
+        kept = first_kept_day(self.warehouse.capabilities, self.clock())
+        if kept is not None and kept > since:
+            since = kept
         days = self.warehouse.inconsistent_days(since)
         for day in days:
             result = self.warehouse.rollback_days(day, day)
@@ -222,8 +273,8 @@ class Pipeline:
             )
         try:
             while not self.stop.is_set():
-                keys = self._plan()
-                if keys is None:  # planning failed: retried, then held, like a batch
+                planned = self._plan()
+                if planned is None:  # planning failed: retried, then held, like a batch
                     planning = self._planning_key()
                     if self.held is not None and self.held.batch_id == planning.id:
                         if until_caught_up:
@@ -232,9 +283,11 @@ class Pipeline:
                     else:
                         self.stop.wait(self._backoff(self._attempts.get(planning.id, 1)))
                     continue
+                keys, plannable = planned
+                self._leave_expired_hold(keys)
                 self._look_ahead(keys)
                 if not keys:
-                    ready_at = self.source.next_ready_at(self.records, self.clock())
+                    ready_at = self.source.next_ready_at(plannable, self.clock())
                     self._idle(ready_at)
                     if until_caught_up:
                         break
@@ -307,15 +360,15 @@ class Pipeline:
         self._ahead.clear()
         self._executor = None
 
-    def _plan(self) -> list[BatchKey] | None:
-        """The next batches, or None when planning failed. Planning may call the API (legacy
-        bundles are listed), so its failures are reported, retried and held as a batch's are,
-        under `_planning_key`."""
+    def _plan(self) -> tuple[list[BatchKey], list[SyncRecord]] | None:
+        """`_plan_kept`'s batches and records, or None when planning failed. Planning may call
+        the API (legacy bundles are listed), so its failures are reported, retried and held as
+        a batch's are, under `_planning_key`."""
         key = self._planning_key()
         attempt = self._attempts.get(key.id, 0) + 1
         with structlog.contextvars.bound_contextvars(batch=key.id):
             try:
-                keys = self.source.plan(self.records, self.clock(), 1 + self.options.lookahead)
+                planned = self._plan_kept(1 + self.options.lookahead)
             except Exception as exc:  # never ends the daemon: held and retried instead
                 self._attempts[key.id] = attempt
                 self._failed(key, exc, attempt)
@@ -323,7 +376,7 @@ class Pipeline:
         self._attempts.pop(key.id, None)
         if self.held is not None and self.held.batch_id == key.id:
             self.held = None
-        return keys
+        return planned
 
     def _planning_key(self) -> BatchKey:
         """Stands for "the batch after the sync point" while it cannot be planned: an empty

@@ -59,6 +59,19 @@ def contiguous_end(records: Sequence[SyncRecord]) -> datetime | None:
     return intervals[0][1] if intervals else None
 
 
+def covering_before(records: Sequence[SyncRecord], floor: datetime | None) -> list[SyncRecord]:
+    """`records` plus one that covers all time before `floor` (when given), for planning only,
+    when planning would begin before `floor`: the warehouse keeps no rows there (see
+    `warehouses.base.first_kept_day`), so planning resumes at `floor` (or the end of the
+    committed time around it), and a held batch that aged past it is left behind."""
+    if floor is None:
+        return list(records)
+    kept_since = SyncRecord(
+        batch_id="", source="", start=_EPOCH, end=floor, committed_at=floor, syncd_version=""
+    )
+    return [kept_since, *records]
+
+
 def first_start(records: Sequence[SyncRecord], plan: WindowPlan, now: datetime) -> datetime:
     """Where planning begins: the earliest committed time, or StartTime (aligned) when that is
     earlier or nothing is committed.

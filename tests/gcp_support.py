@@ -10,21 +10,26 @@ stand-in that cannot start fails the test with the reason and its log: these tes
 Where the stand-ins differ from Google, and how the tests deal with it (the product is never
 bent for an emulator):
 - bqemulator ignores query parameters inside multi-statement scripts. The commit and rollback
-  transactions take no parameters in any case: their values are staged into one-row tables
-  through single-statement parameterized INSERTs, which both accept.
-- bqemulator does not answer 409 when a job id is reused; it runs the job again. The warehouse
-  looks a job id up before submitting it, so it attaches on both; the 409 branch is exercised
-  by a client that answers 409 (`test_bigquery.py::test_a_409_on_submission_attaches`).
+  transactions take no parameters in any case: the sync row is staged into a one-row table
+  through a single-statement parameterized INSERT, which both accept, and the EventStart
+  bounds are TIMESTAMP literals made from datetimes (constant filters, which BigQuery needs to
+  eliminate partitions).
+- bqemulator 1.4.0 lacks several rules of BigQuery; the stand-in adds them
+  (`standins/bqemulator_rules.py`, shown by `test_standin_bigquery.py`): job locations (a job
+  of a single-region dataset is found only with its location; test datasets are created in
+  `LOCATION`, a single region, so a missing location fails), 409 on a reused job id, job id
+  characters, no permanent DDL inside a transaction, `requirePartitionFilter`, and table and
+  partition expiration.
 - bqemulator 1.4.0 applies a schema update (`update_table` adding columns) to its catalog
   only, so DML would not see the new columns; ALTER TABLE takes one column per statement and
   is not reflected in the catalog. syncd adds columns with one `update_table` (what BigQuery
-  does best), and the stand-in's start-up wrapper (`standins.bigquery.WRAPPER`) makes that
+  does best), and the stand-in's start-up wrapper (`standins/bqemulator_rules.py`) makes that
   update also alter the table's storage, as BigQuery does.
 - bqemulator cannot insert into `_PARTITIONTIME`, and `load_table_from_json` uploads fail
   there (multipart content type): syncd uses neither (rows of an ingestion-time partitioned
   hauser table land in their load day's partition, on both).
-- bqemulator does not keep `Table.expires`, and its `output_rows` is the table's total: the
-  warehouse counts staged rows with `get_table().num_rows` of a per-batch table instead.
+- bqemulator's `output_rows` is the table's total: the warehouse counts staged rows with
+  `get_table().num_rows` of a per-batch table instead.
 - bqemulator reads a quoted empty CSV field ("") as NULL: the CSV conformance rows hold no
   empty strings; Parquet (the preferred format) and NDJSON keep "" and NULL apart.
 - On a 500 the client's default retry loops for 600 s: every client call in the tests gets a
@@ -54,6 +59,7 @@ from warehouses.bigquery import BigQueryWarehouse
 from warehouses.gcs import GCSStage
 
 PROJECT = "test"
+LOCATION = "asia-northeast1"  # a single region: jobs are found only with their location
 FAST_RETRY_DEADLINE = 5.0
 JOB_TIMEOUT = 60.0
 
@@ -100,10 +106,16 @@ def new_bucket() -> str:
     return name
 
 
-def new_dataset() -> str:
+def new_dataset(location: str = LOCATION) -> str:
+    """A new dataset, by default in a single region (`LOCATION`), where every job lookup needs
+    the location (a multi-region dataset forgives its absence)."""
+    from google.cloud import bigquery
+
     name = unique("ds_")
     client = shared_bigquery().client()
-    client.create_dataset(f"{PROJECT}.{name}", retry=bq_module.default_retry(FAST_RETRY_DEADLINE))
+    dataset = bigquery.Dataset(f"{PROJECT}.{name}")
+    dataset.location = location
+    client.create_dataset(dataset, retry=bq_module.default_retry(FAST_RETRY_DEADLINE))
     client.close()
     return name
 
@@ -198,10 +210,12 @@ def own_gcp(tmp_path: Path) -> Iterator[OwnGcp]:
     try:
         bucket, dataset = unique("syncd-test-"), unique("ds_")
         gcs.create_bucket(bucket)
+        from google.cloud import bigquery as bq
+
         client = bigquery.client()
-        client.create_dataset(
-            f"{PROJECT}.{dataset}", retry=bq_module.default_retry(FAST_RETRY_DEADLINE)
-        )
+        made = bq.Dataset(f"{PROJECT}.{dataset}")
+        made.location = LOCATION
+        client.create_dataset(made, retry=bq_module.default_retry(FAST_RETRY_DEADLINE))
         client.close()
         yield OwnGcp(gcs, bigquery, bucket, dataset)
     finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import gcp_support
@@ -28,16 +28,23 @@ from gcp_support import (  # noqa: F401 (fixtures)
 from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 
-from syncd.batch import StagedBatch, SyncRecord, TransformedBatch
+from syncd.batch import BatchKey, StagedBatch, SyncRecord, TransformedBatch
 from syncd.errors import TerminalLoadError, TransientLoadError
 from syncd.timeutil import parse_timestamp
-from warehouses.bigquery import BigQueryWarehouse, map_bigquery_error
+from warehouses.bigquery import (
+    SCRATCH_EXPIRATION,
+    SCRATCH_SWEEP_AGE,
+    BigQueryWarehouse,
+    map_bigquery_error,
+)
 from warehouses.gcs import GCSStage
 
 if TYPE_CHECKING:
     from conftest import StagedFiles
 
-PARTITION_EXPIRATION = timedelta(days=30)
+#: Long enough that the tests' 2024 partitions have not expired (BigQuery, and the stand-in,
+#: drop the rows of a partition whose date plus the expiration is past).
+PARTITION_EXPIRATION = timedelta(days=3650)
 
 
 @pytest.fixture
@@ -120,6 +127,16 @@ def test_partition_expiration_is_honoured(warehouse: BigQueryWarehouse, bq_datas
     assert expiration == PARTITION_EXPIRATION.total_seconds() * 1000
 
 
+def test_the_partition_expiration_is_the_warehouses_retention(
+    warehouse: BigQueryWarehouse,
+) -> None:
+    caps = warehouse.capabilities
+    assert (caps.retention, caps.retention_setting) == (
+        PARTITION_EXPIRATION,
+        "[bigquery] PartitionExpiration",
+    )
+
+
 def test_the_export_table_is_clustered_as_configured(
     warehouse: BigQueryWarehouse, bq_dataset: str
 ) -> None:
@@ -192,6 +209,54 @@ def test_a_commit_leaves_no_staging_tables(
 ) -> None:
     commit("2024-03-01T00:00:00Z", rejects=[{"position": 3, "reason": "x", "raw": "1"}])
     assert bq_table_names(bq_dataset) == ["fsexport", "fsrejects", "fssync"]
+
+
+def test_staging_tables_expire_within_a_day(
+    warehouse: BigQueryWarehouse,
+    stage: GCSStage,
+    staged_files: StagedFiles,
+    bq_dataset: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A crash after the loads leaves staging tables; each carries an expiration."""
+    staged, record = staged_batch(
+        stage,
+        staged_files,
+        "2024-03-01T00:00:00Z",
+        rejects=[{"position": 1, "reason": "x", "raw": "1"}],
+    )
+    monkeypatch.setattr(BigQueryWarehouse, "_commit_script", _die)
+    with pytest.raises(_Died):
+        warehouse.commit_batch(staged, record)
+    left = [n for n in bq_table_names(bq_dataset) if "__syncd_" in n]
+    expires = [bq_table(bq_dataset, n).expires for n in left]
+    horizon = datetime.now(timezone.utc) + SCRATCH_EXPIRATION + timedelta(minutes=5)
+    assert len(left) == 3 and all(e is not None and e <= horizon for e in expires)
+
+
+def test_start_up_sweeps_old_scratch_tables_of_this_export_table(
+    warehouse: BigQueryWarehouse, bq_dataset: str, staged_files: StagedFiles
+) -> None:
+    client = gcp_support.shared_bigquery().client()
+    for name in ("fsexport__syncd_segment_x_data", "fsexport__syncd_rollback", "other__syncd_y"):
+        client.create_table(
+            bigquery.Table(
+                f"{PROJECT}.{bq_dataset}.{name}", schema=[bigquery.SchemaField("a", "INT64")]
+            )
+        )
+    client.close()
+    young = make_warehouse(bq_dataset, clock=lambda: datetime.now(timezone.utc))
+    young.ensure_tables(staged_files.columns)
+    kept = bq_table_names(bq_dataset)
+    later = datetime.now(timezone.utc) + SCRATCH_SWEEP_AGE + timedelta(minutes=1)
+    old = make_warehouse(bq_dataset, clock=lambda: later)
+    old.ensure_tables(staged_files.columns)
+    assert len(kept) == 6 and bq_table_names(bq_dataset) == [
+        "fsexport",
+        "fsrejects",
+        "fssync",
+        "other__syncd_y",
+    ]
 
 
 def test_a_recommit_replaces_the_batch(
@@ -274,7 +339,8 @@ def test_a_409_on_submission_attaches_to_the_existing_job(
     bq_dataset: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Real BigQuery answers 409 to a reused job id (the stand-in runs it again instead)."""
+    """A reused job id answers 409 (as BigQuery does): the warehouse finds the job (in its
+    dataset's single region) and attaches instead of loading again."""
     staged, record = staged_batch(stage, staged_files, "2024-03-01T00:00:00Z")
     client = warehouse._client
     with monkeypatch.context() as crash:
@@ -292,13 +358,35 @@ def test_a_409_on_submission_attaches_to_the_existing_job(
             raise error
         return real_get_job(job_id, **kwargs)
 
-    def load_table_from_uri(*args: Any, **kwargs: Any) -> Any:
-        raise api_exceptions.Conflict(f"Already Exists: Job {PROJECT}:{kwargs['job_id']}")
-
     monkeypatch.setattr(client, "get_job", get_job)
-    monkeypatch.setattr(client, "load_table_from_uri", load_table_from_uri)
     warehouse.commit_batch(staged, record)
-    assert len(bq_rows(bq_dataset, "fsexport")) == 3 and submitted == []
+    assert len(bq_rows(bq_dataset, "fsexport")) == 3 and len(submitted) == 1
+
+
+def test_jobs_run_in_the_datasets_location(
+    commit: Callable[..., TransformedBatch],
+    warehouse: BigQueryWarehouse,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With Location empty (the default), every job call names the dataset's location."""
+    locations: list[Any] = []
+    client = warehouse._client
+    for name in ("get_job", "load_table_from_uri", "query"):
+        original = getattr(client, name)
+
+        def spy(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            locations.append(kwargs.get("location"))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(client, name, spy)
+    commit("2024-03-01T00:00:00Z")
+    warehouse.sync_records()
+    assert len(locations) >= 4 and set(locations) == {gcp_support.LOCATION}
+
+
+def test_a_location_other_than_the_datasets_is_refused_plainly(bq_dataset: str) -> None:
+    with pytest.raises(TerminalLoadError, match=r"Location is 'EU', but dataset .* is in"):
+        make_warehouse(bq_dataset, location="EU").check()
 
 
 def test_load_job_ids_are_derived_from_the_batch(
@@ -351,6 +439,91 @@ def test_rows_without_a_sync_row_make_their_day_inconsistent(
         job_retry=None,
     ).result()
     assert warehouse.inconsistent_days(batch.key.day) == [batch.key.day]
+
+
+@pytest.fixture
+def strict_warehouse(warehouse: BigQueryWarehouse, bq_dataset: str) -> BigQueryWarehouse:
+    """The export table as a user may set it: queries must filter on EventStart so that
+    partitions can be eliminated (BigQuery refuses any other)."""
+    client = gcp_support.shared_bigquery().client()
+    table = client.get_table(f"{PROJECT}.{bq_dataset}.fsexport")
+    table.require_partition_filter = True
+    client.update_table(table, ["require_partition_filter"])
+    client.close()
+    return warehouse
+
+
+def test_require_partition_filter_is_set_as_configured(
+    bq_dataset: str, staged_files: StagedFiles
+) -> None:
+    made = make_warehouse(bq_dataset, require_partition_filter=True)
+    made.ensure_tables(staged_files.columns)
+    assert bq_table(bq_dataset, "fsexport").require_partition_filter is True
+
+
+def rows_in(dataset: str, day: str) -> list[str]:
+    """The batch ids of the export rows of one day (read with a partition filter)."""
+    client = gcp_support.shared_bigquery().client()
+    job = client.query(
+        f"SELECT SyncdBatchId FROM `{dataset}`.`fsexport` "  # noqa: S608 (test names)
+        f"WHERE EventStart >= TIMESTAMP '{day}' "
+        f"AND EventStart < TIMESTAMP_ADD(TIMESTAMP '{day}', INTERVAL 1 DAY)",
+        job_retry=None,
+    )
+    ids = [row[0] for row in job.result()]
+    client.close()
+    return ids
+
+
+def test_every_statement_filters_on_the_partition_column(
+    strict_warehouse: BigQueryWarehouse,
+    stage: GCSStage,
+    staged_files: StagedFiles,
+    bq_dataset: str,
+) -> None:
+    """Commit, re-commit, the consistency check and rollback all bound EventStart."""
+    staged, record = staged_batch(stage, staged_files, "2024-03-01T00:00:00Z")
+    strict_warehouse.commit_batch(staged, record)
+    strict_warehouse.commit_batch(staged, record)
+    assert rows_in(bq_dataset, "2024-03-01") == [record.batch_id] * 3
+    assert strict_warehouse.inconsistent_days(record.start.date()) == []  # type: ignore[union-attr]
+    day = record.start.date()  # type: ignore[union-attr]
+    assert strict_warehouse.rollback_days(day, day).rows_deleted == 3
+    assert rows_in(bq_dataset, "2024-03-01") == []
+
+
+def test_a_legacy_batch_is_bounded_by_its_staged_rows(
+    strict_warehouse: BigQueryWarehouse,
+    stage: GCSStage,
+    staged_files: StagedFiles,
+    bq_dataset: str,
+) -> None:
+    """A bundle may hold events from before its window (processed late): a re-commit still
+    replaces all of them, under a filter BigQuery can eliminate partitions with."""
+    window = staged_files.key("2024-03-02T00:00:00Z")
+    key = BatchKey(window.start, window.end, "legacy", (7,))
+    late = staged_files.rows(staged_files.key("2024-03-01T22:00:00Z"), 2)
+    batch = staged_files.write(key, [*late, *staged_files.rows(key, 1)])
+    staged = StagedBatch(batch, stage.put(batch.path, batch.path.name), None)
+    record = SyncRecord(
+        batch_id=key.id,
+        source="legacy",
+        start=key.start,
+        end=key.end,
+        committed_at=key.end,
+        operation_id="",
+        rows_loaded=batch.rows,
+        rows_rejected=0,
+        bytes=batch.source_bytes,
+        staged_uri=staged.uri,
+        bundle_ids=(7,),
+    )
+    strict_warehouse.commit_batch(staged, record)
+    strict_warehouse.commit_batch(staged, record)
+    assert (rows_in(bq_dataset, "2024-03-01"), rows_in(bq_dataset, "2024-03-02")) == (
+        [key.id] * 2,
+        [key.id],
+    )
 
 
 # -- upgrade from hauser ---------------------------------------------------------------------
@@ -410,6 +583,15 @@ def test_a_hauser_table_stays_ingestion_time_partitioned_with_string_custom_vars
     table = bq_table(hauser_dataset, "fsexport")
     types = {f.name: f.field_type for f in table.schema}
     assert (table.time_partitioning.field, types["CustomVars"]) == (None, "STRING")
+
+
+def test_a_hauser_table_keeps_loaded_days_whatever_their_age(
+    hauser_dataset: str, staged_files: StagedFiles
+) -> None:
+    """Its partitions are by ingestion time: expiration counts from the load, not EventStart."""
+    made = make_warehouse(hauser_dataset, partition_expiration=timedelta(days=1))
+    made.ensure_tables(staged_files.columns)
+    assert made.capabilities.retention is None
 
 
 def test_a_hauser_sync_table_gives_the_resume_point(

@@ -827,3 +827,81 @@ def test_sync_row_values_travel_as_parameters() -> None:
     record = SyncRecord(key.id, "segment", key.start, key.end, COMMITTED_AT, operation_id="'; --")
     query = sql.insert_sync_row(sql.POSTGRES, sql.TableNames(), record, 1, 0, "0.1.0")
     assert "'; --" not in query.sql and "'; --" in query.params
+
+
+def test_a_commit_deletes_earlier_rows_of_its_batch_within_its_window(
+    warehouse: DuckDBWarehouse,
+    staged_files: StagedFiles,
+    peek: Peek,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A segment batch's rows lie in its window (the transform quarantines the others), so the
+    delete of its earlier rows is bounded by EventStart, which sort keys and partitions on
+    EventStart can prune by (the same shared statement serves PostgreSQL and Redshift)."""
+    deletes: list[sql.Query] = []
+    original = sql.delete_batch
+
+    def spy(*args: Any, **kwargs: Any) -> list[sql.Query]:
+        queries = original(*args, **kwargs)
+        deletes.append(queries[0])
+        return queries
+
+    monkeypatch.setattr(sql, "delete_batch", spy)
+    key = staged_files.key("2024-03-01T00:00:00Z")
+    batch = staged_files.write(key, staged_files.rows(key, 3))
+    warehouse.commit_batch(staged_files.in_place(batch), record_for(batch))
+    warehouse.commit_batch(staged_files.in_place(batch), record_for(batch))
+    window = (key.start.replace(tzinfo=None), key.end.replace(tzinfo=None))
+    assert [q.params[1:] for q in deletes] == [window, window]
+    assert '"EventStart" >= ? AND "EventStart" < ?' in deletes[0].sql
+    assert peek("SELECT count(*) FROM fsexport") == [(3,)]
+
+
+def spy_on(monkeypatch: pytest.MonkeyPatch, name: str) -> list[Any]:
+    """The results of `sql.<name>` as the warehouse builds them."""
+    built: list[Any] = []
+    original = getattr(sql, name)
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        built.append(result)
+        return result
+
+    monkeypatch.setattr(sql, name, spy)
+    return built
+
+
+def test_the_consistency_check_and_rollback_bound_segment_rows_by_event_start(
+    warehouse: DuckDBWarehouse,
+    staged_files: StagedFiles,
+    peek: Peek,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Segment rows lie in their windows: the count starts at the first day checked, and a
+    rollback deletes up to the end of its days' last window (one closes after midnight)."""
+    key = staged_files.key("2024-03-01T23:00:00Z", hours=2)
+    batch = staged_files.write(key, staged_files.rows(key, 3))
+    warehouse.commit_batch(staged_files.in_place(batch), record_for(batch))
+    checks = spy_on(monkeypatch, "inconsistent_days")
+    rollbacks = spy_on(monkeypatch, "rollback_days")
+    assert warehouse.inconsistent_days(key.day) == []
+    assert warehouse.rollback_days(key.day, key.day).rows_deleted == 3
+    export_delete = rollbacks[0][0]
+    assert checks[0].sql.count('"EventStart" >= ?') == 2 and len(checks[0].params) == 4
+    assert export_delete.params[:2] == (datetime(2024, 3, 1), datetime(2024, 3, 2, 1))
+    assert peek("SELECT count(*) FROM fsexport") == [(0,)]
+
+
+def test_a_legacy_batch_is_rolled_back_whole_whatever_its_rows_event_start(
+    warehouse: DuckDBWarehouse, staged_files: StagedFiles, peek: Peek
+) -> None:
+    """A bundle holds whatever was processed in its time (late events too): nothing bounds
+    its rows, so its rollback and count are not bounded by EventStart."""
+    window = staged_files.key("2024-03-02T00:00:00Z")
+    key = BatchKey(window.start, window.end, "legacy", (7,))
+    late = staged_files.rows(staged_files.key("2024-02-28T22:00:00Z"), 2)
+    batch = staged_files.write(key, [*late, *staged_files.rows(key, 1)])
+    warehouse.commit_batch(staged_files.in_place(batch), record_for(batch))
+    assert warehouse.inconsistent_days(key.day) == []
+    assert warehouse.rollback_days(key.day, key.day).rows_deleted == 3
+    assert peek("SELECT count(*) FROM fsexport") == [(0,)]

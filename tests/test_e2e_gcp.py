@@ -14,7 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import gcp_support
@@ -35,7 +35,7 @@ from gcp_support import PROJECT, bq_rows, object_names
 
 import warehouses.bigquery
 import warehouses.gcs
-from syncd.cli import EXIT_OK
+from syncd.cli import EXIT_CONFIG, EXIT_OK
 from syncd.simulator import Simulator, SimulatorConfig
 from syncd.timeutil import UTC, format_timestamp
 
@@ -225,3 +225,51 @@ def test_after_a_crash_the_sync_table_has_one_row_per_window(recovery: Recovery)
 
 def test_after_a_crash_no_window_is_exported_twice(recovery: Recovery) -> None:
     assert dict(recovery.sim.stats.exports_by_window) == {w: 1 for w in WINDOWS}
+
+
+# -- partition expiration ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expiring:
+    sim: Simulator
+    syncd: GcpSyncd
+    now: datetime
+    windows: list[tuple[datetime, datetime]]  # day windows from StartTime, four days back
+    kept: list[tuple[datetime, datetime]]  # those BigQuery keeps: the last one
+
+
+@pytest.fixture
+def expiring(tmp_path: Path, sim: Simulator) -> Expiring:
+    """StartTime four days back, partitions expiring after two days, day-long windows. The
+    stand-in expires partitions by the wall clock, so syncd's clock is frozen at it."""
+    now = datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    starts = [midnight - timedelta(days=n) for n in (4, 3, 2, 1)]
+    windows = [(s, s + timedelta(days=1)) for s in starts]
+    syncd = gcp_config(tmp_path, sim)
+    text = syncd.files.config.read_text()
+    text = text.replace(format_timestamp(START), format_timestamp(starts[0]))
+    text = text.replace('ExportDuration = "1h"', 'ExportDuration = "24h"')
+    text = text.replace("[bigquery]\n", '[bigquery]\nPartitionExpiration = "48h"\n')
+    syncd.files.config.write_text(text)
+    return Expiring(sim, syncd, now, windows, windows[-1:])
+
+
+def test_days_older_than_the_partition_expiration_are_not_loaded(expiring: Expiring) -> None:
+    """Their rows would vanish at once, the day never reconcile and be reloaded at every
+    start: they are not loaded, not checked, and a second run loads nothing again."""
+    assert run_cli(["once", "-c", str(expiring.syncd.files.config)], now=expiring.now) == EXIT_OK
+    assert run_cli(["once", "-c", str(expiring.syncd.files.config)], now=expiring.now) == EXIT_OK
+    assert dict(expiring.sim.stats.exports_by_window) == {w: 1 for w in expiring.kept}
+    assert sync_ids(expiring.syncd) == [window_key(*w).id for w in expiring.kept]
+
+
+def test_a_backfill_of_an_expired_day_is_refused(expiring: Expiring) -> None:
+    config = str(expiring.syncd.files.config)
+    assert run_cli(["once", "-c", config], now=expiring.now) == EXIT_OK
+    expired = expiring.windows[0][0].date().isoformat()
+    code = run_cli(["backfill", "-c", config, "--from", expired], now=expiring.now)
+    assert code == EXIT_CONFIG and dict(expiring.sim.stats.exports_by_window) == {
+        w: 1 for w in expiring.kept
+    }

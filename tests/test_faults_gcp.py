@@ -38,7 +38,7 @@ from e2e_support import (
     write_config,
 )
 from fault_support import after_first_call, later, once_until_done
-from gcp_support import PROJECT, OwnGcp, bq_rows, object_names, own_gcp
+from gcp_support import LOCATION, PROJECT, OwnGcp, bq_rows, object_names, own_gcp
 
 import syncd.lease
 import warehouses.bigquery
@@ -156,7 +156,8 @@ def test_the_bigquery_standin_keeps_its_tables_and_jobs_across_a_kill(own_gcp: O
     client = own_gcp.bigquery.client()
     query = client.query(f"SELECT n FROM {table}")  # noqa: S608 (a test's own name)
     rows = [tuple(r.values()) for r in query.result()]
-    assert (rows, client.get_job("kept_job").state) == ([(1,)], "DONE")
+    kept = client.get_job("kept_job", location=LOCATION)  # its region, kept too
+    assert (rows, kept.state, kept.location) == ([(1,)], "DONE", LOCATION)
 
 
 # -- the GCS emulator and the BigQuery emulator killed and restarted ---------------------------

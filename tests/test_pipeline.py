@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -79,6 +80,7 @@ def make(
     hooks: Sequence[PipelineHooks] = (),
     stop: threading.Event | None = None,
     lookahead: int = 0,
+    clock: Callable[[], datetime] = lambda: NOW,
 ) -> tuple[Pipeline, DuckDBWarehouse]:
     warehouse = DuckDBWarehouse(":memory:")
     pipeline = Pipeline(
@@ -98,7 +100,7 @@ def make(
         status=StatusFile(tmp_path / "status.json"),
         hooks=hooks,
         stop=stop,
-        clock=lambda: NOW,
+        clock=clock,
     )
     pipeline.start()
     return pipeline, warehouse
@@ -318,3 +320,44 @@ def test_the_transform_follows_the_warehouses_string_limits(tmp_path: Path) -> N
     assert (summary.rows, summary.rejected) == (4, 4)
     rows = warehouse._con.execute('SELECT DISTINCT "EventType" FROM fsexport').fetchall()
     assert rows == [("abcd",)]  # "é" would end at byte 6: cut before it
+
+
+# -- a warehouse that keeps days for a while only (BigQuery's partition expiration) -----------
+
+
+def keeping(warehouse: DuckDBWarehouse, retention: timedelta) -> None:
+    warehouse.capabilities = replace(warehouse.capabilities, retention=retention)
+
+
+def test_windows_of_days_the_warehouse_no_longer_keeps_are_not_planned(tmp_path: Path) -> None:
+    source = FakeSource(tmp_path / "spool")
+    source.plan_ = WindowPlan(duration=H, delay=H, start_time=T0 - timedelta(days=3))
+    pipeline, warehouse = make(tmp_path, source)
+    keeping(warehouse, timedelta(days=1))  # NOW is Nov 1 05:00: Nov 1 is the first day kept
+    summary = pipeline.run(until_caught_up=True)
+    assert (summary.batches, [r.start for r in warehouse.sync_records()][:1]) == (4, [T0])
+
+
+def test_a_held_batch_whose_day_expires_is_left_behind(tmp_path: Path) -> None:
+    """The daemon does not hold forever on a window that aged past the retention."""
+    failures: dict[int, list[Exception]] = {2: [TransientSourceError("503")] * 50}
+    now = [NOW]
+    pipeline, warehouse = make(
+        tmp_path, FakeSource(tmp_path / "spool", failures), clock=lambda: now[0]
+    )
+    keeping(warehouse, timedelta(days=2))
+    held = pipeline.run(until_caught_up=True).held
+    now[0] = T0 + timedelta(days=2, hours=3)  # Nov 1 has expired, Nov 2 is kept
+    later = pipeline.run(until_caught_up=True).held
+    assert held is not None and held.batch_id.startswith("segment-20261101T020000Z")
+    assert later is not None and later.batch_id.startswith("segment-20261102T020000Z")
+
+
+def test_days_the_warehouse_no_longer_keeps_are_not_checked(tmp_path: Path) -> None:
+    pipeline, warehouse = make(tmp_path, FakeSource(tmp_path / "spool"))
+    pipeline.run(until_caught_up=True)
+    warehouse._con.execute('DELETE FROM "fsexport"')  # as BigQuery drops expired partitions
+    keeping(warehouse, timedelta(hours=12))  # NOW is Nov 1 05:00: Nov 1 is the first day kept
+    assert pipeline.repair() == [T0.date()]
+    keeping(warehouse, timedelta(hours=4))  # Nov 1 00:00 + 4 h is past: Nov 2 on is kept
+    assert pipeline.repair() == [] and len(warehouse.sync_records()) == 0

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from syncd.batch import Bundle, SyncRecord
 from syncd.planner import (
     WindowPlan,
     align_down,
     contiguous_end,
+    covering_before,
     legacy_start,
     next_window_ready_at,
     plan_bundles,
     plan_windows,
 )
 from syncd.timeutil import UTC
+from warehouses.base import Capabilities, first_kept_day
 
 H = timedelta(hours=1)
 D0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -113,3 +115,19 @@ def test_legacy_listing_restarts_at_start_time_after_a_first_day_rollback() -> N
     day = timedelta(days=1)
     assert legacy_start([rec(D0 + day, D0 + 2 * day)], D0, now=D0 + 5 * day) == D0
     assert legacy_start([rec(D0, D0 + 2 * day)], D0, now=D0 + 5 * day) == D0 + 2 * day
+
+
+def test_covering_before_makes_planning_resume_at_the_floor() -> None:
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    floor = start + timedelta(days=2)
+    plan = WindowPlan(duration=timedelta(hours=1), delay=timedelta(hours=1), start_time=start)
+    now = floor + timedelta(hours=3)
+    keys = plan_windows(covering_before([], floor), plan, now, limit=2)
+    assert [k.start for k in keys] == [floor, floor + timedelta(hours=1)]
+
+
+def test_the_first_kept_day_follows_the_retention() -> None:
+    keeps = Capabilities(staging_formats=("parquet",), retention=timedelta(days=2))
+    assert first_kept_day(keeps, datetime(2026, 11, 5, 0, 0, tzinfo=UTC)) == date(2026, 11, 4)
+    assert first_kept_day(keeps, datetime(2026, 11, 5, 23, 59, tzinfo=UTC)) == date(2026, 11, 4)
+    assert first_kept_day(Capabilities(staging_formats=("parquet",)), datetime.now(UTC)) is None

@@ -367,3 +367,23 @@ def test_syncd_once_fills_postgres_with_the_simulators_events(
         rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     # JSONB keeps the object, not its key order (PostgreSQL orders keys by length, then bytes)
     assert_rows_equal(sorted_custom_vars(rows), sorted_custom_vars(expected))
+
+
+def test_a_recommit_deletes_within_the_batchs_window(
+    commit: Callable[..., TransformedBatch], peek: Peek, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delete of a segment batch's earlier rows is bounded by its window (EventStart)."""
+    from warehouses import sql
+
+    windows: list[Any] = []
+    original = sql.delete_batch
+
+    def spy(*args: Any, **kwargs: Any) -> list[sql.Query]:
+        windows.append(args[3] if len(args) > 3 else kwargs.get("window"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sql, "delete_batch", spy)
+    batch = commit("2024-03-01T00:00:00Z", count=3)
+    commit("2024-03-01T00:00:00Z", count=2)
+    window = (batch.key.start.replace(tzinfo=None), batch.key.end.replace(tzinfo=None))
+    assert windows == [window, window] and peek("SELECT count(*) FROM fsexport") == [(2,)]

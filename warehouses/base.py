@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from syncd.batch import StagedBatch, StagedFormat, SyncRecord
 from syncd.errors import ConfigError
 from syncd.fields import Column
+from syncd.timeutil import UTC
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,126}$")
 
@@ -60,6 +61,23 @@ class Capabilities:
     #: empty field) is NULL to PostgreSQL and DuckDB; a warehouse that reads an empty field as
     #: the empty string (Redshift) names a text no string of syncd's can be.
     csv_null: str = ""
+    #: How long the warehouse keeps a UTC day's rows, counted from the day's start (None:
+    #: forever). BigQuery drops a partition's rows once its date plus the partition expiration
+    #: is past, so a day older than that vanishes as soon as it is loaded: the core plans no
+    #: such day, refuses to backfill one and leaves it out of the consistency check.
+    retention: timedelta | None = None
+    #: The setting that gives `retention`, for messages (e.g. "[bigquery] PartitionExpiration").
+    retention_setting: str = ""
+
+
+def first_kept_day(capabilities: Capabilities, now: datetime) -> date | None:
+    """The first UTC day whose rows the warehouse keeps at `now` (None: it keeps every day).
+
+    Day D is dropped once D's midnight plus the retention is at or before now, so the first
+    day kept is the day after the date of (now - retention)."""
+    if capabilities.retention is None:
+        return None
+    return (now.astimezone(UTC) - capabilities.retention).date() + timedelta(days=1)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Google BigQuery, loaded with load jobs from GCS (Provider "gcp").
 
-Tables. The export table is partitioned by DAY on EventStart (partitions expire after
-`PartitionExpiration` when set) and clustered as configured; CustomVars is a JSON column.
+Tables. The export table is partitioned by DAY on EventStart (a partition expires
+`PartitionExpiration` after its day's start, when set: `capabilities.retention` tells the core,
+which then loads, backfills and checks no older day) and clustered as configured; CustomVars is a JSON column.
 An existing hauser table (ingestion-time partitioned, every column NULLABLE, CustomVars a
 STRING) is continued as it is: its columns keep their types and order, missing export fields
 are added with a schema update (which BigQuery applies in place). On such a table syncd's rows
@@ -18,6 +19,10 @@ A commit, for batch B:
    so the script itself needs no parameters);
 4. the staging tables are dropped (a failure there is only logged: the commit stands).
 A crash before 3 leaves nothing visible; 3 is atomic; after 3 only the staging tables remain.
+Scratch tables (a batch's staging tables) expire a day after they are made
+(`SCRATCH_EXPIRATION`: set at creation, or right after the load job that made them), and at
+start-up (`ensure_tables`) this export table's scratch tables older than `SCRATCH_SWEEP_AGE`
+are dropped: a crash leaves nothing for good, and a running peer's young ones are kept.
 
 Load job ids are deterministic: they derive from the table, the batch key and a fingerprint of
 the batch's content (export operation, bytes, rows). Before submitting, the job is looked up:
@@ -32,6 +37,23 @@ single-statement conditional UPDATEs with parameters, which BigQuery serialises 
 that fails on a concurrent update is followed by a read, which decides). Once this object holds
 the lease, the commit transaction ends with a check of that row that raises ERROR() (rolling the
 transaction back) when another holder has taken it over (`syncd.lease` tells the rules).
+
+Partition filters. Every statement that reads or deletes export rows filters EventStart with
+constant bounds, so BigQuery eliminates partitions (it bills every byte scanned, and a table
+with `require_partition_filter`, which `RequirePartitionFilter` sets, refuses any other): a
+commit deletes its batch's earlier rows within the batch's EventStart range (a segment's
+window; a legacy bundle's range read from its staging table, as nothing else bounds a bundle),
+the consistency check counts rows from its first day on, and a rollback deletes within its days
+(extended to the end of their last window). With legacy batches the consistency check and a
+rollback cannot be bounded and read the whole table (a `require_partition_filter` table
+refuses them).
+
+Location. Every job (load, query) is submitted, and every job lookup made, in the dataset's
+location: `Location` when set (it must be the dataset's: a mismatch is refused plainly),
+otherwise the location read from the dataset. BigQuery finds a job of a single-region dataset
+only when asked with its location (jobs.get without one answers 404), so a lookup without it
+would take a finished load job for a missing one, and its 409 on resubmission for a job that
+"conflicts but cannot be found".
 
 Errors: `map_bigquery_error` is the one place google-cloud-bigquery's exceptions become
 LoadErrors. 429, 5xx and the reasons rateLimitExceeded, quotaExceeded, backendError,
@@ -56,6 +78,7 @@ import string
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +88,7 @@ from google.api_core.retry import Retry
 from google.auth import exceptions as auth_exceptions
 
 import syncd
-from syncd.batch import StagedBatch, StagedFormat, SyncRecord
+from syncd.batch import BatchKey, StagedBatch, StagedFormat, SyncRecord
 from syncd.errors import LoadError, TerminalLoadError, TransientLoadError
 from syncd.fields import BATCH_ID, LOADED_AT, Column, FieldType
 from syncd.lease import LeaseHolder, held_by_error, owner_is_gone
@@ -82,6 +105,12 @@ RETRY_DEADLINE = 600.0  # seconds a retried API call may take in all
 REQUEST_TIMEOUT = 120.0  # seconds one HTTP request may take (connect, read)
 JOB_TIMEOUT = 3600.0  # seconds to wait for one load or query job
 MAX_JOB_ID_SUFFIX = 50  # reloads of one batch content before giving up
+#: Scratch tables (a batch's staging tables) expire this long after they
+#: are made: a crash cannot leave them forever.
+SCRATCH_EXPIRATION = timedelta(days=1)
+#: At start-up, scratch tables of this export table older than this are dropped: far longer
+#: than a commit may take (`JOB_TIMEOUT` per job), so a running peer's are never touched.
+SCRATCH_SWEEP_AGE = timedelta(hours=6)
 
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _TRANSIENT_REASONS = frozenset(
@@ -145,7 +174,7 @@ _REJECTS_FILE = (
 # -- SQL: constant templates; `_render` quotes every other field as a column name -------------
 
 _COMMIT = """BEGIN TRANSACTION;
-DELETE FROM {export} WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {row});
+DELETE FROM {export} WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {row}) AND {rows_in};
 DELETE FROM {rejects} WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {row});
 DELETE FROM {sync} WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {row});
 INSERT INTO {export} ({targets}) SELECT {expressions} FROM {data} AS s CROSS JOIN {row} AS v;
@@ -170,29 +199,29 @@ _INCONSISTENT_DAYS = (
     "UNION DISTINCT "
     "SELECT CAST(s.{BatchStart} AS DATE) AS day FROM {sync} AS s "
     "LEFT JOIN (SELECT {SyncdBatchId} AS batch_id, COUNT(*) AS n FROM {export} "
-    "WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {sync} WHERE {BatchStart} >= @lo) "
-    "GROUP BY {SyncdBatchId}) AS c ON c.batch_id = s.{SyncdBatchId} "
+    "WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {sync} WHERE {BatchStart} >= @lo)"
+    "{rows_after_lo} GROUP BY {SyncdBatchId}) AS c ON c.batch_id = s.{SyncdBatchId} "
     "WHERE s.{SyncdBatchId} IS NOT NULL AND s.{BatchStart} >= @lo "
     "AND COALESCE(c.n, 0) <> COALESCE(s.{RowsLoaded}, 0)"
     ") AS x ORDER BY x.day"
 )
 
-# Rollback of days [lo, hi): the bounds come from a one-row staging table {bounds}.
-_BATCHES_IN_DAYS = (
-    "SELECT s.{SyncdBatchId} FROM {sync} AS s CROSS JOIN {bounds} AS b "
-    "WHERE s.{BatchStart} >= b.{lo} AND s.{BatchStart} < b.{hi}"
-)
+# Rollback of days [lo, hi). The bounds are TIMESTAMP literals made from datetimes
+# (`_timestamp`): BigQuery eliminates partitions only on constant filters, and the emulator
+# ignores parameters inside scripts. {rows_in} bounds the rows of the days' batches.
+_BATCHES_IN_DAYS = "SELECT s.{SyncdBatchId} FROM {sync} AS s WHERE s.{BatchStart} >= {lo} AND s.{BatchStart} < {hi}"
 _ROLLBACK_EXPORT_WHERE = (
-    "{SyncdBatchId} IN ({batches_in_days}) "
-    "OR ({EventStart} >= (SELECT {lo} FROM {bounds}) AND {EventStart} < (SELECT {hi} FROM {bounds}) "
+    "{rows_in} AND ({SyncdBatchId} IN ({batches_in_days}) "
+    "OR ({EventStart} >= {lo} AND {EventStart} < {hi} "
     "AND ({SyncdBatchId} IS NULL OR {SyncdBatchId} NOT IN "
-    "(SELECT {SyncdBatchId} FROM {sync} WHERE {SyncdBatchId} IS NOT NULL)))"
+    "(SELECT {SyncdBatchId} FROM {sync} WHERE {SyncdBatchId} IS NOT NULL))))"
 )
 _ROLLBACK_SYNC_WHERE = (
-    "({BatchStart} >= (SELECT {lo} FROM {bounds}) AND {BatchStart} < (SELECT {hi} FROM {bounds})) "
-    "OR ({BatchStart} IS NULL AND {BundleEndTime} > (SELECT {lo} FROM {bounds}) "
-    "AND {BundleEndTime} <= (SELECT {hi} FROM {bounds}))"
+    "({BatchStart} >= {lo} AND {BatchStart} < {hi}) "
+    "OR ({BatchStart} IS NULL AND {BundleEndTime} > {lo} AND {BundleEndTime} <= {hi})"
 )
+_ROWS_IN = "{EventStart} >= {lo} AND {EventStart} < {hi}"
+_STAGED_RANGE = "SELECT MIN({EventStart}), MAX({EventStart}) FROM {data}"
 _ROLLBACK = """BEGIN TRANSACTION;
 DELETE FROM {export} WHERE {export_where};
 DELETE FROM {rejects} WHERE {SyncdBatchId} IN ({batches_in_days});
@@ -233,7 +262,6 @@ _LEASE_FENCE = (
 )
 _HOLDER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _PROBE = "SELECT 1"
-_BOUNDS: tuple[Column, ...] = (Column("lo", FieldType.TIMESTAMP), Column("hi", FieldType.TIMESTAMP))
 
 
 def _render(template: str, **fragments: str) -> str:
@@ -385,18 +413,23 @@ class BigQueryWarehouse:
         location: str = "",
         partition_expiration: timedelta = timedelta(0),
         clustering: Sequence[str] = (),
+        require_partition_filter: bool = False,
         endpoint_url: str = "",
         retry: Retry | None = None,
         job_timeout: float = JOB_TIMEOUT,
         request_timeout: float = REQUEST_TIMEOUT,
         lease_clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.project = project
         self.dataset = validate_identifier(dataset, "[bigquery] Dataset")
         self.tables = sql.TableNames(export=export_table, sync=sync_table, rejects=rejects_table)
         self.location = location or None
+        self._job_location: str | None = None
         self.partition_expiration = partition_expiration
+        self.capabilities = self._with_retention(partition_expiration)
         self.clustering = tuple(validate_identifier(c, "[bigquery] Clustering") for c in clustering)
+        self.require_partition_filter = require_partition_filter
         self.retry = retry or default_retry()
         self.job_timeout = job_timeout
         self.request_timeout = request_timeout
@@ -404,6 +437,7 @@ class BigQueryWarehouse:
         self._export_types: dict[str, FieldType] = {}
         self.lease_table = validate_identifier(f"{sync_table}_lease", "lease table")
         self._lease_clock = lease_clock
+        self._clock = clock
         self._lease_holder: LeaseHolder | None = None
 
     def __repr__(self) -> str:
@@ -421,6 +455,8 @@ class BigQueryWarehouse:
         self._reconcile(self.tables.sync, sql.SYNC_COLUMNS)
         self._reconcile(self.tables.rejects, sql.REJECTS_COLUMNS)
         self._export_types = {c.name.lower(): c.type for c in export}
+        self.capabilities = self._with_retention(self._export_retention())
+        self._sweep_scratch()
         return export
 
     def commit_batch(self, staged: StagedBatch, record: SyncRecord) -> None:
@@ -464,7 +500,8 @@ class BigQueryWarehouse:
             sql.DUCKDB, self.tables, record, batch.rows, batch.rejected, syncd.__version__
         ).params
         self._write_row(names.row, sql.SYNC_COLUMNS, values)
-        script = self._commit_script(batch.columns, data_schema, names, has_rejects)
+        rows_in = self._batch_rows_in(batch.key, names.data, action)
+        script = self._commit_script(batch.columns, data_schema, names, has_rejects, rows_in)
         try:
             self._query(script, (), action)
         except LoadError as exc:
@@ -496,31 +533,47 @@ class BigQueryWarehouse:
         return [sql.record_from_row(row) for row in rows]
 
     def inconsistent_days(self, since: date) -> list[date]:
-        """Days from `since` whose rows and sync rows disagree."""
+        """Days from `since` whose rows and sync rows disagree.
+
+        The rows counted per batch are bounded by EventStart >= `since` (a filter BigQuery can
+        eliminate partitions with) when every batch since then is a segment export, whose rows
+        lie in its window; a legacy bundle holds whatever was processed in its time, so with
+        legacy batches the count reads the whole table."""
         if not self._table_columns(self.tables.sync) or not self._table_columns(self.tables.export):
             return []
+        lo = sql.day_start(since)
+        bounded = sql.only_segment_batches(self.sync_records(since=lo), lo)
         text = _render(
-            _INCONSISTENT_DAYS, export=self._q(self.tables.export), sync=self._q(self.tables.sync)
+            _INCONSISTENT_DAYS,
+            export=self._q(self.tables.export),
+            sync=self._q(self.tables.sync),
+            rows_after_lo=_render(" AND {EventStart} >= @lo") if bounded else "",
         )
-        rows = self._query(text, [("lo", "TIMESTAMP", sql.day_start(since))], "check days")
+        rows = self._query(text, [("lo", "TIMESTAMP", lo)], "check days")
         return [row[0] for row in rows]
 
     def rollback_days(self, first: date, last: date) -> RollbackResult:
-        """Delete the rows, rejects and sync rows of days first..last in one transaction."""
+        """Delete the rows, rejects and sync rows of days first..last in one transaction.
+
+        Every statement over the export table is bounded by EventStart: from the first day's
+        start to the end of the last day or of the days' last window, whichever is later (a
+        window may close after midnight); unbounded only when the days hold legacy batches."""
         if last < first:
             raise TerminalLoadError(f"cannot roll back: last day {last} is before {first}")
-        bounds_table = f"{self.tables.export}__syncd_rollback"
-        validate_identifier(bounds_table, "staging table")
         lo, hi = sql.day_start(first), sql.day_start(last + timedelta(1))
-        self._write_row(bounds_table, _BOUNDS, (lo, hi))
+        rows_end = sql.segment_rows_end(self.sync_records(since=lo), lo, hi)
+        rows_in = "TRUE" if rows_end is None else _rows_in(lo, rows_end)
         names = {
             "export": self._q(self.tables.export),
             "sync": self._q(self.tables.sync),
             "rejects": self._q(self.tables.rejects),
-            "bounds": self._q(bounds_table),
+            "lo": _timestamp(lo),
+            "hi": _timestamp(hi),
         }
         batches = _render(_BATCHES_IN_DAYS, **names)
-        export_where = _render(_ROLLBACK_EXPORT_WHERE, batches_in_days=batches, **names)
+        export_where = _render(
+            _ROLLBACK_EXPORT_WHERE, batches_in_days=batches, rows_in=rows_in, **names
+        )
         sync_where = _render(_ROLLBACK_SYNC_WHERE, **names)
         action = f"roll back {first}..{last}"
         # counted first: one writer, so nothing changes between the count and the delete
@@ -534,7 +587,6 @@ class BigQueryWarehouse:
             **names,
         )
         self._query(script, (), action)
-        self._drop(bounds_table)
         return sql.rolled_back(first, last, rows_deleted, sync_rows_deleted)
 
     def check(self) -> None:
@@ -667,14 +719,29 @@ class BigQueryWarehouse:
 
     # --- tables ------------------------------------------------------------------------------
 
-    def _check_dataset(self) -> None:
-        """The dataset exists (TerminalLoadError naming it when not)."""
-        self._call(
+    def _check_dataset(self) -> str:
+        """The dataset exists (TerminalLoadError naming it when not); its location."""
+        dataset = self._call(
             lambda: self._client.get_dataset(
                 self._dataset_ref(), retry=self.retry, timeout=self.request_timeout
             ),
             "",
         )
+        found = str(dataset.location or "US")
+        if self.location is not None and self.location.lower() != found.lower():
+            raise TerminalLoadError(
+                f"[bigquery] Location is {self.location!r}, but dataset {self.project}:"
+                f"{self.dataset} is in {found!r}: jobs run where their dataset is; set Location "
+                f"to {found!r} or leave it empty"
+            )
+        self._job_location = found
+        return found
+
+    def _location(self) -> str:
+        """The location of every job (load, query, lookup): the dataset's. BigQuery finds a job
+        of a single-region dataset only when asked with its location (a lookup without one
+        answers 404), so it is read from the dataset when `Location` is empty."""
+        return self._job_location or self._check_dataset()
 
     def _dataset_ref(self) -> bigquery.DatasetReference:
         from google.cloud import bigquery
@@ -728,6 +795,9 @@ class BigQueryWarehouse:
         fields = ["schema"] if added else []
         if added:
             existing.schema = [*existing.schema, *_schema(added)]
+        if export and self.require_partition_filter and not existing.require_partition_filter:
+            existing.require_partition_filter = True
+            fields.append("require_partition_filter")
         if export and self._expiration_differs(existing):
             partitioning = existing.time_partitioning
             partitioning.expiration_ms = self._expiration_ms()
@@ -758,6 +828,28 @@ class BigQueryWarehouse:
             raise TerminalLoadError(f"[bigquery] Clustering: {unknown} are not export columns")
         if self.clustering:
             table.clustering_fields = list(self.clustering)
+        if self.require_partition_filter:
+            table.require_partition_filter = True
+
+    def _with_retention(self, expiration: timedelta | None) -> Capabilities:
+        kept = expiration if expiration is not None and expiration > timedelta(0) else None
+        return dataclass_replace(
+            BigQueryWarehouse.capabilities,
+            retention=kept,
+            retention_setting="[bigquery] PartitionExpiration" if kept is not None else "",
+        )
+
+    def _export_retention(self) -> timedelta | None:
+        """How long the export table keeps a day's rows: its partition expiration when it is
+        partitioned by EventStart (each day's partition expires that long after the day's
+        start); None otherwise (an ingestion-time table, as hauser's, counts from the load)."""
+        table = self._get_table(self.tables.export)
+        partitioning = None if table is None else table.time_partitioning
+        if partitioning is None or not partitioning.expiration_ms:
+            return None
+        if (partitioning.field or "").lower() != sql.EVENT_START.name.lower():
+            return None
+        return timedelta(milliseconds=int(partitioning.expiration_ms))
 
     def _expiration_ms(self) -> int | None:
         ms = int(self.partition_expiration.total_seconds() * 1000)
@@ -768,6 +860,47 @@ class BigQueryWarehouse:
         if partitioning is None:
             return False
         return (partitioning.expiration_ms or None) != self._expiration_ms()
+
+    def _expire_scratch(self, table: str) -> None:
+        """Give a scratch table made by a load job its expiration (a load job cannot)."""
+        from google.cloud import bigquery
+
+        expiring = bigquery.Table(self._ref(table))
+        expiring.expires = self._clock() + SCRATCH_EXPIRATION
+        self._call(
+            lambda: self._client.update_table(
+                expiring, ["expires"], retry=self.retry, timeout=self.request_timeout
+            ),
+            f"set the expiration of staging table {table}",
+        )
+
+    def _scratch_prefixes(self) -> tuple[str, ...]:
+        """How this export table's scratch tables are named (see `staging_tables`)."""
+        export = self.tables.export
+        return (f"{export}__syncd_", f"{export[:60]}__syncd_")
+
+    def _sweep_scratch(self) -> None:
+        """Drop this export table's scratch tables older than `SCRATCH_SWEEP_AGE`: what a crash
+        left (those of older syncd versions had no expiration). Younger ones may be a running
+        peer's and are kept; they expire by themselves."""
+        listed = self._call(
+            lambda: list(
+                self._client.list_tables(
+                    self._dataset_ref(), retry=self.retry, timeout=self.request_timeout
+                )
+            ),
+            f"list the tables of {self.dataset}",
+        )
+        cutoff = self._clock() - SCRATCH_SWEEP_AGE
+        prefixes = self._scratch_prefixes()
+        old = [
+            t.table_id
+            for t in listed
+            if t.table_id.startswith(prefixes) and t.created is not None and t.created < cutoff
+        ]
+        if old:
+            log.info("dropping scratch tables left behind", tables=old)
+            self._drop(*old)
 
     def _drop(self, *tables: str) -> None:
         """Drop staging tables; a failure is logged, never raised (cleanup only)."""
@@ -803,6 +936,7 @@ class BigQueryWarehouse:
             elif job is not None:
                 if job.error_result is None and self._staged_rows(table) == rows:
                     log.info("attached to a finished load job", job_id=current)
+                    self._expire_scratch(table)
                     return
                 continue  # failed, or its table is gone: it cannot run again under this id
             else:
@@ -816,13 +950,14 @@ class BigQueryWarehouse:
                 raise TerminalLoadError(
                     f"{action}: the staging table holds {staged} rows, the batch says {rows}"
                 )
+            self._expire_scratch(table)
             return
         raise TerminalLoadError(f"{action}: {MAX_JOB_ID_SUFFIX} earlier load jobs; giving up")
 
     def _existing_job(self, job_id: str, action: str) -> bigquery.LoadJob | None:
         try:
             job = self._client.get_job(
-                job_id, location=self.location, retry=self.retry, timeout=self.request_timeout
+                job_id, location=self._location(), retry=self.retry, timeout=self.request_timeout
             )
         except api_exceptions.NotFound:
             return None
@@ -859,7 +994,7 @@ class BigQueryWarehouse:
                 uri,
                 self._ref(table),
                 job_id=job_id,
-                location=self.location,
+                location=self._location(),
                 job_config=config,
                 retry=self.retry,
                 timeout=self.request_timeout,
@@ -885,6 +1020,7 @@ class BigQueryWarehouse:
 
         self._drop(table)
         created = bigquery.Table(self._ref(table), schema=_schema(columns))
+        created.expires = self._clock() + SCRATCH_EXPIRATION
         self._call(
             lambda: self._client.create_table(
                 created, exists_ok=False, retry=self.retry, timeout=self.request_timeout
@@ -910,6 +1046,7 @@ class BigQueryWarehouse:
         data_schema: Sequence[tuple[str, str]],
         names: StagingTables,
         has_rejects: bool,
+        rows_in: str,
     ) -> str:
         staged_types = dict(data_schema)
         targets: list[str] = []
@@ -942,9 +1079,25 @@ class BigQueryWarehouse:
             targets=_columns(targets),
             expressions=", ".join(expressions),
             insert_rejects=insert_rejects,
+            rows_in=rows_in,
             sync_columns=_columns(c.name for c in sql.SYNC_COLUMNS),
             **tables,
         )
+
+    def _batch_rows_in(self, key: BatchKey, data: str, action: str) -> str:
+        """The EventStart range a batch's rows lie in, as a filter BigQuery can eliminate
+        partitions with (the commit deletes the batch's earlier rows by it).
+
+        A segment batch's rows lie in its window: the transform quarantines the others. A
+        legacy bundle holds whatever was processed in its time, so its range is read from its
+        staging table (a bundle's content does not change, so its earlier rows had the same)."""
+        if key.source == "segment":
+            return _rows_in(key.start, key.end)
+        text = _render(_STAGED_RANGE, data=self._q(data))
+        low, high = (self._query(text, (), action) or [(None, None)])[0]
+        if low is None or high is None:
+            return _rows_in(key.start, key.start)  # no rows: nothing to delete
+        return _rows_in(low, high + timedelta(microseconds=1))
 
     def _count(self, table: str, where: str, action: str) -> int:
         rows = self._query(_render(_COUNT_WHERE, table=table, where=where), (), action)
@@ -967,7 +1120,7 @@ class BigQueryWarehouse:
             job = self._client.query(
                 text,
                 job_config=config,
-                location=self.location,
+                location=self._location(),
                 retry=self.retry,
                 job_retry=None,  # a failed job surfaces; the pipeline retries the batch
                 job_id_prefix="syncd_",
@@ -1068,6 +1221,21 @@ def _literal(word: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.: -]+", word):
         raise TerminalLoadError(f"{word!r} cannot be a literal in a script")
     return f"'{word}'"
+
+
+def _timestamp(value: datetime) -> str:
+    """A TIMESTAMP literal of a datetime (naive is UTC), formatted from its fields: never text
+    from elsewhere. Filters on the partitioning column must be constant for BigQuery to
+    eliminate partitions by them, and scripts take no parameters on the emulator."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"not a datetime: {value!r}")
+    utc = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return f"TIMESTAMP '{utc:%Y-%m-%d %H:%M:%S.%f}+00'"
+
+
+def _rows_in(lo: datetime, hi: datetime) -> str:
+    """EventStart in [lo, hi), constant bounds."""
+    return _render(_ROWS_IN, lo=_timestamp(lo), hi=_timestamp(hi))
 
 
 def _schema(columns: Iterable[Column]) -> list[bigquery.SchemaField]:

@@ -30,7 +30,7 @@ import secrets
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -43,6 +43,7 @@ import syncd
 from syncd.batch import StagedBatch, StagedFormat, SyncRecord
 from syncd.errors import LoadError, LockedError, TerminalLoadError, TransientLoadError
 from syncd.fields import BATCH_ID, LOADED_AT, Column, FieldType
+from syncd.transform.convert import batch_window
 from warehouses import sql
 from warehouses.base import Capabilities, RollbackResult, quote_identifier
 from warehouses.sql import DUCKDB, Query, TableNames, render
@@ -218,7 +219,8 @@ class DuckDBWarehouse:
         )
         action = f"commit batch {batch_id}"
         with self._lock, self._transaction(action):
-            for query in sql.delete_batch(DUCKDB, self.tables, batch_id):
+            window = batch_window(batch.key)
+            for query in sql.delete_batch(DUCKDB, self.tables, batch_id, window):
                 self._execute(query)
             loaded = self._load_rows(batch.format, data_path, batch.columns, batch_id, record)
             if loaded != batch.rows:
@@ -252,11 +254,13 @@ class DuckDBWarehouse:
 
     def inconsistent_days(self, since: date) -> list[date]:
         """Days from `since` whose rows and sync rows disagree (see `sql.inconsistent_days`)."""
+        lo = sql.day_start(since)
+        bounded = sql.only_segment_batches(self.sync_records(lo), lo)
         with self._lock:
             if not self._columns(self.tables.sync) or not self._columns(self.tables.export):
                 return []
             rows = self._fetch(
-                sql.inconsistent_days(DUCKDB, self.tables, since), "check day consistency"
+                sql.inconsistent_days(DUCKDB, self.tables, since, bounded), "check day consistency"
             )
         return [row[0] for row in rows]
 
@@ -265,7 +269,9 @@ class DuckDBWarehouse:
         self._require_writable("roll back days")
         if last < first:
             raise TerminalLoadError(f"cannot roll back: last day {last} is before {first}")
-        export_q, rejects_q, sync_q = sql.rollback_days(DUCKDB, self.tables, first, last)
+        lo, hi = sql.day_start(first), sql.day_start(last + timedelta(1))
+        rows_end = sql.segment_rows_end(self.sync_records(lo), lo, hi)
+        export_q, rejects_q, sync_q = sql.rollback_days(DUCKDB, self.tables, first, last, rows_end)
         with self._lock, self._transaction(f"roll back {first}..{last}"):
             rows_deleted = self._count(export_q)
             rejects_deleted = self._count(rejects_q)

@@ -35,6 +35,7 @@ from syncd.errors import LoadError, SyncdError, TerminalLoadError, TransientLoad
 from syncd.fields import BATCH_ID, KNOWN_FIELDS, LOADED_AT, TRACE_COLUMNS, Column, FieldType
 from syncd.lease import LeaseHolder, TableLease
 from syncd.timeutil import parse_timestamp, utcnow
+from syncd.transform.convert import batch_window
 from warehouses import sql
 from warehouses.base import Capabilities, RollbackResult, quote_identifier, validate_identifier
 from warehouses.sql import POSTGRES, Dialect, Query, TableNames, render
@@ -194,7 +195,8 @@ class DbApiWarehouse(ABC):
         with self._lock:
             try:
                 with self._transaction(action) as cursor:
-                    for query in sql.delete_batch(self.dialect, self.tables, batch_id):
+                    window = batch_window(batch.key)
+                    for query in sql.delete_batch(self.dialect, self.tables, batch_id, window):
                         self._execute(cursor, query)
                     loaded = self._load(cursor, staged, record)
                     self._check_loaded(cursor, action, batch_id, loaded, batch.rows)
@@ -235,19 +237,26 @@ class DbApiWarehouse(ABC):
 
     def inconsistent_days(self, since: date) -> list[date]:
         """Days from `since` whose rows and sync rows disagree (see `sql.inconsistent_days`)."""
+        lo = sql.day_start(since)
+        bounded = sql.only_segment_batches(self.sync_records(lo), lo)
         with self._lock, self._transaction("check day consistency") as cursor:
             if not self._columns(cursor, self.tables.sync) or not self._columns(
                 cursor, self.tables.export
             ):
                 return []
-            rows = self._fetch(cursor, sql.inconsistent_days(self.dialect, self.tables, since))
+            query = sql.inconsistent_days(self.dialect, self.tables, since, bounded)
+            rows = self._fetch(cursor, query)
         return [_as_date(row[0]) for row in rows]
 
     def rollback_days(self, first: date, last: date) -> RollbackResult:
         """Delete the rows, rejects and sync rows of days first..last in one transaction."""
         if last < first:
             raise TerminalLoadError(f"cannot roll back: last day {last} is before {first}")
-        export_q, rejects_q, sync_q = sql.rollback_days(self.dialect, self.tables, first, last)
+        lo, hi = sql.day_start(first), sql.day_start(last + timedelta(1))
+        rows_end = sql.segment_rows_end(self.sync_records(lo), lo, hi)
+        export_q, rejects_q, sync_q = sql.rollback_days(
+            self.dialect, self.tables, first, last, rows_end
+        )
         with self._lock, self._transaction(f"roll back {first}..{last}") as cursor:
             rows_deleted = self._execute(cursor, export_q)
             rejects_deleted = self._execute(cursor, rejects_q)

@@ -115,6 +115,7 @@ def build_warehouse(settings: Settings, stage: Stage, *, read_only: bool = False
             location=bq.location,
             partition_expiration=bq.partition_expiration,
             clustering=bq.clustering,
+            require_partition_filter=bq.require_partition_filter,
             endpoint_url=bq.endpoint_url,
         )
     raise ConfigError(

@@ -264,14 +264,34 @@ def with_required(columns: Sequence[Column]) -> tuple[Column, ...]:
 # --- one batch -------------------------------------------------------------------------------
 
 _DELETE_BATCH = "DELETE FROM {table} WHERE {SyncdBatchId} = {p}"
+_DELETE_BATCH_ROWS = _DELETE_BATCH + " AND {EventStart} >= {p} AND {EventStart} < {p}"
 _INSERT_SYNC_ROW = "INSERT INTO {sync} ({columns}) VALUES ({placeholders})"
 
 
-def delete_batch(d: Dialect, t: TableNames, batch_id: str) -> list[Query]:
-    """Remove every trace of one batch (export rows, rejects, sync row): a re-run's first step."""
+def delete_batch(
+    d: Dialect, t: TableNames, batch_id: str, window: tuple[datetime, datetime] | None = None
+) -> list[Query]:
+    """Remove every trace of one batch (export rows, rejects, sync row): a re-run's first step.
+
+    With `window`, the [start, end) every row of the batch has its EventStart in (a segment
+    batch: `syncd.transform.convert.batch_window`, the transform quarantines the other rows),
+    the export rows are deleted within it, so a sort key or partitions on EventStart bound the
+    scan. A legacy bundle holds whatever was processed in its time: no window, no bound.
+    """
+    export = (
+        Query(render(_DELETE_BATCH, d, table=t.qualified(t.export)), (batch_id,))
+        if window is None
+        else Query(
+            render(_DELETE_BATCH_ROWS, d, table=t.qualified(t.export)),
+            (batch_id, to_db_timestamp(window[0]), to_db_timestamp(window[1])),
+        )
+    )
     return [
-        Query(render(_DELETE_BATCH, d, table=t.qualified(table)), (batch_id,))
-        for table in (t.export, t.rejects, t.sync)
+        export,
+        *(
+            Query(render(_DELETE_BATCH, d, table=t.qualified(table)), (batch_id,))
+            for table in (t.rejects, t.sync)
+        ),
     ]
 
 
@@ -393,8 +413,8 @@ _INCONSISTENT_DAYS = (
     # sync rows whose RowsLoaded differs from the rows present, dated by BatchStart
     "SELECT CAST(s.{BatchStart} AS DATE) AS day FROM {sync} s "
     "LEFT JOIN (SELECT {SyncdBatchId} AS batch_id, COUNT(*) AS n FROM {export} "
-    "WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {sync} WHERE {BatchStart} >= {p}) "
-    "GROUP BY {SyncdBatchId}) c ON c.batch_id = s.{SyncdBatchId} "
+    "WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {sync} WHERE {BatchStart} >= {p})"
+    "{rows_after_lo} GROUP BY {SyncdBatchId}) c ON c.batch_id = s.{SyncdBatchId} "
     "WHERE s.{SyncdBatchId} IS NOT NULL AND s.{BatchStart} >= {p} "
     "AND COALESCE(c.n, 0) <> COALESCE(s.{RowsLoaded}, 0)"
     ") x ORDER BY x.day"
@@ -404,10 +424,11 @@ _BATCHES_IN_DAYS = (
     "SELECT {SyncdBatchId} FROM {sync} WHERE {BatchStart} >= {p} AND {BatchStart} < {p}"
 )
 _ROLLBACK_EXPORT = (
-    "DELETE FROM {export} WHERE {SyncdBatchId} IN ({batches_in_days}) "
+    "DELETE FROM {export} WHERE {rows_in}({SyncdBatchId} IN ({batches_in_days}) "
     "OR ({EventStart} >= {p} AND {EventStart} < {p} AND ({SyncdBatchId} IS NULL "
-    "OR {SyncdBatchId} NOT IN (SELECT {SyncdBatchId} FROM {sync} WHERE {SyncdBatchId} IS NOT NULL)))"
+    "OR {SyncdBatchId} NOT IN (SELECT {SyncdBatchId} FROM {sync} WHERE {SyncdBatchId} IS NOT NULL))))"
 )
+_ROWS_IN = "{EventStart} >= {p} AND {EventStart} < {p} AND "
 _ROLLBACK_REJECTS = "DELETE FROM {rejects} WHERE {SyncdBatchId} IN ({batches_in_days})"
 _ROLLBACK_SYNC = (
     "DELETE FROM {sync} WHERE ({BatchStart} >= {p} AND {BatchStart} < {p}) "
@@ -415,18 +436,52 @@ _ROLLBACK_SYNC = (
 )
 
 
-def inconsistent_days(d: Dialect, t: TableNames, since: date) -> Query:
+def only_segment_batches(
+    records: Sequence[SyncRecord], lo: datetime, hi: datetime | None = None
+) -> bool:
+    """Whether every batch starting in [lo, hi) (hi None: from lo on) is a segment batch, whose
+    rows lie in its window; a legacy bundle holds whatever was processed in its time."""
+    return all(
+        r.source == "segment"
+        for r in records
+        if r.start is not None and lo <= r.start and (hi is None or r.start < hi)
+    )
+
+
+def segment_rows_end(records: Sequence[SyncRecord], lo: datetime, hi: datetime) -> datetime | None:
+    """Where the rows of the batches starting in [lo, hi) end, by EventStart: the latest end
+    of their windows, at least `hi` (their rows start at `lo` or later). A segment batch's rows
+    lie in its window (the transform quarantines the others); a legacy bundle holds whatever
+    was processed in its time, so with a legacy batch among them nothing bounds them: None."""
+    end = hi
+    for record in records:
+        if record.start is None or not lo <= record.start < hi:
+            continue
+        if record.source != "segment":
+            return None
+        end = max(end, record.end)
+    return end
+
+
+def inconsistent_days(d: Dialect, t: TableNames, since: date, bounded: bool = False) -> Query:
     """UTC days from `since` on whose rows and sync rows disagree, one `day` per row, sorted.
 
     A day disagrees when it holds export rows of a batch that has no sync row (dated by each
     row's EventStart), or a sync row whose RowsLoaded differs from the rows present for its
     batch (dated by BatchStart). hauser-era rows carry no batch id and cannot be checked.
+    `bounded` (every batch from `since` on is a segment batch: `segment_rows_end`) counts only
+    rows from `since` on, so a sort key or partitions on EventStart bound the scan.
     """
     lo = to_db_timestamp(day_start(since))
-    return Query(render(_INCONSISTENT_DAYS, d, t), (lo, lo, lo))
+    if bounded:
+        text = render(_INCONSISTENT_DAYS, d, t, rows_after_lo=render(" AND {EventStart} >= {p}", d))
+        return Query(text, (lo, lo, lo, lo))
+    return Query(render(_INCONSISTENT_DAYS, d, t, rows_after_lo=""), (lo, lo, lo))
 
 
-def rollback_days(d: Dialect, t: TableNames, first: date, last: date) -> list[Query]:
+def rollback_days(
+    d: Dialect, t: TableNames, first: date, last: date, rows_end: datetime | None = None
+) -> list[Query]:
     """Statements, in order and for one transaction, that delete days first..last inclusive.
 
     1. export rows of the sync rows whose BatchStart falls in the days, and rows dated in the
@@ -434,11 +489,22 @@ def rollback_days(d: Dialect, t: TableNames, first: date, last: date) -> list[Qu
        batches of other days stay, even when their EventStart falls in these days;
     2. rejects of those sync rows;
     3. the sync rows: syncd's by BatchStart, hauser's by BundleEndTime in (first, last + 1 day].
+
+    With `rows_end` (`segment_rows_end`), the export rows are deleted within EventStart
+    [first, rows_end), so a sort key or partitions on EventStart bound the scan.
     """
     lo, hi = to_db_timestamp(day_start(first)), to_db_timestamp(day_start(last + timedelta(1)))
     batches = render(_BATCHES_IN_DAYS, d, t)
+    export = (
+        Query(render(_ROLLBACK_EXPORT, d, t, batches_in_days=batches, rows_in=""), (lo, hi, lo, hi))
+        if rows_end is None
+        else Query(
+            render(_ROLLBACK_EXPORT, d, t, batches_in_days=batches, rows_in=render(_ROWS_IN, d)),
+            (lo, to_db_timestamp(rows_end), lo, hi, lo, hi),
+        )
+    )
     return [
-        Query(render(_ROLLBACK_EXPORT, d, t, batches_in_days=batches), (lo, hi, lo, hi)),
+        export,
         Query(render(_ROLLBACK_REJECTS, d, t, batches_in_days=batches), (lo, hi)),
         Query(render(_ROLLBACK_SYNC, d, t), (lo, hi, lo, hi)),
     ]

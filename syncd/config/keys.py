@@ -635,7 +635,9 @@ SECTION_KEYS: tuple[Key, ...] = (
         "PartitionExpiration",
         K.DURATION,
         "0",
-        'Drop day partitions older than this; "0" keeps them forever.',
+        'Drop a day partition this long after the day\'s start; "0" keeps them forever. Days '
+        "older than this are not loaded (their rows would vanish at once): StartTime is not "
+        "reached before them and `backfill` refuses them.",
         hauser=True,
     ),
     Key(
@@ -647,6 +649,15 @@ SECTION_KEYS: tuple[Key, ...] = (
         K.NAMES,
         (),
         "Columns the export table is clustered by when syncd creates it (at most 4).",
+    ),
+    Key(
+        "bigquery",
+        "RequirePartitionFilter",
+        K.BOOL,
+        False,
+        "Make BigQuery refuse any query over the export table without an EventStart filter "
+        "that prunes partitions (a guard against full scans; syncd's own statements all have "
+        "one). Turned on for an existing table too, never turned off by syncd.",
     ),
     Key(
         "bigquery",

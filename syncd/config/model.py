@@ -130,6 +130,7 @@ class BigQuerySettings:
     partition_expiration: timedelta  # 0 = partitions never expire
     location: str
     clustering: tuple[str, ...]
+    require_partition_filter: bool
     endpoint_url: str
 
 
