@@ -40,7 +40,9 @@ from syncd.batch import BatchKey, StagedBatch, StagedFormat, SyncRecord, Transfo
 from syncd.config import Settings
 from syncd.errors import ConfigError, SyncdError
 from syncd.fields import BATCH_ID, CUSTOM_VARS, LOADED_AT, Column, FieldType, export_columns
+from syncd.pipeline import output_rules
 from syncd.timeutil import UTC, utcnow
+from syncd.transform.rules import OutputRules
 from warehouses import registry
 from warehouses.base import Stage, Warehouse
 
@@ -486,7 +488,8 @@ def run_round_trip(
         body.write_bytes(export_body(rows))
         step = "transform"
         loaded_at = clock()
-        batch = _transform(key, body, work / "out", columns, fmt, loaded_at)
+        rules = output_rules(warehouse.capabilities)
+        batch = _transform(key, body, work / "out", columns, fmt, loaded_at, rules)
         step = "stage"
         name = f"syncd-roundtrip-{token}-{batch.path.name}"
         uri = stage.put(batch.path, name)
@@ -514,6 +517,8 @@ def run_round_trip(
         step = "read back"
         received = warehouse.read_rows(key.id)
         report.checks = _compare(rows, received, columns, key.id, loaded_at, limit)
+    except ConfigError:
+        raise  # a setting the warehouse cannot follow: `check` exits 2 naming it
     except (SyncdError, OSError, _RowsRejected) as exc:
         report.error = f"{step}: {exc}"
     finally:
@@ -528,19 +533,21 @@ def _transform(
     columns: Sequence[Column],
     fmt: StagedFormat,
     loaded_at: datetime,
+    rules: OutputRules,
 ) -> TransformedBatch:
-    """The pipeline's transform by the path a real export takes: the columnar fast path where
-    the format has one (`columnar.transform` would send a body this small to the reference
-    path, which the fast path uses for the rows it flags anyway), else the reference path."""
+    """The pipeline's transform by the path a real export takes, with the warehouse's rules
+    (string limits, CSV NULL) as the pipeline passes them: the columnar fast path where the
+    format has one (`columnar.transform` would send a body this small to the reference path,
+    which the fast path uses for the rows it flags anyway), else the reference path."""
     from syncd.transform import transform_file
     from syncd.transform.columnar import FAST_FORMATS, NeedsReference, transform_columnar
 
     if fmt in FAST_FORMATS:
         try:
-            return transform_columnar(key, body, out_dir, columns, fmt, loaded_at)
+            return transform_columnar(key, body, out_dir, columns, fmt, loaded_at, rules=rules)
         except NeedsReference:
             pass
-    return transform_file(key, body, out_dir, columns, fmt, loaded_at)
+    return transform_file(key, body, out_dir, columns, fmt, loaded_at, rules=rules)
 
 
 class _RowsRejected(Exception):

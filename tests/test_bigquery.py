@@ -156,7 +156,7 @@ def test_a_missing_dataset_is_named_plainly(bigquery_emulator: Any) -> None:
 # -- commits ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "ndjson", "csv"])
+@pytest.mark.parametrize("fmt", ["parquet", "ndjson"])
 def test_a_commit_loads_the_rows_as_staged(
     commit: Callable[..., TransformedBatch],
     bq_dataset: str,
@@ -700,3 +700,8 @@ def test_live_commit_and_rollback(staged_files: StagedFiles) -> None:
         assert warehouse.rollback_days(record.start.date(), record.start.date()).rows_deleted == 3  # type: ignore[union-attr]
     finally:
         warehouse.close()
+
+
+def test_csv_is_not_staged_for_bigquery() -> None:
+    # a CSV load cannot keep NULL and "" apart (see the stand-in's CSV test)
+    assert "csv" not in BigQueryWarehouse.capabilities.staging_formats

@@ -277,3 +277,25 @@ def test_creating_a_table_that_exists_is_refused(client: bigquery.Client, region
     run(client, f"CREATE TABLE `{regional}`.`lease` AS SELECT 1 AS n")
     with pytest.raises(api_exceptions.GoogleAPICallError, match="(?i)already exists"):
         run(client, f"CREATE TABLE `{regional}`.`lease` AS SELECT 2 AS n")
+
+
+def test_a_csv_load_reads_an_empty_field_as_null_quoted_or_not(
+    client: bigquery.Client, regional: str, tmp_path: Any
+) -> None:
+    # nullMarker defaults to the empty string: why syncd stages no CSV for BigQuery
+    bucket = gcp_support.new_bucket()
+    stage = gcp_support.make_stage(bucket)
+    csv = tmp_path / "rows.csv"
+    csv.write_text('s,n\n"",1\n,2\n"x",3\n')
+    uri = stage.put(csv, "rows.csv")
+    table = f"{PROJECT}.{regional}.csv_nulls"
+    config = bigquery.LoadJobConfig(
+        schema=[bigquery.SchemaField("s", "STRING"), bigquery.SchemaField("n", "INT64")],
+        source_format="CSV",
+        skip_leading_rows=1,
+    )
+    client.load_table_from_uri(uri, table, job_config=config, location=REGION).result(
+        timeout=gcp_support.JOB_TIMEOUT
+    )
+    rows = run(client, f"SELECT s, n FROM `{table}` ORDER BY n", location=REGION)
+    assert [(r["s"], r["n"]) for r in rows] == [(None, 1), (None, 2), ("x", 3)]

@@ -226,7 +226,8 @@ TOP_LEVEL: tuple[Key, ...] = (
         K.CHOICE,
         "auto",
         'Staged file format: "auto" (the warehouse\'s preferred one), "parquet" or "csv". '
-        "SaveAsJson = true means NDJSON.",
+        "SaveAsJson = true means NDJSON. BigQuery takes no CSV: its CSV loads cannot keep NULL "
+        'apart from "".',
         choices=("auto", "parquet", "csv"),
     ),
     Key(
