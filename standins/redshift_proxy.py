@@ -11,7 +11,9 @@ The real `redshift_connector` connects to the proxy (with `ssl=False`), which
   a failure becomes Redshift's answer: "Load into table 'x' failed. Check 'stl_load_errors'
   system table for details." with the line, column and reason written to the proxy's
   `stl_load_errors` table, as Redshift logs them (outside the failed transaction);
-- records the COPY statements it served in `copies`, credentials redacted.
+- records the COPY statements it served in `copies`, credentials redacted;
+- passes `SET statement_timeout` on to PostgreSQL, which enforces it, and words the
+  cancellation as Redshift does ("Query (<id>) canceled on user's request", SQLSTATE 57014).
 
 Faults for tests: `fail_copies(n, reason, s3=...)` makes the next n COPYs fail.
 
@@ -368,6 +370,8 @@ class _Session:
             elif kind == b"E" and self.current is not None:
                 job, self.current = self.current, None
                 body = await self._copy_error(job, body)
+            elif kind == b"E":
+                body = _redshift_error(body, self.proxy._query_ids)
             self.client_w.write(_message(kind, body))
             await self.client_w.drain()
 
@@ -438,6 +442,16 @@ class _Session:
         else:
             message = str(failure)
         return _error_body({b"S": b"ERROR", b"V": b"ERROR", b"C": b"XX000", b"M": message.encode()})
+
+
+def _redshift_error(body: bytes, query_ids: itertools.count[int]) -> bytes:
+    """PostgreSQL's error as Redshift words it: a cancelled statement (statement_timeout, or
+    a cancel request) is "Query (<id>) canceled on user's request" (SQLSTATE kept)."""
+    fields = _error_fields(body)
+    if fields.get(b"C") != b"57014":
+        return body
+    fields[b"M"] = f"Query ({next(query_ids)}) canceled on user's request".encode()
+    return _error_body(fields)
 
 
 def _utcnow() -> datetime:

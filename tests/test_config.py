@@ -245,6 +245,7 @@ def test_group_files_by_day_keeps_its_v1_meaning_for_legacy_bundles() -> None:
         ("s3.timeout", timedelta(minutes=5)),
         ("redshift.database_schema", "public"),
         ("redshift.varchar_max", 65535),
+        ("redshift.statement_timeout", timedelta(hours=1)),
         ("redshift.export_table", "fsexport"),
         ("bigquery.sync_table", "fssync"),
         ("metrics.bind", ("127.0.0.1", 9108)),

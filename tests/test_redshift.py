@@ -35,6 +35,7 @@ from warehouses.redshift import (
     truncate_utf8,
 )
 from warehouses.s3 import S3Stage
+from warehouses.sql import Query
 
 if TYPE_CHECKING:
     from conftest import StagedFiles
@@ -437,6 +438,7 @@ def test_an_unreachable_cluster_is_transient() -> None:
         ({"C": "42601", "M": "syntax error"}, False),
         ({"C": "42501", "M": "permission denied for schema"}, False),
         ({"C": "XX000", "M": "Load into table 'x' failed."}, False),
+        ({"C": "57014", "M": "Query (150) canceled on user's request"}, False),
     ],
 )
 def test_redshift_errors_are_sorted(details: dict[str, str], transient: bool) -> None:
@@ -481,3 +483,73 @@ def test_live_cluster_commits_a_batch(staged_files: StagedFiles) -> None:
         wh.rollback_days(staged.batch.key.day, staged.batch.key.day)
     finally:
         wh.close()
+
+
+# -- timeouts: a bounded connect, no read timeout, a statement timeout ---------------------------
+
+
+def sleep_in_a_transaction(warehouse: RedshiftWarehouse, seconds: float) -> None:
+    """A statement that runs `seconds` (a long COPY, a wait in the WLM queue)."""
+    with warehouse._transaction("wait") as cursor:
+        warehouse._fetch(cursor, Query(f"SELECT pg_sleep({seconds})"))
+
+
+def test_a_statement_longer_than_the_connect_timeout_completes(
+    make_warehouse: Callable[..., RedshiftWarehouse],
+) -> None:
+    sleep_in_a_transaction(make_warehouse(connect_timeout=1), 1.5)
+
+
+def test_the_session_runs_with_the_statement_timeout(
+    make_warehouse: Callable[..., RedshiftWarehouse],
+) -> None:
+    warehouse = make_warehouse(statement_timeout=90)
+    with warehouse._transaction("read") as cursor:
+        assert warehouse._fetch(cursor, Query("SHOW statement_timeout")) == [("90s",)]
+
+
+def test_a_statement_past_the_statement_timeout_is_terminal_and_says_so(
+    make_warehouse: Callable[..., RedshiftWarehouse],
+) -> None:
+    with pytest.raises(TerminalLoadError, match=r"StatementTimeout \(0.2s\)"):
+        sleep_in_a_transaction(make_warehouse(statement_timeout=0.2), 2)
+
+
+def test_a_connect_to_a_silent_server_is_bounded() -> None:
+    import socket
+    import time
+
+    with socket.socket() as silent:  # accepts TCP (the backlog), never answers the startup
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        warehouse = RedshiftWarehouse(
+            host="127.0.0.1",
+            port=silent.getsockname()[1],
+            database="d",
+            user="u",
+            iam_role=IAM_ROLE,
+            ssl=False,
+            connect_timeout=1,
+        )
+        started = time.monotonic()
+        with pytest.raises(TransientLoadError, match="cannot connect"):
+            warehouse.check()
+    assert time.monotonic() - started < 5
+
+
+def aws_settings(**redshift: Any) -> Any:
+    from syncd.config import settings_from_mapping
+
+    section = {"Host": "h", "DB": "d", "User": "u", "IAMRole": IAM_ROLE, **redshift}
+    return settings_from_mapping(
+        {"Provider": "aws", "s3": {"Bucket": "b"}, "redshift": section}, {}
+    ).settings
+
+
+def test_the_statement_timeout_comes_from_the_config() -> None:
+    from warehouses.registry import build_stage, build_warehouse
+
+    settings = aws_settings(StatementTimeout="5m")
+    warehouse = build_warehouse(settings, build_stage(settings))
+    assert isinstance(warehouse, RedshiftWarehouse)
+    assert warehouse._session_settings()[0] == "SET statement_timeout TO 300000"

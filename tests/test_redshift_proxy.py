@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import socket
 import struct
 from collections.abc import Iterator
@@ -229,3 +230,17 @@ def test_the_proxy_records_copies_redacted(
     statement = copy(aws, "x.csv.gz").replace(ROLE, "CREDENTIALS 'aws_secret_access_key=S3CR3T'")
     run(table, statement)
     assert redshift_proxy.copies[-1] == statement.replace("aws_secret_access_key=S3CR3T", "***")
+
+
+# -- statement_timeout -------------------------------------------------------------------------
+
+
+def test_a_statement_over_statement_timeout_is_cancelled_as_redshift_words_it(
+    connection: Any,
+) -> None:
+    run(connection, "SET statement_timeout TO 200")
+    with pytest.raises(ProgrammingError) as caught:
+        run(connection, "SELECT pg_sleep(2)")
+    details = caught.value.args[0]
+    assert details["C"] == "57014"
+    assert re.fullmatch(r"Query \(\d+\) canceled on user's request", details["M"])

@@ -582,6 +582,17 @@ SECTION_KEYS: tuple[Key, ...] = (
     ),
     Key(
         "redshift",
+        "StatementTimeout",
+        K.DURATION,
+        "1h",
+        "Longest any one statement may take (Redshift's statement_timeout, set on every "
+        'connection; it counts the wait in the WLM queue too); "0" means no limit. A '
+        "statement cut off by it holds the batch at once, with the reason, rather than "
+        "retrying it into the same limit. There is no read timeout: TCP keepalive finds a "
+        "dead connection; opening one is limited to 30s.",
+    ),
+    Key(
+        "redshift",
         "CustomVarsType",
         K.CHOICE,
         "varchar",

@@ -98,6 +98,7 @@ class RedshiftSettings:
     region: str  # resolved: [s3] Region when not set
     varchar_max: int
     ssl: bool
+    statement_timeout: timedelta
     custom_vars_type: Literal["varchar", "super"]
 
     @property
