@@ -5,6 +5,10 @@ The real `redshift_connector` connects to the proxy (with `ssl=False`), which
 - drops the startup parameters PostgreSQL rejects (`client_protocol_version`, ...);
 - reports `server_version` as a bare number ("15.18"), which the driver can parse;
 - rewrites every statement (simple Query and extended Parse) with `redshift_sql.translate`;
+- answers `SET`/`RESET`/`SHOW enable_case_sensitive_identifier` itself (PostgreSQL does not
+  know it), per session, starting from the cluster's `case_sensitive_identifiers` (a
+  parameter group that turns it on): quoted identifiers are folded to lower case only while
+  it is off; a COPY from S3 is refused while it is on (the COPY parser folds names);
 - serves `COPY ... FROM 's3://...'` itself: it rewrites the statement to
   `COPY ... FROM STDIN`, and when PostgreSQL asks for the data it reads the objects under
   the prefix from the S3 stand-in, converts them (gzip CSV, Parquet) to CSV and feeds them;
@@ -40,12 +44,16 @@ import psycopg
 import structlog
 
 from standins.redshift_sql import (
+    CASE_PARAMETER,
     LOG_SCHEMA,
     LOG_TABLES,
     CopyFromS3,
     CopySyntaxError,
+    case_setting_sql,
+    parse_case_setting,
     parse_copy,
     redact_copy,
+    refusal_sql,
     translate,
 )
 
@@ -109,6 +117,8 @@ class RedshiftProxy:
     backend_database: str = "postgres"
     host: str = "127.0.0.1"
     port: int = 0
+    #: The cluster's enable_case_sensitive_identifier (its parameter group); sessions start so.
+    case_sensitive_identifiers: bool = False
     copies: list[str] = field(default_factory=list)
     _faults: deque[CopyFault] = field(default_factory=deque)
     _loop: asyncio.AbstractEventLoop | None = None
@@ -326,6 +336,8 @@ class _Session:
         self.pending: deque[CopyJob] = deque()
         self.current: CopyJob | None = None
         self.backend_pid = 0
+        #: enable_case_sensitive_identifier of this session (the cluster's default at first)
+        self.case_sensitive = proxy.case_sensitive_identifiers
 
     async def pump_client(self, reader: asyncio.StreamReader) -> None:
         while True:
@@ -376,25 +388,39 @@ class _Session:
             await self.client_w.drain()
 
     def _rewrite_query(self, body: bytes) -> bytes:
-        text = body.rstrip(b"\x00").decode()
-        copy = self._parse_copy(text)
+        text, copy = self._rewrite(body.rstrip(b"\x00").decode())
         if copy is not None:
             self.pending.append(CopyJob(copy, extended=False))
-            return copy.to_stdin().encode() + b"\x00"
-        return translate(text).encode() + b"\x00"
+        return text.encode() + b"\x00"
 
     def _rewrite_parse(self, body: bytes) -> bytes:
         name, text = _cstrings(body, 2)
         rest = body[len(name) + len(text) + 2 :]
-        sql = text.decode()
-        copy = self._parse_copy(sql)
+        rewritten, copy = self._rewrite(text.decode())
         if copy is not None:
             self.statements[name] = copy
-            rewritten = copy.to_stdin()
         else:
             self.statements.pop(name, None)
-            rewritten = translate(sql)
         return name + b"\x00" + rewritten.encode() + b"\x00" + rest
+
+    def _rewrite(self, sql: str) -> tuple[str, CopyFromS3 | None]:
+        """What PostgreSQL runs for `sql`, and the COPY from S3 it is, if it is one."""
+        try:
+            setting = parse_case_setting(sql)
+        except ValueError as exc:
+            return refusal_sql(str(exc), "22023"), None
+        if setting is not None:
+            if setting.value is not None:
+                self.case_sensitive = setting.value
+            elif setting.verb == "RESET":
+                self.case_sensitive = self.proxy.case_sensitive_identifiers
+            return case_setting_sql(setting, self.case_sensitive), None
+        copy = self._parse_copy(sql)
+        if copy is not None:
+            if self.case_sensitive:  # parse_copy folds names: it would hide a case mismatch
+                return refusal_sql(f"the stand-in serves COPY only with {CASE_PARAMETER} off"), None
+            return copy.to_stdin(), copy
+        return translate(sql, case_sensitive=self.case_sensitive), None
 
     def _parse_copy(self, sql: str) -> CopyFromS3 | None:
         try:

@@ -24,6 +24,8 @@ class Rule:
     name: str
     why: str
     apply: Callable[[str], str]
+    #: Applies only while the session folds identifiers (enable_case_sensitive_identifier off).
+    case_folding: bool = False
 
 
 def _sub(pattern: str, replacement: str) -> Callable[[str], str]:
@@ -40,9 +42,11 @@ _PAREN_LIST = r"\s*\([^()]*\)"
 TRANSLATIONS: tuple[Rule, ...] = (
     Rule(
         "fold quoted identifiers",
-        "Redshift folds identifiers to lower case even when quoted "
-        "(enable_case_sensitive_identifier is off by default); PostgreSQL keeps quoted case",
+        "Redshift folds identifiers to lower case even when quoted while the session's "
+        "enable_case_sensitive_identifier is off (the default; a parameter group or SET can "
+        "turn it on, and then quoted case is kept, as PostgreSQL always keeps it)",
         _fold_quoted_identifiers,
+        case_folding=True,
     ),
     Rule(
         "drop ENCODE",
@@ -123,13 +127,66 @@ LOG_TABLES = (
 _LITERAL = re.compile(r"('(?:[^']|'')*')")
 
 
-def translate(sql: str) -> str:
-    """Apply every rule of TRANSLATIONS to the text outside string literals."""
+def translate(sql: str, *, case_sensitive: bool = False) -> str:
+    """Apply every rule of TRANSLATIONS to the text outside string literals (the case-folding
+    rule only when the session is not `case_sensitive`)."""
+    rules = [r for r in TRANSLATIONS if not (case_sensitive and r.case_folding)]
     parts = _LITERAL.split(sql)
     for index in range(0, len(parts), 2):  # even parts lie outside literals
-        for rule in TRANSLATIONS:
+        for rule in rules:
             parts[index] = rule.apply(parts[index])
     return "".join(parts)
+
+
+# --- the session parameter enable_case_sensitive_identifier ---------------------------------
+
+#: Redshift's session parameter that PostgreSQL does not know: the proxy answers it itself.
+CASE_PARAMETER = "enable_case_sensitive_identifier"
+#: Where the proxy lets PostgreSQL keep the value (a placeholder setting PostgreSQL accepts).
+CASE_PLACEHOLDER = f"{LOG_SCHEMA}.{CASE_PARAMETER}"
+_CASE_STATEMENT = re.compile(
+    rf"^\s*(?:(?P<set>SET)\s+(?:SESSION\s+)?{CASE_PARAMETER}\s*(?:TO|=)\s*'?(?P<value>\w+)'?"
+    rf"|(?P<reset>RESET)\s+{CASE_PARAMETER}|(?P<show>SHOW)\s+{CASE_PARAMETER})\s*;?\s*$",
+    re.IGNORECASE,
+)
+_TRUE, _FALSE = frozenset({"true", "on", "1"}), frozenset({"false", "off", "0"})
+
+
+@dataclass(frozen=True)
+class CaseSetting:
+    """`SET`/`RESET`/`SHOW enable_case_sensitive_identifier`; `value` is None for RESET/SHOW."""
+
+    verb: str  # "SET", "RESET" or "SHOW"
+    value: bool | None = None
+
+
+def parse_case_setting(sql: str) -> CaseSetting | None:
+    """The statement as a case setting, None when it is something else; raises ValueError on a
+    value Redshift would refuse."""
+    match = _CASE_STATEMENT.match(sql)
+    if match is None:
+        return None
+    if match.group("set"):
+        word = match.group("value").lower()
+        if word not in _TRUE | _FALSE:
+            raise ValueError(f'invalid value for parameter "{CASE_PARAMETER}": "{word}"')
+        return CaseSetting("SET", word in _TRUE)
+    return CaseSetting("RESET" if match.group("reset") else "SHOW")
+
+
+def case_setting_sql(setting: CaseSetting, current: bool) -> str:
+    """What PostgreSQL runs for a case setting, `current` being the session's value after it:
+    SET/RESET keep it in a placeholder setting (the client sees "SET"), SHOW reads it back."""
+    word = "on" if current else "off"
+    if setting.verb == "SHOW":
+        return f"SELECT '{word}' AS {CASE_PARAMETER}"
+    return f"SET {CASE_PLACEHOLDER} TO '{word}'"
+
+
+def refusal_sql(message: str, sqlstate: str = "0A000") -> str:
+    """A statement PostgreSQL fails with `message` (the stand-in refusing what it cannot serve)."""
+    text = message.replace("'", "''").replace("$", "").replace("%", "%%")
+    return f"DO $$BEGIN RAISE EXCEPTION '{text}' USING ERRCODE = '{sqlstate}'; END$$"
 
 
 # --- COPY FROM S3 ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from aws_support import (  # noqa: F401 - fixtures
     AwsEnv,
     aws,
     bucket,
+    case_sensitive_proxy,
     moto_s3,
     postgres,
     redshift_proxy,
@@ -553,3 +554,39 @@ def test_the_statement_timeout_comes_from_the_config() -> None:
     warehouse = build_warehouse(settings, build_stage(settings))
     assert isinstance(warehouse, RedshiftWarehouse)
     assert warehouse._session_settings()[0] == "SET statement_timeout TO 300000"
+
+
+# -- a cluster whose parameter group turns enable_case_sensitive_identifier on --------------------
+
+
+def test_on_a_case_sensitive_cluster_names_still_fold_to_lower_case(
+    make_warehouse: Callable[..., RedshiftWarehouse],
+    case_sensitive_proxy: RedshiftProxy,
+    aws: AwsEnv,
+) -> None:
+    make_warehouse(proxy=case_sensitive_proxy).ensure_tables(export_columns())
+    names = aws.sql(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s",
+        aws.schema,
+    )
+    assert [n for (n,) in names if n != n.lower()] == []
+
+
+def test_on_a_case_sensitive_cluster_a_hauser_table_is_continued_and_loaded(
+    make_warehouse: Callable[..., RedshiftWarehouse],
+    case_sensitive_proxy: RedshiftProxy,
+    staged_files: StagedFiles,
+    stage: S3Stage,
+    aws: AwsEnv,
+) -> None:
+    create_hauser_tables(aws)
+    wh = make_warehouse(proxy=case_sensitive_proxy)
+    staged_files.columns = tuple(
+        c for c in wh.ensure_tables(export_columns()) if c.name in {"EventStart", "IndvId"}
+    ) + tuple(c for c in staged_files.columns if c.name in {"SyncdBatchId", "SyncdLoadedAt"})
+    staged = stage_batch(staged_files, stage, count=2)
+    wh.commit_batch(staged, record_for(staged.batch, staged.uri))
+    assert [r.end for r in wh.sync_records()] == [
+        datetime(2024, 3, 1, tzinfo=UTC),
+        staged.batch.key.end,
+    ]

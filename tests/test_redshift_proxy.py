@@ -16,7 +16,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import redshift_connector
-from aws_support import AwsEnv, aws, bucket, moto_s3, postgres, redshift_proxy, schema  # noqa: F401
+from aws_support import (  # noqa: F401
+    AwsEnv,
+    aws,
+    bucket,
+    case_sensitive_proxy,
+    moto_s3,
+    postgres,
+    redshift_proxy,
+    schema,
+)
 from redshift_connector.error import ProgrammingError
 
 from standins.redshift_proxy import RedshiftProxy, truncate_utf8
@@ -244,3 +253,93 @@ def test_a_statement_over_statement_timeout_is_cancelled_as_redshift_words_it(
     details = caught.value.args[0]
     assert details["C"] == "57014"
     assert re.fullmatch(r"Query \(\d+\) canceled on user's request", details["M"])
+
+
+# -- enable_case_sensitive_identifier ----------------------------------------------------------
+
+
+def connect(proxy: RedshiftProxy, schema: str) -> Any:
+    con = redshift_connector.connect(
+        host=proxy.host,
+        port=proxy.port,
+        database="postgres",
+        user="postgres",
+        password="x",
+        ssl=False,
+    )
+    con.autocommit = True
+    run(con, f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    run(con, f'SET search_path = "{schema}"')
+    return con
+
+
+def test_a_case_sensitive_cluster_keeps_quoted_names_apart(
+    case_sensitive_proxy: RedshiftProxy, aws: AwsEnv
+) -> None:
+    con = connect(case_sensitive_proxy, aws.schema)
+    try:
+        run(con, 'CREATE TABLE t ("IndvId" BIGINT, "indvid" BIGINT)')
+        run(con, """INSERT INTO t ("IndvId", "indvid") VALUES (1, 2)""")
+        assert run(con, 'SELECT "IndvId", "indvid" FROM t') == [[1, 2]]
+    finally:
+        con.close()
+
+
+def test_with_the_setting_off_quoted_names_fold_and_collide(
+    case_sensitive_proxy: RedshiftProxy, aws: AwsEnv
+) -> None:
+    con = connect(case_sensitive_proxy, aws.schema)
+    try:
+        run(con, "SET enable_case_sensitive_identifier TO off")
+        with pytest.raises(ProgrammingError, match="specified more than once"):
+            run(con, 'CREATE TABLE t ("IndvId" BIGINT, "indvid" BIGINT)')
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize(
+    ("statements", "shown"),
+    [
+        ([], "on"),
+        (["SET enable_case_sensitive_identifier TO false"], "off"),
+        (
+            [
+                "SET enable_case_sensitive_identifier = off",
+                "RESET enable_case_sensitive_identifier",
+            ],
+            "on",
+        ),
+    ],
+)
+def test_the_session_setting_starts_at_the_cluster_default(
+    case_sensitive_proxy: RedshiftProxy, aws: AwsEnv, statements: list[str], shown: str
+) -> None:
+    con = connect(case_sensitive_proxy, aws.schema)
+    try:
+        for statement in statements:
+            run(con, statement)
+        assert run(con, "SHOW enable_case_sensitive_identifier") == [[shown]]
+    finally:
+        con.close()
+
+
+def test_a_default_cluster_folds_quoted_names(connection: Any) -> None:
+    assert run(connection, "SHOW enable_case_sensitive_identifier") == [["off"]]
+    run(connection, 'CREATE TABLE t ("IndvId" BIGINT)')
+    assert run(connection, "SELECT indvid FROM t") == []
+
+
+def test_a_bad_value_is_refused(connection: Any) -> None:
+    with pytest.raises(ProgrammingError, match="invalid value"):
+        run(connection, "SET enable_case_sensitive_identifier TO maybe")
+
+
+def test_a_copy_in_a_case_sensitive_session_is_refused(
+    case_sensitive_proxy: RedshiftProxy, aws: AwsEnv
+) -> None:
+    con = connect(case_sensitive_proxy, aws.schema)
+    try:
+        with pytest.raises(ProgrammingError, match="COPY only with enable_case_sensitive"):
+            run(con, copy(aws, "x.csv.gz"))
+    finally:
+        con.close()

@@ -15,7 +15,9 @@ TCP keepalive finds a dead peer instead, and each session runs `SET statement_ti
 the queue wait; a statement cancelled by it is terminal (the batch is held at once).
 
 Redshift specifics:
-- identifiers fold to lower case even when quoted: the dialect matches names case-blind, and
+- identifiers fold to lower case even when quoted (every session sets
+  enable_case_sensitive_identifier off, whatever the cluster's parameter group says): the
+  dialect matches names case-blind, and
   the export table's columns are reported under the catalog's spelling (`IndvId`), whatever
   the cluster shows (`indvid`), so the transform writes files with the names it knows;
 - strings are VARCHAR(VarCharMax) (bytes); CSV loads cut longer values with TRUNCATECOLUMNS,
@@ -349,7 +351,12 @@ class RedshiftWarehouse(DbApiWarehouse):
     def _session_settings(self) -> list[str]:
         """The SETs every connection runs (and commits) before anything else."""
         milliseconds = round(self._statement_timeout * 1000)
-        return [f"SET statement_timeout TO {milliseconds}"]
+        return [
+            f"SET statement_timeout TO {milliseconds}",
+            # hauser's tables and syncd's SQL rely on quoted names folding to lower case; a
+            # cluster parameter group may have turned that off for every session
+            "SET enable_case_sensitive_identifier TO off",
+        ]
 
     def _map_error(self, exc: Exception, action: str) -> LoadError:
         return map_redshift_error(
