@@ -26,6 +26,8 @@ class Rule:
     apply: Callable[[str], str]
     #: Applies only while the session folds identifiers (enable_case_sensitive_identifier off).
     case_folding: bool = False
+    #: Applied once to the whole statement (literals included) after the other rules.
+    whole: bool = False
 
 
 def _sub(pattern: str, replacement: str) -> Callable[[str], str]:
@@ -38,6 +40,11 @@ def _fold_quoted_identifiers(text: str) -> str:
 
 
 _PAREN_LIST = r"\s*\([^()]*\)"
+_CONSTRAINT_NAME = r'(?:CONSTRAINT\s+(?:"(?:[^"]|"")*"|\w+)\s+)?'
+_TABLE_KEY = re.compile(
+    r",\s*" + _CONSTRAINT_NAME + r"(?:PRIMARY\s+KEY|UNIQUE)" + _PAREN_LIST, re.IGNORECASE
+)
+_COLUMN_KEY = re.compile(r"\s+" + _CONSTRAINT_NAME + r"(?:PRIMARY\s+KEY|UNIQUE)\b", re.IGNORECASE)
 
 TRANSLATIONS: tuple[Rule, ...] = (
     Rule(
@@ -63,6 +70,24 @@ TRANSLATIONS: tuple[Rule, ...] = (
         "drop SORTKEY",
         "sort keys order Redshift's blocks; PostgreSQL has no equivalent in CREATE TABLE",
         _sub(r"\s+(COMPOUND\s+|INTERLEAVED\s+)?SORTKEY" + _PAREN_LIST, ""),
+    ),
+    Rule(
+        "drop PRIMARY KEY / UNIQUE",
+        "Redshift's uniqueness and primary key constraints are informational only, not "
+        "enforced (Table constraints, Amazon Redshift Database Developer Guide): PostgreSQL "
+        "would enforce them and hide a duplicate that Redshift lets in. Table constraints "
+        "(`, PRIMARY KEY (a)`) and column constraints (`a INT PRIMARY KEY`) of CREATE TABLE",
+        lambda text: _COLUMN_KEY.sub("", _TABLE_KEY.sub("", text)),
+    ),
+    Rule(
+        "rows of an unordered SELECT in no particular order",
+        "Redshift returns the rows of a query without ORDER BY in no predictable order, and "
+        "the same query may order them differently each time (ORDER BY clause, usage notes); "
+        "PostgreSQL's heap order is stable enough to hide code that depends on it. A plain "
+        "SELECT ... FROM without ORDER BY, GROUP BY, LIMIT, DISTINCT, set operations, "
+        "aggregates or FOR UPDATE/SHARE gets ORDER BY random()",
+        lambda text: _shuffle_unordered(text),
+        whole=True,
     ),
     Rule(
         "VARCHAR(MAX)",
@@ -129,13 +154,34 @@ _LITERAL = re.compile(r"('(?:[^']|'')*')")
 
 def translate(sql: str, *, case_sensitive: bool = False) -> str:
     """Apply every rule of TRANSLATIONS to the text outside string literals (the case-folding
-    rule only when the session is not `case_sensitive`)."""
+    rule only when the session is not `case_sensitive`), then the whole-statement rules."""
     rules = [r for r in TRANSLATIONS if not (case_sensitive and r.case_folding)]
     parts = _LITERAL.split(sql)
     for index in range(0, len(parts), 2):  # even parts lie outside literals
         for rule in rules:
-            parts[index] = rule.apply(parts[index])
-    return "".join(parts)
+            if not rule.whole:
+                parts[index] = rule.apply(parts[index])
+    text = "".join(parts)
+    for rule in rules:
+        if rule.whole:
+            text = rule.apply(text)
+    return text
+
+
+_PLAIN_SELECT = re.compile(r"^\s*SELECT\b.*\bFROM\b", re.IGNORECASE | re.DOTALL)
+_ORDER_DECIDED = re.compile(
+    r"\bORDER\s+BY\b|\bGROUP\s+BY\b|\bLIMIT\b|\bOFFSET\b|\bDISTINCT\b|\bUNION\b|"
+    r"\bINTERSECT\b|\bEXCEPT\b|\bFOR\s+(?:UPDATE|SHARE)\b|"
+    r"\b(?:count|sum|min|max|avg|bool_and|bool_or|string_agg|array_agg|listagg)\s*\(",
+    re.IGNORECASE,
+)
+
+
+def _shuffle_unordered(sql: str) -> str:
+    masked = _LITERAL.sub("''", sql)
+    if not _PLAIN_SELECT.match(masked) or _ORDER_DECIDED.search(masked):
+        return sql
+    return sql.rstrip().rstrip(";") + " ORDER BY random()"
 
 
 # --- the session parameter enable_case_sensitive_identifier ---------------------------------

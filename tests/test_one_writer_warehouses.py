@@ -87,7 +87,8 @@ class TwoDaemons:
 
 def postgres_sql(query: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(shared_postgres().dsn, autocommit=True) as con:
-        return list(con.execute(query).fetchall())
+        cursor = con.execute(query)
+        return list(cursor.fetchall()) if cursor.description else []
 
 
 @pytest.fixture(scope="module")
@@ -353,3 +354,61 @@ def test_the_new_holder_commits_after_a_takeover(daemons: Daemons) -> None:
     daemons.second.acquire_lease(holder(202), TTL)
     record = daemons.commit(daemons.second, START)
     assert [r.batch_id for r in daemons.second.sync_records()] == [record.batch_id]
+
+
+# -- daemons starting together: exactly one holder, every time ---------------------------------
+
+RACERS = 4
+ROUNDS = 40
+
+
+def _race(warehouses: list[Any], round_: int) -> list[int]:
+    """All `warehouses` acquire at once; the indexes of those that got the lease."""
+    import threading
+
+    start = threading.Barrier(len(warehouses))
+    outcomes: list[object] = [None] * len(warehouses)
+
+    def acquire(index: int) -> None:
+        start.wait()
+        try:
+            warehouses[index].acquire_lease(holder(1000 * round_ + index), TTL)
+            outcomes[index] = True
+        except LockedError:
+            outcomes[index] = False
+        except Exception as exc:  # reported below, not swallowed
+            outcomes[index] = exc
+
+    threads = [threading.Thread(target=acquire, args=(i,)) for i in range(len(warehouses))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    errors = [o for o in outcomes if isinstance(o, Exception)]
+    assert errors == []
+    return [i for i, won in enumerate(outcomes) if won is True]
+
+
+@pytest.mark.parametrize("warehouse", ["postgres", "redshift"])
+def test_daemons_starting_together_get_exactly_one_holder(
+    request: pytest.FixtureRequest, warehouse: str, staged_files: StagedFiles
+) -> None:
+    clock = Clock()
+    if warehouse == "postgres":
+        in_schema = new_schema()
+        request.addfinalizer(lambda: drop_schema(in_schema))
+        racers = _postgres(in_schema, clock) + _postgres(in_schema, clock)
+    else:
+        in_schema = request.getfixturevalue("aws").schema
+        request.getfixturevalue("redshift_proxy")
+        racers = [redshift_warehouse(in_schema, lease_clock=clock) for _ in range(RACERS)]
+    try:
+        racers[0].acquire_lease(holder(1), TTL)  # the lease table exists before the race
+        winners = []
+        for round_ in range(1, ROUNDS + 1):
+            postgres_sql(f'DELETE FROM "{in_schema}".fssync_lease')  # noqa: S608 - test names
+            winners.append(len(_race(racers, round_)))
+    finally:
+        for racer in racers:
+            racer.close()
+    assert (warehouse, winners) == (warehouse, [1] * ROUNDS), winners

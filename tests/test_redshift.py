@@ -440,6 +440,15 @@ def test_an_unreachable_cluster_is_transient() -> None:
         ({"C": "42501", "M": "permission denied for schema"}, False),
         ({"C": "XX000", "M": "Load into table 'x' failed."}, False),
         ({"C": "57014", "M": "Query (150) canceled on user's request"}, False),
+        (
+            {
+                "C": "XX000",
+                "M": "1023",
+                "D": "Serializable isolation violation on table - 101, transactions forming "
+                "the cycle are: 201, 202 (pid:301)",
+            },
+            True,
+        ),
     ],
 )
 def test_redshift_errors_are_sorted(details: dict[str, str], transient: bool) -> None:

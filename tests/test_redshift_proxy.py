@@ -48,6 +48,17 @@ ROLE = "IAM_ROLE 'arn:aws:iam::1:role/r'"
         ("CREATE TABLE t (a INT) DISTKEY (a) COMPOUND SORTKEY (a, b)", "CREATE TABLE t (a INT)"),
         ("CREATE TABLE t (s VARCHAR(MAX), j SUPER)", "CREATE TABLE t (s VARCHAR(65535), j JSONB)"),
         ("SELECT GETDATE(), SYSDATE", "SELECT LOCALTIMESTAMP, LOCALTIMESTAMP"),
+        ("SELECT a FROM t WHERE b = 'x';", "SELECT a FROM t WHERE b = 'x' ORDER BY random()"),
+        ("SELECT count(*) FROM t", "SELECT count(*) FROM t"),
+        ("SELECT a FROM t ORDER BY a LIMIT 1", "SELECT a FROM t ORDER BY a LIMIT 1"),
+        (
+            'CREATE TABLE t ("A" INT NOT NULL PRIMARY KEY, b INT UNIQUE)',
+            'CREATE TABLE t ("a" INT NOT NULL, b INT)',
+        ),
+        (
+            "CREATE TABLE t (a INT, b INT, CONSTRAINT k PRIMARY KEY (a, b), UNIQUE (b))",
+            "CREATE TABLE t (a INT, b INT)",
+        ),
         ("SELECT 'GETDATE() \"Keep\"'", "SELECT 'GETDATE() \"Keep\"'"),
     ],
 )
@@ -343,3 +354,26 @@ def test_a_copy_in_a_case_sensitive_session_is_refused(
             run(con, copy(aws, "x.csv.gz"))
     finally:
         con.close()
+
+
+# -- constraints are informational ------------------------------------------------------------
+
+
+def test_a_duplicate_primary_key_is_let_in_as_redshift_does(connection: Any) -> None:
+    run(connection, 'CREATE TABLE k ("Name" VARCHAR(128) NOT NULL PRIMARY KEY, v INT UNIQUE)')
+    run(connection, "INSERT INTO k VALUES ('fssync', 1)")
+    run(connection, "INSERT INTO k VALUES ('fssync', 1)")
+    assert run(connection, "SELECT count(*) FROM k") == [[2]]
+
+
+def test_not_null_is_still_enforced(connection: Any) -> None:
+    run(connection, 'CREATE TABLE k ("Name" VARCHAR(128) NOT NULL PRIMARY KEY)')
+    with pytest.raises(ProgrammingError, match="null value"):
+        run(connection, "INSERT INTO k VALUES (NULL)")
+
+
+def test_an_unordered_select_comes_back_in_no_particular_order(connection: Any) -> None:
+    run(connection, "CREATE TABLE k (a INT)")
+    run(connection, "INSERT INTO k SELECT generate_series(1, 20)")
+    orders = {tuple(a for (a,) in run(connection, "SELECT a FROM k")) for _ in range(10)}
+    assert len(orders) > 1 and run(connection, "SELECT a FROM k ORDER BY a")[:2] == [[1], [2]]

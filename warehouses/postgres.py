@@ -114,7 +114,9 @@ class DbApiWarehouse(ABC):
     One writer: the lease (`syncd.lease.TableLease`) is a row of `<SyncTable>_lease`, kept on
     a connection of its own. Once this object has acquired it, every commit reads that row
     inside its transaction (`fence_lock` appended) and refuses to commit when another holder
-    has taken it over.
+    has taken it over. With `lock_lease_table` (Redshift) the commit transaction starts with
+    LOCK of the lease table, as does every lease transaction, so the fence reads the lease as
+    it is (a snapshot taken after the lock) and no takeover can pass it until the commit ends.
     """
 
     dialect: Dialect = POSTGRES
@@ -124,6 +126,8 @@ class DbApiWarehouse(ABC):
     param_style = "%s"
     #: Appended to the commit's fence read: a row lock that makes a takeover wait for it.
     fence_lock = ""
+    #: LOCK the lease table first in every lease and commit transaction (see the class doc).
+    lock_lease_table = False
 
     def __init__(self, tables: TableNames, *, lease_clock: Callable[[], datetime] = utcnow) -> None:
         self.tables = tables
@@ -194,6 +198,7 @@ class DbApiWarehouse(ABC):
         with self._lock:
             try:
                 with self._transaction(action) as cursor:
+                    self._lock_lease(cursor)
                     for query in sql.delete_batch(self.dialect, self.tables, batch_id):
                         self._execute(cursor, query)
                     loaded = self._load(cursor, staged, record)
@@ -321,6 +326,7 @@ class DbApiWarehouse(ABC):
                 schema=self.tables.schema,
                 param=self.param_style,
                 clock=self._lease_clock,
+                lock_table=self.lock_lease_table,
             )
         return self._lease
 
@@ -338,18 +344,24 @@ class DbApiWarehouse(ABC):
         except Exception as exc:
             raise self._map_error(exc, action) from exc
 
+    def _lock_lease(self, cursor: Any) -> None:
+        """First statement of a commit (Redshift): LOCK the lease table, when this object
+        took the lease."""
+        if self.lock_lease_table and self._lease_holder is not None and self._lease is not None:
+            self._execute(cursor, Query(self._lease.lock_query()))
+
     def _fence(self, cursor: Any, action: str) -> None:
         """Refuse the commit when this object took the lease and it has been taken over."""
         holder, lease = self._lease_holder, self._lease
         if holder is None or lease is None:
             return
-        text, params = lease.fence_query(holder, self.fence_lock)
-        if self._fetch(cursor, Query(text, params)):
+        text, params = lease.fence_query(self.fence_lock)
+        rows = self._fetch(cursor, Query(text, params))
+        if rows and rows[0][0] == holder.id:
             return
-        try:
-            current = lease.holder() or "nobody"
-        except Exception as exc:  # the refusal stands either way
-            current = f"unknown ({type(exc).__name__})"
+        # named from this transaction's read: the lease's own connection would wait for the
+        # LOCK this transaction holds (Redshift)
+        current = str(rows[0][1]) if rows else "nobody"
         raise TerminalLoadError(
             f"{action}: refused: {holder.describe()} no longer holds the writer lease of "
             f"{lease.name} (now held by {current}); another syncd took over"

@@ -86,9 +86,11 @@ _LOAD_ERRORS_SERVERLESS = (
 )
 _INSERT_REJECTS = "INSERT INTO {rejects} ({columns}) VALUES {rows}"
 
-# Redshift reports S3 trouble as internal errors (XX000); these texts mean "try again".
+# Redshift reports S3 trouble and serialization conflicts (ERROR 1023 "Serializable isolation
+# violation", which its docs say to retry) as internal errors (XX000); these mean "try again".
 _TRANSIENT_TEXT = re.compile(
     r"SlowDown|reduce your request rate|ServiceUnavailable|InternalError|timed out|"
+    r"Serializable isolation violation|"
     r"Connection reset|connection refused|could not connect|S3ServiceException.*Status 5\d\d",
     re.IGNORECASE,
 )
@@ -214,6 +216,7 @@ class RedshiftWarehouse(DbApiWarehouse):
 
     name = "Redshift"
     param_style = "%s"  # redshift_connector.paramstyle is "format"
+    lock_lease_table = True  # no enforced key, snapshot isolation: see DbApiWarehouse
     capabilities = Capabilities(
         staging_formats=("csv", "parquet"),
         transactional=True,
