@@ -1,7 +1,9 @@
 """A Redshift stand-in: PostgreSQL behind a wire-protocol proxy that speaks Redshift's dialect.
 
 The real `redshift_connector` connects to the proxy (with `ssl=False`), which
-- refuses SSL and GSS encryption (answers 'N');
+- refuses SSL and GSS encryption (answers 'N'), unless given `tls` (a server-side
+  SSLContext, e.g. from `standins.tls.TestCA`): then it answers 'S' to the SSL request and
+  speaks TLS with that certificate, so a client's certificate checks can be tested;
 - drops the startup parameters PostgreSQL rejects (`client_protocol_version`, ...);
 - reports `server_version` as a bare number ("15.18"), which the driver can parse;
 - rewrites every statement (simple Query and extended Parse) with `redshift_sql.translate`;
@@ -31,6 +33,7 @@ import gzip
 import io
 import itertools
 import re
+import ssl
 import struct
 import threading
 import zlib
@@ -119,6 +122,8 @@ class RedshiftProxy:
     port: int = 0
     #: The cluster's enable_case_sensitive_identifier (its parameter group); sessions start so.
     case_sensitive_identifiers: bool = False
+    #: Accept the client's SSL request with this server-side context (None: refuse SSL).
+    tls: ssl.SSLContext | None = None
     copies: list[str] = field(default_factory=list)
     _faults: deque[CopyFault] = field(default_factory=deque)
     _loop: asyncio.AbstractEventLoop | None = None
@@ -166,9 +171,11 @@ class RedshiftProxy:
 
         async def shutdown() -> None:
             server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            if tasks:  # let them close their sockets while the loop still runs
+                await asyncio.wait(tasks, timeout=5)
 
         asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
@@ -202,8 +209,8 @@ class RedshiftProxy:
                 session.pump_client(client_r),
                 session.pump_backend(backend_r),
             )
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass
+        except (OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the client went away (or refused our TLS certificate)
         finally:
             for writer in (client_w, backend_w):
                 if writer is not None:
@@ -212,11 +219,20 @@ class RedshiftProxy:
     async def _read_startup(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bytes | None:
-        """Answer SSL/GSS requests with 'N'; return the cleaned startup packet."""
+        """Answer SSL/GSS requests ('S' and TLS with `tls`, else 'N'); return the cleaned
+        startup packet."""
         while True:
             length = struct.unpack("!i", await reader.readexactly(4))[0]
             body = await reader.readexactly(length - 4)
             code = struct.unpack("!i", body[:4])[0]
+            if code == SSL_REQUEST and self.tls is not None:
+                writer.write(b"S")
+                await writer.drain()
+                start_tls = getattr(writer, "start_tls", None)  # StreamWriter.start_tls: 3.11+
+                if start_tls is None:
+                    raise ConnectionError("the TLS stand-in needs Python 3.11 or later")
+                await start_tls(self.tls)
+                continue
             if code in (SSL_REQUEST, GSS_REQUEST):
                 writer.write(b"N")
                 await writer.drain()

@@ -166,6 +166,43 @@ def case_sensitive_proxy(moto_s3: MotoS3, postgres: PostgresCluster) -> Redshift
     return shared_case_sensitive_proxy()
 
 
+@dataclass
+class TlsServer:
+    """A Redshift proxy speaking TLS with a certificate for `names`, signed by the CA in `ca`."""
+
+    proxy: RedshiftProxy
+    ca: Path
+
+
+@pytest.fixture
+def tls_proxy(
+    tmp_path: Path, moto_s3: MotoS3, postgres: PostgresCluster, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[list[str]], TlsServer]]:
+    """Start TLS proxies on the shared PostgreSQL; the test CA is trusted by default
+    (SSL_CERT_FILE, which redshift_connector's default verify paths read)."""
+    from standins.redshift_proxy import RedshiftProxy
+    from standins.tls import TestCA
+
+    ca = TestCA(tmp_path / "tls")
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.ca_file))
+    started: list[RedshiftProxy] = []
+
+    def start(names: list[str]) -> TlsServer:
+        certificate = ca.issue(names, stem=f"server{len(started)}")
+        proxy = RedshiftProxy(
+            backend_host=postgres.host,
+            backend_port=postgres.port,
+            s3_client_factory=moto_s3.client,
+            tls=certificate.server_context(),
+        ).start()
+        started.append(proxy)
+        return TlsServer(proxy, ca.ca_file)
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
 @pytest.fixture
 def aws(moto_s3: MotoS3, postgres: PostgresCluster, bucket: str, schema: str) -> AwsEnv:
     return AwsEnv(moto_s3, postgres, bucket, schema)
@@ -191,6 +228,7 @@ __all__ = [
     "shared_moto",
     "shared_postgres",
     "shared_proxy",
+    "tls_proxy",
 ]
 
 

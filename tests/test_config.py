@@ -241,7 +241,7 @@ def test_group_files_by_day_keeps_its_v1_meaning_for_legacy_bundles() -> None:
         ("duckdb.path", Path("syncd-data/syncd.duckdb")),
         ("duckdb.rejects_table", "fsrejects"),
         ("postgres.port", 5432),
-        ("postgres.ssl_mode", "prefer"),
+        ("postgres.ssl_mode", None),
         ("s3.timeout", timedelta(minutes=5)),
         ("redshift.database_schema", "public"),
         ("redshift.varchar_max", 65535),

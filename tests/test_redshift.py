@@ -13,6 +13,7 @@ import pytest
 from aws_support import (  # noqa: F401 - fixtures
     IAM_ROLE,
     AwsEnv,
+    TlsServer,
     aws,
     bucket,
     case_sensitive_proxy,
@@ -21,6 +22,7 @@ from aws_support import (  # noqa: F401 - fixtures
     redshift_proxy,
     redshift_warehouse,
     schema,
+    tls_proxy,
 )
 
 from standins.redshift_proxy import RedshiftProxy
@@ -599,3 +601,36 @@ def test_on_a_case_sensitive_cluster_a_hauser_table_is_continued_and_loaded(
         datetime(2024, 3, 1, tzinfo=UTC),
         staged.batch.key.end,
     ]
+
+
+# -- TLS: verify-full ------------------------------------------------------------------------------
+
+
+def tls_warehouse(server: TlsServer) -> RedshiftWarehouse:
+    return RedshiftWarehouse(
+        host=server.proxy.host,
+        port=server.proxy.port,
+        database="postgres",
+        user="postgres",
+        password="proxy-password",
+        iam_role=IAM_ROLE,
+        ssl=True,
+    )
+
+
+def test_a_certificate_naming_another_host_is_refused(
+    tls_proxy: Callable[[list[str]], TlsServer],
+) -> None:
+    warehouse = tls_warehouse(tls_proxy(["redshift.example.com"]))
+    with pytest.raises(TerminalLoadError, match="certificate"):
+        warehouse.check()
+
+
+def test_a_certificate_naming_the_host_is_accepted(
+    tls_proxy: Callable[[list[str]], TlsServer],
+) -> None:
+    warehouse = tls_warehouse(tls_proxy(["127.0.0.1"]))
+    try:
+        warehouse.check()
+    finally:
+        warehouse.close()

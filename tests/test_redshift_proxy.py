@@ -9,7 +9,7 @@ import io
 import re
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -18,6 +18,7 @@ import pytest
 import redshift_connector
 from aws_support import (  # noqa: F401
     AwsEnv,
+    TlsServer,
     aws,
     bucket,
     case_sensitive_proxy,
@@ -25,6 +26,7 @@ from aws_support import (  # noqa: F401
     postgres,
     redshift_proxy,
     schema,
+    tls_proxy,
 )
 from redshift_connector.error import ProgrammingError
 
@@ -377,3 +379,47 @@ def test_an_unordered_select_comes_back_in_no_particular_order(connection: Any) 
     run(connection, "INSERT INTO k SELECT generate_series(1, 20)")
     orders = {tuple(a for (a,) in run(connection, "SELECT a FROM k")) for _ in range(10)}
     assert len(orders) > 1 and run(connection, "SELECT a FROM k ORDER BY a")[:2] == [[1], [2]]
+
+
+# -- TLS: the stand-in can present a certificate --------------------------------------------------
+
+
+def tls_handshake(server: TlsServer, hostname: str) -> None:
+    """The PostgreSQL SSL request, then a verifying TLS handshake expecting `hostname`."""
+    import ssl
+
+    proxy = server.proxy
+    context = ssl.create_default_context(cafile=str(server.ca))
+    with socket.create_connection((proxy.host, proxy.port), timeout=5) as sock:
+        sock.sendall(struct.pack("!ii", 8, 80877103))
+        assert sock.recv(1) == b"S"
+        with context.wrap_socket(sock, server_hostname=hostname):
+            pass
+
+
+def test_a_verifying_client_refuses_a_certificate_naming_another_host(
+    tls_proxy: Callable[[list[str]], TlsServer],
+) -> None:
+    import ssl
+
+    with pytest.raises(ssl.SSLCertVerificationError, match="IP address mismatch"):
+        tls_handshake(tls_proxy(["redshift.example.com"]), "127.0.0.1")
+
+
+def test_redshift_connector_verifies_a_certificate_naming_the_host(
+    tls_proxy: Callable[[list[str]], TlsServer],
+) -> None:
+    proxy = tls_proxy(["127.0.0.1"]).proxy
+    con = redshift_connector.connect(
+        host=proxy.host,
+        port=proxy.port,
+        database="postgres",
+        user="postgres",
+        password="x",
+        ssl=True,
+        sslmode="verify-full",
+    )
+    try:
+        assert run(con, "SELECT 1") == [[1]]
+    finally:
+        con.close()

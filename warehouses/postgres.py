@@ -6,6 +6,8 @@ through the SQL of `warehouses.sql`. A subclass supplies the dialect, the bulk l
 one function that sorts its driver's exceptions into transient and terminal.
 
 PostgreSQL specifics:
+- TLS: sslmode defaults to verify-full, or prefer when the host is this machine (loopback
+  or a Unix socket): see `default_sslmode`; a refused certificate is terminal;
 - CustomVars is JSONB; strings TEXT (no length limit, so nothing is truncated);
 - the local stage only: COPY reads the transform's file through the client connection:
   CSV (gzip) is streamed as it is (`HEADER MATCH` checks the header against the column list),
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import ipaddress
+import re
 import secrets
 import threading
 from abc import ABC, abstractmethod
@@ -59,6 +63,33 @@ def is_transient_sqlstate(code: str | None) -> bool:
     return code.startswith(_TRANSIENT_CLASSES) or code in _TRANSIENT_CODES
 
 
+def default_sslmode(host: str) -> str:
+    """libpq sslmode when [postgres] SSLMode is not set: "verify-full" (the certificate must
+    chain to a trusted CA and name the host; no password goes to a server refusing TLS), but
+    "prefer" when every host is this machine: loopback (127.0.0.0/8, ::1, localhost) or a
+    Unix socket (a path)."""
+    hosts = [h.strip() for h in host.split(",")]
+    return "prefer" if all(_is_local(h) for h in hosts) else "verify-full"
+
+
+def _is_local(host: str) -> bool:
+    if host.startswith(("/", "@")) or host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+#: libpq's words for a TLS connection it refused: a certificate that fails verification, or a
+#: server that will not speak TLS when the sslmode requires it. Retrying cannot help.
+_TLS_REFUSED = re.compile(
+    r"certificate verify failed|server certificate for .* does not match|"
+    r"does not match host name|server does not support SSL|SSL was required",
+    re.IGNORECASE,
+)
+
+
 def map_postgres_error(exc: Exception, action: str) -> LoadError:
     """The one place psycopg's exceptions become syncd's: transient or terminal."""
     import psycopg
@@ -69,6 +100,8 @@ def map_postgres_error(exc: Exception, action: str) -> LoadError:
         primary = diag.message_primary or str(exc).strip().splitlines()[0]
         detail = f" ({diag.context.strip().splitlines()[0]})" if diag.context else ""
         message = f"{action}: {primary}{detail}" + (f" [SQLSTATE {code}]" if code else "")
+        if code is None and _TLS_REFUSED.search(str(exc)):
+            return TerminalLoadError(f"{message} (see [postgres] SSLMode)")
         if is_transient_sqlstate(code) or (
             code is None and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
         ):
@@ -521,7 +554,7 @@ class PostgresWarehouse(DbApiWarehouse):
         user: str = "",
         password: str = "",
         dbname: str = "",
-        sslmode: str = "prefer",
+        sslmode: str | None = None,
         schema: str | None = "public",
         export_table: str = "fsexport",
         sync_table: str = "fssync",
@@ -542,7 +575,7 @@ class PostgresWarehouse(DbApiWarehouse):
                 "user": user,
                 "password": password,
                 "dbname": dbname,
-                "sslmode": sslmode if host else None,
+                "sslmode": (sslmode or default_sslmode(host)) if host else None,
                 "connect_timeout": connect_timeout,
                 "application_name": f"syncd/{syncd.__version__}",
             }.items()
@@ -718,6 +751,7 @@ def _as_date(value: Any) -> date:
 __all__ = [
     "DbApiWarehouse",
     "PostgresWarehouse",
+    "default_sslmode",
     "is_transient_sqlstate",
     "map_postgres_error",
     "parquet_csv_chunks",

@@ -7,7 +7,10 @@ IGNOREHEADER 1 GZIP TIMEFORMAT 'auto' TRUNCATECOLUMNS` (or `FORMAT AS PARQUET`);
 commit. When COPY fails, the reason is read from `stl_load_errors` (or, on Redshift Serverless,
 `sys_load_error_detail`) and put into the error: line, column, reason.
 
-Connections (redshift_connector): the driver's `timeout` is the socket's timeout for the
+Connections (redshift_connector) use TLS with `sslmode="verify-full"` (given explicitly: the
+driver's own default only warns when the certificate names another host); the driver trusts
+the system's CA store (`load_default_certs`, which honours SSL_CERT_FILE) and its bundled
+Redshift CA file. A failed certificate check is terminal. The driver's `timeout` is the socket's timeout for the
 connection's whole life, so it bounds the connect, TLS handshake and login (CONNECT_TIMEOUT)
 and is then lifted: no read timeout cuts off a long COPY, DELETE or wait in the WLM queue.
 TCP keepalive finds a dead peer instead, and each session runs `SET statement_timeout`
@@ -128,6 +131,16 @@ def map_redshift_error(
     from redshift_connector import error as rs_error
 
     code: str | None = None
+    refused = _certificate_error(exc)
+    if refused is not None:
+        return TerminalLoadError(
+            redact(
+                f"{action}: the server's TLS certificate failed verification ({refused}); "
+                "syncd connects with sslmode verify-full: the certificate must chain to a "
+                "trusted CA and name the host",
+                secrets,
+            )
+        )
     if isinstance(exc, rs_error.Error):
         details = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else None
         if details is not None:
@@ -157,6 +170,23 @@ def map_redshift_error(
     if isinstance(exc, OSError):
         return TransientLoadError(redact(f"{action}: {exc.strerror or exc}", secrets))
     return TerminalLoadError(redact(f"{action}: {type(exc).__name__}: {exc}", secrets))
+
+
+def _certificate_error(exc: BaseException) -> str | None:
+    """The reason, when `exc` (or what it wraps) is a failed certificate check."""
+    import ssl
+
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return str(item.verify_message or item)
+        pending.extend((item.__cause__, item.__context__, *item.args))
+    return None
 
 
 def _lift_read_timeout(con: Any) -> None:
@@ -328,6 +358,9 @@ class RedshiftWarehouse(DbApiWarehouse):
                 **self._server,
                 password=self._password,
                 ssl=self._ssl,
+                # explicit: left unset, the driver only logs a warning when the certificate
+                # names another host, and the password goes to whoever presented it
+                sslmode="verify-full",
                 timeout=max(1, math.ceil(self._connect_timeout)),
                 tcp_keepalive=True,
                 tcp_keepalive_idle=KEEPALIVE_IDLE,

@@ -427,9 +427,16 @@ SECTION_KEYS: tuple[Key, ...] = (
         "postgres",
         "SSLMode",
         K.CHOICE,
-        "prefer",
-        "libpq sslmode.",
+        None,
+        'libpq sslmode. Unset, it is "verify-full" (TLS, the server\'s certificate must '
+        "chain to a trusted CA, libpq's root.crt or PGSSLROOTCERT, and name the host; no "
+        "password goes to a server that refuses TLS), except when Host is this machine: "
+        "loopback (127.0.0.0/8, ::1, localhost) or a Unix socket (a path), where it is "
+        '"prefer". "prefer", "allow" and "require" let a man in the middle '
+        "read the password.",
         choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+        default_doc='"verify-full"; "prefer" for a loopback host or a Unix socket',
+        example='"verify-full"',
     ),
     # [local]
     Key(

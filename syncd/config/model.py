@@ -53,7 +53,7 @@ class PostgresSettings:
     export_table: str
     sync_table: str
     rejects_table: str
-    ssl_mode: str
+    ssl_mode: str | None  # None: the adapter decides from the host (default_sslmode)
 
 
 @dataclass(frozen=True)
