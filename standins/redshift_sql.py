@@ -1,12 +1,14 @@
 """What the Redshift stand-in translates, in one table: Redshift SQL -> PostgreSQL SQL.
 
 `TRANSLATIONS` lists every rewrite the proxy applies to a statement, in order, with why. A
-statement passes through `translate()`; `parse_copy()` recognises `COPY ... FROM 's3://...'`,
-which the proxy serves itself (see `standins.redshift_proxy`). Nothing else is rewritten: SQL
-that Redshift and PostgreSQL share passes through unchanged, and Redshift-only SQL that is
-not in this table fails on PostgreSQL, as it should fail a test.
+statement passes through `translate()` (the case-folding rule only while the session's
+enable_case_sensitive_identifier is off); `parse_copy()` recognises `COPY ... FROM 's3://...'`,
+which the proxy serves itself (see `standins.redshift_proxy`), and `parse_case_setting()` the
+SET/RESET/SHOW of that session parameter, which PostgreSQL does not know. Nothing else is
+rewritten: SQL that Redshift and PostgreSQL share passes through unchanged, and Redshift-only
+SQL that is not in this table fails on PostgreSQL, as it should fail a test.
 
-String literals ('...') are never touched by any rule.
+String literals ('...') are never changed by any rule.
 """
 
 from __future__ import annotations

@@ -412,3 +412,47 @@ def test_daemons_starting_together_get_exactly_one_holder(
         for racer in racers:
             racer.close()
     assert (warehouse, winners) == (warehouse, [1] * ROUNDS), winners
+
+
+def test_on_redshift_a_takeover_waits_for_the_commit_in_progress(
+    request: pytest.FixtureRequest, staged_files: StagedFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit starts with LOCK of the lease table: a takeover cannot slip in between the
+    commit's first statement and its fence (under Redshift's snapshot isolation the fence
+    would read the lease as of that first statement)."""
+    import threading
+
+    env: AwsEnv = request.getfixturevalue("aws")
+    request.getfixturevalue("redshift_proxy")
+    clock = Clock()
+    first, second = (redshift_warehouse(env.schema, lease_clock=clock) for _ in range(2))
+    request.addfinalizer(first.close)
+    request.addfinalizer(second.close)
+    first.ensure_tables(staged_files.columns)
+    first.acquire_lease(holder(101), TTL)
+    clock.now += TTL + timedelta(seconds=1)  # stale: the second daemon may take it over
+    events: list[str] = []
+    taken = threading.Event()
+
+    def take_over() -> None:
+        second.acquire_lease(holder(202), TTL)
+        events.append("taken over")
+        taken.set()
+
+    taker = threading.Thread(target=take_over)
+    load = first._load
+
+    def load_while_taking_over(cursor: Any, staged: StagedBatch, record: SyncRecord) -> int:
+        taker.start()
+        taken.wait(1.0)  # without the lock, the takeover completes here
+        events.append("loaded")
+        return int(load(cursor, staged, record))
+
+    monkeypatch.setattr(first, "_load", load_while_taking_over)
+    s3 = S3Stage(env.bucket, endpoint_url=env.moto.endpoint_url, client=env.moto.client())
+    key = staged_files.key(START)
+    batch = staged_files.write(key, staged_files.rows(key, 3), "csv")
+    staged = StagedBatch(batch, s3.put(batch.path, batch.path.name), None)
+    first.commit_batch(staged, _record(staged))
+    taker.join(30)
+    assert (events, second.lease_holder()) == (["loaded", "taken over"], holder(202).describe())
