@@ -10,12 +10,13 @@ commit. When COPY fails, the reason is read from `stl_load_errors` (or, on Redsh
 Connections (redshift_connector) use TLS with `sslmode="verify-full"` (given explicitly: the
 driver's own default only warns when the certificate names another host); the driver trusts
 the system's CA store (`load_default_certs`, which honours SSL_CERT_FILE) and its bundled
-Redshift CA file. A failed certificate check is terminal. The driver's `timeout` is the socket's timeout for the
-connection's whole life, so it bounds the connect, TLS handshake and login (CONNECT_TIMEOUT)
-and is then lifted: no read timeout cuts off a long COPY, DELETE or wait in the WLM queue.
-TCP keepalive finds a dead peer instead, and each session runs `SET statement_timeout`
-(`[redshift] StatementTimeout`, default 1h; 0 = none), which Redshift measures including
-the queue wait; a statement cancelled by it is terminal (the batch is held at once).
+Redshift CA file. A failed certificate check is terminal. The driver's `timeout` is the
+socket's timeout for the connection's whole life, so it bounds the connect, TLS handshake
+and login (CONNECT_TIMEOUT) and is then lifted: no read timeout cuts off a long COPY, DELETE
+or wait in the WLM queue. TCP keepalive finds a dead peer instead, and each session runs
+`SET statement_timeout` (`[redshift] StatementTimeout`, default 1h; 0 = none), which Redshift
+measures including the queue wait; a statement cancelled by it is terminal (the batch is
+held at once). Each session also sets enable_case_sensitive_identifier off (below).
 
 Redshift specifics:
 - identifiers fold to lower case even when quoted (every session sets
