@@ -1,10 +1,16 @@
 """A Redshift stand-in: PostgreSQL behind a wire-protocol proxy that speaks Redshift's dialect.
 
 The real `redshift_connector` connects to the proxy (with `ssl=False`), which
-- refuses SSL and GSS encryption (answers 'N');
+- refuses SSL and GSS encryption (answers 'N'), unless given `tls` (a server-side
+  SSLContext, e.g. from `standins.tls.TestCA`): then it answers 'S' to the SSL request and
+  speaks TLS with that certificate, so a client's certificate checks can be tested;
 - drops the startup parameters PostgreSQL rejects (`client_protocol_version`, ...);
 - reports `server_version` as a bare number ("15.18"), which the driver can parse;
 - rewrites every statement (simple Query and extended Parse) with `redshift_sql.translate`;
+- answers `SET`/`RESET`/`SHOW enable_case_sensitive_identifier` itself (PostgreSQL does not
+  know it), per session, starting from the cluster's `case_sensitive_identifiers` (a
+  parameter group that turns it on): quoted identifiers are folded to lower case only while
+  it is off; a COPY from S3 is refused while it is on (the COPY parser folds names);
 - serves `COPY ... FROM 's3://...'` itself: it rewrites the statement to
   `COPY ... FROM STDIN`, and when PostgreSQL asks for the data it reads the objects under
   the prefix from the S3 stand-in, converts them (gzip CSV, Parquet) to CSV and feeds them;
@@ -17,7 +23,9 @@ The real `redshift_connector` connects to the proxy (with `ssl=False`), which
   `stl_load_errors` table, as Redshift logs them (outside the failed transaction);
 - refuses a COPY whose parameters Redshift refuses (`redshift_sql.parse_copy`: e.g. REGION or
   TRUNCATECOLUMNS with Parquet) with a syntax error naming them, the transaction aborted;
-- records the COPY statements it served in `copies`, credentials redacted.
+- records the COPY statements it served in `copies`, credentials redacted;
+- passes `SET statement_timeout` on to PostgreSQL, which enforces it, and words the
+  cancellation as Redshift does ("Query (<id>) canceled on user's request", SQLSTATE 57014).
 
 Faults for tests: `fail_copies(n, reason, s3=...)` makes the next n COPYs fail.
 
@@ -33,6 +41,7 @@ import io
 import itertools
 import json
 import re
+import ssl
 import struct
 import threading
 import zlib
@@ -46,12 +55,16 @@ import psycopg
 import structlog
 
 from standins.redshift_sql import (
+    CASE_PARAMETER,
     LOG_SCHEMA,
     LOG_TABLES,
     CopyFromS3,
     CopySyntaxError,
+    case_setting_sql,
+    parse_case_setting,
     parse_copy,
     redact_copy,
+    refusal_sql,
     translate,
 )
 
@@ -131,6 +144,10 @@ class RedshiftProxy:
     cluster_region: str = "us-east-1"
     host: str = "127.0.0.1"
     port: int = 0
+    #: The cluster's enable_case_sensitive_identifier (its parameter group); sessions start so.
+    case_sensitive_identifiers: bool = False
+    #: Accept the client's SSL request with this server-side context (None: refuse SSL).
+    tls: ssl.SSLContext | None = None
     copies: list[str] = field(default_factory=list)
     _faults: deque[CopyFault] = field(default_factory=deque)
     _loop: asyncio.AbstractEventLoop | None = None
@@ -178,9 +195,11 @@ class RedshiftProxy:
 
         async def shutdown() -> None:
             server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            if tasks:  # let them close their sockets while the loop still runs
+                await asyncio.wait(tasks, timeout=5)
 
         asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
@@ -214,8 +233,8 @@ class RedshiftProxy:
                 session.pump_client(client_r),
                 session.pump_backend(backend_r),
             )
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass
+        except (OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the client went away (or refused our TLS certificate)
         finally:
             for writer in (client_w, backend_w):
                 if writer is not None:
@@ -224,11 +243,20 @@ class RedshiftProxy:
     async def _read_startup(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bytes | None:
-        """Answer SSL/GSS requests with 'N'; return the cleaned startup packet."""
+        """Answer SSL/GSS requests ('S' and TLS with `tls`, else 'N'); return the cleaned
+        startup packet."""
         while True:
             length = struct.unpack("!i", await reader.readexactly(4))[0]
             body = await reader.readexactly(length - 4)
             code = struct.unpack("!i", body[:4])[0]
+            if code == SSL_REQUEST and self.tls is not None:
+                writer.write(b"S")
+                await writer.drain()
+                start_tls = getattr(writer, "start_tls", None)  # StreamWriter.start_tls: 3.11+
+                if start_tls is None:
+                    raise ConnectionError("the TLS stand-in needs Python 3.11 or later")
+                await start_tls(self.tls)
+                continue
             if code in (SSL_REQUEST, GSS_REQUEST):
                 writer.write(b"N")
                 await writer.drain()
@@ -375,6 +403,8 @@ class _Session:
         self.pending: deque[CopyJob] = deque()
         self.current: CopyJob | None = None
         self.backend_pid = 0
+        #: enable_case_sensitive_identifier of this session (the cluster's default at first)
+        self.case_sensitive = proxy.case_sensitive_identifiers
 
     async def pump_client(self, reader: asyncio.StreamReader) -> None:
         while True:
@@ -419,29 +449,47 @@ class _Session:
             elif kind == b"E" and self.current is not None:
                 job, self.current = self.current, None
                 body = await self._copy_error(job, body)
+            elif kind == b"E":
+                body = _redshift_error(body, self.proxy._query_ids)
             self.client_w.write(_message(kind, body))
             await self.client_w.drain()
 
     def _rewrite_query(self, body: bytes) -> bytes:
-        text = body.rstrip(b"\x00").decode()
-        copy, refusal = self._parse_copy(text)
+        text, copy = self._rewrite(body.rstrip(b"\x00").decode())
         if copy is not None:
             self.pending.append(CopyJob(copy, extended=False))
-            return copy.to_stdin().encode() + b"\x00"
-        return (refusal or translate(text)).encode() + b"\x00"
+        return text.encode() + b"\x00"
 
     def _rewrite_parse(self, body: bytes) -> bytes:
         name, text = _cstrings(body, 2)
         rest = body[len(name) + len(text) + 2 :]
-        sql = text.decode()
-        copy, refusal = self._parse_copy(sql)
+        rewritten, copy = self._rewrite(text.decode())
         if copy is not None:
             self.statements[name] = copy
-            rewritten = copy.to_stdin()
         else:
             self.statements.pop(name, None)
-            rewritten = refusal or translate(sql)
         return name + b"\x00" + rewritten.encode() + b"\x00" + rest
+
+    def _rewrite(self, sql: str) -> tuple[str, CopyFromS3 | None]:
+        """What PostgreSQL runs for `sql`, and the COPY from S3 it is, if it is one."""
+        try:
+            setting = parse_case_setting(sql)
+        except ValueError as exc:
+            return refusal_sql(str(exc), "22023"), None
+        if setting is not None:
+            if setting.value is not None:
+                self.case_sensitive = setting.value
+            elif setting.verb == "RESET":
+                self.case_sensitive = self.proxy.case_sensitive_identifiers
+            return case_setting_sql(setting, self.case_sensitive), None
+        copy, refusal = self._parse_copy(sql)
+        if refusal:
+            return refusal, None
+        if copy is not None:
+            if self.case_sensitive:  # parse_copy folds names: it would hide a case mismatch
+                return refusal_sql(f"the stand-in serves COPY only with {CASE_PARAMETER} off"), None
+            return copy.to_stdin(), copy
+        return translate(sql, case_sensitive=self.case_sensitive), None
 
     def _parse_copy(self, sql: str) -> tuple[CopyFromS3 | None, str]:
         """The COPY FROM S3 in `sql` (or None), and the statement refusing it when Redshift
@@ -450,7 +498,7 @@ class _Session:
             copy = parse_copy(sql)
         except CopySyntaxError as exc:
             log.info("COPY refused", error=str(exc))
-            return None, _refusal(str(exc))
+            return None, refusal_sql(str(exc), "42601")
         if copy is not None:
             self.proxy.copies.append(redact_copy(sql))
         return copy, ""
@@ -493,14 +541,14 @@ class _Session:
         return _error_body({b"S": b"ERROR", b"V": b"ERROR", b"C": b"XX000", b"M": message.encode()})
 
 
-def _refusal(message: str) -> str:
-    """A statement PostgreSQL answers with a syntax error carrying `message` (as Redshift
-    refuses a COPY whose parameters it does not accept)."""
-    literal = "'" + message.replace("'", "''") + "'"
-    return (
-        "DO $refused$ BEGIN RAISE EXCEPTION USING ERRCODE = 'syntax_error', "
-        f"MESSAGE = {literal}; END $refused$"
-    )
+def _redshift_error(body: bytes, query_ids: itertools.count[int]) -> bytes:
+    """PostgreSQL's error as Redshift words it: a cancelled statement (statement_timeout, or
+    a cancel request) is "Query (<id>) canceled on user's request" (SQLSTATE kept)."""
+    fields = _error_fields(body)
+    if fields.get(b"C") != b"57014":
+        return body
+    fields[b"M"] = f"Query ({next(query_ids)}) canceled on user's request".encode()
+    return _error_body(fields)
 
 
 def _utcnow() -> datetime:

@@ -1,12 +1,14 @@
 """What the Redshift stand-in translates, in one table: Redshift SQL -> PostgreSQL SQL.
 
 `TRANSLATIONS` lists every rewrite the proxy applies to a statement, in order, with why. A
-statement passes through `translate()`; `parse_copy()` recognises `COPY ... FROM 's3://...'`,
-which the proxy serves itself (see `standins.redshift_proxy`). Nothing else is rewritten: SQL
-that Redshift and PostgreSQL share passes through unchanged, and Redshift-only SQL that is
-not in this table fails on PostgreSQL, as it should fail a test.
+statement passes through `translate()` (the case-folding rule only while the session's
+enable_case_sensitive_identifier is off); `parse_copy()` recognises `COPY ... FROM 's3://...'`,
+which the proxy serves itself (see `standins.redshift_proxy`), and `parse_case_setting()` the
+SET/RESET/SHOW of that session parameter, which PostgreSQL does not know. Nothing else is
+rewritten: SQL that Redshift and PostgreSQL share passes through unchanged, and Redshift-only
+SQL that is not in this table fails on PostgreSQL, as it should fail a test.
 
-String literals ('...') are never touched by any rule.
+String literals ('...') are never changed by any rule.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ class Rule:
     name: str
     why: str
     apply: Callable[[str], str]
+    #: Applies only while the session folds identifiers (enable_case_sensitive_identifier off).
+    case_folding: bool = False
+    #: Applied once to the whole statement (literals included) after the other rules.
+    whole: bool = False
 
 
 def _sub(pattern: str, replacement: str) -> Callable[[str], str]:
@@ -36,13 +42,20 @@ def _fold_quoted_identifiers(text: str) -> str:
 
 
 _PAREN_LIST = r"\s*\([^()]*\)"
+_CONSTRAINT_NAME = r'(?:CONSTRAINT\s+(?:"(?:[^"]|"")*"|\w+)\s+)?'
+_TABLE_KEY = re.compile(
+    r",\s*" + _CONSTRAINT_NAME + r"(?:PRIMARY\s+KEY|UNIQUE)" + _PAREN_LIST, re.IGNORECASE
+)
+_COLUMN_KEY = re.compile(r"\s+" + _CONSTRAINT_NAME + r"(?:PRIMARY\s+KEY|UNIQUE)\b", re.IGNORECASE)
 
 TRANSLATIONS: tuple[Rule, ...] = (
     Rule(
         "fold quoted identifiers",
-        "Redshift folds identifiers to lower case even when quoted "
-        "(enable_case_sensitive_identifier is off by default); PostgreSQL keeps quoted case",
+        "Redshift folds identifiers to lower case even when quoted while the session's "
+        "enable_case_sensitive_identifier is off (the default; a parameter group or SET can "
+        "turn it on, and then quoted case is kept, as PostgreSQL always keeps it)",
         _fold_quoted_identifiers,
+        case_folding=True,
     ),
     Rule(
         "drop ENCODE",
@@ -59,6 +72,24 @@ TRANSLATIONS: tuple[Rule, ...] = (
         "drop SORTKEY",
         "sort keys order Redshift's blocks; PostgreSQL has no equivalent in CREATE TABLE",
         _sub(r"\s+(COMPOUND\s+|INTERLEAVED\s+)?SORTKEY" + _PAREN_LIST, ""),
+    ),
+    Rule(
+        "drop PRIMARY KEY / UNIQUE",
+        "Redshift's uniqueness and primary key constraints are informational only, not "
+        "enforced (Table constraints, Amazon Redshift Database Developer Guide): PostgreSQL "
+        "would enforce them and hide a duplicate that Redshift lets in. Table constraints "
+        "(`, PRIMARY KEY (a)`) and column constraints (`a INT PRIMARY KEY`) of CREATE TABLE",
+        lambda text: _COLUMN_KEY.sub("", _TABLE_KEY.sub("", text)),
+    ),
+    Rule(
+        "rows of an unordered SELECT in no particular order",
+        "Redshift returns the rows of a query without ORDER BY in no predictable order, and "
+        "the same query may order them differently each time (ORDER BY clause, usage notes); "
+        "PostgreSQL's heap order is stable enough to hide code that depends on it. A plain "
+        "SELECT ... FROM without ORDER BY, GROUP BY, LIMIT, DISTINCT, set operations, "
+        "aggregates or FOR UPDATE/SHARE gets ORDER BY random()",
+        lambda text: _shuffle_unordered(text),
+        whole=True,
     ),
     Rule(
         "VARCHAR(MAX)",
@@ -123,13 +154,87 @@ LOG_TABLES = (
 _LITERAL = re.compile(r"('(?:[^']|'')*')")
 
 
-def translate(sql: str) -> str:
-    """Apply every rule of TRANSLATIONS to the text outside string literals."""
+def translate(sql: str, *, case_sensitive: bool = False) -> str:
+    """Apply every rule of TRANSLATIONS to the text outside string literals (the case-folding
+    rule only when the session is not `case_sensitive`), then the whole-statement rules."""
+    rules = [r for r in TRANSLATIONS if not (case_sensitive and r.case_folding)]
     parts = _LITERAL.split(sql)
     for index in range(0, len(parts), 2):  # even parts lie outside literals
-        for rule in TRANSLATIONS:
-            parts[index] = rule.apply(parts[index])
-    return "".join(parts)
+        for rule in rules:
+            if not rule.whole:
+                parts[index] = rule.apply(parts[index])
+    text = "".join(parts)
+    for rule in rules:
+        if rule.whole:
+            text = rule.apply(text)
+    return text
+
+
+_PLAIN_SELECT = re.compile(r"^\s*SELECT\b.*\bFROM\b", re.IGNORECASE | re.DOTALL)
+_ORDER_DECIDED = re.compile(
+    r"\bORDER\s+BY\b|\bGROUP\s+BY\b|\bLIMIT\b|\bOFFSET\b|\bDISTINCT\b|\bUNION\b|"
+    r"\bINTERSECT\b|\bEXCEPT\b|\bFOR\s+(?:UPDATE|SHARE)\b|"
+    r"\b(?:count|sum|min|max|avg|bool_and|bool_or|string_agg|array_agg|listagg)\s*\(",
+    re.IGNORECASE,
+)
+
+
+def _shuffle_unordered(sql: str) -> str:
+    masked = _LITERAL.sub("''", sql)
+    if not _PLAIN_SELECT.match(masked) or _ORDER_DECIDED.search(masked):
+        return sql
+    return sql.rstrip().rstrip(";") + " ORDER BY random()"
+
+
+# --- the session parameter enable_case_sensitive_identifier ---------------------------------
+
+#: Redshift's session parameter that PostgreSQL does not know: the proxy answers it itself.
+CASE_PARAMETER = "enable_case_sensitive_identifier"
+#: Where the proxy lets PostgreSQL keep the value (a placeholder setting PostgreSQL accepts).
+CASE_PLACEHOLDER = f"{LOG_SCHEMA}.{CASE_PARAMETER}"
+_CASE_STATEMENT = re.compile(
+    rf"^\s*(?:(?P<set>SET)\s+(?:SESSION\s+)?{CASE_PARAMETER}\s*(?:TO|=)\s*'?(?P<value>\w+)'?"
+    rf"|(?P<reset>RESET)\s+{CASE_PARAMETER}|(?P<show>SHOW)\s+{CASE_PARAMETER})\s*;?\s*$",
+    re.IGNORECASE,
+)
+_TRUE, _FALSE = frozenset({"true", "on", "1"}), frozenset({"false", "off", "0"})
+
+
+@dataclass(frozen=True)
+class CaseSetting:
+    """`SET`/`RESET`/`SHOW enable_case_sensitive_identifier`; `value` is None for RESET/SHOW."""
+
+    verb: str  # "SET", "RESET" or "SHOW"
+    value: bool | None = None
+
+
+def parse_case_setting(sql: str) -> CaseSetting | None:
+    """The statement as a case setting, None when it is something else; raises ValueError on a
+    value Redshift would refuse."""
+    match = _CASE_STATEMENT.match(sql)
+    if match is None:
+        return None
+    if match.group("set"):
+        word = match.group("value").lower()
+        if word not in _TRUE | _FALSE:
+            raise ValueError(f'invalid value for parameter "{CASE_PARAMETER}": "{word}"')
+        return CaseSetting("SET", word in _TRUE)
+    return CaseSetting("RESET" if match.group("reset") else "SHOW")
+
+
+def case_setting_sql(setting: CaseSetting, current: bool) -> str:
+    """What PostgreSQL runs for a case setting, `current` being the session's value after it:
+    SET/RESET keep it in a placeholder setting (the client sees "SET"), SHOW reads it back."""
+    word = "on" if current else "off"
+    if setting.verb == "SHOW":
+        return f"SELECT '{word}' AS {CASE_PARAMETER}"
+    return f"SET {CASE_PLACEHOLDER} TO '{word}'"
+
+
+def refusal_sql(message: str, sqlstate: str = "0A000") -> str:
+    """A statement PostgreSQL fails with `message` (the stand-in refusing what it cannot serve)."""
+    text = message.replace("'", "''").replace("$", "").replace("%", "%%")
+    return f"DO $$BEGIN RAISE EXCEPTION '{text}' USING ERRCODE = '{sqlstate}'; END$$"
 
 
 # --- COPY FROM S3 ------------------------------------------------------------------------------

@@ -75,6 +75,23 @@ def shared_proxy() -> RedshiftProxy:
     return _shared("Redshift proxy", start, lambda p: p.stop())
 
 
+def shared_case_sensitive_proxy() -> RedshiftProxy:
+    """A proxy for a cluster whose parameter group turns enable_case_sensitive_identifier on."""
+
+    def start() -> RedshiftProxy:
+        from standins.redshift_proxy import RedshiftProxy
+
+        pg = shared_postgres()
+        return RedshiftProxy(
+            backend_host=pg.host,
+            backend_port=pg.port,
+            s3_client_factory=shared_moto().client,
+            case_sensitive_identifiers=True,
+        ).start()
+
+    return _shared("case-sensitive Redshift proxy", start, lambda p: p.stop())
+
+
 def new_bucket(moto: MotoS3) -> str:
     name = f"syncd-test-{secrets.token_hex(6)}"
     moto.client().create_bucket(Bucket=name)
@@ -145,6 +162,48 @@ def redshift_proxy(moto_s3: MotoS3, postgres: PostgresCluster) -> RedshiftProxy:
 
 
 @pytest.fixture
+def case_sensitive_proxy(moto_s3: MotoS3, postgres: PostgresCluster) -> RedshiftProxy:
+    return shared_case_sensitive_proxy()
+
+
+@dataclass
+class TlsServer:
+    """A Redshift proxy speaking TLS with a certificate for `names`, signed by the CA in `ca`."""
+
+    proxy: RedshiftProxy
+    ca: Path
+
+
+@pytest.fixture
+def tls_proxy(
+    tmp_path: Path, moto_s3: MotoS3, postgres: PostgresCluster, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[list[str]], TlsServer]]:
+    """Start TLS proxies on the shared PostgreSQL; the test CA is trusted by default
+    (SSL_CERT_FILE, which redshift_connector's default verify paths read)."""
+    from standins.redshift_proxy import RedshiftProxy
+    from standins.tls import TestCA
+
+    ca = TestCA(tmp_path / "tls")
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.ca_file))
+    started: list[RedshiftProxy] = []
+
+    def start(names: list[str]) -> TlsServer:
+        certificate = ca.issue(names, stem=f"server{len(started)}")
+        proxy = RedshiftProxy(
+            backend_host=postgres.host,
+            backend_port=postgres.port,
+            s3_client_factory=moto_s3.client,
+            tls=certificate.server_context(),
+        ).start()
+        started.append(proxy)
+        return TlsServer(proxy, ca.ca_file)
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture
 def aws(moto_s3: MotoS3, postgres: PostgresCluster, bucket: str, schema: str) -> AwsEnv:
     return AwsEnv(moto_s3, postgres, bucket, schema)
 
@@ -160,6 +219,7 @@ __all__ = [
     "AwsEnv",
     "aws",
     "bucket",
+    "case_sensitive_proxy",
     "live_redshift_settings",
     "moto_s3",
     "postgres",
@@ -168,6 +228,7 @@ __all__ = [
     "shared_moto",
     "shared_postgres",
     "shared_proxy",
+    "tls_proxy",
 ]
 
 
@@ -197,9 +258,11 @@ def storage_only_over_s3(folder: Path) -> tuple[StorageOnlyWarehouse, S3Stage]:
 IAM_ROLE = "arn:aws:iam::123456789012:role/syncd-load"
 
 
-def redshift_warehouse(schema: str | None, **options: Any) -> RedshiftWarehouse:
-    """A RedshiftWarehouse talking to the shared proxy (redshift_connector, ssl off)."""
-    proxy = shared_proxy()
+def redshift_warehouse(
+    schema: str | None, proxy: RedshiftProxy | None = None, **options: Any
+) -> RedshiftWarehouse:
+    """A RedshiftWarehouse talking to the shared proxy, or `proxy` (redshift_connector, ssl off)."""
+    proxy = proxy or shared_proxy()
     settings: dict[str, Any] = {"iam_role": IAM_ROLE, "region": "us-east-1", **options}
     return RedshiftWarehouse(
         host=proxy.host,

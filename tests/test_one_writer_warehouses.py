@@ -87,7 +87,8 @@ class TwoDaemons:
 
 def postgres_sql(query: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(shared_postgres().dsn, autocommit=True) as con:
-        return list(con.execute(query).fetchall())
+        cursor = con.execute(query)
+        return list(cursor.fetchall()) if cursor.description else []
 
 
 @pytest.fixture(scope="module")
@@ -353,3 +354,105 @@ def test_the_new_holder_commits_after_a_takeover(daemons: Daemons) -> None:
     daemons.second.acquire_lease(holder(202), TTL)
     record = daemons.commit(daemons.second, START)
     assert [r.batch_id for r in daemons.second.sync_records()] == [record.batch_id]
+
+
+# -- daemons starting together: exactly one holder, every time ---------------------------------
+
+RACERS = 4
+ROUNDS = 40
+
+
+def _race(warehouses: list[Any], round_: int) -> list[int]:
+    """All `warehouses` acquire at once; the indexes of those that got the lease."""
+    import threading
+
+    start = threading.Barrier(len(warehouses))
+    outcomes: list[object] = [None] * len(warehouses)
+
+    def acquire(index: int) -> None:
+        start.wait()
+        try:
+            warehouses[index].acquire_lease(holder(1000 * round_ + index), TTL)
+            outcomes[index] = True
+        except LockedError:
+            outcomes[index] = False
+        except Exception as exc:  # reported below, not swallowed
+            outcomes[index] = exc
+
+    threads = [threading.Thread(target=acquire, args=(i,)) for i in range(len(warehouses))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    errors = [o for o in outcomes if isinstance(o, Exception)]
+    assert errors == []
+    return [i for i, won in enumerate(outcomes) if won is True]
+
+
+@pytest.mark.parametrize("warehouse", ["postgres", "redshift"])
+def test_daemons_starting_together_get_exactly_one_holder(
+    request: pytest.FixtureRequest, warehouse: str, staged_files: StagedFiles
+) -> None:
+    clock = Clock()
+    if warehouse == "postgres":
+        in_schema = new_schema()
+        request.addfinalizer(lambda: drop_schema(in_schema))
+        racers = _postgres(in_schema, clock) + _postgres(in_schema, clock)
+    else:
+        in_schema = request.getfixturevalue("aws").schema
+        request.getfixturevalue("redshift_proxy")
+        racers = [redshift_warehouse(in_schema, lease_clock=clock) for _ in range(RACERS)]
+    try:
+        racers[0].acquire_lease(holder(1), TTL)  # the lease table exists before the race
+        winners = []
+        for round_ in range(1, ROUNDS + 1):
+            postgres_sql(f'DELETE FROM "{in_schema}".fssync_lease')  # noqa: S608 - test names
+            winners.append(len(_race(racers, round_)))
+    finally:
+        for racer in racers:
+            racer.close()
+    assert (warehouse, winners) == (warehouse, [1] * ROUNDS), winners
+
+
+def test_on_redshift_a_takeover_waits_for_the_commit_in_progress(
+    request: pytest.FixtureRequest, staged_files: StagedFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit starts with LOCK of the lease table: a takeover cannot slip in between the
+    commit's first statement and its fence (under Redshift's snapshot isolation the fence
+    would read the lease as of that first statement)."""
+    import threading
+
+    env: AwsEnv = request.getfixturevalue("aws")
+    request.getfixturevalue("redshift_proxy")
+    clock = Clock()
+    first, second = (redshift_warehouse(env.schema, lease_clock=clock) for _ in range(2))
+    request.addfinalizer(first.close)
+    request.addfinalizer(second.close)
+    first.ensure_tables(staged_files.columns)
+    first.acquire_lease(holder(101), TTL)
+    clock.now += TTL + timedelta(seconds=1)  # stale: the second daemon may take it over
+    events: list[str] = []
+    taken = threading.Event()
+
+    def take_over() -> None:
+        second.acquire_lease(holder(202), TTL)
+        events.append("taken over")
+        taken.set()
+
+    taker = threading.Thread(target=take_over)
+    load = first._load
+
+    def load_while_taking_over(cursor: Any, staged: StagedBatch, record: SyncRecord) -> int:
+        taker.start()
+        taken.wait(1.0)  # without the lock, the takeover completes here
+        events.append("loaded")
+        return int(load(cursor, staged, record))
+
+    monkeypatch.setattr(first, "_load", load_while_taking_over)
+    s3 = S3Stage(env.bucket, endpoint_url=env.moto.endpoint_url, client=env.moto.client())
+    key = staged_files.key(START)
+    batch = staged_files.write(key, staged_files.rows(key, 3), "csv")
+    staged = StagedBatch(batch, s3.put(batch.path, batch.path.name), None)
+    first.commit_batch(staged, _record(staged))
+    taker.join(30)
+    assert (events, second.lease_holder()) == (["loaded", "taken over"], holder(202).describe())

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
-from aws_support import postgres, schema  # noqa: F401 - fixtures
+from aws_support import TlsServer, moto_s3, postgres, schema, tls_proxy  # noqa: F401 - fixtures
 
 from standins.postgres import PostgresCluster
 from syncd.batch import StagedFormat, SyncRecord, TransformedBatch
@@ -387,3 +387,64 @@ def test_a_recommit_deletes_within_the_batchs_window(
     commit("2024-03-01T00:00:00Z", count=2)
     window = (batch.key.start.replace(tzinfo=None), batch.key.end.replace(tzinfo=None))
     assert windows == [window, window] and peek("SELECT count(*) FROM fsexport") == [(2,)]
+
+
+# -- TLS: verify-full unless the server is on this machine -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "sslmode"),
+    [
+        ("db.example.com", "verify-full"),
+        ("10.0.0.7", "verify-full"),
+        ("127.0.0.1", "prefer"),
+        ("127.8.9.10", "prefer"),
+        ("::1", "prefer"),
+        ("localhost", "prefer"),
+        ("/var/run/postgresql", "prefer"),
+        ("localhost,db.example.com", "verify-full"),
+    ],
+)
+def test_the_default_sslmode_verifies_any_host_off_this_machine(host: str, sslmode: str) -> None:
+    assert PostgresWarehouse(host=host, user="u", dbname="d")._params["sslmode"] == sslmode
+
+
+def test_verify_full_sends_nothing_to_a_server_that_refuses_tls(postgres: PostgresCluster) -> None:
+    warehouse = PostgresWarehouse(
+        host=postgres.host,
+        port=postgres.port,
+        user=postgres.user,
+        dbname=postgres.database,
+        sslmode="verify-full",
+    )
+    with pytest.raises(TerminalLoadError, match="server does not support SSL"):
+        warehouse.check()
+
+
+def tls_postgres(server: TlsServer, monkeypatch: pytest.MonkeyPatch) -> PostgresWarehouse:
+    monkeypatch.setenv("PGSSLROOTCERT", str(server.ca))
+    return PostgresWarehouse(
+        host=server.proxy.host,
+        port=server.proxy.port,
+        user="postgres",
+        dbname="postgres",
+        sslmode="verify-full",
+    )
+
+
+def test_verify_full_refuses_a_certificate_naming_another_host(
+    tls_proxy: Callable[[list[str]], TlsServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warehouse = tls_postgres(tls_proxy(["db.example.com"]), monkeypatch)
+    with pytest.raises(TerminalLoadError, match="does not match host name"):
+        warehouse.check()
+
+
+def test_verify_full_accepts_a_certificate_naming_the_host(
+    tls_proxy: Callable[[list[str]], TlsServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warehouse = tls_postgres(tls_proxy(["127.0.0.1"]), monkeypatch)
+    try:
+        warehouse.check()
+    finally:
+        warehouse.close()

@@ -15,13 +15,16 @@ import pytest
 from aws_support import (  # noqa: F401 - fixtures
     IAM_ROLE,
     AwsEnv,
+    TlsServer,
     aws,
     bucket,
+    case_sensitive_proxy,
     moto_s3,
     postgres,
     redshift_proxy,
     redshift_warehouse,
     schema,
+    tls_proxy,
 )
 
 from standins.redshift_proxy import RedshiftProxy
@@ -41,6 +44,7 @@ from warehouses.redshift import (
     truncate_utf8,
 )
 from warehouses.s3 import S3Stage
+from warehouses.sql import Query
 
 if TYPE_CHECKING:
     from conftest import StagedFiles
@@ -600,6 +604,16 @@ def test_an_unreachable_cluster_is_transient() -> None:
         ({"C": "42601", "M": "syntax error"}, False),
         ({"C": "42501", "M": "permission denied for schema"}, False),
         ({"C": "XX000", "M": "Load into table 'x' failed."}, False),
+        ({"C": "57014", "M": "Query (150) canceled on user's request"}, False),
+        (
+            {
+                "C": "XX000",
+                "M": "1023",
+                "D": "Serializable isolation violation on table - 101, transactions forming "
+                "the cycle are: 201, 202 (pid:301)",
+            },
+            True,
+        ),
     ],
 )
 def test_redshift_errors_are_sorted(details: dict[str, str], transient: bool) -> None:
@@ -644,3 +658,142 @@ def test_live_cluster_commits_a_batch(staged_files: StagedFiles) -> None:
         wh.rollback_days(staged.batch.key.day, staged.batch.key.day)
     finally:
         wh.close()
+
+
+# -- timeouts: a bounded connect, no read timeout, a statement timeout ---------------------------
+
+
+def sleep_in_a_transaction(warehouse: RedshiftWarehouse, seconds: float) -> None:
+    """A statement that runs `seconds` (a long COPY, a wait in the WLM queue)."""
+    with warehouse._transaction("wait") as cursor:
+        warehouse._fetch(cursor, Query(f"SELECT pg_sleep({seconds})"))
+
+
+def test_a_statement_longer_than_the_connect_timeout_completes(
+    make_warehouse: Callable[..., RedshiftWarehouse],
+) -> None:
+    sleep_in_a_transaction(make_warehouse(connect_timeout=1), 1.5)
+
+
+def test_the_session_runs_with_the_statement_timeout(
+    make_warehouse: Callable[..., RedshiftWarehouse],
+) -> None:
+    warehouse = make_warehouse(statement_timeout=90)
+    with warehouse._transaction("read") as cursor:
+        assert warehouse._fetch(cursor, Query("SHOW statement_timeout")) == [("90s",)]
+
+
+def test_a_statement_past_the_statement_timeout_is_terminal_and_says_so(
+    make_warehouse: Callable[..., RedshiftWarehouse],
+) -> None:
+    with pytest.raises(TerminalLoadError, match=r"StatementTimeout \(0.2s\)"):
+        sleep_in_a_transaction(make_warehouse(statement_timeout=0.2), 2)
+
+
+def test_a_connect_to_a_silent_server_is_bounded() -> None:
+    import socket
+    import time
+
+    with socket.socket() as silent:  # accepts TCP (the backlog), never answers the startup
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        warehouse = RedshiftWarehouse(
+            host="127.0.0.1",
+            port=silent.getsockname()[1],
+            database="d",
+            user="u",
+            iam_role=IAM_ROLE,
+            ssl=False,
+            connect_timeout=1,
+        )
+        started = time.monotonic()
+        with pytest.raises(TransientLoadError, match="cannot connect"):
+            warehouse.check()
+    assert time.monotonic() - started < 5
+
+
+def aws_settings(**redshift: Any) -> Any:
+    from syncd.config import settings_from_mapping
+
+    section = {"Host": "h", "DB": "d", "User": "u", "IAMRole": IAM_ROLE, **redshift}
+    return settings_from_mapping(
+        {"Provider": "aws", "s3": {"Bucket": "b"}, "redshift": section}, {}
+    ).settings
+
+
+def test_the_statement_timeout_comes_from_the_config() -> None:
+    from warehouses.registry import build_stage, build_warehouse
+
+    settings = aws_settings(StatementTimeout="5m")
+    warehouse = build_warehouse(settings, build_stage(settings))
+    assert isinstance(warehouse, RedshiftWarehouse)
+    assert warehouse._session_settings()[0] == "SET statement_timeout TO 300000"
+
+
+# -- a cluster whose parameter group turns enable_case_sensitive_identifier on --------------------
+
+
+def test_on_a_case_sensitive_cluster_names_still_fold_to_lower_case(
+    make_warehouse: Callable[..., RedshiftWarehouse],
+    case_sensitive_proxy: RedshiftProxy,
+    aws: AwsEnv,
+) -> None:
+    make_warehouse(proxy=case_sensitive_proxy).ensure_tables(export_columns())
+    names = aws.sql(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s",
+        aws.schema,
+    )
+    assert [n for (n,) in names if n != n.lower()] == []
+
+
+def test_on_a_case_sensitive_cluster_a_hauser_table_is_continued_and_loaded(
+    make_warehouse: Callable[..., RedshiftWarehouse],
+    case_sensitive_proxy: RedshiftProxy,
+    staged_files: StagedFiles,
+    stage: S3Stage,
+    aws: AwsEnv,
+) -> None:
+    create_hauser_tables(aws)
+    wh = make_warehouse(proxy=case_sensitive_proxy)
+    staged_files.columns = tuple(
+        c for c in wh.ensure_tables(export_columns()) if c.name in {"EventStart", "IndvId"}
+    ) + tuple(c for c in staged_files.columns if c.name in {"SyncdBatchId", "SyncdLoadedAt"})
+    staged = stage_batch(staged_files, stage, count=2)
+    wh.commit_batch(staged, record_for(staged.batch, staged.uri))
+    assert [r.end for r in wh.sync_records()] == [
+        datetime(2024, 3, 1, tzinfo=UTC),
+        staged.batch.key.end,
+    ]
+
+
+# -- TLS: verify-full ------------------------------------------------------------------------------
+
+
+def tls_warehouse(server: TlsServer) -> RedshiftWarehouse:
+    return RedshiftWarehouse(
+        host=server.proxy.host,
+        port=server.proxy.port,
+        database="postgres",
+        user="postgres",
+        password="proxy-password",
+        iam_role=IAM_ROLE,
+        ssl=True,
+    )
+
+
+def test_a_certificate_naming_another_host_is_refused(
+    tls_proxy: Callable[[list[str]], TlsServer],
+) -> None:
+    warehouse = tls_warehouse(tls_proxy(["redshift.example.com"]))
+    with pytest.raises(TerminalLoadError, match="certificate"):
+        warehouse.check()
+
+
+def test_a_certificate_naming_the_host_is_accepted(
+    tls_proxy: Callable[[list[str]], TlsServer],
+) -> None:
+    warehouse = tls_warehouse(tls_proxy(["127.0.0.1"]))
+    try:
+        warehouse.check()
+    finally:
+        warehouse.close()

@@ -6,16 +6,28 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import redshift_connector
-from aws_support import AwsEnv, aws, bucket, moto_s3, postgres, redshift_proxy, schema  # noqa: F401
+from aws_support import (  # noqa: F401
+    AwsEnv,
+    TlsServer,
+    aws,
+    bucket,
+    case_sensitive_proxy,
+    moto_s3,
+    postgres,
+    redshift_proxy,
+    schema,
+    tls_proxy,
+)
 from redshift_connector.error import ProgrammingError
 
 from standins.redshift_proxy import RedshiftProxy, truncate_utf8
@@ -38,6 +50,17 @@ ROLE = "IAM_ROLE 'arn:aws:iam::1:role/r'"
         ("CREATE TABLE t (a INT) DISTKEY (a) COMPOUND SORTKEY (a, b)", "CREATE TABLE t (a INT)"),
         ("CREATE TABLE t (s VARCHAR(MAX), j SUPER)", "CREATE TABLE t (s VARCHAR(65535), j JSONB)"),
         ("SELECT GETDATE(), SYSDATE", "SELECT LOCALTIMESTAMP, LOCALTIMESTAMP"),
+        ("SELECT a FROM t WHERE b = 'x';", "SELECT a FROM t WHERE b = 'x' ORDER BY random()"),
+        ("SELECT count(*) FROM t", "SELECT count(*) FROM t"),
+        ("SELECT a FROM t ORDER BY a LIMIT 1", "SELECT a FROM t ORDER BY a LIMIT 1"),
+        (
+            'CREATE TABLE t ("A" INT NOT NULL PRIMARY KEY, b INT UNIQUE)',
+            'CREATE TABLE t ("a" INT NOT NULL, b INT)',
+        ),
+        (
+            "CREATE TABLE t (a INT, b INT, CONSTRAINT k PRIMARY KEY (a, b), UNIQUE (b))",
+            "CREATE TABLE t (a INT, b INT)",
+        ),
         ("SELECT 'GETDATE() \"Keep\"'", "SELECT 'GETDATE() \"Keep\"'"),
     ],
 )
@@ -411,3 +434,174 @@ def test_the_proxy_records_copies_redacted(
     statement = copy(aws, "x.csv.gz").replace(ROLE, "CREDENTIALS 'aws_secret_access_key=S3CR3T'")
     run(table, statement)
     assert redshift_proxy.copies[-1] == statement.replace("aws_secret_access_key=S3CR3T", "***")
+
+
+# -- statement_timeout -------------------------------------------------------------------------
+
+
+def test_a_statement_over_statement_timeout_is_cancelled_as_redshift_words_it(
+    connection: Any,
+) -> None:
+    run(connection, "SET statement_timeout TO 200")
+    with pytest.raises(ProgrammingError) as caught:
+        run(connection, "SELECT pg_sleep(2)")
+    details = caught.value.args[0]
+    assert details["C"] == "57014"
+    assert re.fullmatch(r"Query \(\d+\) canceled on user's request", details["M"])
+
+
+# -- enable_case_sensitive_identifier ----------------------------------------------------------
+
+
+def connect(proxy: RedshiftProxy, schema: str) -> Any:
+    con = redshift_connector.connect(
+        host=proxy.host,
+        port=proxy.port,
+        database="postgres",
+        user="postgres",
+        password="x",
+        ssl=False,
+    )
+    con.autocommit = True
+    run(con, f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    run(con, f'SET search_path = "{schema}"')
+    return con
+
+
+def test_a_case_sensitive_cluster_keeps_quoted_names_apart(
+    case_sensitive_proxy: RedshiftProxy, aws: AwsEnv
+) -> None:
+    con = connect(case_sensitive_proxy, aws.schema)
+    try:
+        run(con, 'CREATE TABLE t ("IndvId" BIGINT, "indvid" BIGINT)')
+        run(con, """INSERT INTO t ("IndvId", "indvid") VALUES (1, 2)""")
+        assert run(con, 'SELECT "IndvId", "indvid" FROM t') == [[1, 2]]
+    finally:
+        con.close()
+
+
+def test_with_the_setting_off_quoted_names_fold_and_collide(
+    case_sensitive_proxy: RedshiftProxy, aws: AwsEnv
+) -> None:
+    con = connect(case_sensitive_proxy, aws.schema)
+    try:
+        run(con, "SET enable_case_sensitive_identifier TO off")
+        with pytest.raises(ProgrammingError, match="specified more than once"):
+            run(con, 'CREATE TABLE t ("IndvId" BIGINT, "indvid" BIGINT)')
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize(
+    ("statements", "shown"),
+    [
+        ([], "on"),
+        (["SET enable_case_sensitive_identifier TO false"], "off"),
+        (
+            [
+                "SET enable_case_sensitive_identifier = off",
+                "RESET enable_case_sensitive_identifier",
+            ],
+            "on",
+        ),
+    ],
+)
+def test_the_session_setting_starts_at_the_cluster_default(
+    case_sensitive_proxy: RedshiftProxy, aws: AwsEnv, statements: list[str], shown: str
+) -> None:
+    con = connect(case_sensitive_proxy, aws.schema)
+    try:
+        for statement in statements:
+            run(con, statement)
+        assert run(con, "SHOW enable_case_sensitive_identifier") == [[shown]]
+    finally:
+        con.close()
+
+
+def test_a_default_cluster_folds_quoted_names(connection: Any) -> None:
+    assert run(connection, "SHOW enable_case_sensitive_identifier") == [["off"]]
+    run(connection, 'CREATE TABLE t ("IndvId" BIGINT)')
+    assert run(connection, "SELECT indvid FROM t") == []
+
+
+def test_a_bad_value_is_refused(connection: Any) -> None:
+    with pytest.raises(ProgrammingError, match="invalid value"):
+        run(connection, "SET enable_case_sensitive_identifier TO maybe")
+
+
+def test_a_copy_in_a_case_sensitive_session_is_refused(
+    case_sensitive_proxy: RedshiftProxy, aws: AwsEnv
+) -> None:
+    con = connect(case_sensitive_proxy, aws.schema)
+    try:
+        with pytest.raises(ProgrammingError, match="COPY only with enable_case_sensitive"):
+            run(con, copy(aws, "x.csv.gz"))
+    finally:
+        con.close()
+
+
+# -- constraints are informational ------------------------------------------------------------
+
+
+def test_a_duplicate_primary_key_is_let_in_as_redshift_does(connection: Any) -> None:
+    run(connection, 'CREATE TABLE k ("Name" VARCHAR(128) NOT NULL PRIMARY KEY, v INT UNIQUE)')
+    run(connection, "INSERT INTO k VALUES ('fssync', 1)")
+    run(connection, "INSERT INTO k VALUES ('fssync', 1)")
+    assert run(connection, "SELECT count(*) FROM k") == [[2]]
+
+
+def test_not_null_is_still_enforced(connection: Any) -> None:
+    run(connection, 'CREATE TABLE k ("Name" VARCHAR(128) NOT NULL PRIMARY KEY)')
+    with pytest.raises(ProgrammingError, match="null value"):
+        run(connection, "INSERT INTO k VALUES (NULL)")
+
+
+def test_an_unordered_select_comes_back_in_no_particular_order(connection: Any) -> None:
+    run(connection, "CREATE TABLE k (a INT)")
+    run(connection, "INSERT INTO k SELECT generate_series(1, 20)")
+    orders = {tuple(a for (a,) in run(connection, "SELECT a FROM k")) for _ in range(10)}
+    assert len(orders) > 1 and run(connection, "SELECT a FROM k ORDER BY a")[:2] == [[1], [2]]
+
+
+# -- TLS: the stand-in can present a certificate --------------------------------------------------
+
+
+def tls_handshake(server: TlsServer, hostname: str) -> None:
+    """The PostgreSQL SSL request, then a verifying TLS handshake expecting `hostname`."""
+    import ssl
+
+    proxy = server.proxy
+    context = ssl.create_default_context(cafile=str(server.ca))
+    with socket.create_connection((proxy.host, proxy.port), timeout=5) as sock:
+        sock.sendall(struct.pack("!ii", 8, 80877103))
+        assert sock.recv(1) == b"S"
+        with context.wrap_socket(sock, server_hostname=hostname):
+            pass
+
+
+def test_a_verifying_client_refuses_a_certificate_naming_another_host(
+    tls_proxy: Callable[[list[str]], TlsServer],
+) -> None:
+    import ssl
+
+    with pytest.raises(ssl.SSLCertVerificationError, match="IP address mismatch"):
+        tls_handshake(tls_proxy(["redshift.example.com"]), "127.0.0.1")
+
+
+def test_redshift_connector_verifies_a_certificate_naming_the_host(
+    tls_proxy: Callable[[list[str]], TlsServer],
+) -> None:
+    proxy = tls_proxy(["127.0.0.1"]).proxy
+    con = redshift_connector.connect(
+        host=proxy.host,
+        port=proxy.port,
+        database="postgres",
+        user="postgres",
+        password="x",
+        ssl=True,
+        sslmode="verify-full",
+    )
+    try:
+        assert run(con, "SELECT 1") == [[1]]
+    finally:
+        con.close()

@@ -6,6 +6,8 @@ through the SQL of `warehouses.sql`. A subclass supplies the dialect, the bulk l
 one function that sorts its driver's exceptions into transient and terminal.
 
 PostgreSQL specifics:
+- TLS: sslmode defaults to verify-full, or prefer when the host is this machine (loopback
+  or a Unix socket): see `default_sslmode`; a refused certificate is terminal;
 - CustomVars is JSONB; strings TEXT (no length limit, so nothing is truncated);
 - the local stage only: COPY reads the transform's file through the client connection:
   CSV (gzip) is streamed as it is (`HEADER MATCH` checks the header against the column list),
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import secrets
 import threading
 from abc import ABC, abstractmethod
@@ -34,6 +37,7 @@ from syncd.batch import StagedBatch, SyncRecord
 from syncd.errors import LoadError, SyncdError, TerminalLoadError, TransientLoadError
 from syncd.fields import BATCH_ID, KNOWN_FIELDS, LOADED_AT, TRACE_COLUMNS, Column, FieldType
 from syncd.lease import LeaseHolder, TableLease
+from syncd.net import is_loopback_host
 from syncd.timeutil import parse_timestamp, utcnow
 from syncd.transform.convert import batch_window
 from warehouses import sql
@@ -60,6 +64,29 @@ def is_transient_sqlstate(code: str | None) -> bool:
     return code.startswith(_TRANSIENT_CLASSES) or code in _TRANSIENT_CODES
 
 
+def default_sslmode(host: str) -> str:
+    """libpq sslmode when [postgres] SSLMode is not set: "verify-full" (the certificate must
+    chain to a trusted CA and name the host; no password goes to a server refusing TLS), but
+    "prefer" when every host is this machine: loopback (127.0.0.0/8, ::1, localhost) or a
+    Unix socket (a path)."""
+    hosts = [h.strip() for h in host.split(",")]
+    return "prefer" if all(_is_local(h) for h in hosts) else "verify-full"
+
+
+def _is_local(host: str) -> bool:
+    """A Unix socket (a path, or an abstract "@name") or a loopback host."""
+    return host.startswith(("/", "@")) or is_loopback_host(host)
+
+
+#: libpq's words for a TLS connection it refused: a certificate that fails verification, or a
+#: server that will not speak TLS when the sslmode requires it. Retrying cannot help.
+_TLS_REFUSED = re.compile(
+    r"certificate verify failed|server certificate for .* does not match|"
+    r"does not match host name|server does not support SSL|SSL was required",
+    re.IGNORECASE,
+)
+
+
 def map_postgres_error(exc: Exception, action: str) -> LoadError:
     """The one place psycopg's exceptions become syncd's: transient or terminal."""
     import psycopg
@@ -70,6 +97,8 @@ def map_postgres_error(exc: Exception, action: str) -> LoadError:
         primary = diag.message_primary or str(exc).strip().splitlines()[0]
         detail = f" ({diag.context.strip().splitlines()[0]})" if diag.context else ""
         message = f"{action}: {primary}{detail}" + (f" [SQLSTATE {code}]" if code else "")
+        if code is None and _TLS_REFUSED.search(str(exc)):
+            return TerminalLoadError(f"{message} (see [postgres] SSLMode)")
         if is_transient_sqlstate(code) or (
             code is None and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
         ):
@@ -115,7 +144,9 @@ class DbApiWarehouse(ABC):
     One writer: the lease (`syncd.lease.TableLease`) is a row of `<SyncTable>_lease`, kept on
     a connection of its own. Once this object has acquired it, every commit reads that row
     inside its transaction (`fence_lock` appended) and refuses to commit when another holder
-    has taken it over.
+    has taken it over. With `lock_lease_table` (Redshift) the commit transaction starts with
+    LOCK of the lease table, as does every lease transaction, so the fence reads the lease as
+    it is (a snapshot taken after the lock) and no takeover can pass it until the commit ends.
     """
 
     dialect: Dialect = POSTGRES
@@ -125,6 +156,8 @@ class DbApiWarehouse(ABC):
     param_style = "%s"
     #: Appended to the commit's fence read: a row lock that makes a takeover wait for it.
     fence_lock = ""
+    #: LOCK the lease table first in every lease and commit transaction (see the class doc).
+    lock_lease_table = False
 
     def __init__(self, tables: TableNames, *, lease_clock: Callable[[], datetime] = utcnow) -> None:
         self.tables = tables
@@ -195,6 +228,7 @@ class DbApiWarehouse(ABC):
         with self._lock:
             try:
                 with self._transaction(action) as cursor:
+                    self._lock_lease(cursor)
                     window = batch_window(batch.key)
                     for query in sql.delete_batch(self.dialect, self.tables, batch_id, window):
                         self._execute(cursor, query)
@@ -330,6 +364,7 @@ class DbApiWarehouse(ABC):
                 schema=self.tables.schema,
                 param=self.param_style,
                 clock=self._lease_clock,
+                lock_table=self.lock_lease_table,
             )
         return self._lease
 
@@ -347,18 +382,24 @@ class DbApiWarehouse(ABC):
         except Exception as exc:
             raise self._map_error(exc, action) from exc
 
+    def _lock_lease(self, cursor: Any) -> None:
+        """First statement of a commit (Redshift): LOCK the lease table, when this object
+        took the lease."""
+        if self.lock_lease_table and self._lease_holder is not None and self._lease is not None:
+            self._execute(cursor, Query(self._lease.lock_query()))
+
     def _fence(self, cursor: Any, action: str) -> None:
         """Refuse the commit when this object took the lease and it has been taken over."""
         holder, lease = self._lease_holder, self._lease
         if holder is None or lease is None:
             return
-        text, params = lease.fence_query(holder, self.fence_lock)
-        if self._fetch(cursor, Query(text, params)):
+        text, params = lease.fence_query(self.fence_lock)
+        rows = self._fetch(cursor, Query(text, params))
+        if rows and rows[0][0] == holder.id:
             return
-        try:
-            current = lease.holder() or "nobody"
-        except Exception as exc:  # the refusal stands either way
-            current = f"unknown ({type(exc).__name__})"
+        # named from this transaction's read: the lease's own connection would wait for the
+        # LOCK this transaction holds (Redshift)
+        current = str(rows[0][1]) if rows else "nobody"
         raise TerminalLoadError(
             f"{action}: refused: {holder.describe()} no longer holds the writer lease of "
             f"{lease.name} (now held by {current}); another syncd took over"
@@ -549,7 +590,7 @@ class PostgresWarehouse(DbApiWarehouse):
         user: str = "",
         password: str = "",
         dbname: str = "",
-        sslmode: str = "prefer",
+        sslmode: str | None = None,
         schema: str | None = "public",
         export_table: str = "fsexport",
         sync_table: str = "fssync",
@@ -570,7 +611,7 @@ class PostgresWarehouse(DbApiWarehouse):
                 "user": user,
                 "password": password,
                 "dbname": dbname,
-                "sslmode": sslmode if host else None,
+                "sslmode": (sslmode or default_sslmode(host)) if host else None,
                 "connect_timeout": connect_timeout,
                 "application_name": f"syncd/{syncd.__version__}",
             }.items()
@@ -746,6 +787,7 @@ def _as_date(value: Any) -> date:
 __all__ = [
     "DbApiWarehouse",
     "PostgresWarehouse",
+    "default_sslmode",
     "is_transient_sqlstate",
     "map_postgres_error",
     "parquet_csv_chunks",

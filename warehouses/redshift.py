@@ -10,8 +10,21 @@ it can, see `parquet_region_problem`); check the rows
 commit. When COPY fails, the reason is read from `stl_load_errors` (or, on Redshift Serverless,
 `sys_load_error_detail`) and put into the error: line, column, reason.
 
+Connections (redshift_connector) use TLS with `sslmode="verify-full"` (given explicitly: the
+driver's own default only warns when the certificate names another host); the driver trusts
+the system's CA store (`load_default_certs`, which honours SSL_CERT_FILE) and its bundled
+Redshift CA file. A failed certificate check is terminal. The driver's `timeout` is the
+socket's timeout for the connection's whole life, so it bounds the connect, TLS handshake
+and login (CONNECT_TIMEOUT) and is then lifted: no read timeout cuts off a long COPY, DELETE
+or wait in the WLM queue. TCP keepalive finds a dead peer instead, and each session runs
+`SET statement_timeout` (`[redshift] StatementTimeout`, default 1h; 0 = none), which Redshift
+measures including the queue wait; a statement cancelled by it is terminal (the batch is
+held at once). Each session also sets enable_case_sensitive_identifier off (below).
+
 Redshift specifics:
-- identifiers fold to lower case even when quoted: the dialect matches names case-blind, and
+- identifiers fold to lower case even when quoted (every session sets
+  enable_case_sensitive_identifier off, whatever the cluster's parameter group says): the
+  dialect matches names case-blind, and
   the export table's columns are reported under the catalog's spelling (`IndvId`), whatever
   the cluster shows (`indvid`), so the transform writes files with the names it knows;
 - strings are VARCHAR(VarCharMax) (bytes): `capabilities.max_string_bytes` makes the
@@ -35,6 +48,7 @@ Redshift specifics:
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -55,6 +69,14 @@ from warehouses.sql import REDSHIFT, Dialect, Query, TableNames, render
 log = structlog.get_logger(__name__)
 
 REDSHIFT_VARCHAR_MAX = 65535
+#: Limit on opening a connection (TCP connect, TLS handshake, login), in seconds.
+CONNECT_TIMEOUT = 30.0
+#: Default statement timeout, in seconds (see `[redshift] StatementTimeout`).
+STATEMENT_TIMEOUT = 3600.0
+#: TCP keepalive: first probe after this idle time, then every interval, dead after count.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 60, 20, 6
+#: SQLSTATE of a cancelled statement (statement_timeout, or a cancel request).
+QUERY_CANCELED = "57014"
 REJECTS_PER_INSERT = 200
 MASK = "***"
 
@@ -84,9 +106,11 @@ _LOAD_ERRORS_SERVERLESS = (
 )
 _INSERT_REJECTS = "INSERT INTO {rejects} ({columns}) VALUES {rows}"
 
-# Redshift reports S3 trouble as internal errors (XX000); these texts mean "try again".
+# Redshift reports S3 trouble and serialization conflicts (ERROR 1023 "Serializable isolation
+# violation", which its docs say to retry) as internal errors (XX000); these mean "try again".
 _TRANSIENT_TEXT = re.compile(
     r"SlowDown|reduce your request rate|ServiceUnavailable|InternalError|timed out|"
+    r"Serializable isolation violation|"
     r"Connection reset|connection refused|could not connect|S3ServiceException.*Status 5\d\d",
     re.IGNORECASE,
 )
@@ -114,11 +138,32 @@ def redact(text: str, secrets: Sequence[str] = ()) -> str:
     return _SECRET_PAIRS.sub(lambda m: f"{m.group(1)}={MASK}", text)
 
 
-def map_redshift_error(exc: Exception, action: str, secrets: Sequence[str] = ()) -> LoadError:
-    """The one place redshift_connector's exceptions become syncd's: transient or terminal."""
+def map_redshift_error(
+    exc: Exception,
+    action: str,
+    secrets: Sequence[str] = (),
+    *,
+    statement_timeout: float | None = None,
+) -> LoadError:
+    """The one place redshift_connector's exceptions become syncd's: transient or terminal.
+
+    A cancelled statement (SQLSTATE 57014: it ran past `statement_timeout`, or an operator
+    cancelled it) is terminal: the same statement would run into the same limit again, so
+    the batch is held at once and the reason shown, rather than retried into it.
+    """
     from redshift_connector import error as rs_error
 
     code: str | None = None
+    refused = _certificate_error(exc)
+    if refused is not None:
+        return TerminalLoadError(
+            redact(
+                f"{action}: the server's TLS certificate failed verification ({refused}); "
+                "syncd connects with sslmode verify-full: the certificate must chain to a "
+                "trusted CA and name the host",
+                secrets,
+            )
+        )
     if isinstance(exc, rs_error.Error):
         details = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else None
         if details is not None:
@@ -129,6 +174,16 @@ def map_redshift_error(exc: Exception, action: str, secrets: Sequence[str] = ())
         else:
             text = str(exc)
         message = redact(f"{action}: {text}" + (f" [SQLSTATE {code}]" if code else ""), secrets)
+        if code == QUERY_CANCELED:
+            limit = (
+                f"[redshift] StatementTimeout ({statement_timeout:g}s)"
+                if statement_timeout
+                else "[redshift] StatementTimeout"
+            )
+            return TerminalLoadError(
+                f"{message}: the statement ran past {limit} or was cancelled; raise "
+                "StatementTimeout if a load needs longer"
+            )
         connection_lost = code is None and isinstance(
             exc, (rs_error.InterfaceError, rs_error.OperationalError)
         )
@@ -138,6 +193,43 @@ def map_redshift_error(exc: Exception, action: str, secrets: Sequence[str] = ())
     if isinstance(exc, OSError):
         return TransientLoadError(redact(f"{action}: {exc.strerror or exc}", secrets))
     return TerminalLoadError(redact(f"{action}: {type(exc).__name__}: {exc}", secrets))
+
+
+def _certificate_error(exc: BaseException) -> str | None:
+    """The reason, when `exc` (or what it wraps) is a failed certificate check."""
+    import ssl
+
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return str(item.verify_message or item)
+        pending.extend((item.__cause__, item.__context__, *item.args))
+    return None
+
+
+def _lift_read_timeout(con: Any) -> None:
+    """Clear the socket timeout redshift_connector set for the connect: left in place it
+    would be a read timeout that cuts off every COPY, DELETE or WLM queue wait longer than it.
+    The driver has no separate connect timeout, so this reaches its socket."""
+    sock = getattr(con, "_usock", None)
+    if sock is None or not hasattr(sock, "settimeout"):
+        raise TerminalLoadError(
+            "this redshift_connector does not expose its socket; syncd cannot lift the "
+            "connect timeout from it (pin redshift_connector 2.x)"
+        )
+    sock.settimeout(None)
+
+
+def _close_quietly(con: Any) -> None:
+    try:
+        con.close()
+    except Exception as exc:  # the connection is being thrown away
+        log.debug("close failed", error=str(exc))
 
 
 def quote_literal(value: str, what: str) -> str:
@@ -200,6 +292,7 @@ class RedshiftWarehouse(DbApiWarehouse):
 
     name = "Redshift"
     param_style = "%s"  # redshift_connector.paramstyle is "format"
+    lock_lease_table = True  # no enforced key, snapshot isolation: see DbApiWarehouse
     capabilities = Capabilities(
         staging_formats=("csv", "parquet"),
         transactional=True,
@@ -226,7 +319,8 @@ class RedshiftWarehouse(DbApiWarehouse):
         varchar_max: int = REDSHIFT_VARCHAR_MAX,
         custom_vars: Literal["varchar", "super"] = "varchar",
         ssl: bool = True,
-        timeout: int = 60,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        statement_timeout: float = STATEMENT_TIMEOUT,
         connect: Callable[..., Any] | None = None,
         lease_clock: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -237,6 +331,10 @@ class RedshiftWarehouse(DbApiWarehouse):
         if not iam_role and not credentials:
             raise TerminalLoadError(
                 "[redshift] COPY needs an authorization: set IAMRole or Credentials"
+            )
+        if connect_timeout <= 0 or statement_timeout < 0:
+            raise TerminalLoadError(
+                "the connect timeout must be positive and the statement timeout not negative"
             )
         if custom_vars not in ("varchar", "super"):
             raise TerminalLoadError(f"CustomVars type must be varchar or super, not {custom_vars}")
@@ -265,7 +363,8 @@ class RedshiftWarehouse(DbApiWarehouse):
         self._credentials = credentials
         self.region = region
         self._ssl = ssl
-        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._statement_timeout = statement_timeout
         self._connect_fn = connect
 
     def __repr__(self) -> str:
@@ -305,25 +404,62 @@ class RedshiftWarehouse(DbApiWarehouse):
     # --- DbApiWarehouse -------------------------------------------------------------------------
 
     def _connect(self) -> Any:
+        """A connection with its session set up: no read timeout, TCP keepalive, the statement
+        timeout, identifiers folded to lower case."""
         import redshift_connector
 
         connect = self._connect_fn or redshift_connector.connect
         where = f"{self._server['host']}:{self._server['port']}"
         try:
+            # `timeout` is the socket's timeout for its whole life: it bounds the connect, the
+            # TLS handshake and the login here, and is lifted below before any statement runs.
             con = connect(
                 **self._server,
                 password=self._password,
                 ssl=self._ssl,
-                timeout=self._timeout,
+                # explicit: left unset, the driver only logs a warning when the certificate
+                # names another host, and the password goes to whoever presented it
+                sslmode="verify-full",
+                timeout=max(1, math.ceil(self._connect_timeout)),
+                tcp_keepalive=True,
+                tcp_keepalive_idle=KEEPALIVE_IDLE,
+                tcp_keepalive_interval=KEEPALIVE_INTERVAL,
+                tcp_keepalive_count=KEEPALIVE_COUNT,
                 application_name=f"syncd/{syncd.__version__}",
             )
         except Exception as exc:
             raise self._map_error(exc, f"cannot connect to Redshift at {where}") from exc
-        con.autocommit = False
+        try:
+            _lift_read_timeout(con)
+            con.autocommit = False
+            cursor = con.cursor()
+            for statement in self._session_settings():
+                cursor.execute(statement)
+            con.commit()
+        except Exception as exc:
+            _close_quietly(con)
+            if isinstance(exc, LoadError):
+                raise
+            raise self._map_error(exc, f"cannot set up the session at {where}") from exc
         return con
 
+    def _session_settings(self) -> list[str]:
+        """The SETs every connection runs (and commits) before anything else."""
+        milliseconds = round(self._statement_timeout * 1000)
+        return [
+            f"SET statement_timeout TO {milliseconds}",
+            # hauser's tables and syncd's SQL rely on quoted names folding to lower case; a
+            # cluster parameter group may have turned that off for every session
+            "SET enable_case_sensitive_identifier TO off",
+        ]
+
     def _map_error(self, exc: Exception, action: str) -> LoadError:
-        return map_redshift_error(exc, action, (self._password, self._credentials))
+        return map_redshift_error(
+            exc,
+            action,
+            (self._password, self._credentials),
+            statement_timeout=self._statement_timeout,
+        )
 
     def _create_export_table(self, qualified: str, columns: Sequence[Column]) -> Query:
         definitions = ", ".join(self._definition(c) for c in columns)

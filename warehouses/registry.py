@@ -101,6 +101,7 @@ def build_warehouse(settings: Settings, stage: Stage, *, read_only: bool = False
             varchar_max=rs.varchar_max,
             custom_vars=rs.custom_vars_type,
             ssl=rs.ssl,
+            statement_timeout=rs.statement_timeout.total_seconds(),
         )
     if settings.provider == "gcp":
         from warehouses.bigquery import BigQueryWarehouse

@@ -428,9 +428,16 @@ SECTION_KEYS: tuple[Key, ...] = (
         "postgres",
         "SSLMode",
         K.CHOICE,
-        "prefer",
-        "libpq sslmode.",
+        None,
+        'libpq sslmode. Unset, it is "verify-full" (TLS, the server\'s certificate must '
+        "chain to a trusted CA, libpq's root.crt or PGSSLROOTCERT, and name the host; no "
+        "password goes to a server that refuses TLS), except when Host is this machine: "
+        "loopback (127.0.0.0/8, ::1, localhost) or a Unix socket (a path), where it is "
+        '"prefer". "prefer", "allow" and "require" let a man in the middle '
+        "read the password.",
         choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+        default_doc='"verify-full"; "prefer" for a loopback host or a Unix socket',
+        example='"verify-full"',
     ),
     # [local]
     Key(
@@ -584,6 +591,17 @@ SECTION_KEYS: tuple[Key, ...] = (
         True,
         "Connect with SSL, verified against Redshift's certificates (turn off only for a "
         "Redshift-compatible endpoint without SSL, such as a local stand-in).",
+    ),
+    Key(
+        "redshift",
+        "StatementTimeout",
+        K.DURATION,
+        "1h",
+        "Longest any one statement may take (Redshift's statement_timeout, set on every "
+        'connection; it counts the wait in the WLM queue too); "0" means no limit. A '
+        "statement cut off by it holds the batch at once, with the reason, rather than "
+        "retrying it into the same limit. There is no read timeout: TCP keepalive finds a "
+        "dead connection; opening one is limited to 30s.",
     ),
     Key(
         "redshift",

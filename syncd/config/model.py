@@ -53,7 +53,7 @@ class PostgresSettings:
     export_table: str
     sync_table: str
     rejects_table: str
-    ssl_mode: str
+    ssl_mode: str | None  # None: the adapter decides from the host (default_sslmode)
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,7 @@ class RedshiftSettings:
     region: str  # resolved: [s3] Region when not set
     varchar_max: int
     ssl: bool
+    statement_timeout: timedelta
     custom_vars_type: Literal["varchar", "super"]
 
     @property
