@@ -110,10 +110,13 @@ def _stall_timeout(settings: Settings) -> float:
 
 
 @contextmanager
-def _ops_server(settings: Settings, health: Any, metrics: Any) -> Iterator[None]:
-    """Serve /metrics, /livez and /readyz while the daemon runs, when an address is set."""
+def _ops_server(settings: Settings, health: Any, metrics: Any, *, serve: bool) -> Iterator[None]:
+    """Serve /metrics, /livez and /readyz while the daemon runs, when an address is set.
+
+    Only the daemon (`run`) serves: a one-shot command (`once`) binds no port, so it runs
+    next to a daemon that holds the address (e.g. from cron on the same host)."""
     bind = settings.metrics.bind
-    if bind is None:
+    if bind is None or not serve:
         yield
         return
     from syncd.observability.health import OpsServer
@@ -141,7 +144,7 @@ def cmd_run(args: argparse.Namespace, *, until_caught_up: bool) -> int:
     metrics.follow(lambda: contiguous_end(app.pipeline.records))
     try:
         with LeaseKeeper(app.warehouse, LeaseHolder.current(), stop).held():
-            with _ops_server(settings, health, metrics if not until_caught_up else None):
+            with _ops_server(settings, health, metrics, serve=not until_caught_up):
                 app.pipeline.start()
                 health.mark_started()
                 if progress is not None:

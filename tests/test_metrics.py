@@ -25,6 +25,7 @@ from e2e_support import (
     NOW,
     SyncdFiles,
     hour_windows,
+    run_cli,
     sync_rows,
     write_config,
 )
@@ -280,3 +281,15 @@ def test_run_serves_metrics_and_probes_on_the_configured_address(
             daemon.wait()
     assert (ready.status_code, live.status_code, len(before) >= 2) == (200, 200, True)
     assert value(samples, "syncd_batches_committed_total") == len(before)
+
+
+def test_once_serves_no_port_and_runs_next_to_a_daemon_holding_it(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    with socket.socket() as holder:  # what a daemon on the same host does with the address
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = int(holder.getsockname()[1])
+        files = write_config(tmp_path, sim, START, {"metrics.Address": f"127.0.0.1:{port}"})
+        code = run_cli(["once", "-c", str(files.config)])
+    assert (code, len(sync_rows(files.duckdb))) == (0, len(WINDOWS))
