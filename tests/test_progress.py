@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import pty
 import re
@@ -12,7 +13,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from e2e_support import API_KEY, HOUR, write_config
+import pytest
+from e2e_support import API_KEY, HOUR, NOW, run_cli, sync_rows, write_config
 
 from syncd.batch import BatchKey, SyncRecord
 from syncd.observability.progress import ProgressDisplay, progress_for
@@ -94,3 +96,18 @@ def test_once_on_a_terminal_shows_progress_and_off_one_does_not(tmp_path: Path) 
     finals = re.findall(r"batches (\d+)/(\d+)  rows [\d,]+", shown)
     done, total = finals[-1]
     assert (done == total, int(total) >= 2, "batches " in logged.stderr) == (True, True, False)
+
+
+def test_batch_committed_is_logged_once_per_batch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Simulator(SimulatorConfig(api_key=API_KEY, events_per_hour=60)) as sim:
+        files = write_config(tmp_path, sim, NOW - 4 * HOUR)
+        code = run_cli(["once", "-c", str(files.config), "--log-level", "info"])
+    events = [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()]
+    committed = sync_rows(files.duckdb)
+    assert (code, events.count("batch committed"), len(committed) >= 2) == (
+        0,
+        len(committed),
+        True,
+    )

@@ -511,7 +511,6 @@ class BigQueryWarehouse:
                 self._drop(names.data, names.rejects, names.row)
                 raise self._lease_refusal(action, self._lease_holder) from exc
             raise
-        log.info("batch committed", batch=batch_id, rows=batch.rows, rejected=batch.rejected)
         self._drop(names.data, names.rejects, names.row)
 
     def sync_records(self, since: datetime | None = None) -> list[SyncRecord]:

@@ -240,7 +240,6 @@ class DuckDBWarehouse:
                     DUCKDB, self.tables, record, loaded, rejected, syncd.__version__
                 )
             )
-        log.info("batch committed", batch=batch_id, rows=loaded, rejected=rejected)
 
     def sync_records(self, since: datetime | None = None) -> list[SyncRecord]:
         """Committed batches ending after `since`, oldest first; none before the first commit."""

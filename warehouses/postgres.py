@@ -257,7 +257,6 @@ class DbApiWarehouse(ABC):
                 if extra:
                     raise type(exc)(f"{exc}; {extra}") from exc
                 raise
-        log.info("batch committed", batch=batch_id, rows=loaded, rejected=rejected)
 
     def sync_records(self, since: datetime | None = None) -> list[SyncRecord]:
         """Committed batches ending after `since`, oldest first; none before the first commit."""

@@ -74,8 +74,8 @@ class StorageOnlyWarehouse:
         except StageError as exc:
             raise _load_error(exc, f"cannot commit batch {record.batch_id}") from exc
         self._last = record
-        log.info(
-            "batch committed",
+        log.debug(  # the pipeline logs "batch committed" (once per batch)
+            "checkpoint written",
             batch=record.batch_id,
             checkpoint=format_timestamp(record.end),
             staged_uri=staged.uri,
