@@ -13,16 +13,16 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any
 
 import structlog
 
 from syncd import __version__
 from syncd.config import LoadedSettings, Settings, load_settings
-from syncd.errors import ConfigError, LockedError, SyncdError
+from syncd.errors import ConfigError, LockedError, NotCreatedError, SyncdError
 from syncd.observability.logging import configure_logging, safe_text, safe_values
 from syncd.private_files import private_umask, warn_if_shared
 from syncd.timeutil import format_timestamp, utcnow
@@ -80,15 +80,12 @@ class _Signals:
         log.info("stopping after the current step", signal=signal.Signals(signum).name)
 
 
-def _fmt_ts(dt: datetime | None) -> str:
-    return format_timestamp(dt) if dt else "-"
+def _ts_or_none(dt: datetime | None) -> str | None:
+    return format_timestamp(dt) if dt else None
 
 
-def _fmt_lag(point: datetime | None, now: datetime) -> str:
-    if point is None:
-        return "-"
-    seconds = int((now - point).total_seconds())
-    hours, rest = divmod(max(seconds, 0), 3600)
+def _fmt_lag(lag: timedelta) -> str:
+    hours, rest = divmod(int(lag.total_seconds()), 3600)
     return f"{hours}h{rest // 60:02d}m"
 
 
@@ -209,13 +206,17 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _status_data(settings: Settings) -> dict[str, Any]:
-    """The status: from the warehouse when it can be read, else from the daemon's status file."""
+def _status_data(settings: Settings, now: datetime | None = None) -> dict[str, Any]:
+    """The status: from the warehouse when it can be read, else from the daemon's status file.
+
+    Every value that does not exist (no sync point before the first batch, no next window
+    while loading) is None, so `--json` says null. The lag is `planner.lag_behind`, the same
+    as `syncd_lag_seconds`."""
     from syncd.app import status_file
-    from syncd.planner import contiguous_end
+    from syncd.planner import contiguous_end, lag_behind
     from warehouses.registry import build_stage, build_warehouse
 
-    now = utcnow()
+    now = (now or utcnow()).replace(microsecond=0)
     daemon = status_file(settings).read()
     data: dict[str, Any] = {"now": format_timestamp(now), "source": "warehouse"}
     try:
@@ -224,26 +225,31 @@ def _status_data(settings: Settings) -> dict[str, Any]:
             records = warehouse.sync_records()
         finally:
             warehouse.close()
+    except NotCreatedError:
+        records = []
     except LockedError:
         if daemon is None:
             raise
         records = daemon.recent
         data["source"] = "status file (the daemon holds the warehouse)"
     point = contiguous_end(records)
+    committed = len(records)
     if data["source"] != "warehouse" and daemon is not None:
         point = daemon.sync_point
-    data["sync_point"] = _fmt_ts(point)
-    data["lag"] = _fmt_lag(point, now)
-    data["lag_seconds"] = int((now - point).total_seconds()) if point else None
-    data["batches_committed"] = len(records)
+        committed = daemon.batches_committed
+    lag = lag_behind(point, now, settings.export_delay)
+    data["sync_point"] = _ts_or_none(point)
+    data["lag"] = None if lag is None else _fmt_lag(lag)
+    data["lag_seconds"] = None if lag is None else int(lag.total_seconds())
+    data["batches_committed"] = committed
     data["recent"] = [
         {
             "batch": r.batch_id,
-            "start": _fmt_ts(r.start),
-            "end": _fmt_ts(r.end),
+            "start": _ts_or_none(r.start),
+            "end": _ts_or_none(r.end),
             "rows": r.rows_loaded,
             "rejected": r.rows_rejected,
-            "committed_at": _fmt_ts(r.committed_at),
+            "committed_at": _ts_or_none(r.committed_at),
         }
         for r in records[-10:]
     ]
@@ -254,26 +260,35 @@ def _status_data(settings: Settings) -> dict[str, Any]:
             "pid": daemon.pid,
             "alive": pid_alive(daemon.pid),
             "state": daemon.state,
-            "detail": daemon.detail,
-            "updated_at": _fmt_ts(daemon.updated_at),
-            "next_ready_at": _fmt_ts(daemon.next_ready_at),
+            "detail": daemon.detail or None,
+            "updated_at": _ts_or_none(daemon.updated_at),
+            "next_ready_at": _ts_or_none(daemon.next_ready_at),
         }
         if daemon.held is not None:
             data["held"] = {
                 "batch": daemon.held.batch_id,
                 "error": daemon.held.error,
-                "since": _fmt_ts(daemon.held.since),
+                "since": _ts_or_none(daemon.held.since),
                 "attempts": daemon.held.attempts,
-                "next_attempt": _fmt_ts(daemon.held.next_attempt),
+                "next_attempt": _ts_or_none(daemon.held.next_attempt),
             }
     return data
 
 
-def _print_status(data: dict[str, Any], out: TextIO) -> None:
-    print(
-        f"sync point   {data['sync_point']}   (lag {data['lag']}, read from {data['source']})",
-        file=out,
-    )
+def _shown(value: object) -> str:
+    """A status value as text: "-" where JSON says null."""
+    return "-" if value is None else str(value)
+
+
+def _status_text(data: dict[str, Any]) -> str:
+    lines: list[str] = []
+    if data["sync_point"] is None:
+        lines.append(f"sync point   none: nothing has been loaded yet (read from {data['source']})")
+    else:
+        lines.append(
+            f"sync point   {data['sync_point']}   (lag {data['lag']} behind now minus "
+            f"ExportDelay, read from {data['source']})"
+        )
     daemon = data.get("daemon")
     if daemon:
         if daemon["alive"]:
@@ -281,40 +296,49 @@ def _print_status(data: dict[str, Any], out: TextIO) -> None:
         else:
             line = f"not running (last run: pid {daemon['pid']}, {daemon['state']})"
         detail = f": {daemon['detail']}" if daemon["detail"] else ""
-        print(f"daemon       {line}{detail}", file=out)
+        lines.append(f"daemon       {line}{detail}")
     held = data.get("held")
     if held:
-        print(
-            f"HELD         {held['batch']} since {held['since']} after {held['attempts']} attempts",
-            file=out,
+        lines.append(
+            f"HELD         {held['batch']} since {_shown(held['since'])} "
+            f"after {held['attempts']} attempts"
         )
-        print(f"             {held['error']}", file=out)
-        print(f"             next attempt {held['next_attempt']}", file=out)
-    print(f"batches      {data['batches_committed']} committed; the last ones:", file=out)
+        lines.append(f"             {held['error']}")
+        lines.append(f"             next attempt {_shown(held['next_attempt'])}")
+    if not data["recent"]:
+        lines.append(f"batches      {data['batches_committed']} committed")
+        return "\n".join(lines) + "\n"
+    lines.append(f"batches      {data['batches_committed']} committed; the last ones:")
     header = ("batch", "rows", "rejected", "committed_at")
     rows = [
-        (r["batch"], str(r["rows"]), str(r["rejected"]), r["committed_at"]) for r in data["recent"]
+        (r["batch"], str(r["rows"]), str(r["rejected"]), _shown(r["committed_at"]))
+        for r in data["recent"]
     ]
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
-    ]
-    print(
-        "  " + "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(), file=out
-    )
-    for row in rows:
-        print(
-            "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(),
-            file=out,
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    for row in (header, *rows):
+        lines.append(
+            "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
         )
+    return "\n".join(lines) + "\n"
+
+
+def _write_out(text: str) -> None:
+    """Write `text` to stdout. A reader that stops reading (`syncd status | head`) is not an
+    error: the rest is dropped, and stdout is pointed at /dev/null so that Python's own flush
+    at exit finds nothing to complain about."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _load(args).settings
     data = safe_values(_status_data(settings))  # error texts come from the network
-    if args.json:
-        print(json.dumps(data, indent=2))
-    else:
-        _print_status(data, sys.stdout)
+    _write_out(json.dumps(data, indent=2) + "\n" if args.json else _status_text(data))
     return EXIT_FAILED if "held" in data else EXIT_OK
 
 

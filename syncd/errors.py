@@ -106,6 +106,11 @@ class TerminalLoadError(LoadError):
     pass
 
 
+class NotCreatedError(TerminalLoadError):
+    """A read-only look at a warehouse that was never written (e.g. no DuckDB file yet):
+    nothing is loaded, which `status` reports as such rather than as a failure."""
+
+
 class LockedError(SyncdError):
     """Another syncd process is the writer; the message names it."""
 

@@ -90,6 +90,9 @@ class BatchSource(Protocol):
 class PipelineHooks:
     """Cross-cutting observers (metrics, health, progress). A failing hook is logged, not raised."""
 
+    def after_start(self, records: Sequence[SyncRecord]) -> None:
+        """Start-up is done: `records` are the SyncTable's rows (earlier runs' commits)."""
+
     def before_batch(self, key: BatchKey) -> None:
         pass
 
@@ -191,6 +194,7 @@ class Pipeline:
         # re-creatable, and spool files of committed batches are no longer needed.
         shutil.rmtree(self.options.work_dir, ignore_errors=True)
         self.source.sweep({r.batch_id for r in self.records})
+        self._notify("after_start", list(self.records))
         self._publish("starting")
 
     def _plan_kept(self, limit: int) -> tuple[list[BatchKey], list[SyncRecord]]:
@@ -582,6 +586,7 @@ class Pipeline:
             state=state,
             detail=detail,
             sync_point=contiguous_end(self.records),
+            batches_committed=len(self.records),
             next_ready_at=ready_at,
             held=self.held,
             recent=self.records[-10:],

@@ -59,6 +59,18 @@ def contiguous_end(records: Sequence[SyncRecord]) -> datetime | None:
     return intervals[0][1] if intervals else None
 
 
+def lag_behind(
+    sync_point: datetime | None, now: datetime, export_delay: timedelta
+) -> timedelta | None:
+    """The lag: how far the sync point is behind `now - export_delay` (data younger than
+    ExportDelay is not expected yet), never negative; None before the first batch.
+
+    The one definition `status`, `status --json` and `syncd_lag_seconds` all use."""
+    if sync_point is None:
+        return None
+    return max(timedelta(0), now - export_delay - sync_point)
+
+
 def covering_before(records: Sequence[SyncRecord], floor: datetime | None) -> list[SyncRecord]:
     """`records` plus one that covers all time before `floor` (when given), for planning only,
     when planning would begin before `floor`: the warehouse keeps no rows there (see

@@ -37,6 +37,7 @@ class DaemonStatus:
     state: str  # "starting", "loading", "idle", "held", "stopped"
     detail: str = ""
     sync_point: datetime | None = None
+    batches_committed: int = 0  # the SyncTable's rows, as `status` reads them from the warehouse
     next_ready_at: datetime | None = None
     held: HeldBatch | None = None
     recent: list[SyncRecord] = field(default_factory=list)
@@ -107,12 +108,14 @@ class StatusFile:
         except FileNotFoundError:
             return None
         held = raw.get("held")
+        recent = [_record(r) for r in raw.get("recent", [])]
         return DaemonStatus(
             pid=int(raw["pid"]),
             updated_at=parse_timestamp(raw["updated_at"]),
             state=str(raw["state"]),
             detail=str(raw.get("detail", "")),
             sync_point=_ts(raw.get("sync_point")),
+            batches_committed=int(raw.get("batches_committed", len(recent))),
             next_ready_at=_ts(raw.get("next_ready_at")),
             held=None
             if not held
@@ -123,7 +126,7 @@ class StatusFile:
                 attempts=int(held["attempts"]),
                 next_attempt=_ts(held.get("next_attempt")),
             ),
-            recent=[_record(r) for r in raw.get("recent", [])],
+            recent=recent,
         )
 
 

@@ -181,6 +181,25 @@ def test_last_success_time_is_set(caught_up: Any) -> None:
     assert value(samples, "syncd_last_success_timestamp_seconds") == NOW.timestamp()
 
 
+def test_last_success_time_survives_a_restart(files: SyncdFiles) -> None:
+    first = Daemon(files).start()
+    try:
+        assert first.idle.wait(30)
+    finally:
+        first.close()
+    later = NOW + timedelta(minutes=5)  # no window is ready in between: nothing new commits
+    second = Daemon(files, now=later).start()
+    try:
+        assert second.idle.wait(30)
+        samples = scrape(second.port)
+    finally:
+        second.close()
+    assert (
+        value(samples, "syncd_last_success_timestamp_seconds"),
+        value(samples, "syncd_batches_committed_total"),
+    ) == (NOW.timestamp(), 0)
+
+
 def test_api_requests_are_counted_by_status(caught_up: Any) -> None:
     samples, _ = caught_up
     statuses = {dict(k[1])["status"] for k in samples if k[0] == "syncd_api_requests_total"}

@@ -41,7 +41,13 @@ import structlog
 
 import syncd
 from syncd.batch import StagedBatch, StagedFormat, SyncRecord
-from syncd.errors import LoadError, LockedError, TerminalLoadError, TransientLoadError
+from syncd.errors import (
+    LoadError,
+    LockedError,
+    NotCreatedError,
+    TerminalLoadError,
+    TransientLoadError,
+)
 from syncd.fields import BATCH_ID, LOADED_AT, Column, FieldType
 from syncd.transform.convert import batch_window
 from warehouses import sql
@@ -298,7 +304,7 @@ class DuckDBWarehouse:
         if self.path != MEMORY:
             file = Path(self.path)
             if self.read_only and not file.exists():
-                raise TerminalLoadError(f"the DuckDB file {self.path} does not exist yet")
+                raise NotCreatedError(f"the DuckDB file {self.path} does not exist yet")
             if not self.read_only:
                 try:
                     file.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from syncd.batch import BatchKey, StagedBatch, SyncRecord
 from syncd.pipeline import PipelineHooks
+from syncd.planner import lag_behind
 from syncd.timeutil import utcnow
 
 #: What `/metrics` answers with.
@@ -49,6 +50,7 @@ class SyncMetrics(PipelineHooks):
         self._lock = threading.Lock()
         self._sync_point: Callable[[], datetime | None] = lambda: None
         self._held_batch: str | None = None
+        self._last_commit = 0.0  # Unix seconds of the last commit, this run's or an earlier one's
         r = self.registry
         self.batches_committed = Counter(
             "syncd_batches_committed", "Batches committed with their sync row.", registry=r
@@ -99,9 +101,11 @@ class SyncMetrics(PipelineHooks):
         self.lag.set_function(self._lag_seconds)
         self.last_success = Gauge(
             "syncd_last_success_timestamp_seconds",
-            "When the last batch was committed (Unix seconds); 0 before the first.",
+            "When the last batch was committed (Unix seconds), also by an earlier run; "
+            "0 before the first.",
             registry=r,
         )
+        self.last_success.set_function(lambda: self._last_commit)
         self.held = Gauge("syncd_batch_held", "1 while a batch is held, else 0.", registry=r)
 
     # -- what the CLI and the client report ----------------------------------------------------
@@ -125,6 +129,14 @@ class SyncMetrics(PipelineHooks):
 
     # -- PipelineHooks -------------------------------------------------------------------------
 
+    def after_start(self, records: Sequence[SyncRecord]) -> None:
+        """The last commit before this process started, from the SyncTable: a restart does
+        not make `syncd_last_success_timestamp_seconds` look as if nothing ever succeeded."""
+        if records:
+            last = max(r.committed_at for r in records)
+            with self._lock:
+                self._last_commit = max(self._last_commit, last.timestamp())
+
     def after_step(self, key: BatchKey, step: str, seconds: float) -> None:
         self.step_seconds.labels(step=step).observe(seconds)
 
@@ -137,8 +149,8 @@ class SyncMetrics(PipelineHooks):
         self.rows_loaded.inc(record.rows_loaded)
         self.rows_rejected.inc(record.rows_rejected)
         self.bytes_downloaded.inc(record.bytes)
-        self.last_success.set(record.committed_at.timestamp())
         with self._lock:
+            self._last_commit = record.committed_at.timestamp()
             if self._held_batch == key.id:
                 self._held_batch = None
                 self.held.set(0)
@@ -155,10 +167,8 @@ class SyncMetrics(PipelineHooks):
     # -- internals ---------------------------------------------------------------------------
 
     def _lag_seconds(self) -> float:
-        point = self._sync_point()
-        if point is None:
-            return math.nan
-        return max(0.0, (self._clock() - self._delay - point).total_seconds())
+        lag = lag_behind(self._sync_point(), self._clock(), self._delay)
+        return math.nan if lag is None else lag.total_seconds()
 
 
 def _unix(moment: datetime | None) -> float:
