@@ -14,9 +14,11 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import structlog
 from e2e_support import API_KEY, HOUR, NOW, run_cli, sync_rows, write_config
 
 from syncd.batch import BatchKey, SyncRecord
+from syncd.observability.logging import configure_logging, keep_below_logs
 from syncd.observability.progress import ProgressDisplay, progress_for
 from syncd.simulator import Simulator, SimulatorConfig
 from syncd.timeutil import UTC, utcnow
@@ -56,6 +58,56 @@ def test_a_held_batch_is_shown() -> None:
 
 def test_off_a_terminal_there_is_no_display() -> None:
     assert progress_for(io.StringIO()) is None
+
+
+class FakeTerminal(io.StringIO):
+    """What a terminal is sent; `isatty` says yes."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def screen(self) -> list[str]:
+        """The lines the terminal shows: `\r` returns to the line's start and overwrites."""
+        lines, column = [""], 0
+        for char in self.getvalue():
+            if char == "\n":
+                lines.append("")
+                column = 0
+            elif char == "\r":
+                column = 0
+            else:
+                line = lines[-1].ljust(column)
+                lines[-1] = line[:column] + char + line[column + 1 :]
+                column += 1
+        return [line.rstrip() for line in lines]
+
+
+def test_log_lines_go_above_the_progress_line_which_stays_at_the_bottom() -> None:
+    terminal = FakeTerminal()
+    saved = structlog.get_config()
+    try:
+        configure_logging("json", "info", stream=terminal)
+        clock = Clock()
+        display = progress_for(terminal, total=4, clock=clock)
+        assert display is not None
+        display.before_batch(KEY)
+        structlog.get_logger("test").warning("retrying a download after a timeout")
+        clock.now = 10.0
+        display.after_commit(KEY, RECORD)
+        structlog.get_logger("test").info("ok")
+        screen = terminal.screen()
+        display.finish()
+    finally:
+        keep_below_logs(None)
+        structlog.configure(**saved)
+    progress = "batches 1/4  rows 1,200  120 rows/s  ETA 30s"
+    assert (
+        len(screen),
+        '"event": "retrying a download after a timeout"' in screen[0],
+        '"event": "ok"' in screen[1],
+        screen[-1],
+    ) == (3, True, True, progress)
+    assert terminal.screen()[-2:] == [progress, ""]
 
 
 def run_in_pty(argv: list[str]) -> str:

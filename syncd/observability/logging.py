@@ -5,6 +5,10 @@ log line by the last processor, as a second line of defence behind `Secret`'s ma
 `safe_text` is the same defence for every other output (stderr, `status`, the status file,
 probes, `check`): secrets masked, URL query strings (signed URLs carry credentials there)
 dropped, control characters escaped so text from the network stays one inert line.
+
+A status line (the progress display, on a terminal) registers with `keep_below_logs`: each log
+line written to its stream first clears it and then redraws it below, so log lines never
+scroll it away nor land in the middle of it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import re
 import sys
 import threading
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import structlog
 
@@ -27,6 +31,52 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+
+
+class StatusLine(Protocol):
+    """A line redrawn in place at the bottom of a terminal (`progress.ProgressDisplay`)."""
+
+    stream: TextIO
+
+    def clear(self) -> None:
+        """Blank the line and put the cursor at its start."""
+
+    def redraw(self) -> None:
+        """Write the line again (nothing when it was never drawn or is finished)."""
+
+
+#: Held while writing to the terminal: by a log line, and by the status line's own redraws.
+terminal_lock = threading.RLock()
+_status_line: StatusLine | None = None
+
+
+def keep_below_logs(line: StatusLine | None) -> None:
+    """Keep `line` below the log lines written to its stream from now on; None: no line."""
+    global _status_line
+    with terminal_lock:
+        _status_line = line
+
+
+class _LogWriter(structlog.PrintLogger):
+    """structlog's PrintLogger, making room for the status line around each log line."""
+
+    def __init__(self, file: TextIO) -> None:
+        super().__init__(file)
+        self.stream = file
+
+    def msg(self, message: str) -> None:
+        with terminal_lock:
+            line = _status_line
+            if line is not None and line.stream is not self.stream:
+                line = None
+            if line is not None:
+                line.clear()
+            super().msg(message)
+            if line is not None:
+                line.redraw()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
 
 
 def register_secret(value: str) -> None:
@@ -117,6 +167,6 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
         wrapper_class=structlog.make_filtering_bound_logger(
             _LEVELS.get(level.lower(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=lambda *args: _LogWriter(out),
         cache_logger_on_first_use=False,
     )

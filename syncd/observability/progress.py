@@ -2,7 +2,9 @@
 
 It redraws one line (`\\r`) on the terminal's stream: batches done of the total, rows, rate and
 ETA. `progress_for` returns None off a terminal, so the display never reaches a log file or a
-container's log stream; logs stay one event per line.
+container's log stream; logs stay one event per line. On the terminal, log lines written to the
+same stream go above the display (`logging.keep_below_logs`): it is cleared before each and
+redrawn after it, so a warning during a backfill does not scroll the progress away.
 """
 
 from __future__ import annotations
@@ -12,16 +14,23 @@ from collections.abc import Callable
 from typing import TextIO
 
 from syncd.batch import BatchKey, SyncRecord
+from syncd.observability.logging import keep_below_logs, terminal_lock
 from syncd.pipeline import PipelineHooks
 
 
-def progress_for(stream: TextIO, total: int | None = None) -> ProgressDisplay | None:
-    """A display on `stream` when it is a terminal, else None."""
+def progress_for(
+    stream: TextIO, total: int | None = None, *, clock: Callable[[], float] = time.monotonic
+) -> ProgressDisplay | None:
+    """A display on `stream` when it is a terminal, kept below the log lines; else None."""
     try:
         interactive = stream.isatty()
     except (AttributeError, ValueError):
         interactive = False
-    return ProgressDisplay(stream, total) if interactive else None
+    if not interactive:
+        return None
+    display = ProgressDisplay(stream, total, clock=clock)
+    keep_below_logs(display)
+    return display
 
 
 class ProgressDisplay(PipelineHooks):
@@ -42,6 +51,7 @@ class ProgressDisplay(PipelineHooks):
         self._started = clock()
         self._current = ""
         self._width = 0
+        self._shown = False  # drawn and not finished: a log line must make room for it
 
     def add_total(self, batches: int) -> None:
         """More batches are planned (a backfill plans day by day)."""
@@ -62,18 +72,37 @@ class ProgressDisplay(PipelineHooks):
         return "  ".join(parts)
 
     def draw(self) -> None:
-        text = self.line()
-        pad = max(0, self._width - len(text))
-        self.stream.write(f"\r{text}{' ' * pad}")
-        self.stream.flush()
-        self._width = len(text)
+        with terminal_lock:
+            text = self.line()
+            pad = max(0, self._width - len(text))
+            self.stream.write(f"\r{text}{' ' * pad}")
+            self.stream.flush()
+            self._width = len(text)
+            self._shown = True
+
+    def clear(self) -> None:
+        """Blank the line (before a log line takes its place)."""
+        with terminal_lock:
+            if self._shown:
+                self.stream.write(f"\r{' ' * self._width}\r")
+                self.stream.flush()
+                self._width = 0
+
+    def redraw(self) -> None:
+        """Draw the line again (after a log line), unless finished."""
+        with terminal_lock:
+            if self._shown:
+                self.draw()
 
     def finish(self) -> None:
         """Leave the last state on screen and end its line."""
-        self._current = ""
-        self.draw()
-        self.stream.write("\n")
-        self.stream.flush()
+        with terminal_lock:
+            self._current = ""
+            self.draw()
+            self.stream.write("\n")
+            self.stream.flush()
+            self._shown = False
+            keep_below_logs(None)
 
     # -- PipelineHooks -----------------------------------------------------------------------
 
