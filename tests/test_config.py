@@ -378,8 +378,8 @@ def test_a_key_given_twice_in_different_case_is_an_error() -> None:
             "[s3] Timeout: '-5m' is negative; durations must be zero or more",
         ),
         ({"BackoffStepsMax": 0}, "BackoffStepsMax: 0 is too small; the minimum is 1"),
-        ({"MaxBatchAttempts": "5"}, "MaxBatchAttempts: must be a whole number, not '5'"),
-        ({"StorageOnly": "yes"}, "StorageOnly: must be true or false, not 'yes'"),
+        ({"MaxBatchAttempts": "5"}, 'MaxBatchAttempts: expected a whole number, got "5"'),
+        ({"StorageOnly": "yes"}, 'StorageOnly: expected true or false, got "yes"'),
         (
             {"StartTime": "yesterday"},
             "StartTime: 'yesterday' is not an RFC 3339 timestamp; write it as RFC 3339, "
@@ -404,9 +404,20 @@ def test_a_key_given_twice_in_different_case_is_an_error() -> None:
             {"ApiURL": "api.fullstory.com"},
             "ApiURL: 'api.fullstory.com' is not an http:// or https:// URL",
         ),
+        ({"FilePrefix": True}, "FilePrefix: expected a string, got true"),
+        ({"StorageOnly": 1.5}, "StorageOnly: expected true or false, got 1.5"),
+        (
+            {"MaxBatchAttempts": datetime(2000, 1, 1, fold=1, tzinfo=UTC)},
+            "MaxBatchAttempts: expected a whole number, got 2000-01-01T00:00:00+00:00",
+        ),
+        (
+            {"bigquery": {"Clustering": [1, "a"]}},
+            '[bigquery] Clustering: expected a list of names, e.g. ["EventStart", "IndvId"], '
+            'got [1, "a"]',
+        ),
         (
             {"postgres": {"Port": 70000}},
-            "[postgres] Port: must be a port number from 1 to 65535, not 70000",
+            "[postgres] Port: expected a port number from 1 to 65535, got 70000",
         ),
         (
             {"redshift": {"VarCharMax": 0}},
@@ -574,7 +585,7 @@ def test_environment_values_are_read_as_toml_values() -> None:
 
 def test_a_bad_environment_value_names_the_variable() -> None:
     assert problems({}, {"SYNCD_MAXBATCHATTEMPTS": "twelve"}) == [
-        "MaxBatchAttempts (from SYNCD_MAXBATCHATTEMPTS): must be a whole number, not 'twelve'"
+        'MaxBatchAttempts (from SYNCD_MAXBATCHATTEMPTS): expected a whole number, got "twelve"'
     ]
 
 
@@ -616,7 +627,7 @@ def test_file_variant_reads_the_value_and_strips_the_newline(tmp_path: Path) -> 
 def test_a_bad_value_from_a_file_twin_names_the_twin(tmp_path: Path) -> None:
     path = write(tmp_path, "many\n", "attempts")
     assert problems({}, {"SYNCD_MAXBATCHATTEMPTS_FILE": str(path)}) == [
-        "MaxBatchAttempts (from SYNCD_MAXBATCHATTEMPTS_FILE): must be a whole number, not 'many'"
+        'MaxBatchAttempts (from SYNCD_MAXBATCHATTEMPTS_FILE): expected a whole number, got "many"'
     ]
 
 
@@ -744,7 +755,7 @@ def test_secrets_never_appear_in_error_messages(data: dict[str, Any]) -> None:
 
 
 def test_secret_type_errors_do_not_echo_the_value() -> None:
-    assert problems({"FsApiToken": 12345678}) == ["FsApiToken: must be a string"]
+    assert problems({"FsApiToken": 12345678}) == ["FsApiToken: expected a string, got an integer"]
 
 
 def test_secrets_from_the_environment_never_appear_in_error_messages() -> None:

@@ -8,11 +8,14 @@ values never enter a message: problems name the key, never echo what a secret ke
 from __future__ import annotations
 
 import difflib
+import json
+import math
 import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
@@ -176,12 +179,12 @@ def _from_env_text(k: Key, text: str, where: str, problems: list[str]) -> object
     if k.kind is Kind.BOOL:
         if text.strip().lower() in ("true", "false"):
             return text.strip().lower() == "true"
-        problems.append(f"{where}: must be true or false, not {text!r}")
+        problems.append(f"{where}: expected true or false, got {toml_text(text)}")
         return INVALID
     if k.kind is Kind.INT:
         if _INT.fullmatch(text.strip()):
             return int(text)
-        problems.append(f"{where}: must be a whole number, not {text!r}")
+        problems.append(f"{where}: expected a whole number, got {toml_text(text)}")
         return INVALID
     if k.kind is Kind.NAMES and not text.lstrip().startswith("["):
         return [part.strip() for part in text.split(",") if part.strip()]
@@ -211,10 +214,49 @@ class _Problem(Exception):
     """What is wrong with one value; `convert` prefixes the key."""
 
 
+def toml_text(value: object) -> str:
+    """`value` written as TOML, as the operator wrote it in the file (`true`, `"5"`,
+    `2026-01-01T00:00:00+00:00`, `[1, 2]`): messages speak TOML, not Python reprs."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, (datetime, date, dt_time)):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_text(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def toml_type(value: object) -> str:
+    """What kind of TOML value `value` is ("a boolean", "a date-time"), for a secret's key,
+    whose value is never echoed."""
+    kinds: tuple[tuple[type | tuple[type, ...], str], ...] = (
+        (bool, "a boolean"),
+        (str, "a string"),
+        (int, "an integer"),
+        (float, "a float"),
+        (datetime, "a date-time"),
+        (date, "a date"),
+        (dt_time, "a time"),
+        ((list, tuple), "an array"),
+        (dict, "a table"),
+    )
+    return next((name for kind, name in kinds if isinstance(value, kind)), "a value")
+
+
 def _string(k: Key, value: object) -> str:
     if not isinstance(value, str):
-        shown = "" if k.secret else f", not {value!r}"
-        raise _Problem(f"must be a string{shown}")
+        shown = toml_type(value) if k.secret else toml_text(value)
+        raise _Problem(f"expected a string, got {shown}")
     return value
 
 
@@ -235,13 +277,13 @@ def _url(k: Key, value: object) -> str:
 
 def _bool(k: Key, value: object) -> bool:
     if not isinstance(value, bool):
-        raise _Problem(f"must be true or false, not {value!r}")
+        raise _Problem(f"expected true or false, got {toml_text(value)}")
     return value
 
 
 def _int(k: Key, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _Problem(f"must be a whole number, not {value!r}")
+        raise _Problem(f"expected a whole number, got {toml_text(value)}")
     return value
 
 
@@ -249,13 +291,14 @@ def _port(k: Key, value: object) -> int:
     if isinstance(value, str) and _INT.fullmatch(value.strip()):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise _Problem(f"must be a port number from 1 to 65535, not {value!r}")
+        raise _Problem(f"expected a port number from 1 to 65535, got {toml_text(value)}")
     return value
 
 
 def _duration(k: Key, value: object) -> timedelta:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        raise _Problem(f"{value!r} is a bare number; add a unit, e.g. '{value}s', '15m' or '1h'")
+        shown = toml_text(value)
+        raise _Problem(f"{shown} is a bare number; add a unit, e.g. '{shown}s', '15m' or '1h'")
     text = _string(k, value).strip()
     if _BARE_NUMBER.fullmatch(text) and float(text) != 0:
         raise _Problem(f"{text!r} is a bare number; add a unit, e.g. '{text}s', '15m' or '1h'")
@@ -297,7 +340,8 @@ def _choice(k: Key, value: object) -> str:
 
 def _names(k: Key, value: object) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise _Problem(f'must be a list of names, e.g. ["EventStart", "IndvId"], not {value!r}')
+        example = '["EventStart", "IndvId"]'
+        raise _Problem(f"expected a list of names, e.g. {example}, got {toml_text(value)}")
     return tuple(value)
 
 
