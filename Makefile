@@ -44,4 +44,4 @@ lock: $(BIN)/.installed
 		--extra aws --extra gcp --extra postgres -o requirements.lock pyproject.toml
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
