@@ -44,6 +44,13 @@ def _load(args: argparse.Namespace) -> LoadedSettings:
     path = Path(args.config) if args.config else None
     loaded = load_settings(path)
     s = loaded.settings
+    if path is None:
+        from warehouses.registry import destination
+
+        _err(
+            f"no configuration file (-c or SYNCD_CONFIG): using the defaults and SYNCD_ variables; state in "
+            f"{s.state_dir.resolve()}, data in {destination(s)}"
+        )
     from syncd.app import register_secrets
 
     register_secrets(s)  # every command's outputs are scrubbed, not only a running app's

@@ -15,6 +15,7 @@ import pytest
 from e2e_support import API_KEY, HOUR, NOW, SyncdFiles, run_cli, write_config
 
 from syncd.cli import EXIT_CONFIG, EXIT_OK, build_parser
+from syncd.config import load_settings
 from syncd.simulator import Simulator, SimulatorConfig
 from syncd.timeutil import parse_timestamp
 
@@ -197,3 +198,19 @@ def test_status_into_a_closed_pipe_prints_no_traceback(loaded: SyncdFiles) -> No
     finally:
         os.close(writer)
     assert (result.returncode, result.stderr) == (EXIT_OK, "")
+
+
+def test_a_command_without_a_config_says_it_uses_the_defaults_and_where_it_writes(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCD_", "FULLSTORY_"))}
+    result = syncd("status", cwd=tmp_path, env=env)
+    settings = load_settings(None, env).settings
+    assert (result.returncode, result.stderr.splitlines()) == (
+        EXIT_OK,
+        [
+            "syncd: no configuration file (-c or SYNCD_CONFIG): using the defaults and SYNCD_ "
+            f"variables; state in {(tmp_path / settings.state_dir).resolve()}, data in the DuckDB "
+            f"file {(tmp_path / settings.duckdb.path).resolve()}"
+        ],
+    )

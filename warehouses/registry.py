@@ -122,3 +122,27 @@ def build_warehouse(settings: Settings, stage: Stage, *, read_only: bool = False
     raise ConfigError(
         [f"Provider: {settings.provider!r} is not supported by this version of syncd yet"]
     )
+
+
+def destination(settings: Settings) -> str:
+    """Where the configured provider writes the data, in a few words for a person (e.g. the
+    note a command run on the defaults prints)."""
+    if settings.storage_only or settings.provider == "local":
+        return f"files in {settings.local.save_dir.resolve()}"
+    if settings.provider == "duckdb":
+        path = settings.duckdb.path
+        return (
+            "an in-memory DuckDB"
+            if str(path) == ":memory:"
+            else f"the DuckDB file {path.resolve()}"
+        )
+    if settings.provider == "postgres":
+        pg = settings.postgres
+        return f"PostgreSQL database {pg.db} on {pg.host}:{pg.port}"
+    if settings.provider == "aws":
+        rs = settings.redshift
+        return (
+            f"Redshift database {rs.db} on {rs.host}:{rs.port}, staged in s3://{settings.s3.bucket}"
+        )
+    bq = settings.bigquery
+    return f"BigQuery dataset {bq.dataset}, staged in gs://{settings.gcs.bucket}"
