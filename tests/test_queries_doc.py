@@ -1,6 +1,6 @@
-"""docs/queries.md runs: every ```sql duckdb / postgres / redshift block against a warehouse
-that `syncd once` loaded from the simulator (Redshift: through the dialect proxy over moto
-S3), each query answering rows; and docs/columns.md is current and names the column types
+"""docs/queries.md runs: every ```sql duckdb / postgres / redshift / bigquery block against a
+warehouse that `syncd once` loaded from the simulator (Redshift: through the dialect proxy over
+moto S3; BigQuery: the emulator over the GCS emulator), each query answering rows; and docs/columns.md is current and names the column types
 the adapters really create."""
 
 # ruff: noqa: F811 - fixtures are imported by name from aws_support
@@ -172,3 +172,43 @@ def test_redshift_queries_run_on_the_standin(
             assert rows or not expects_rows(query), query
     finally:
         con.close()
+
+
+def test_bigquery_queries_run_on_the_emulator(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gcp_support
+
+    import warehouses.bigquery
+    import warehouses.gcs
+
+    for module in (warehouses.bigquery, warehouses.gcs):
+        monkeypatch.setattr(module, "RETRY_DEADLINE", gcp_support.FAST_RETRY_DEADLINE)
+    dataset = gcp_support.new_dataset()
+    overrides: dict[str, object] = {
+        "Provider": "gcp",
+        "gcs.Bucket": gcp_support.new_bucket(),
+        "gcs.EndpointURL": gcp_support.shared_gcs().endpoint,
+        "bigquery.Project": gcp_support.PROJECT,
+        "bigquery.Dataset": dataset,
+        "bigquery.EndpointURL": gcp_support.shared_bigquery().endpoint,
+    }
+    try:
+        files = write_config(tmp_path, sim, START, overrides)
+        assert run_cli(["once", "-c", str(files.config)]) == 0
+        client = gcp_support.shared_bigquery().client()
+        try:
+            for query in queries("bigquery"):
+                job = client.query(
+                    query.replace("mydataset.", f"{dataset}."),
+                    location=gcp_support.LOCATION,
+                    retry=warehouses.bigquery.default_retry(gcp_support.FAST_RETRY_DEADLINE),
+                    job_retry=None,
+                )
+                rows = list(job.result(timeout=gcp_support.JOB_TIMEOUT))
+                assert rows or not expects_rows(query), query
+                assert rows[0][0] is not None, query
+        finally:
+            client.close()
+    finally:
+        gcp_support.drop_dataset(dataset)
