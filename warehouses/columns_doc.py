@@ -139,7 +139,7 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "OperationId": ("the Segment Export operation that produced the batch", "op-7f3a9c"),
     "RowsLoaded": ("rows the batch put in the export table", "1997"),
     "RowsRejected": ("rows of the batch quarantined in the rejects table", "3"),
-    "Bytes": ("size of the staged file", "183244"),
+    "Bytes": ("bytes of the export downloaded for the batch (gzip)", "1832440"),
     "StagedUri": (
         "where the staged file is (or was, when not kept)",
         "s3://bucket/syncd/segment-....parquet",
