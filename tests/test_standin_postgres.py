@@ -4,6 +4,7 @@ forced with SYNCD_TEST_POSTGRES=embedded, serve TCP on 127.0.0.1 and pass Postgr
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+import standins.postgres
 from standins.postgres import CHOICE_ENV, PostgresCluster, PostgresUnavailable, find_bin_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,3 +72,21 @@ def test_postgres_tests_pass_on_the_embedded_server() -> None:
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout
+
+
+def test_without_a_postgres_user_one_is_made_to_run_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fresh machine without Debian's package has no `postgres` OS user: as root, the
+    stand-in makes `syncd-pg` (once) and runs the wheel's server as that user."""
+    if os.geteuid() != 0:
+        pytest.fail("the tests run as root (as CI does): initdb refuses root only there")
+    monkeypatch.setenv(CHOICE_ENV, "embedded")
+    monkeypatch.setattr(standins.postgres, "DEBIAN_OS_USER", "syncd-no-such-user")
+    assert standins.postgres.os_user() == standins.postgres.FALLBACK_OS_USER
+    with PostgresCluster() as cluster:
+        with psycopg.connect(cluster.dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert cluster.root is not None
+        owner = pwd.getpwuid(cluster.data_dir.stat().st_uid).pw_name
+        assert owner == standins.postgres.FALLBACK_OS_USER
