@@ -10,6 +10,7 @@ written config (`serve`, given by the CLI, is `syncd run`), or the same by hand 
 
 from __future__ import annotations
 
+import shlex
 import sys
 import threading
 import time
@@ -96,7 +97,7 @@ def run_demo(
         seconds = time.monotonic() - started
         again = "syncd demo --serve"
         if directory != Path(DEFAULT_DIR):
-            again += f" --dir {directory}"
+            again += f" --dir {shlex.quote(str(directory))}"
         if events_per_hour != DEFAULT_EVENTS_PER_HOUR:
             again += f" --events-per-hour {events_per_hour}"
         _print_summary(
@@ -145,13 +146,13 @@ syncd demo finished
 Try a query:
   .venv/bin/python -c "import duckdb; print(duckdb.connect('{db.path}', read_only=True).sql('{query}'))"
 Or look at the sync state:
-  .venv/bin/syncd status -c {config_path}
+  .venv/bin/syncd status -c {shlex.quote(str(config_path))}
 
 Go on syncing, each new hour as it becomes ready (Ctrl-C stops):
   .venv/bin/{again}
 or by hand, in two terminals (the simulator on the port the config names, same events):
   .venv/bin/syncd simulate --port {port} --api-key {DEMO_API_KEY} --events-per-hour {events_per_hour} --seed {DEMO_SEED}
-  .venv/bin/syncd run -c {config_path}
+  .venv/bin/syncd run -c {shlex.quote(str(config_path))}
 """,
         flush=True,
     )
