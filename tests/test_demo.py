@@ -66,9 +66,14 @@ def status(config: Path, env: dict[str, str]) -> dict[str, Any]:
     return answer
 
 
-def row_count(db: Path) -> int:
+def row_count(db: Path, day: str | None = None) -> int:
+    """Rows of the export table (of one UTC day)."""
+    query = (
+        'SELECT count(*) FROM "fsexport" '
+        "WHERE CAST(? AS DATE) IS NULL OR CAST(EventStart AS DATE) = CAST(? AS DATE)"
+    )
     with duckdb.connect(str(db), read_only=True) as conn:
-        row = conn.execute('SELECT count(*) FROM "fsexport"').fetchone()
+        row = conn.execute(query, [day, day]).fetchone()
     assert row is not None
     return int(row[0])
 
@@ -124,7 +129,7 @@ def test_demo_serve_keeps_the_simulator_and_the_daemon_running(tmp_path: Path) -
         assert answers(f"http://127.0.0.1:{metrics_port}/metrics")
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(timeout=60) == 0, log_path.read_text()[-3000:]
-    assert row_count(directory / "syncd.duckdb") == loaded
+    assert row_count(directory / "syncd.duckdb") >= loaded  # and any hour ready since
 
 
 def test_the_summarys_by_hand_commands_run(tmp_path: Path) -> None:
@@ -146,7 +151,6 @@ def test_the_summarys_by_hand_commands_run(tmp_path: Path) -> None:
     config = directory / "demo.toml"
     db = directory / "syncd.duckdb"
     before = status(config, env)
-    rows_before = row_count(db)
     commands = [
         shlex.split(line.strip())
         for line in demo.stdout.splitlines()
@@ -165,6 +169,8 @@ def test_the_summarys_by_hand_commands_run(tmp_path: Path) -> None:
         line for line in config.read_text().splitlines() if line.startswith("StartTime")
     )
     first_day = start_line.split('"')[1][:10]
+    day_rows = row_count(db, first_day)
+    assert day_rows > 0
     rollback = subprocess.run(
         [*SYNCD, "rollback", "-c", str(config), "--day", first_day, "--yes"],
         env=env,
@@ -173,7 +179,7 @@ def test_the_summarys_by_hand_commands_run(tmp_path: Path) -> None:
         timeout=60,
     )
     assert rollback.returncode == 0, rollback.stderr
-    assert row_count(db) < rows_before
+    assert row_count(db, first_day) == 0
     assert status(config, env)["batches_committed"] < before["batches_committed"]
     with (
         (tmp_path / "sim.log").open("w") as sim_log,
@@ -189,14 +195,14 @@ def test_the_summarys_by_hand_commands_run(tmp_path: Path) -> None:
             assert daemon.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
             daemon.send_signal(signal.SIGTERM)
             assert daemon.wait(timeout=60) == 0
-    assert row_count(db) == rows_before
-    assert status(config, env)["batches_committed"] == before["batches_committed"]
+    # The day came back from the hand-started simulator, the same events (same seed).
+    assert row_count(db, first_day) == day_rows
 
 
 def caught_up(
     config: Path, env: dict[str, str], daemon: subprocess.Popen[str], sync_point: str
 ) -> bool:
-    """The daemon `daemon` says it is idle at `sync_point` (or it has exited)."""
+    """The daemon `daemon` says it is idle at `sync_point` or later (or it has exited)."""
     if daemon.poll() is not None:
         return True
     seen = status(config, env)
@@ -204,7 +210,7 @@ def caught_up(
     return bool(
         state.get("pid") == daemon.pid
         and state.get("state") == "idle"
-        and seen["sync_point"] == sync_point
+        and seen["sync_point"] >= sync_point  # an hour may have become ready meanwhile
     )
 
 
