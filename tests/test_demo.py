@@ -53,7 +53,8 @@ def answers(url: str, status: int = 200) -> bool:
         return False
 
 
-def status(config: Path, env: dict[str, str]) -> dict[str, Any]:
+def status(config: Path, env: dict[str, str], *, check: bool = True) -> dict[str, Any] | None:
+    """`syncd status --json`; None when it fails and not `check` (e.g. a daemon starting)."""
     result = subprocess.run(
         [*SYNCD, "status", "-c", str(config), "--json"],
         env=env,
@@ -61,6 +62,8 @@ def status(config: Path, env: dict[str, str]) -> dict[str, Any]:
         text=True,
         timeout=60,
     )
+    if result.returncode != 0 and not check:
+        return None
     assert result.returncode == 0, result.stderr
     answer: dict[str, Any] = json.loads(result.stdout)
     return answer
@@ -124,8 +127,10 @@ def test_demo_serve_keeps_the_simulator_and_the_daemon_running(tmp_path: Path) -
         )
         assert listed.status_code == 404, listed.text
         # `status` works while the daemon holds the DuckDB file, and shows what the demo loaded.
+        wait_for(lambda: caught_up(config, env, demo, ""))
         seen = status(config, env)
-        assert seen["batches_committed"] > 0 and seen["sync_point"] is not None
+        assert seen is not None and seen["daemon"]["pid"] == demo.pid
+        assert seen["batches_committed"] > 0 and seen["sync_point"] != "-"
         assert answers(f"http://127.0.0.1:{metrics_port}/metrics")
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(timeout=60) == 0, log_path.read_text()[-3000:]
@@ -151,6 +156,7 @@ def test_the_summarys_by_hand_commands_run(tmp_path: Path) -> None:
     config = directory / "demo.toml"
     db = directory / "syncd.duckdb"
     before = status(config, env)
+    assert before is not None
     commands = [
         shlex.split(line.strip())
         for line in demo.stdout.splitlines()
@@ -180,7 +186,9 @@ def test_the_summarys_by_hand_commands_run(tmp_path: Path) -> None:
     )
     assert rollback.returncode == 0, rollback.stderr
     assert row_count(db, first_day) == 0
-    assert status(config, env)["batches_committed"] < before["batches_committed"]
+    after_rollback = status(config, env)
+    assert after_rollback is not None
+    assert after_rollback["batches_committed"] < before["batches_committed"]
     with (
         (tmp_path / "sim.log").open("w") as sim_log,
         started([*SYNCD, "simulate", *by_name["simulate"]], env, sim_log),
@@ -205,7 +213,9 @@ def caught_up(
     """The daemon `daemon` says it is idle at `sync_point` or later (or it has exited)."""
     if daemon.poll() is not None:
         return True
-    seen = status(config, env)
+    seen = status(config, env, check=False)
+    if seen is None:
+        return False
     state = seen.get("daemon", {})
     return bool(
         state.get("pid") == daemon.pid
