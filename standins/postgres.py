@@ -104,8 +104,11 @@ def _public_copy(package: Path) -> Path:
                 path = os.path.join(folder, name)
                 os.chmod(path, os.stat(path).st_mode | 0o444)
         os.rename(staging, target)
-    except FileExistsError:  # another process copied it first
+    except OSError:
         shutil.rmtree(staging, ignore_errors=True)
+        if not target.is_dir():
+            raise
+        # another process copied it first (ENOTEMPTY or EEXIST): use that copy
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
