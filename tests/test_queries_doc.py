@@ -212,3 +212,32 @@ def test_bigquery_queries_run_on_the_emulator(
             client.close()
     finally:
         gcp_support.drop_dataset(dataset)
+
+
+def test_the_standins_json_extract_path_text_behaves_as_redshifts(
+    aws: AwsEnv, redshift_proxy: RedshiftProxy
+) -> None:
+    """Redshift's documented results: the value as text, NULL for a missing key, an error for
+    invalid JSON unless null_if_invalid is true (then NULL)."""
+    con: Any = redshift_connector.connect(
+        host=redshift_proxy.host,
+        port=redshift_proxy.port,
+        database="postgres",
+        user="postgres",
+        password="x",
+        ssl=False,
+    )
+    try:
+        con.autocommit = True
+        cursor = con.cursor()
+        cursor.execute(
+            'SELECT JSON_EXTRACT_PATH_TEXT(\'{"f4":{"f6":"star"},"n":2}\', \'f4\', \'f6\'), '
+            "json_extract_path_text('{\"n\":2}', 'n'), "
+            "JSON_EXTRACT_PATH_TEXT('{\"n\":2}', 'missing'), "
+            "JSON_EXTRACT_PATH_TEXT('{not json', 'n', true)"
+        )
+        assert list(cursor.fetchone()) == ["star", "2", None, None]
+        with pytest.raises(redshift_connector.ProgrammingError):
+            cursor.execute("SELECT JSON_EXTRACT_PATH_TEXT('{not json', 'n', false)")
+    finally:
+        con.close()
