@@ -23,16 +23,22 @@ from warehouses.sql import DUCKDB, POSTGRES, REJECTS_COLUMNS, SYNC_COLUMNS
 DESCRIPTIONS: dict[str, tuple[str, str]] = {
     # identities
     "IndvId": (
-        "FullStory's id of the individual (one person, across devices once identified)",
+        "FullStory's id of the individual: every user with the same UserAppKey, across devices",
         "2739058571827658885",
     ),
     "UserId": (
-        "FullStory's id of the user: one browser or app install (cookie)",
+        "FullStory's id of a user cookie on one device and browser (reset when cookies are cleared)",
         "2739058571827658885",
     ),
-    "SessionId": ("id of the session within the user", "4148936078785568"),
-    "PageId": ("id of the page view within the session", "4080834620698877"),
-    "UserCreated": ("when FullStory first saw this user", "2025-11-15 12:02:03.854"),
+    "SessionId": (
+        "the session within the user; UserId and SessionId together identify a session",
+        "4148936078785568",
+    ),
+    "PageId": (
+        "the page load within the session; with UserId and SessionId it identifies a page",
+        "4080834620698877",
+    ),
+    "UserCreated": ("when the cookie of UserId was first seen", "2025-11-15 12:02:03.854"),
     "UserAppKey": ("your id for the user, as given to FS.identify (uid)", "user-769631"),
     "UserDisplayName": ("the display name given to FS.identify or setUserVars", "Ada Lovelace"),
     "UserEmail": ("the email given to FS.identify or setUserVars", "ada@example.com"),
@@ -51,10 +57,10 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "EventModFrustrated": ("1 when the event was a frustrated (rage) click", "1"),
     "EventModDead": ("1 when the click had no effect (dead click)", "1"),
     "EventModError": ("1 when the click was followed by an error", "1"),
-    "EventModSuspicious": ("1 when the event looks automated", "0"),
+    "EventModSuspicious": ("FullStory's suspicious-event flag (1 or 0)", "0"),
     "EventVarErrorKind": ("kind of a JavaScript error event", "ReferenceError"),
     "EventVarFields": (
-        "names of the custom variables the event set (FS.setUserVars, FS.event)",
+        "names of the custom fields the event carried",
         "user_plan_str,user_vip_bool",
     ),
     "EventWebSourceFileUrl": (
@@ -89,7 +95,7 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "PageNumInfos": ("console info messages on the page", "0"),
     "PageNumWarnings": ("console warnings on the page", "3"),
     "PageNumErrors": ("console errors on the page", "0"),
-    "PageClusterId": ("FullStory's cluster of similar pages", "2"),
+    "PageClusterId": ("FullStory's id of the cluster of similar pages", "2"),
     "PageMaxScrollDepthPercent": ("deepest scroll on the page, percent", "14"),
     "LoadDomContentTime": ("DOMContentLoaded, milliseconds after navigation start", "1950"),
     "LoadEventTime": ("load event, milliseconds after navigation start", "2464"),
