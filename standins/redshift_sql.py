@@ -125,6 +125,14 @@ TRANSLATIONS: tuple[Rule, ...] = (
         ),
     ),
     Rule(
+        "JSON_EXTRACT_PATH_TEXT(json_text, key [, ...] [, null_if_invalid])",
+        "Redshift's function on JSON held in a VARCHAR (CustomVars, as hauser's tables hold it): "
+        "PostgreSQL's namesake takes json, not text; the proxy's functions of the same name in "
+        "its log schema parse the text and give NULL for a missing key, as Redshift does, and "
+        "for invalid JSON when null_if_invalid is true (one key only in that form)",
+        _sub(r"\bJSON_EXTRACT_PATH_TEXT\s*\(", f"{LOG_SCHEMA}.json_extract_path_text("),
+    ),
+    Rule(
         "stl_load_errors / sys_load_error_detail",
         "Redshift's load-error logs: tables of the proxy's log schema, written outside the "
         "failed transaction as Redshift's system log is",
@@ -135,7 +143,8 @@ TRANSLATIONS: tuple[Rule, ...] = (
     ),
 )
 
-#: The log tables the proxy creates in PostgreSQL (column names as in Redshift).
+#: The log tables the proxy creates in PostgreSQL (column names as in Redshift), and the
+#: functions its translations call.
 LOG_TABLES = (
     f"CREATE SCHEMA IF NOT EXISTS {LOG_SCHEMA}",
     f"CREATE TABLE IF NOT EXISTS {LOG_SCHEMA}.copies "
@@ -149,6 +158,14 @@ LOG_TABLES = (
     "type AS column_type, raw_line, raw_field_value AS column_value, "
     "err_reason AS error_message, err_code AS error_code, starttime AS start_time "
     f"FROM {LOG_SCHEMA}.stl_load_errors",
+    f"CREATE OR REPLACE FUNCTION {LOG_SCHEMA}.json_extract_path_text(doc TEXT, VARIADIC path TEXT[]) "
+    "RETURNS TEXT LANGUAGE sql IMMUTABLE AS "
+    "$$ SELECT pg_catalog.json_extract_path_text(doc::json, VARIADIC path) $$",
+    f"CREATE OR REPLACE FUNCTION {LOG_SCHEMA}.json_extract_path_text("
+    "doc TEXT, key TEXT, null_if_invalid BOOLEAN) RETURNS TEXT LANGUAGE plpgsql IMMUTABLE AS "
+    "$$ BEGIN RETURN pg_catalog.json_extract_path_text(doc::json, key); "
+    "EXCEPTION WHEN invalid_text_representation THEN "
+    "IF null_if_invalid THEN RETURN NULL; END IF; RAISE; END $$",
 )
 
 _LITERAL = re.compile(r"('(?:[^']|'')*')")

@@ -489,7 +489,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from syncd.demo import run_demo
 
     configure_logging(args.log_format or "auto", args.log_level or "warning")
-    return run_demo(Path(args.dir), days=args.days, events_per_hour=args.events_per_hour)
+
+    def daemon(config: Path) -> int:
+        """`syncd run -c config`, logging each batch (info) unless told otherwise."""
+        run_args = argparse.Namespace(
+            config=str(config), log_format=args.log_format, log_level=args.log_level or "info"
+        )
+        return cmd_run(run_args, until_caught_up=False)
+
+    return run_demo(
+        Path(args.dir),
+        days=args.days,
+        events_per_hour=args.events_per_hour,
+        port=args.port,
+        serve=daemon if args.serve else None,
+    )
 
 
 # -- parser --------------------------------------------------------------------------------
@@ -590,9 +604,19 @@ def build_parser() -> argparse.ArgumentParser:
         "sync a few simulated days into a local DuckDB file (no account needed)",
         "syncd demo --days 3",
     )
+    # Defaults as syncd.demo's DEFAULT_DIR and DEFAULT_EVENTS_PER_HOUR (not imported here:
+    # syncd.demo pulls in the whole app).
     p.add_argument("--dir", default="demo-data", help="where the demo writes (default: demo-data)")
     p.add_argument("--days", type=int, default=3, help="simulated days to sync (default: 3)")
     p.add_argument("--events-per-hour", type=int, default=2000, help="simulated volume")
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="then keep the simulator up and run the daemon on the demo's config (Ctrl-C stops)",
+    )
+    p.add_argument(
+        "--port", type=int, default=0, help="the simulator's port (default: any free one)"
+    )
     p = command(
         "simulate",
         "serve a local simulator of FullStory's export APIs",

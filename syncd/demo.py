@@ -1,25 +1,35 @@
 """`syncd demo`: the main job on the embedded default, with no account and no network.
 
 Starts the built-in export-API simulator on 127.0.0.1, writes a config for it next to the data,
-syncs a few simulated days into DuckDB through the real pipeline, and prints a summary.
+syncs a few simulated days into DuckDB through the real pipeline, and prints a summary that
+says how to go on: `syncd demo --serve` keeps the simulator up and runs the daemon on the
+written config (`serve`, given by the CLI, is `syncd run`), or the same by hand with
+`syncd simulate` on the port the config names (same seed and volume: the same events) and
+`syncd run -c demo-data/demo.toml`.
 """
 
 from __future__ import annotations
 
+import shlex
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 from syncd.app import build_app
-from syncd.config import load_settings
+from syncd.config import DuckDBSettings, load_settings
+from syncd.pipeline import RunSummary
 from syncd.planner import DAY
 from syncd.simulator import Simulator, SimulatorConfig
 from syncd.timeutil import format_timestamp, utcnow
 from warehouses.base import quote_identifier
 
 DEMO_API_KEY = "demo-key"
+DEFAULT_DIR = "demo-data"
+DEFAULT_EVENTS_PER_HOUR = 2000
+DEMO_SEED = 7  # `syncd simulate --seed 7` serves the same events as the demo's simulator
 
 
 def demo_config(directory: Path, api_url: str, legacy_url: str, start: str) -> str:
@@ -46,13 +56,26 @@ Path = "{d / "syncd.duckdb"}"
 """
 
 
-def run_demo(directory: Path, *, days: int = 3, events_per_hour: int = 2000) -> int:
-    """Sync `days` simulated days and print what happened. Returns the exit code."""
+def run_demo(
+    directory: Path,
+    *,
+    days: int = 3,
+    events_per_hour: int = DEFAULT_EVENTS_PER_HOUR,
+    port: int = 0,
+    serve: Callable[[Path], int] | None = None,
+) -> int:
+    """Sync `days` simulated days and print what happened. Returns the exit code.
+
+    With `serve` (the daemon, given the config's path), the simulator stays up after the
+    summary while `serve` runs, and its exit code is the demo's.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     now = utcnow()
     start = (now - days * DAY).replace(hour=0, minute=0, second=0, microsecond=0)
-    sim_config = SimulatorConfig(api_key=DEMO_API_KEY, events_per_hour=events_per_hour, seed=7)
-    with Simulator(sim_config) as sim:
+    sim_config = SimulatorConfig(
+        api_key=DEMO_API_KEY, events_per_hour=events_per_hour, seed=DEMO_SEED
+    )
+    with Simulator(sim_config, "127.0.0.1", port) as sim:
         config_path = directory / "demo.toml"
         config_path.write_text(
             demo_config(directory, sim.url, sim.legacy_url, format_timestamp(start))
@@ -72,7 +95,38 @@ def run_demo(directory: Path, *, days: int = 3, events_per_hour: int = 2000) -> 
         finally:
             app.close()
         seconds = time.monotonic() - started
-    db = settings.duckdb
+        again = "syncd demo --serve"
+        if directory != Path(DEFAULT_DIR):
+            again += f" --dir {shlex.quote(str(directory))}"
+        if events_per_hour != DEFAULT_EVENTS_PER_HOUR:
+            again += f" --events-per-hour {events_per_hour}"
+        _print_summary(
+            summary, seconds, settings.duckdb, config_path, again, sim.port, events_per_hour
+        )
+        if summary.held is not None:
+            print(
+                f"a batch is held: {summary.held.batch_id}: {summary.held.error}", file=sys.stderr
+            )
+            return 1
+        if serve is None:
+            return 0
+        print(
+            f"serving: the simulator on {sim.url} and the daemon (`syncd run -c {config_path}`), "
+            "which loads each hour as it becomes ready; Ctrl-C stops both",
+            file=sys.stderr,
+        )
+        return serve(config_path)
+
+
+def _print_summary(
+    summary: RunSummary,
+    seconds: float,
+    db: DuckDBSettings,
+    config_path: Path,
+    again: str,
+    port: int,
+    events_per_hour: int,
+) -> None:
     # Shown to the user, never executed here; the table name is a validated identifier.
     query = (
         "SELECT EventType, count(*) AS n FROM "  # noqa: S608
@@ -92,10 +146,13 @@ syncd demo finished
 Try a query:
   .venv/bin/python -c "import duckdb; print(duckdb.connect('{db.path}', read_only=True).sql('{query}'))"
 Or look at the sync state:
-  .venv/bin/syncd status -c {config_path}
-"""
+  .venv/bin/syncd status -c {shlex.quote(str(config_path))}
+
+Go on syncing, each new hour as it becomes ready (Ctrl-C stops):
+  .venv/bin/{again}
+or by hand, in two terminals (the simulator on the port the config names, same events):
+  .venv/bin/syncd simulate --port {port} --api-key {DEMO_API_KEY} --events-per-hour {events_per_hour} --seed {DEMO_SEED}
+  .venv/bin/syncd run -c {shlex.quote(str(config_path))}
+""",
+        flush=True,
     )
-    if summary.held is not None:
-        print(f"a batch is held: {summary.held.batch_id}: {summary.held.error}", file=sys.stderr)
-        return 1
-    return 0

@@ -49,7 +49,7 @@ from e2e_support import (
 from fault_support import after_first_call, later, once_until_done
 
 from standins.moto_s3 import MotoS3
-from standins.postgres import SUPERUSER, PostgresCluster
+from standins.postgres import PostgresCluster
 from standins.redshift_proxy import RedshiftProxy
 from syncd.cli import EXIT_OK
 from syncd.simulator import Simulator, SimulatorConfig
@@ -75,12 +75,8 @@ def sim() -> Iterator[Simulator]:
 
 
 def pg_ctl(cluster: PostgresCluster, *args: str) -> None:
-    """Run pg_ctl on the cluster's data folder (as the postgres user when root)."""
-    assert cluster.bin_dir is not None and cluster.root is not None
-    command = [str(cluster.bin_dir / "pg_ctl"), "-D", str(cluster.data_dir), *args]
-    if os.geteuid() == 0:
-        command = ["runuser", "-u", SUPERUSER, "--", *command]
-    subprocess.run(command, capture_output=True, timeout=60, check=True)
+    """Run pg_ctl on the cluster's data folder (as the server's user when root)."""
+    cluster.run_tool("pg_ctl", "-D", str(cluster.data_dir), *args)
 
 
 def pg_start(cluster: PostgresCluster) -> None:
