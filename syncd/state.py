@@ -34,7 +34,7 @@ class HeldBatch:
 class DaemonStatus:
     pid: int
     updated_at: datetime
-    state: str  # "starting", "loading", "idle", "held", "stopped"
+    state: str  # "starting", "loading", "waiting" (for the warehouse), "retrying", "idle", "held", "stopped"
     detail: str = ""
     sync_point: datetime | None = None
     next_ready_at: datetime | None = None
