@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -318,3 +321,83 @@ def test_status_falls_back_to_the_status_file_while_the_file_is_written(
         "status file (the daemon holds the warehouse)",
         2,
     )
+
+
+# -- the README's commands -------------------------------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+SECTION = "**Querying DuckDB while the daemon runs.**"
+
+
+def readme_blocks() -> tuple[list[str], str]:
+    """The section's shell commands, and the error it says a reader sees during a commit."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index(SECTION) :]
+    blocks = section.split("```")
+    commands = [line for line in blocks[1].removeprefix("sh\n").splitlines() if line]
+    return commands, blocks[3].strip()
+
+
+def as_run_here(command: str, files: SyncdFiles) -> list[str]:
+    """A README command, pointed at this test's files instead of demo-data/."""
+    argv = shlex.split(command.replace("demo-data/", f"{files.duckdb.parent}/"))
+    if argv[0] == ".venv/bin/python":
+        return [sys.executable, *argv[1:]]
+    if argv[0] == ".venv/bin/syncd":
+        return [sys.executable, "-m", "syncd", *argv[1:]]
+    if argv[0] == "duckdb" and shutil.which("duckdb") is None:
+        # no DuckDB shell on this machine: the same query, read-only, through the package
+        assert argv[1] == "-readonly", command
+        script = "import sys, duckdb; print(duckdb.connect(sys.argv[1], read_only=True).sql(sys.argv[2]))"
+        return [sys.executable, "-c", script, *argv[2:]]
+    return argv
+
+
+def test_the_readme_query_commands_run_beside_the_daemon(
+    daemon_for: Callable[[Simulator, Any], Daemon],
+) -> None:
+    commands, error = readme_blocks()
+    config = SimulatorConfig(api_key=API_KEY, events_per_hour=100)
+    with Simulator(config) as sim:
+        start = utcnow().replace(minute=0, second=0, microsecond=0) - 3 * HOUR
+        daemon = daemon_for(sim, start)
+        files = daemon.files
+        shutil.copy(files.config, files.duckdb.parent / "demo.toml")
+        wait_for(lambda: daemon_status(files).get("state") == "idle")
+        done = [
+            subprocess.run(as_run_here(c, files), capture_output=True, text=True, timeout=60)
+            for c in commands
+        ]
+        # and while a commit runs (a process holding the file read-write stands for it)
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys, duckdb; c = duckdb.connect(sys.argv[1]); print('ready', flush=True);"
+                " sys.stdin.read()",
+                str(files.duckdb),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+            during = subprocess.run(
+                as_run_here(commands[0], files), capture_output=True, text=True, timeout=60
+            )
+        finally:
+            assert holder.stdin is not None and holder.stdout is not None
+            holder.stdin.close()
+            holder.wait(timeout=20)
+            holder.stdout.close()
+        assert daemon.proc.poll() is None
+    assert [(d.returncode, "Error" in d.stderr) for d in done] == [(0, False)] * len(commands)
+    assert "EventType" in done[0].stdout and "click" in done[0].stdout
+    assert "read from warehouse" in done[1].stdout
+    shown = re.sub(r"\(PID \d+\)", "(PID N)", error).replace(
+        '"demo-data/syncd.duckdb"', f'"{files.duckdb}"'
+    )
+    seen = re.sub(r"held in \S+ \(PID \d+\)", "held in PROGRAM (PID N)", during.stderr)
+    expected = re.sub(r"held in \S+ \(PID N\)", "held in PROGRAM (PID N)", shown)
+    assert expected in seen, (expected, during.stderr)
