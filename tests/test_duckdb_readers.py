@@ -37,10 +37,17 @@ from e2e_support import (
     sync_rows,
     write_config,
 )
+from test_pipeline import NOW as PIPELINE_NOW
+from test_pipeline import FakeSource
 
 from syncd.cli import EXIT_OK
+from syncd.fields import export_columns
+from syncd.pipeline import Pipeline, PipelineOptions
 from syncd.simulator import Simulator, SimulatorConfig
+from syncd.state import StatusFile
 from syncd.timeutil import utcnow
+from warehouses.duckdb import DuckDBWarehouse
+from warehouses.local import LocalStage
 
 #: How often the reader queries: faster than once a second.
 READ_EVERY = 0.25
@@ -401,3 +408,64 @@ def test_the_readme_query_commands_run_beside_the_daemon(
     seen = re.sub(r"held in \S+ \(PID \d+\)", "held in PROGRAM (PID N)", during.stderr)
     expected = re.sub(r"held in \S+ \(PID N\)", "held in PROGRAM (PID N)", shown)
     assert expected in seen, (expected, during.stderr)
+
+
+# -- the pipeline's status while it waits ----------------------------------------------------
+
+
+class Tee:
+    """Passes a warehouse's wait reports to the pipeline and notes the status file after each;
+    the reader leaves once the wait shows."""
+
+    def __init__(self, pipeline: Pipeline, status: StatusFile, leave: Callable[[], None]) -> None:
+        self.pipeline, self.status, self.leave = pipeline, status, leave
+        self.shown: list[tuple[str, str]] = []
+
+    def note(self) -> None:
+        current = self.status.read()
+        assert current is not None
+        self.shown.append((current.state, current.detail))
+
+    def warehouse_waiting(self, reason: str) -> None:
+        self.pipeline.warehouse_waiting(reason)
+        self.note()
+        self.leave()
+
+    def warehouse_free(self, waited_seconds: float) -> None:
+        self.pipeline.warehouse_free(waited_seconds)
+        self.note()
+
+
+def test_the_status_shows_the_wait_and_then_what_it_showed_before(tmp_path: Path) -> None:
+    db = tmp_path / "syncd.duckdb"
+    status = StatusFile(tmp_path / "status.json")
+    warehouse = DuckDBWarehouse(db)
+    pipeline = Pipeline(
+        FakeSource(tmp_path / "spool"),
+        LocalStage(tmp_path / "staged"),
+        warehouse,
+        export_columns(),
+        PipelineOptions(work_dir=tmp_path / "work", staged_format="parquet"),
+        status=status,
+        clock=lambda: PIPELINE_NOW,
+    )
+    pipeline.start()
+    reader = duckdb.connect(str(db), read_only=True)  # this process is the reader
+    tee = Tee(pipeline, status, reader.close)
+    warehouse.report_waits(tee, pipeline.stop)
+    try:
+        key = FakeSource(tmp_path / "spool").plan([], PIPELINE_NOW, 1)[0]
+        record = pipeline.process(key)
+    finally:
+        reader.close()
+        warehouse.close()
+    assert record.batch_id == key.id
+    assert tee.shown == [
+        (
+            "waiting",
+            "another connection of this process has the DuckDB file "
+            f"{db} open; syncd writes to it once it is closed (waiting up to 300 s, "
+            "[duckdb] LockWait)",
+        ),
+        ("loading", f"batch {key.id}"),
+    ]
