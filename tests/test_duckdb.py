@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -1087,3 +1088,21 @@ def test_a_legacy_batch_is_rolled_back_whole_whatever_its_rows_event_start(
     assert warehouse.inconsistent_days(key.day) == []
     assert warehouse.rollback_days(key.day, key.day).rows_deleted == 3
     assert peek("SELECT count(*) FROM fsexport") == [(0,)]
+
+
+def test_the_commit_benchmark_runs(tmp_path: Path) -> None:
+    """scripts/bench_duckdb_commit.py, which the README quotes, at its smallest."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_duckdb_commit.py"
+    out = tmp_path / "result.json"
+    argv = ["--windows", "2", "--events", "300", "--rounds", "1", "--work", str(tmp_path / "w")]
+    done = subprocess.run(
+        [sys.executable, str(script), *argv, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert (result["windows"], sorted(result["ways"])) == (2, ["held open", "open per commit"])
+    assert "cost of opening per commit" in done.stdout
