@@ -215,6 +215,8 @@ SaveDir = "{d / "staged"}"
 
 [duckdb]
 Path = "{d / "bench.duckdb"}"
+# Nobody queries the file here: no pause for readers between commits (see docs/benchmark.md).
+ReaderWindow = "0s"
 """
     )
     return config

@@ -53,6 +53,9 @@ SaveDir = "{d / "staged"}"
 
 [duckdb]
 Path = "{d / "syncd.duckdb"}"
+# The demo loads days back to back with nobody querying yet: no pause between commits (the
+# default, 1s, keeps room for readers beside a daemon that is catching up).
+ReaderWindow = "0s"
 """
 
 

@@ -9,9 +9,11 @@ warehouse, the one thing both daemons share:
   `release_lease` gives it up. `LeaseKeeper` acquires at start-up, renews every `ttl / 3`
   from a thread, releases at exit; when a renewal fails it sets the stop event, so the daemon
   stops after the current step.
-- DuckDB: the file lock is the lease. DuckDB admits one read-write process per file, the lock
-  goes with the process (a dead daemon leaves no stale lock), and opening a locked file raises
-  `LockedError` naming the holder's PID. `DuckDBWarehouse` needs no lease methods.
+- DuckDB: an OS lock file is the lease. syncd keeps the DuckDB file closed between commits (so
+  that others can query it), so a writable `DuckDBWarehouse` holds a `flock` on
+  `<path>.lock` for its whole life instead; the lock goes with the process (a dead daemon
+  leaves no stale lock), and a second writer's constructor raises `LockedError` naming the
+  holder's PID. `DuckDBWarehouse` needs no lease methods.
 - PostgreSQL and Redshift: `TableLease` below, one row in `<SyncTable>_lease` on a connection of
   its own (autocommit, so lease statements never mix with a batch's transaction). Taking the
   lease is one transaction that reads the rows, decides, deletes what it read and inserts its

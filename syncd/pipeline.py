@@ -8,6 +8,10 @@ after it is needed for correctness (cleanup only).
 A batch that keeps failing is retried with capped backoff, then *held*: the daemon stays up,
 reports it in the status file and to hooks, retries it every `held_retry_interval`, and never
 plans past it.
+
+A warehouse that may wait for another process (`warehouses.base.ReportsWaits`: DuckDB while a
+reader has its file open) tells the pipeline, which shows the wait in the status file (state
+"waiting") and puts the previous state back when the wait ends.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from syncd.state import DaemonStatus, HeldBatch, StatusFile
 from syncd.timeutil import UTC, utcnow
 from syncd.transform.columnar import transform
 from syncd.transform.rules import OutputRules
-from warehouses.base import Capabilities, Stage, Warehouse, first_kept_day
+from warehouses.base import Capabilities, ReportsWaits, Stage, Warehouse, first_kept_day
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -182,6 +186,9 @@ class Pipeline:
         self._executor: ThreadPoolExecutor | None = None
         # one transform at a time: it uses every core already, and each holds its own buffers
         self._transforming = threading.Lock()
+        self._shown: tuple[str, str, datetime | None] = ("starting", "", None)
+        if isinstance(warehouse, ReportsWaits):
+            warehouse.report_waits(self, self.stop)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -577,7 +584,17 @@ class Pipeline:
             except Exception as exc:  # a hook must never break a batch
                 log.warning("hook failed", hook=hook, error=str(exc))
 
+    def warehouse_waiting(self, reason: str) -> None:
+        """`warehouses.base.WaitListener`: the status shows the wait until it ends."""
+        self._publish("waiting", reason)
+
+    def warehouse_free(self, waited_seconds: float) -> None:
+        """`warehouses.base.WaitListener`: the status goes back to what it showed before."""
+        self._publish(*self._shown)
+
     def _publish(self, state: str, detail: str = "", ready_at: datetime | None = None) -> None:
+        if state != "waiting":
+            self._shown = (state, detail, ready_at)
         if self.status_file is None:
             return
         status = DaemonStatus(

@@ -34,7 +34,7 @@ class HeldBatch:
 class DaemonStatus:
     pid: int
     updated_at: datetime
-    state: str  # "starting", "loading", "idle", "held", "stopped"
+    state: str  # "starting", "loading", "waiting" (for the warehouse), "retrying", "idle", "held", "stopped"
     detail: str = ""
     sync_point: datetime | None = None
     batches_committed: int = 0  # the SyncTable's rows, as `status` reads them from the warehouse

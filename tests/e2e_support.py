@@ -108,6 +108,7 @@ def write_config(
         "StateDir": files.state_dir,
         "local.SaveDir": files.save_dir,
         "duckdb.Path": files.duckdb,
+        "duckdb.ReaderWindow": "0s",  # no pause between commits unless a test asks for one
         "metrics.Address": "off",  # `run` would serve 127.0.0.1:9108; tests pick a port
     }
     keys.update(overrides or {})

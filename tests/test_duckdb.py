@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import date, datetime, timedelta
@@ -12,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pytest
+import structlog
 
 from syncd.batch import BatchKey, StagedBatch, StagedFormat, SyncRecord, TransformedBatch
 from syncd.errors import ConfigError, LockedError, TerminalLoadError, TransientLoadError
@@ -665,47 +669,223 @@ def test_rollback_repairs_an_inconsistent_day(
 
 # --- opening, locking, read-only -------------------------------------------------------------
 
+#: Holds the file open in another process until its stdin closes: "rw" and "ro" as DuckDB
+#: clients do, "syncd" as a syncd writer (the lock file only, between operations).
 HOLDER = (
     "import sys, duckdb\n"
-    "con = duckdb.connect(sys.argv[1])\n"
+    "from warehouses.duckdb import DuckDBWarehouse\n"
+    "mode = sys.argv[2]\n"
+    "if mode == 'syncd':\n"
+    "    held = DuckDBWarehouse(sys.argv[1])\n"
+    "else:\n"
+    "    held = duckdb.connect(sys.argv[1], read_only=mode == 'ro')\n"
     "print('ready', flush=True)\n"
     "sys.stdin.read()\n"
 )
 
 
+class Holder:
+    """Another process holding the file (see HOLDER) until `release()`."""
+
+    def __init__(self, path: Path, mode: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(path), mode],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "ready"
+        self.pid = self.proc.pid
+
+    def release(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            self.proc.stdin.close()
+            self.proc.wait(timeout=20)
+            self.proc.stdout.close()
+
+
 @pytest.fixture
-def held_by_another_process(tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    path = tmp_path / "held.duckdb"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+def holder(db_path: Path) -> Iterator[Callable[[str], Holder]]:
+    """Start a holder of `db_path` (made first, with the tables) in the given mode."""
+    started: list[Holder] = []
+
+    def start(mode: str) -> Holder:
+        if not db_path.exists():
+            with DuckDBWarehouse(db_path) as wh:
+                wh.ensure_tables(export_columns())
+        started.append(Holder(db_path, mode))
+        return started[-1]
+
+    yield start
+    for h in started:
+        h.release()
+
+
+class FakeTime:
+    """The clock and the pause of a waiting writer: a pause moves the clock, nothing sleeps."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.now = 100.0
+        self.pauses: list[float] = []
+        self.stop_after = stop_after
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def pause(self, seconds: float) -> bool:
+        self.pauses.append(seconds)
+        self.now += seconds
+        return self.stop_after is not None and len(self.pauses) >= self.stop_after
+
+
+class Listener:
+    """Records what a warehouse reports about its waits; `waiting` is set when one begins."""
+
+    def __init__(self, on_wait: Callable[[], None] = lambda: None) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self.waiting = threading.Event()
+        self.on_wait = on_wait
+
+    def warehouse_waiting(self, reason: str) -> None:
+        self.events.append(("waiting", reason))
+        self.waiting.set()
+        self.on_wait()
+
+    def warehouse_free(self, waited_seconds: float) -> None:
+        self.events.append(("free", waited_seconds))
+
+
+def read_in_another_process(path: Path, query: str) -> str:
+    """What a reader beside syncd runs: a read-only connection in a process of its own."""
+    script = (
+        "import sys, duckdb\n"
+        "print(duckdb.connect(sys.argv[1], read_only=True).execute(sys.argv[2]).fetchall())"
     )
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        yield path, proc.pid
-    finally:
-        proc.stdin.close()
-        proc.wait(timeout=20)
-        proc.stdout.close()
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path), query],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done.stdout.strip() or done.stderr.strip().splitlines()[-1]
 
 
-def test_a_file_held_by_another_process_is_locked(
-    held_by_another_process: tuple[Path, int],
+def test_the_file_is_free_between_operations(
+    warehouse: DuckDBWarehouse, commit: Callable[..., TransformedBatch], db_path: Path
 ) -> None:
-    path, pid = held_by_another_process
-    with pytest.raises(LockedError, match=rf"in use by another process \(PID {pid}\)"):
-        DuckDBWarehouse(path)
+    commit("2024-03-01T00:00:00Z", 3)
+    assert read_in_another_process(db_path, "SELECT count(*) FROM fsexport") == "[(3,)]"
 
 
-def test_read_only_open_of_a_held_file_is_locked_too(
-    held_by_another_process: tuple[Path, int],
+def test_a_second_syncd_on_the_file_is_locked_out(
+    holder: Callable[[str], Holder], db_path: Path
 ) -> None:
-    path, _ = held_by_another_process
-    with pytest.raises(LockedError, match="in use by another process"):
-        DuckDBWarehouse.open_read_only(path)
+    other = holder("syncd")
+    with pytest.raises(LockedError) as caught:
+        DuckDBWarehouse(db_path)
+    assert str(caught.value) == (
+        f"the DuckDB file {db_path} is in use by another process (PID {other.pid}): DuckDB "
+        "admits one writer process, and no reader while it writes"
+    )
+
+
+def test_a_second_writer_in_this_process_is_locked_out_too(warehouse: DuckDBWarehouse) -> None:
+    with pytest.raises(LockedError, match=rf"\(PID {os.getpid()}\)"):
+        DuckDBWarehouse(warehouse.path)
+
+
+def test_the_writer_lock_goes_with_close(db_path: Path) -> None:
+    DuckDBWarehouse(db_path).close()
+    with DuckDBWarehouse(db_path) as again:
+        again.ensure_tables(export_columns())
+    assert Path(f"{db_path}.lock").read_text() == f"{os.getpid()}\n"
+
+
+def test_the_writer_lock_goes_with_a_killed_process(
+    holder: Callable[[str], Holder], db_path: Path
+) -> None:
+    other = holder("syncd")
+    other.proc.kill()
+    other.proc.wait(timeout=20)
+    with DuckDBWarehouse(db_path) as wh:
+        assert wh.sync_records() == []
+
+
+@pytest.mark.parametrize("mode", ["ro", "rw"])
+def test_a_write_waits_for_the_process_holding_the_file(
+    holder: Callable[[str], Holder],
+    db_path: Path,
+    staged_files: StagedFiles,
+    mode: str,
+) -> None:
+    """The holder lets go once the wait was reported; the commit then goes through."""
+    other = holder(mode)
+    listener = Listener(on_wait=other.release)
+    key = staged_files.key("2024-03-01T00:00:00Z")
+    batch = staged_files.write(key, staged_files.rows(key, 2))
+    with structlog.testing.capture_logs() as logs, DuckDBWarehouse(db_path) as wh:
+        wh.report_waits(listener, threading.Event())
+        wh.commit_batch(staged_files.in_place(batch), record_for(batch))
+        assert wh.sync_records() == [record_for(batch)]
+    assert [e for e, _ in listener.events] == ["waiting", "free"]
+    assert listener.events[0][1] == (
+        f"another process (PID {other.pid}) has the DuckDB file {db_path} open; syncd writes "
+        "to it once it is closed (waiting up to 300 s, [duckdb] LockWait)"
+    )
+    said = [(e["log_level"], e["event"]) for e in logs if "DuckDB file" in e["event"]]
+    said = [(level, event) for level, event in said if level != "debug"]
+    assert said == [
+        ("warning", "waiting for the DuckDB file: another process has it open"),
+        ("info", "the DuckDB file is free again; carrying on"),
+    ]
+
+
+def test_a_write_gives_up_after_lock_wait_as_a_transient_failure(
+    holder: Callable[[str], Holder], db_path: Path
+) -> None:
+    holder("ro")
+    fake = FakeTime()
+    listener = Listener()
+    with DuckDBWarehouse(db_path, lock_wait=2.0, monotonic=fake.monotonic, pause=fake.pause) as wh:
+        wh.report_waits(listener, threading.Event())
+        with pytest.raises(TransientLoadError, match=r"gave up after waiting 2\.0 s"):
+            wh.rollback_days(DAY1, DAY1)
+    assert fake.pauses == pytest.approx([0.02, 0.04, 0.08, 0.16, 0.32, 0.5, 0.5, 0.38])
+    assert [e for e, _ in listener.events] == ["waiting", "free"]
+
+
+def test_lock_wait_zero_does_not_wait(holder: Callable[[str], Holder], db_path: Path) -> None:
+    holder("ro")
+    fake = FakeTime()
+    with (
+        DuckDBWarehouse(db_path, lock_wait=0, monotonic=fake.monotonic, pause=fake.pause) as wh,
+        pytest.raises(TransientLoadError, match="in use by another process"),
+    ):
+        wh.ensure_tables(export_columns())
+    assert fake.pauses == []
+
+
+def test_a_stop_ends_the_wait(holder: Callable[[str], Holder], db_path: Path) -> None:
+    holder("ro")
+    fake = FakeTime(stop_after=3)
+    with (
+        DuckDBWarehouse(db_path, monotonic=fake.monotonic, pause=fake.pause) as wh,
+        pytest.raises(TransientLoadError, match="stopped while waiting for the DuckDB file"),
+    ):
+        wh.sync_records()
+    assert len(fake.pauses) == 3
+
+
+def test_a_reader_never_waits(holder: Callable[[str], Holder], db_path: Path) -> None:
+    other = holder("rw")
+    fake = FakeTime()
+    reader = DuckDBWarehouse(db_path, read_only=True, monotonic=fake.monotonic, pause=fake.pause)
+    with pytest.raises(LockedError, match=rf"in use by another process \(PID {other.pid}\)"):
+        reader.sync_records()
+    assert fake.pauses == []
 
 
 def test_read_only_sees_committed_batches(db_path: Path, staged_files: StagedFiles) -> None:
@@ -714,12 +894,12 @@ def test_read_only_sees_committed_batches(db_path: Path, staged_files: StagedFil
     with DuckDBWarehouse(db_path) as wh:
         wh.ensure_tables(export_columns())
         wh.commit_batch(staged_files.in_place(batch), record_for(batch))
-    with DuckDBWarehouse.open_read_only(db_path) as reader:
-        assert reader.sync_records() == [record_for(batch)]
+        with DuckDBWarehouse.open_read_only(db_path) as reader:  # beside the writer
+            assert reader.sync_records() == [record_for(batch)]
 
 
 def test_read_only_refuses_to_write(db_path: Path) -> None:
-    DuckDBWarehouse(db_path).close()
+    DuckDBWarehouse(db_path).ensure_tables(export_columns())
     with (
         DuckDBWarehouse.open_read_only(db_path) as reader,
         pytest.raises(TerminalLoadError, match="read-only"),
@@ -734,8 +914,11 @@ def test_read_only_of_a_missing_file_says_so(tmp_path: Path) -> None:
 
 def test_a_file_that_is_no_database_is_terminal(tmp_path: Path) -> None:
     (tmp_path / "notes.duckdb").write_text("not a database")
-    with pytest.raises(TerminalLoadError, match="not a valid DuckDB database file"):
-        DuckDBWarehouse(tmp_path / "notes.duckdb")
+    with (
+        DuckDBWarehouse(tmp_path / "notes.duckdb") as wh,
+        pytest.raises(TerminalLoadError, match="not a valid DuckDB database file"),
+    ):
+        wh.ensure_tables(export_columns())
 
 
 def test_check_passes_on_a_writable_file(warehouse: DuckDBWarehouse, peek: Peek) -> None:
@@ -905,3 +1088,21 @@ def test_a_legacy_batch_is_rolled_back_whole_whatever_its_rows_event_start(
     assert warehouse.inconsistent_days(key.day) == []
     assert warehouse.rollback_days(key.day, key.day).rows_deleted == 3
     assert peek("SELECT count(*) FROM fsexport") == [(0,)]
+
+
+def test_the_commit_benchmark_runs(tmp_path: Path) -> None:
+    """scripts/bench_duckdb_commit.py, which the README quotes, at its smallest."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_duckdb_commit.py"
+    out = tmp_path / "result.json"
+    argv = ["--windows", "2", "--events", "300", "--rounds", "1", "--work", str(tmp_path / "w")]
+    done = subprocess.run(
+        [sys.executable, str(script), *argv, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert (result["windows"], sorted(result["ways"])) == (2, ["held open", "open per commit"])
+    assert "cost of opening per commit" in done.stdout

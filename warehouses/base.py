@@ -7,6 +7,7 @@ never on a warehouse's name. A conformance test runs over every adapter.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -158,3 +159,23 @@ class Warehouse(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class WaitListener(Protocol):
+    """Told when a warehouse waits for another process to let go of it, and when it stops."""
+
+    def warehouse_waiting(self, reason: str) -> None:
+        """Waiting began: `reason` says for whom and for how long at most, for the status."""
+        ...
+
+    def warehouse_free(self, waited_seconds: float) -> None:
+        """The wait is over (the warehouse was free, or the wait gave up)."""
+        ...
+
+
+@runtime_checkable
+class ReportsWaits(Protocol):
+    """Optional: a warehouse that may wait for another process (DuckDB, whose file a reader
+    can hold) reports each wait to a listener, and ends it early when `stop` is set."""
+
+    def report_waits(self, listener: WaitListener, stop: threading.Event) -> None: ...

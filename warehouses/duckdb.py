@@ -21,14 +21,36 @@ column, else it is the record's commit time.
 
 DuckDB stores TIMESTAMP without a zone: syncd stores UTC, and sets the session time zone to UTC
 when the ICU extension is present (without it, DuckDB's time zone is UTC anyway).
+
+Queries beside a running daemon. DuckDB admits one process per file: while one process has it
+open read-write, no other can open it, not even read-only; readers (`duckdb -readonly`,
+`duckdb.connect(path, read_only=True)`, `syncd status`) exclude a writer the same way. So the
+file is open only for one operation at a time (`_session`): a commit, ensuring tables, a
+repair, a rollback, reading the sync rows; it is closed after, which also checkpoints the WAL
+into the file (about 60 ms more per commit than a file held open: scripts/bench_duckdb_commit.py).
+Between operations anyone may query it, and the next operation waits until the file has been
+closed for `reader_window` seconds (`[duckdb] ReaderWindow`), so that commits that follow one
+another (a backfill) leave readers room: a reader then fails only while one commit runs. A
+write that finds the file held waits for it, retrying with backoff up to `lock_wait` seconds,
+and says so (a log line, and the daemon's status through `warehouses.base.ReportsWaits`); then
+the attempt fails as a TransientLoadError, and the pipeline's retry and hold apply. A read-only
+instance never waits: `status` falls back to the daemon's status file instead.
+
+One writer: with the file closed between commits, DuckDB's own lock no longer keeps a second
+syncd out, so a writable instance holds an OS lock (`flock`) on `<path>.lock` for its whole life,
+with its PID written inside. A second syncd's constructor raises LockedError naming that PID.
+The kernel drops the lock with the process: a killed daemon leaves no stale lock.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -51,12 +73,17 @@ from syncd.errors import (
 from syncd.fields import BATCH_ID, LOADED_AT, Column, FieldType
 from syncd.transform.convert import batch_window
 from warehouses import sql
-from warehouses.base import Capabilities, RollbackResult, quote_identifier
+from warehouses.base import Capabilities, RollbackResult, WaitListener, quote_identifier
 from warehouses.sql import DUCKDB, Query, TableNames, render
 
 log = structlog.get_logger(__name__)
 
 MEMORY = ":memory:"
+#: How long a write waits for a file another process holds, unless told otherwise.
+DEFAULT_LOCK_WAIT = 300.0
+#: The first pause between attempts to open a held file, and the longest.
+_RETRY_FIRST = 0.02
+_RETRY_MAX = 0.5
 
 # Errors a later attempt may not meet: I/O (a missing or unreadable staged file, a full disk),
 # lock and transaction conflicts, memory pressure, interruption.
@@ -121,22 +148,72 @@ def _first_line(exc: duckdb.Error) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _lock_error(exc: duckdb.Error, path: str) -> LockedError | None:
-    """A LockedError naming the holder when `exc` says another process holds the file."""
+class FileHeldError(LockedError):
+    """Another process (or connection) has the file open; `holder` says who, for the status."""
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+def _in_use(path: str, pid: str | None) -> FileHeldError:
+    holder = f"another process (PID {pid})" if pid else "another process"
+    return FileHeldError(
+        f"the DuckDB file {path} is in use by {holder}: DuckDB admits one writer process, and "
+        "no reader while it writes",
+        holder,
+    )
+
+
+def _lock_error(exc: duckdb.Error, path: str) -> FileHeldError | None:
+    """A FileHeldError naming the holder when `exc` says another process holds the file."""
     text = str(exc)
     if isinstance(exc, duckdb.IOException) and _LOCK_HELD.search(text):
         pid = _LOCK_PID.search(text)
-        holder = f" (PID {pid.group(1)})" if pid else ""
-        return LockedError(
-            f"the DuckDB file {path} is in use by another process{holder}: DuckDB admits one "
-            "writer process, and no reader while it writes"
-        )
+        return _in_use(path, pid.group(1) if pid else None)
     if isinstance(exc, duckdb.ConnectionException) and "different configuration" in text:
-        return LockedError(
+        return FileHeldError(
             f"the DuckDB file {path} is already open in this process with other settings "
-            "(read-only versus read-write)"
+            "(read-only versus read-write)",
+            "another connection of this process",
         )
     return None
+
+
+class WriterLock:
+    """An exclusive `flock` on `<database>.lock` for the life of a writer: one syncd per file.
+
+    The holder's PID is written inside, for the message a second writer gets. The file itself
+    stays (removing it would let a newcomer lock a fresh file beside a holder of the old one).
+    """
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.path = Path(f"{database}.lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> WriterLock:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise TerminalLoadError(
+                f"cannot create the lock file {self.path}: {exc.strerror}"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip()
+            os.close(fd)
+            raise _in_use(self.database, holder if holder.isdigit() else None) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
 
 
 class DuckDBWarehouse:
@@ -157,12 +234,43 @@ class DuckDBWarehouse:
         rejects_table: str = "fsrejects",
         *,
         read_only: bool = False,
+        lock_wait: float = DEFAULT_LOCK_WAIT,
+        reader_window: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        pause: Callable[[float], bool] | None = None,
     ) -> None:
+        """`lock_wait`: seconds a write waits for a file another process holds;
+        `reader_window`: seconds the file stays closed at least between two sessions (the
+        configuration's default is 1 s; none here, for tests and tools). `monotonic`
+        and `pause` (sleep up to n seconds; True when stopped) stand in for the clock in tests;
+        by default the pause is a wait on the stop event given to `report_waits`."""
         self.tables = TableNames(export=export_table, sync=sync_table, rejects=rejects_table)
         self.path = str(path)
         self.read_only = read_only
+        self.lock_wait = lock_wait
+        self.reader_window = reader_window
+        self._closed_at: float | None = None
+        self._monotonic = monotonic
+        self._pause = pause
+        self._stop = threading.Event()
+        self._listener: WaitListener | None = None
         self._lock = threading.RLock()
-        self._con = self._connect()
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._writer: WriterLock | None = None
+        self._closed = False
+        if self.path == MEMORY:
+            self._con = self._connect()  # the database lives as long as this connection
+        elif read_only:
+            if not Path(self.path).exists():
+                raise NotCreatedError(f"the DuckDB file {self.path} does not exist yet")
+        else:
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise TerminalLoadError(
+                    f"cannot create the folder of {self.path}: {exc.strerror}"
+                ) from exc
+            self._writer = WriterLock(self.path).acquire()
 
     @classmethod
     def open_read_only(
@@ -172,7 +280,8 @@ class DuckDBWarehouse:
         sync_table: str = "fssync",
         rejects_table: str = "fsrejects",
     ) -> DuckDBWarehouse:
-        """For the status command: read the tables; raises LockedError while the daemon writes."""
+        """For the status command: read the tables; its reads raise LockedError while another
+        process writes (a daemon's commit), without waiting."""
         return cls(path, export_table, sync_table, rejects_table, read_only=True)
 
     def __repr__(self) -> str:
@@ -181,6 +290,11 @@ class DuckDBWarehouse:
 
     def __enter__(self) -> DuckDBWarehouse:
         return self
+
+    def report_waits(self, listener: WaitListener, stop: threading.Event) -> None:
+        """`warehouses.base.ReportsWaits`: tell `listener` about waits; end them on `stop`."""
+        self._listener = listener
+        self._stop = stop
 
     def __exit__(
         self,
@@ -249,7 +363,7 @@ class DuckDBWarehouse:
 
     def sync_records(self, since: datetime | None = None) -> list[SyncRecord]:
         """Committed batches ending after `since`, oldest first; none before the first commit."""
-        with self._lock:
+        with self._lock, self._session("read sync rows"):
             present = [name for name, _ in self._columns(self.tables.sync)]
             if not present:
                 return []
@@ -260,8 +374,8 @@ class DuckDBWarehouse:
     def inconsistent_days(self, since: date) -> list[date]:
         """Days from `since` whose rows and sync rows disagree (see `sql.inconsistent_days`)."""
         lo = sql.day_start(since)
-        bounded = sql.only_segment_batches(self.sync_records(lo), lo)
-        with self._lock:
+        with self._lock, self._session("check day consistency"):
+            bounded = sql.only_segment_batches(self.sync_records(lo), lo)
             if not self._columns(self.tables.sync) or not self._columns(self.tables.export):
                 return []
             rows = self._fetch(
@@ -275,17 +389,20 @@ class DuckDBWarehouse:
         if last < first:
             raise TerminalLoadError(f"cannot roll back: last day {last} is before {first}")
         lo, hi = sql.day_start(first), sql.day_start(last + timedelta(1))
-        rows_end = sql.segment_rows_end(self.sync_records(lo), lo, hi)
-        export_q, rejects_q, sync_q = sql.rollback_days(DUCKDB, self.tables, first, last, rows_end)
-        with self._lock, self._transaction(f"roll back {first}..{last}"):
-            rows_deleted = self._count(export_q)
-            rejects_deleted = self._count(rejects_q)
-            sync_rows_deleted = self._count(sync_q)
+        action = f"roll back {first}..{last}"
+        with self._lock, self._session(action):
+            rows_end = sql.segment_rows_end(self.sync_records(lo), lo, hi)
+            queries = sql.rollback_days(DUCKDB, self.tables, first, last, rows_end)
+            export_q, rejects_q, sync_q = queries
+            with self._transaction(action):
+                rows_deleted = self._count(export_q)
+                rejects_deleted = self._count(rejects_q)
+                sync_rows_deleted = self._count(sync_q)
         return sql.rolled_back(first, last, rows_deleted, sync_rows_deleted, rejects_deleted)
 
     def check(self) -> None:
-        """The file is open; unless read-only, a table can be created (then rolled back)."""
-        with self._lock:
+        """The file opens; unless read-only, a table can be created (then rolled back)."""
+        with self._lock, self._session("read the database"):
             self._fetch(Query("SELECT 1"), "read the database")
             if self.read_only:
                 return
@@ -296,22 +413,116 @@ class DuckDBWarehouse:
 
     def close(self) -> None:
         with self._lock:
-            self._con.close()
+            self._closed = True
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+            if self._writer is not None:
+                self._writer.release()
+                self._writer = None
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _connect(self) -> duckdb.DuckDBPyConnection:
-        if self.path != MEMORY:
-            file = Path(self.path)
-            if self.read_only and not file.exists():
-                raise NotCreatedError(f"the DuckDB file {self.path} does not exist yet")
-            if not self.read_only:
+    @contextmanager
+    def _session(self, action: str) -> Iterator[None]:
+        """The file open for one operation, closed after it, so that others can read it in
+        between. Re-entrant: an operation inside another uses the outer one's connection.
+        Callers hold `self._lock`."""
+        if self._closed:
+            raise TerminalLoadError(f"cannot {action}: this warehouse of {self.path} is closed")
+        if self._con is not None:
+            yield
+            return
+        self._leave_room()
+        self._con = self._open(action)
+        opened_at = self._monotonic()
+        try:
+            yield
+        finally:
+            con, self._con = self._con, None
+            try:
+                con.close()  # the last connection: DuckDB checkpoints and lets the file go
+            except duckdb.Error as exc:  # what was committed is in the WAL already
+                log.warning("closing the DuckDB file failed", error=_first_line(exc))
+            self._closed_at = self._monotonic()
+            held = self._closed_at - opened_at
+            log.debug("the DuckDB file was open", action=action, held_s=round(held, 4))
+
+    def _leave_room(self) -> None:
+        """Keep the file closed for `reader_window` after the last session: commits that follow
+        one another would otherwise leave a reader only a moment to get in."""
+        if self._closed_at is None or self.read_only:
+            return
+        left = self._closed_at + self.reader_window - self._monotonic()
+        if left > 0:
+            self._sleep(left)  # when stopping, the caller decides at its next step
+
+    def _open(self, action: str) -> duckdb.DuckDBPyConnection:
+        """Connect; while another process holds the file, wait for it (a writer only), with
+        backoff, up to `lock_wait` seconds, reported to the log and the listener."""
+        started = self._monotonic()
+        delay = _RETRY_FIRST
+        held: FileHeldError | None = None
+        opened = False
+        try:
+            while True:
                 try:
-                    file.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise TerminalLoadError(
-                        f"cannot create the folder of {self.path}: {exc.strerror}"
-                    ) from exc
+                    con = self._connect()
+                    opened = True
+                    return con
+                except FileHeldError as exc:
+                    if self.read_only:
+                        raise
+                    waited = self._monotonic() - started
+                    if waited >= self.lock_wait:
+                        raise TransientLoadError(
+                            f"{action}: {exc}; gave up after waiting {waited:.1f} s "
+                            "([duckdb] LockWait)"
+                        ) from exc
+                    if held is None:
+                        self._waiting(exc)
+                    held = exc
+                    if self._sleep(min(delay, self.lock_wait - waited)):
+                        raise TransientLoadError(
+                            f"{action}: stopped while waiting for the DuckDB file: {exc}"
+                        ) from exc
+                    delay = min(delay * 2, _RETRY_MAX)
+        finally:
+            if held is not None:
+                self._free(self._monotonic() - started, opened)
+
+    def _sleep(self, seconds: float) -> bool:
+        return self._pause(seconds) if self._pause is not None else self._stop.wait(seconds)
+
+    def _waiting(self, held: FileHeldError) -> None:
+        reason = (
+            f"{held.holder} has the DuckDB file {self.path} open; syncd writes to it once it "
+            f"is closed (waiting up to {self.lock_wait:g} s, [duckdb] LockWait)"
+        )
+        log.warning(
+            "waiting for the DuckDB file: another process has it open",
+            holder=held.holder,
+            path=self.path,
+            lock_wait_s=self.lock_wait,
+        )
+        if self._listener is not None:
+            try:
+                self._listener.warehouse_waiting(reason)
+            except Exception as exc:  # a listener must never break a commit
+                log.warning("wait listener failed", error=str(exc))
+
+    def _free(self, seconds: float, opened: bool) -> None:
+        if opened:
+            log.info("the DuckDB file is free again; carrying on", waited_s=round(seconds, 3))
+        else:
+            log.warning("stopped waiting for the DuckDB file", waited_s=round(seconds, 3))
+        if self._listener is not None:
+            try:
+                self._listener.warehouse_free(seconds)
+            except Exception as exc:  # a listener must never break a commit
+                log.warning("wait listener failed", error=str(exc))
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
         try:
             con = duckdb.connect(self.path, read_only=self.read_only)
         except duckdb.Error as exc:
@@ -330,42 +541,52 @@ class DuckDBWarehouse:
         if self.read_only:
             raise TerminalLoadError(f"cannot {action}: {self.path} is open read-only")
 
+    @property
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        """The open session's connection (callers are inside `_session`)."""
+        if self._con is None:
+            raise TerminalLoadError(f"{self.path} is not open: no session")  # a bug, not I/O
+        return self._con
+
     @contextmanager
     def _transaction(self, action: str) -> Iterator[None]:
-        """BEGIN ... COMMIT; any exception rolls back, DuckDB's mapped to LoadError."""
-        try:
-            self._con.begin()
-        except duckdb.Error as exc:
-            raise map_duckdb_error(exc, action) from exc
-        try:
-            yield
-            self._con.commit()
-        except _RollbackProbe:
-            self._rollback()
-        except duckdb.Error as exc:
-            self._rollback()
-            raise map_duckdb_error(exc, action) from exc
-        except BaseException:
-            self._rollback()
-            raise
+        """BEGIN ... COMMIT in a session; any exception rolls back, DuckDB's mapped to
+        LoadError."""
+        with self._session(action):
+            con = self._connection
+            try:
+                con.begin()
+            except duckdb.Error as exc:
+                raise map_duckdb_error(exc, action) from exc
+            try:
+                yield
+                con.commit()
+            except _RollbackProbe:
+                self._rollback()
+            except duckdb.Error as exc:
+                self._rollback()
+                raise map_duckdb_error(exc, action) from exc
+            except BaseException:
+                self._rollback()
+                raise
 
     def _rollback(self) -> None:
         try:
-            self._con.rollback()
+            self._connection.rollback()
         except duckdb.Error:
             log.debug("rollback: no transaction left to roll back")
 
     def _execute(self, query: Query) -> None:
-        self._con.execute(query.sql, list(query.params))
+        self._connection.execute(query.sql, list(query.params))
 
     def _count(self, query: Query) -> int:
         """Run an INSERT or DELETE and return the rows it touched."""
-        row = self._con.execute(query.sql, list(query.params)).fetchone()
+        row = self._connection.execute(query.sql, list(query.params)).fetchone()
         return int(row[0]) if row else 0
 
     def _fetch(self, query: Query, action: str) -> list[tuple[Any, ...]]:
         try:
-            return list(self._con.execute(query.sql, list(query.params)).fetchall())
+            return list(self._connection.execute(query.sql, list(query.params)).fetchall())
         except duckdb.Error as exc:
             raise map_duckdb_error(exc, action) from exc
 
@@ -440,7 +661,7 @@ class DuckDBWarehouse:
 
     def read_rows(self, batch_id: str) -> list[dict[str, Any]]:
         """The export rows of one batch, typed as stored (see `Warehouse.read_rows`)."""
-        with self._lock:
+        with self._lock, self._session(f"read the rows of {batch_id}"):
             columns = [
                 Column(name, sql.field_type_of(type_))
                 for name, type_ in self._columns(self.tables.export)

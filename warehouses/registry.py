@@ -61,6 +61,8 @@ def build_warehouse(settings: Settings, stage: Stage, *, read_only: bool = False
             sync_table=db.sync_table,
             rejects_table=db.rejects_table,
             read_only=read_only,
+            lock_wait=db.lock_wait.total_seconds(),
+            reader_window=db.reader_window.total_seconds(),
         )
     if settings.provider == "postgres":
         from warehouses.postgres import PostgresWarehouse

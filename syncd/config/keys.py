@@ -413,7 +413,29 @@ SECTION_KEYS: tuple[Key, ...] = (
         "Path",
         K.PATH,
         "syncd-data/syncd.duckdb",
-        "The DuckDB database file (one writer process at a time).",
+        "The DuckDB database file. syncd opens it only for a commit (or to create tables, "
+        "repair, roll back, read its sync rows) and closes it after, so other processes can "
+        "query it read-only in between; a second syncd is kept out by the lock file beside it "
+        "(`<Path>.lock`).",
+    ),
+    Key(
+        "duckdb",
+        "LockWait",
+        K.DURATION,
+        "5m",
+        "How long a write waits for the file while another process (a reader such as "
+        "`duckdb -readonly`) has it open, retrying with backoff and saying so in the log and "
+        "the status; then the batch's attempt fails and is retried (or held) like any "
+        "other transient failure. 0s: do not wait.",
+    ),
+    Key(
+        "duckdb",
+        "ReaderWindow",
+        K.DURATION,
+        "1s",
+        "The least time the file stays closed between two of syncd's uses of it, so that a "
+        "reader retrying every second gets in even while batches commit back to back (a "
+        "backfill). Costs up to this much per commit while catching up; 0s: no pause.",
     ),
     *_tables("duckdb", hauser=False),
     # [postgres]

@@ -37,6 +37,8 @@ class HttpHeader:
 @dataclass(frozen=True)
 class DuckDBSettings:
     path: Path
+    lock_wait: timedelta
+    reader_window: timedelta
     export_table: str
     sync_table: str
     rejects_table: str
