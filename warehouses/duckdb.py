@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -200,8 +200,11 @@ class DuckDBWarehouse:
             self._reconcile(self.tables.rejects, sql.REJECTS_COLUMNS)
         return export
 
-    def commit_batch(self, staged: StagedBatch, record: SyncRecord) -> None:
-        """Replace this batch's rows, rejects and sync row in one transaction."""
+    def commit_batch(
+        self, staged: StagedBatch, record: SyncRecord, *, replace: bool = False
+    ) -> None:
+        """Replace this batch's rows, rejects and sync row in one transaction; with `replace`
+        (a backfill), also the old rows of its window (`sql.replace_window`)."""
         self._require_writable("commit a batch")
         batch = staged.batch
         batch_id = batch.key.id
@@ -222,6 +225,11 @@ class DuckDBWarehouse:
             window = batch_window(batch.key)
             for query in sql.delete_batch(DUCKDB, self.tables, batch_id, window):
                 self._execute(query)
+            if replace and window is not None:
+                *others, rows_q = sql.replace_window(DUCKDB, self.tables, window)
+                for query in others:
+                    self._execute(query)
+                log.info("window's old rows deleted", batch=batch_id, rows=self._count(rows_q))
             loaded = self._load_rows(batch.format, data_path, batch.columns, batch_id, record)
             if loaded != batch.rows:
                 raise TerminalLoadError(
@@ -264,19 +272,26 @@ class DuckDBWarehouse:
             )
         return [row[0] for row in rows]
 
-    def rollback_days(self, first: date, last: date) -> RollbackResult:
-        """Delete the rows, rejects and sync rows of days first..last in one transaction."""
+    def rollback_days(
+        self, first: date, last: date, *, keep: Collection[str] = ()
+    ) -> RollbackResult:
+        """Delete the rows, rejects and sync rows of days first..last in one transaction, but
+        the batches named in `keep`."""
         self._require_writable("roll back days")
         if last < first:
             raise TerminalLoadError(f"cannot roll back: last day {last} is before {first}")
         lo, hi = sql.day_start(first), sql.day_start(last + timedelta(1))
         rows_end = sql.segment_rows_end(self.sync_records(lo), lo, hi)
-        export_q, rejects_q, sync_q = sql.rollback_days(DUCKDB, self.tables, first, last, rows_end)
+        export_q, rejects_q, sync_q = sql.rollback_days(
+            DUCKDB, self.tables, first, last, rows_end, keep
+        )
         with self._lock, self._transaction(f"roll back {first}..{last}"):
             rows_deleted = self._count(export_q)
             rejects_deleted = self._count(rejects_q)
             sync_rows_deleted = self._count(sync_q)
-        return sql.rolled_back(first, last, rows_deleted, sync_rows_deleted, rejects_deleted)
+        return sql.rolled_back(
+            first, last, rows_deleted, sync_rows_deleted, rejects_deleted, kept=len(keep)
+        )
 
     def check(self) -> None:
         """The file is open; unless read-only, a table can be created (then rolled back)."""
