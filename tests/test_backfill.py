@@ -7,10 +7,12 @@ new rows in the windows replaced and old rows in the others, never a window with
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -110,19 +112,53 @@ def on_commit(monkeypatch: pytest.MonkeyPatch) -> Callable[[int, Callable[[], No
     return arrange
 
 
-def rows_by_window(db: Path) -> dict[datetime, Counter[tuple[str, datetime]]]:
+@dataclass
+class Target:
+    """A warehouse the CLI loads: its settings, and how to read its export table back."""
+
+    overrides: dict[str, object]
+    rows: Callable[[SyncdFiles], list[dict[str, Any]]]
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    if request.param == "duckdb":
+        yield Target({}, lambda files: export_rows(files.duckdb))
+        return
+    from aws_support import AwsEnv, drop_schema, new_schema, shared_postgres, warehouse_rows
+
+    pg = shared_postgres()
+    schema = new_schema()
+    env = AwsEnv(None, pg, "", schema)  # type: ignore[arg-type] # reads need no S3
+    overrides: dict[str, object] = {
+        "Provider": "postgres",
+        "postgres.Host": pg.host,
+        "postgres.Port": pg.port,
+        "postgres.User": pg.user,
+        "postgres.DB": pg.database,
+        "postgres.DatabaseSchema": schema,
+        "postgres.SSLMode": "disable",
+    }
+    try:
+        yield Target(overrides, lambda files: warehouse_rows(env))
+    finally:
+        drop_schema(schema)
+
+
+def rows_by_window(rows: list[dict[str, Any]]) -> dict[datetime, Counter[tuple[str, datetime]]]:
     """Per 1-hour window: how many rows of each (batch id, SyncdLoadedAt)."""
     out: dict[datetime, Counter[tuple[str, datetime]]] = {}
-    for row in export_rows(db):
+    for row in rows:
         start = row["EventStart"].replace(minute=0, second=0, microsecond=0, tzinfo=UTC)
         out.setdefault(start, Counter())[(row["SyncdBatchId"], row["SyncdLoadedAt"])] += 1
     return out
 
 
-def loaded_at(db: Path) -> dict[datetime, set[datetime]]:
+def loaded_at(rows: list[dict[str, Any]]) -> dict[datetime, set[datetime]]:
     """Per 1-hour window, the SyncdLoadedAt values of its rows (aware UTC)."""
     return {
-        w: {at.replace(tzinfo=UTC) for _, at in counts} for w, counts in rows_by_window(db).items()
+        w: {at.replace(tzinfo=UTC) for _, at in counts}
+        for w, counts in rows_by_window(rows).items()
     }
 
 
@@ -142,7 +178,7 @@ def test_backfill_leaves_the_table_exact(sim: Simulator, synced: SyncdFiles) -> 
 
 def test_backfill_replaces_every_row_of_the_day(synced: SyncdFiles) -> None:
     backfill(synced, "2026-11-02")
-    at = loaded_at(synced.duckdb)
+    at = loaded_at(export_rows(synced.duckdb))
     assert {w: at[w] for w, _ in DAY2_WINDOWS} == {w: {LATER} for w, _ in DAY2_WINDOWS}
     assert {w: at[w] for w, _ in WINDOWS if w.date() == DAY1} == {
         w: {SYNCED_AT} for w, _ in WINDOWS if w.date() == DAY1
@@ -194,7 +230,7 @@ def test_rows_without_a_batch_id_are_replaced_window_by_window(
     hauser_rows(files, DAY2)
     on_commit(10, lambda: sim.faults.add(Fault.FAILED_OPERATION, count=1000))
     assert backfill(files, "2026-11-02") == EXIT_FAILED
-    counts = rows_by_window(files.duckdb)
+    counts = rows_by_window(export_rows(files.duckdb))
     assert [{b for b, _ in counts[w]} for w, _ in DAY2_WINDOWS] == [
         {BatchKey(s, e).id} for s, e in DAY2_WINDOWS[:10]
     ] + [{None}] * 14
@@ -224,23 +260,48 @@ def test_a_day_loaded_in_another_layout_is_replaced_whole(sim: Simulator, tmp_pa
 # -- stopping in the middle of a day -----------------------------------------------------------
 
 
-def assert_part_replaced(files: SyncdFiles, sim: Simulator, replaced: int) -> None:
+def _sorted_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(v) for v in value]
+    return value
+
+
+def _custom_vars_sorted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """PostgreSQL's JSONB keeps no key order: compare CustomVars with keys sorted."""
+    out = []
+    for row in rows:
+        value = row.get("CustomVars")
+        if isinstance(value, str):
+            value = json.loads(value)
+        out.append({**row, "CustomVars": _sorted_keys(value)})
+    return out
+
+
+def assert_part_replaced(rows: list[dict[str, Any]], sim: Simulator, replaced: int) -> None:
     """The first `replaced` windows of day 2 hold only new rows, the others only old ones, and
     every window holds exactly its rows: never a window with neither, nor with both."""
-    at = loaded_at(files.duckdb)
+    at = loaded_at(rows)
     assert [at[w] for w, _ in DAY2_WINDOWS] == [{LATER}] * replaced + [{SYNCED_AT}] * (
         len(DAY2_WINDOWS) - replaced
     )
-    assert_rows_equal(export_rows(files.duckdb), expected_segment_rows(sim, WINDOWS))
+    assert_rows_equal(
+        _custom_vars_sorted(rows), _custom_vars_sorted(expected_segment_rows(sim, WINDOWS))
+    )
 
 
 def test_a_held_batch_mid_day_leaves_old_rows_for_the_windows_not_replaced(
-    sim: Simulator, tmp_path: Path, on_commit: Callable[[int, Callable[[], None]], None]
+    sim: Simulator,
+    tmp_path: Path,
+    on_commit: Callable[[int, Callable[[], None]], None],
+    target: Target,
 ) -> None:
-    files = synced_files(tmp_path, sim, {"Lookahead": 0, "MaxBatchAttempts": 2})
+    quick = {"Lookahead": 0, "MaxBatchAttempts": 2}
+    files = synced_files(tmp_path, sim, {**target.overrides, **quick})
     on_commit(10, lambda: sim.faults.add(Fault.FAILED_OPERATION, count=1000))
     assert backfill(files, "2026-11-02") == EXIT_FAILED
-    assert_part_replaced(files, sim, 10)
+    assert_part_replaced(target.rows(files), sim, 10)
 
 
 def test_a_held_batch_is_reported_honestly(
@@ -283,24 +344,27 @@ def test_sigterm_mid_day_stops_with_exit_1_and_the_next_backfill_finishes(
     err = capsys.readouterr().err
     assert code == EXIT_FAILED
     assert "backfill stopped: 10 of 24 batches replaced; run it again to finish" in err
-    assert_part_replaced(files, sim, 10)
+    assert_part_replaced(export_rows(files.duckdb), sim, 10)
     assert backfill(files, "2026-11-02") == EXIT_OK
-    assert_part_replaced(files, sim, 24)
+    assert_part_replaced(export_rows(files.duckdb), sim, 24)
 
 
 def test_a_held_batch_mid_day_in_another_layout_leaves_no_window_empty(
-    sim: Simulator, tmp_path: Path, on_commit: Callable[[int, Callable[[], None]], None]
+    sim: Simulator,
+    tmp_path: Path,
+    on_commit: Callable[[int, Callable[[], None]], None],
+    target: Target,
 ) -> None:
     """Old 2-hour batches, new 1-hour ones: held after the first hour of a 2-hour batch, its
     second hour keeps its old rows."""
-    quick: dict[str, object] = {"Lookahead": 0, "MaxBatchAttempts": 2}
+    quick: dict[str, object] = {**target.overrides, "Lookahead": 0, "MaxBatchAttempts": 2}
     files = synced_files(
         tmp_path, sim, {**quick, "ExportDuration": "2h", "StartTime": START - timedelta(hours=1)}
     )
     write_config(tmp_path, sim, START - timedelta(hours=1), quick)
     on_commit(3, lambda: sim.faults.add(Fault.FAILED_OPERATION, count=1000))
     assert backfill(files, "2026-11-02") == EXIT_FAILED
-    counts = rows_by_window(files.duckdb)
+    counts = rows_by_window(target.rows(files))
     expected = {s: len(expected_segment_rows(sim, [(s, e)])) for s, e in DAY2_WINDOWS}
     assert {w: sum(counts[w].values()) for w in expected} == expected
 
