@@ -254,6 +254,22 @@ def test_a_replacing_commit_deletes_a_coarser_batchs_rows_in_its_window_only(
     assert len(rows_of(adapter, new)) == 2
 
 
+def test_the_replacing_commit_of_a_coarser_batchs_last_window_takes_its_sync_row(
+    adapter: Adapter, commit: Callable[..., TransformedBatch]
+) -> None:
+    """Windows replaced in order: the old batch's rows went window by window, and its sync row
+    with the last of them, so the day is consistent at every commit."""
+    old = commit("2024-03-01T00:00:00Z", count=62, hours=2)
+    first = commit("2024-03-01T00:00:00Z", count=2, replace=True)
+    second = commit("2024-03-01T01:00:00Z", count=1, replace=True)
+    if isinstance(adapter.warehouse, StorageOnlyWarehouse):
+        assert [r.end for r in adapter.warehouse.sync_records()] == [old.key.end]
+        return
+    assert sorted(ids(adapter)) == sorted([first.key.id, second.key.id])
+    assert rows_of(adapter, old) == []
+    assert adapter.warehouse.inconsistent_days(old.key.day) == []
+
+
 def test_a_replacing_commit_keeps_other_windows_and_never_moves_the_sync_point_back(
     adapter: Adapter, commit: Callable[..., TransformedBatch]
 ) -> None:

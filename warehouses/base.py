@@ -131,10 +131,11 @@ class Warehouse(Protocol):
 
         With `replace` (a backfill replacing the batch's day), the same transaction also
         deletes the old rows of a segment batch's window: every row with EventStart in the
-        window but rows of batches of other days, and the sync rows and rejects of the segment
-        batches inside the window (`warehouses.sql.replace_window`). So a day is replaced window
-        by window and no window is ever left with neither its old nor its new rows. A legacy
-        batch has no window: `replace` adds nothing to its commit."""
+        window but rows of batches of other days, and the sync rows and rejects of the day's
+        segment batches that end in the window (`warehouses.sql.replace_window`; the day's
+        windows are replaced in order from its start). So a day is replaced window by window
+        and no window is ever left with neither its old nor its new rows. A legacy batch has
+        no window: `replace` adds nothing to its commit."""
         ...
 
     def sync_records(self, since: datetime | None = None) -> list[SyncRecord]:

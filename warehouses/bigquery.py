@@ -184,11 +184,12 @@ DELETE FROM {sync} WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {row});
 {fence}COMMIT TRANSACTION;"""
 # A backfill's commit (`replace`) of window [start, end) of day [lo, hi) also deletes the
 # window's old rows (see `warehouses.sql.replace_window`, the same rule): the rejects and sync
-# rows of the segment batches inside the window, then the rows dated in it but those of
-# batches of other days. Bounds are TIMESTAMP literals (`_timestamp`), as in the rollback.
-_INSIDE_WINDOW = (
-    "{SyncdSource} = 'segment' AND {BatchStart} >= {start} AND {BundleEndTime} <= {end} "
-    "AND {SyncdBatchId} IS NOT NULL"
+# rows of the day's segment batches that end in the window, then the rows dated in it but
+# those of batches of other days. Bounds are TIMESTAMP literals (`_timestamp`), as in the
+# rollback.
+_ENDING_IN_WINDOW = (
+    "{SyncdSource} = 'segment' AND {BatchStart} >= {lo} AND {BatchStart} < {end} "
+    "AND {BundleEndTime} > {start} AND {BundleEndTime} <= {end} AND {SyncdBatchId} IS NOT NULL"
 )
 _REPLACE_WINDOW = """DELETE FROM {rejects} WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {sync} WHERE {inside});
 DELETE FROM {sync} WHERE {inside};
@@ -1125,7 +1126,12 @@ class BigQueryWarehouse:
         if key.source != sql.SEGMENT_SOURCE:
             return ""
         lo = sql.day_start(key.start.astimezone(UTC).date())
-        inside = _render(_INSIDE_WINDOW, start=_timestamp(key.start), end=_timestamp(key.end))
+        inside = _render(
+            _ENDING_IN_WINDOW,
+            lo=_timestamp(lo),
+            start=_timestamp(key.start),
+            end=_timestamp(key.end),
+        )
         return _render(
             _REPLACE_WINDOW,
             export=self._q(self.tables.export),

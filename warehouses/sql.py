@@ -440,11 +440,11 @@ _ROLLBACK_SYNC = (
 )
 
 # A backfill's commit of window [start, end) of a day [lo, hi): the sync rows and rejects of
-# the segment batches inside the window, then every row dated in the window but those of
-# batches of other days (the same rule as `rollback_days`).
-_INSIDE_WINDOW = (
-    "{SyncdSource} = {p} AND {BatchStart} >= {p} AND {BundleEndTime} <= {p} "
-    "AND {SyncdBatchId} IS NOT NULL"
+# the day's segment batches that end in the window, then every row dated in the window but
+# those of batches of other days (the same rule as `rollback_days`).
+_ENDING_IN_WINDOW = (
+    "{SyncdSource} = {p} AND {BatchStart} >= {p} AND {BatchStart} < {p} "
+    "AND {BundleEndTime} > {p} AND {BundleEndTime} <= {p} AND {SyncdBatchId} IS NOT NULL"
 )
 _REPLACED_REJECTS = (
     "DELETE FROM {rejects} WHERE {SyncdBatchId} IN "
@@ -553,20 +553,22 @@ def replace_window(d: Dialect, t: TableNames, window: tuple[datetime, datetime])
     """What a backfill's commit of a segment batch deletes besides the batch's own earlier
     rows, in its transaction and before its load: the old rows of its window [start, end).
 
-    1. rejects and 2. sync rows of the segment batches whose windows lie inside it (the same
-       window, or a finer ExportDuration's: their rows all lie in it);
+    1. rejects and 2. sync rows of the day's segment batches that end in the window (the
+       same window, a finer ExportDuration's inside it, or a coarser one that began before
+       it): a backfill replaces a day's windows in order from its start, so the rows of such
+       a batch before this window are gone already and its last ones go now;
     3. every export row with EventStart in the window, except rows of batches that start on
        another UTC day (the rule of `rollback_days`): rows of the day's earlier batches of any
-       layout, and rows no sync row names (hauser's, orphans). A coarser earlier batch that
-       only overlaps the window keeps its sync row and its rows outside the window until the
-       day's leftovers go (`rollback_days` with `keep`).
-    Bounded by EventStart in the window, as the other deletes are.
+       layout, and rows no sync row names (hauser's, orphans).
+    A coarser earlier batch that goes on after the window keeps its sync row and its rows
+    after the window until a later window's commit (or the day's leftovers, `rollback_days`
+    with `keep`). Bounded by EventStart in the window, as the other deletes are.
     """
     start, end = (to_db_timestamp(w) for w in window)
     lo = to_db_timestamp(day_start(start.date()))
     hi = lo + timedelta(days=1)
-    inside = render(_INSIDE_WINDOW, d, t)
-    inside_params = (SEGMENT_SOURCE, start, end)
+    inside = render(_ENDING_IN_WINDOW, d, t)
+    inside_params = (SEGMENT_SOURCE, lo, end, start, end)
     return [
         Query(render(_REPLACED_REJECTS, d, t, inside=inside), inside_params),
         Query(render(_REPLACED_SYNC, d, t, inside=inside), inside_params),
