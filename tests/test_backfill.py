@@ -443,3 +443,22 @@ def test_the_first_day_without_start_time_is_refused() -> None:
     with pytest.raises(ConfigError) as caught:
         check_range(START.date(), START.date(), [record], None)
     assert "set StartTime" in str(caught.value)
+
+
+# -- the README shows commands that run --------------------------------------------------------
+
+
+def test_the_readme_backfill_commands_parse() -> None:
+    """The README's backfill row and paragraph show options the parser takes."""
+    import re
+
+    from syncd.cli import build_parser
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    shown = re.findall(r"`(syncd backfill [^`]*)`", readme.replace("\n", " "))
+    assert len(shown) >= 2
+    for command in shown:
+        argv = command.replace("[", "").replace("]", "").split()[1:]
+        argv = ["2026-11-01" if a == "D" else "syncd.toml" if a == "FILE" else a for a in argv]
+        args = build_parser().parse_args(argv)
+        assert (args.command, args.from_day) == ("backfill", "2026-11-01")
