@@ -114,9 +114,11 @@ class ReplacingSource:
         return covering_before(seen, self.floor)
 
     def plan(self, records: Sequence[SyncRecord], now: datetime, limit: int) -> list[BatchKey]:
-        keys = []
-        for key in self.source.plan(self.planning_records(records), now, limit):
-            if key.start >= self.hi:
+        """Up to `limit` batches of the day. Planned past `limit`: a legacy bundle that began
+        the day before and is not committed comes first, and must not hide the day's."""
+        keys: list[BatchKey] = []
+        for key in self.source.plan(self.planning_records(records), now, _PLAN_LIMIT):
+            if key.start >= self.hi or len(keys) >= limit:
                 break
             if key.start >= self.lo:
                 keys.append(key)
@@ -266,6 +268,9 @@ def _replace_day(pipeline: Pipeline, source: ReplacingSource, result: BackfillRe
             if result.replaced_until
             else None,
         )
+        return
+    if not replaced.records:  # nothing to load for the day: its old rows are all it has
+        log.warning("backfill: no batch of the day could be planned; the day is left as it was")
         return
     left = pipeline.warehouse.rollback_days(day, day, keep=list(replaced.records))
     result.rows_replaced += left.rows_deleted

@@ -25,9 +25,11 @@ from e2e_support import (
     SyncdFiles,
     assert_rows_equal,
     batch_counts,
+    expected_legacy_rows,
     expected_segment_rows,
     export_rows,
     hour_windows,
+    legacy_key,
     run_cli,
     sync_rows,
     write_config,
@@ -40,6 +42,7 @@ from syncd.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from syncd.errors import ConfigError
 from syncd.pipeline import PipelineHooks
 from syncd.simulator import Fault, Simulator, SimulatorConfig
+from syncd.sources.ratelimit import RateLimiter
 from syncd.timeutil import UTC
 
 START = datetime(2026, 11, 1, 21, tzinfo=UTC)
@@ -378,6 +381,48 @@ def test_a_held_batch_mid_day_in_another_layout_leaves_no_window_empty(
         {BatchKey(hour(2), hour(4)).id},  # the old batch's hour not replaced yet
         {BatchKey(hour(4), hour(6)).id},
     ]
+
+
+# -- legacy bundles ----------------------------------------------------------------------------
+
+LEGACY_DATA_START = datetime(2026, 10, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def legacy_sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
+    """Two complete days of 6-hour bundles; the client's bundle download limit lifted."""
+    monkeypatch.setattr(
+        RateLimiter, "legacy_default", classmethod(lambda cls, state_path=None: cls(1000, 60.0))
+    )
+    config = SimulatorConfig(
+        api_key=API_KEY,
+        events_per_hour=60,
+        data_start=LEGACY_DATA_START,
+        legacy_bundle_hours=6,
+        legacy_downloads_per_minute=None,
+        clock=lambda: LEGACY_DATA_START + timedelta(days=2, hours=3),
+    )
+    with Simulator(config) as s:
+        yield s
+
+
+@pytest.mark.parametrize("by_day", [True, False], ids=["by-day", "per-bundle"])
+def test_a_legacy_day_is_replaced_exactly(
+    tmp_path: Path, legacy_sim: Simulator, by_day: bool
+) -> None:
+    overrides = {"Source": "legacy", "GroupFilesByDay": by_day}
+    files = write_config(tmp_path, legacy_sim, LEGACY_DATA_START, overrides)
+    assert run_cli(["once", "-c", str(files.config)]) == EXIT_OK
+    before = sync_rows(files.duckdb)
+    assert backfill(files, "2026-10-30", now=NOW + timedelta(hours=1)) == EXIT_OK
+    bundles = legacy_sim.bundles(LEGACY_DATA_START, LEGACY_DATA_START + timedelta(days=2))
+    batches = [bundles[:4], bundles[4:]] if by_day else [[b] for b in bundles]
+    assert_rows_equal(export_rows(files.duckdb), expected_legacy_rows(legacy_sim, batches))
+    after = sync_rows(files.duckdb)
+    assert [r["SyncdBatchId"] for r in after] == [legacy_key(b).id for b in batches]
+    assert [r["Processed"] == b["Processed"] for r, b in zip(after, before, strict=True)] == [
+        False
+    ] * (len(batches) // 2) + [True] * (len(batches) // 2)
 
 
 # -- refusals: nothing is deleted --------------------------------------------------------------
