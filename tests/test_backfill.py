@@ -7,9 +7,11 @@ new rows in the windows replaced and old rows in the others, never a window with
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -449,6 +451,33 @@ def test_without_yes_off_a_terminal_it_exits_2_and_deletes_nothing(
     assert backfill(synced, "2026-11-02", yes=False) == EXIT_CONFIG
     assert "confirm with --yes" in capsys.readouterr().err
     assert export_rows(synced.duckdb) == before
+
+
+class _Terminal(io.StringIO):
+    """A terminal's stdin with the operator's answer typed in."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("answer", ["n\n", "y\n"])
+def test_on_a_terminal_it_asks_first(
+    synced: SyncdFiles,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    answer: str,
+) -> None:
+    before = export_rows(synced.duckdb)
+    monkeypatch.setattr(sys, "stdin", _Terminal(answer))
+    capsys.readouterr()
+    assert backfill(synced, "2026-11-02", yes=False) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.startswith("Re-export 2026-11-02 and replace its rows, window by window? [y/N] ")
+    if answer.startswith("n"):
+        assert "nothing replaced" in out and export_rows(synced.duckdb) == before
+    else:
+        assert "1 days replaced, 24 of 24 batches replaced" in out
+        assert loaded_at(export_rows(synced.duckdb))[DAY2_WINDOWS[0][0]] == {LATER}
 
 
 @pytest.mark.parametrize(
