@@ -359,15 +359,23 @@ def test_a_held_batch_mid_day_in_another_layout_leaves_no_window_empty(
     tmp_path: Path,
     on_commit: Callable[[int, Callable[[], None]], None],
     target: Target,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Old 2-hour batches, new 1-hour ones: held after the first hour of a 2-hour batch, its
-    second hour keeps its old rows."""
+    second hour keeps its old rows, and the old batch's sync row counts only those."""
     quick: dict[str, object] = {**target.overrides, "Lookahead": 0, "MaxBatchAttempts": 2}
     files = synced_files(
         tmp_path, sim, {**quick, "ExportDuration": "2h", "StartTime": START - timedelta(hours=1)}
     )
     write_config(tmp_path, sim, START - timedelta(hours=1), quick)
-    on_commit(3, lambda: sim.faults.add(Fault.FAILED_OPERATION, count=1000))
+    held: list[int] = []
+
+    def hold_once() -> None:
+        if not held:
+            held.append(1)
+            sim.faults.add(Fault.FAILED_OPERATION, count=1000)
+
+    on_commit(3, hold_once)
     assert backfill(files, "2026-11-02") == EXIT_FAILED
     counts = rows_by_window(target.rows(files))
     expected = {s: len(expected_segment_rows(sim, [(s, e)])) for s, e in DAY2_WINDOWS}
@@ -383,6 +391,11 @@ def test_a_held_batch_mid_day_in_another_layout_leaves_no_window_empty(
         {BatchKey(hour(2), hour(4)).id},  # the old batch's hour not replaced yet
         {BatchKey(hour(4), hour(6)).id},
     ]
+    # the day is consistent as it stands: the next start-up does not roll it back
+    sim.faults.clear()
+    capsys.readouterr()
+    assert backfill(files, "2026-11-02") == EXIT_OK
+    assert "rolled back an inconsistent day" not in capsys.readouterr().err
 
 
 # -- legacy bundles ----------------------------------------------------------------------------

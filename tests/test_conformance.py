@@ -252,6 +252,11 @@ def test_a_replacing_commit_deletes_a_coarser_batchs_rows_in_its_window_only(
     hour = old.key.start + timedelta(hours=1)
     assert rows_of(adapter, old) == [hour, hour + timedelta(minutes=1)]
     assert len(rows_of(adapter, new)) == 2
+    # its sync row counts the rows it still holds: the day is consistent mid-way
+    assert [
+        r.rows_loaded for r in adapter.warehouse.sync_records() if r.batch_id == old.key.id
+    ] == [2]
+    assert adapter.warehouse.inconsistent_days(old.key.day) == []
 
 
 def test_the_replacing_commit_of_a_coarser_batchs_last_window_takes_its_sync_row(

@@ -191,8 +191,15 @@ _ENDING_IN_WINDOW = (
     "{SyncdSource} = 'segment' AND {BatchStart} >= {lo} AND {BatchStart} < {end} "
     "AND {BundleEndTime} > {start} AND {BundleEndTime} <= {end} AND {SyncdBatchId} IS NOT NULL"
 )
+# The day's segment batches that go on after the window (a coarser old layout): their
+# RowsLoaded is lowered by their rows in the window, so the day stays consistent mid-way.
+_GOING_ON = (
+    "{SyncdSource} = 'segment' AND {BatchStart} >= {lo} AND {BatchStart} < {end} "
+    "AND {BundleEndTime} > {end} AND {SyncdBatchId} IS NOT NULL"
+)
 _REPLACE_WINDOW = """DELETE FROM {rejects} WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {sync} WHERE {inside});
 DELETE FROM {sync} WHERE {inside};
+UPDATE {sync} AS s SET {RowsLoaded} = s.{RowsLoaded} - (SELECT COUNT(*) FROM {export} AS e WHERE e.{SyncdBatchId} = s.{SyncdBatchId} AND {rows_in}) WHERE {going_on};
 DELETE FROM {export} WHERE {rows_in} AND ({SyncdBatchId} IS NULL OR {SyncdBatchId} NOT IN (SELECT {SyncdBatchId} FROM {sync} WHERE {SyncdBatchId} IS NOT NULL AND ({BatchStart} < {lo} OR {BatchStart} >= {hi})));
 """
 _INSERT_REJECTS = (
@@ -1138,6 +1145,7 @@ class BigQueryWarehouse:
             sync=self._q(self.tables.sync),
             rejects=self._q(self.tables.rejects),
             inside=inside,
+            going_on=_render(_GOING_ON, lo=_timestamp(lo), end=_timestamp(key.end)),
             rows_in=_rows_in(key.start, key.end),
             lo=_timestamp(lo),
             hi=_timestamp(lo + timedelta(days=1)),

@@ -229,6 +229,9 @@ class DuckDBWarehouse:
                 *others, rows_q = sql.replace_window(DUCKDB, self.tables, window)
                 for query in others:
                     self._execute(query)
+                going_on = sql.going_on_rows(DUCKDB, self.tables, window)
+                for old_id, n in self._con.execute(going_on.sql, list(going_on.params)).fetchall():
+                    self._execute(sql.lower_rows_loaded(DUCKDB, self.tables, old_id, int(n)))
                 log.info("window's old rows deleted", batch=batch_id, rows=self._count(rows_q))
             loaded = self._load_rows(batch.format, data_path, batch.columns, batch_id, record)
             if loaded != batch.rows:

@@ -236,11 +236,15 @@ class DbApiWarehouse(ABC):
                     for query in sql.delete_batch(self.dialect, self.tables, batch_id, window):
                         self._execute(cursor, query)
                     if replace and window is not None:
-                        replaced = [
+                        *others, rows_q = sql.replace_window(self.dialect, self.tables, window)
+                        for query in others:
                             self._execute(cursor, query)
-                            for query in sql.replace_window(self.dialect, self.tables, window)
-                        ]
-                        log.info("window's old rows deleted", batch=batch_id, rows=replaced[-1])
+                        going_on = sql.going_on_rows(self.dialect, self.tables, window)
+                        for old_id, n in self._fetch(cursor, going_on):
+                            lower = sql.lower_rows_loaded(self.dialect, self.tables, old_id, int(n))
+                            self._execute(cursor, lower)
+                        deleted = self._execute(cursor, rows_q)
+                        log.info("window's old rows deleted", batch=batch_id, rows=deleted)
                     loaded = self._load(cursor, staged, record)
                     self._check_loaded(cursor, action, batch_id, loaded, batch.rows)
                     if LOADED_AT.name not in {c.name for c in batch.columns}:

@@ -451,6 +451,21 @@ _REPLACED_REJECTS = (
     "(SELECT {SyncdBatchId} FROM {sync} WHERE {inside})"
 )
 _REPLACED_SYNC = "DELETE FROM {sync} WHERE {inside}"
+# The day's segment batches that began before the window's end and go on after it (a coarser
+# old layout): how many of their rows lie in the window, counted before those rows go, so that
+# their RowsLoaded can say how many they still hold (the day stays consistent mid-way).
+_GOING_ON = (
+    "{SyncdSource} = {p} AND {BatchStart} >= {p} AND {BatchStart} < {p} "
+    "AND {BundleEndTime} > {p} AND {SyncdBatchId} IS NOT NULL"
+)
+_GOING_ON_ROWS = (
+    "SELECT {SyncdBatchId}, COUNT(*) FROM {export} WHERE {EventStart} >= {p} "
+    "AND {EventStart} < {p} AND {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {sync} "
+    "WHERE {going_on}) GROUP BY {SyncdBatchId}"
+)
+_LOWER_ROWS_LOADED = (
+    "UPDATE {sync} SET {RowsLoaded} = {RowsLoaded} - {p} WHERE {SyncdBatchId} = {p}"
+)
 _REPLACED_ROWS = (
     "DELETE FROM {export} WHERE {EventStart} >= {p} AND {EventStart} < {p} "
     "AND ({SyncdBatchId} IS NULL OR {SyncdBatchId} NOT IN (SELECT {SyncdBatchId} FROM {sync} "
@@ -549,6 +564,23 @@ def rollback_days(
     ]
 
 
+def going_on_rows(d: Dialect, t: TableNames, window: tuple[datetime, datetime]) -> Query:
+    """(batch id, rows) of the day's segment batches that go on after the window, for their
+    rows in the window: run before `replace_window`'s row delete, then `lower_rows_loaded`
+    for each, so such a batch's sync row counts the rows it still holds."""
+    start, end = (to_db_timestamp(w) for w in window)
+    lo = to_db_timestamp(day_start(start.date()))
+    going_on = render(_GOING_ON, d, t)
+    return Query(
+        render(_GOING_ON_ROWS, d, t, going_on=going_on),
+        (start, end, SEGMENT_SOURCE, lo, end, end),
+    )
+
+
+def lower_rows_loaded(d: Dialect, t: TableNames, batch_id: str, rows: int) -> Query:
+    return Query(render(_LOWER_ROWS_LOADED, d, t), (rows, batch_id))
+
+
 def replace_window(d: Dialect, t: TableNames, window: tuple[datetime, datetime]) -> list[Query]:
     """What a backfill's commit of a segment batch deletes besides the batch's own earlier
     rows, in its transaction and before its load: the old rows of its window [start, end).
@@ -562,7 +594,8 @@ def replace_window(d: Dialect, t: TableNames, window: tuple[datetime, datetime])
        layout, and rows no sync row names (hauser's, orphans).
     A coarser earlier batch that goes on after the window keeps its sync row and its rows
     after the window until a later window's commit (or the day's leftovers, `rollback_days`
-    with `keep`). Bounded by EventStart in the window, as the other deletes are.
+    with `keep`); its RowsLoaded is lowered by its rows in the window (`going_on_rows`).
+    Bounded by EventStart in the window, as the other deletes are.
     """
     start, end = (to_db_timestamp(w) for w in window)
     lo = to_db_timestamp(day_start(start.date()))
