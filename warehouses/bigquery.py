@@ -14,9 +14,10 @@ A commit, for batch B:
 1. load jobs from gs:// with an explicit schema put the staged file (and its rejects) into the
    per-batch staging tables `<export>__syncd_<B>` (WRITE_TRUNCATE, so a re-run replaces them);
 2. B's sync row is written, through query parameters, into a one-row staging table;
-3. one multi-statement transaction deletes B's earlier rows, rejects and sync row, inserts from
-   the staging tables and inserts the sync row (it reads every value from the staging tables,
-   so the script itself needs no parameters);
+3. one multi-statement transaction deletes B's earlier rows, rejects and sync row (in a
+   backfill also the old rows of B's window: `_REPLACE_WINDOW`), inserts from the staging
+   tables and inserts the sync row (it reads every value from the staging tables, so the
+   script itself needs no parameters);
 4. the staging tables are dropped (a failure there is only logged: the commit stands).
 A crash before 3 leaves nothing visible; 3 is atomic; after 3 only the staging tables remain.
 Scratch tables (a batch's staging tables) expire a day after they are made

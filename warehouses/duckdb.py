@@ -1,9 +1,10 @@
 """DuckDB, the embedded default warehouse: one file, one writer process.
 
 A commit is one DuckDB transaction: delete this batch's earlier rows, rejects and sync row (a
-re-run after a crash), bulk-load the staged file with `INSERT INTO t (columns) SELECT ... FROM
-read_parquet / read_csv / read_json(?)`, check the row count, load the rejects, insert the sync
-row, commit. Any failure rolls all of it back.
+re-run after a crash; in a backfill also its window's old rows, `sql.replace_window`),
+bulk-load the staged file with `INSERT INTO t (columns) SELECT ... FROM read_parquet /
+read_csv / read_json(?)`, check the row count, load the rejects, insert the sync row, commit.
+Any failure rolls all of it back.
 
 Every value travels as a parameter, staged file paths included: DuckDB accepts `?` as the path
 of its table functions and even as the `columns` map of `read_json`. Those functions treat the
