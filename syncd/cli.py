@@ -176,41 +176,102 @@ def cmd_run(args: argparse.Namespace, *, until_caught_up: bool) -> int:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     from syncd.app import build_app
-    from syncd.backfill import backfill
+    from syncd.backfill import backfill, check_ready
     from syncd.lease import LeaseHolder, LeaseKeeper
     from syncd.observability.progress import progress_for
 
     settings = _load(args).settings
     first, last = _days(args, "backfill")
+    span = first.isoformat() if first == last else f"{first.isoformat()} to {last.isoformat()}"
     stop = threading.Event()
     _Signals(stop).install()
     progress = progress_for(sys.stderr)
     app = build_app(settings, stop=stop, hooks=[progress] if progress is not None else [])
     try:
+        check_ready(first, last, app.pipeline.clock(), settings.export_delay)
+        if not args.yes:
+            if not sys.stdin.isatty():
+                _err("backfill replaces rows; confirm with --yes when not on a terminal")
+                return EXIT_CONFIG
+            answer = input(f"Re-export {span} and replace its rows, window by window? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing replaced")
+                return EXIT_OK
+        failed = _backfill_checks(settings, app, stop)
+        if failed:
+            _err(
+                f"backfill not started, nothing deleted: the {' and the '.join(failed)} check failed"
+            )
+            return EXIT_FAILED
         with LeaseKeeper(app.warehouse, LeaseHolder.current(), stop).held():
             app.pipeline.start()
             try:
                 result = backfill(
-                    app.pipeline, first, last, start_time=settings.start_time, progress=progress
+                    app.pipeline,
+                    first,
+                    last,
+                    start_time=settings.start_time,
+                    export_delay=settings.export_delay,
+                    progress=progress,
                 )
             finally:
                 if progress is not None:
                     progress.finish()
     finally:
         app.close()
-    span = first.isoformat() if first == last else f"{first.isoformat()} to {last.isoformat()}"
-    print(
-        f"backfill of {span}: {len(result.days_done)} days replaced, {result.batches} batches, "
-        f"{result.rows} rows loaded ({result.rejected} rejected), "
-        f"{result.rows_replaced} old rows removed"
+    replaced = f"{result.batches} of {result.planned} batches replaced"
+    leftovers = (
+        f"; {result.rows_replaced} rows of old batches no new batch replaced removed"
+        if result.rows_replaced
+        else ""
     )
+    print(
+        f"backfill of {span}: {len(result.days_done)} days replaced, {replaced}, "
+        f"{result.rows} rows loaded ({result.rejected} rejected){leftovers}"
+    )
+    if result.finished:
+        return EXIT_OK
     if result.held is not None:
-        _err(
-            f"batch {result.held.batch_id} is held: {result.held.error}; the rest of its day is "
-            "loaded by the next run or backfill"
-        )
-        return EXIT_FAILED
-    return EXIT_OK
+        _err(f"batch {result.held.batch_id} is held: {result.held.error}")
+    why = "stopped" if result.held is None else "stopped at a held batch"
+    _err(f"backfill {why}: {replaced}; run it again to finish")
+    if result.partial_day is not None:
+        day = result.partial_day.isoformat()
+        if result.replaced_until is None:
+            state = f"{day} is as it was: none of its windows were replaced yet"
+        else:
+            until = format_timestamp(result.replaced_until)
+            state = (
+                f"{day} is part replaced: its windows before {until} hold the new rows, the "
+                "later ones still hold their old rows (no window is empty)"
+            )
+        _err(state)
+    return EXIT_FAILED
+
+
+def _backfill_checks(settings: Settings, app: Any, stop: threading.Event) -> list[str]:
+    """`syncd check`'s API, stage and warehouse checks, one try each; the names that failed.
+
+    A backfill runs them before it replaces anything."""
+    from syncd.app import build_client
+    from syncd.sources.retry import RetryPolicy
+
+    def check_api() -> None:
+        with build_client(settings, stop, retry=RetryPolicy(max_attempts=1)) as client:
+            client.check(settings.source)
+
+    failed = []
+    for name, fn in (
+        ("export API", check_api),
+        ("stage", app.stage.check),
+        ("warehouse", app.warehouse.check),
+    ):
+        try:
+            fn()
+        except SyncdError as exc:
+            failed.append(name)
+            _err(f"{name}: FAILED: {exc}")
+    return failed
 
 
 def _status_data(settings: Settings, now: datetime | None = None) -> dict[str, Any]:
@@ -578,7 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(
         command(
             "backfill",
-            "re-export and replace past days (late-arriving data), day by day",
+            "re-export and replace past days (late-arriving data), window by window",
             "syncd backfill -c syncd.toml --from 2026-11-01 --to 2026-11-03",
         )
     )
@@ -586,6 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--from", dest="from_day", required=True, help="first UTC day to replace, YYYY-MM-DD"
     )
     p.add_argument("--to", dest="to_day", help="last UTC day (inclusive; default: --from)")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p = with_config(
         command(
             "check",

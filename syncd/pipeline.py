@@ -178,6 +178,8 @@ class Pipeline:
         self.stop = stop or threading.Event()
         self.clock = clock
         self.records: list[SyncRecord] = []
+        #: Commits replace the old rows of their windows (`syncd.backfill` sets it for a day).
+        self.replace = False
         self.held: HeldBatch | None = None
         self._floor_said: date | None = None
         self._attempts: dict[str, int] = {}
@@ -472,7 +474,9 @@ class Pipeline:
         )
         if self.stop.is_set():
             raise _Stopped()
-        self._step(key, "commit", lambda: self.warehouse.commit_batch(staged, record))
+        self._step(
+            key, "commit", lambda: self.warehouse.commit_batch(staged, record, replace=self.replace)
+        )
         self.records.append(record)
         log.info(
             "batch committed",

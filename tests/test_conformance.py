@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -91,8 +91,15 @@ def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Adapter]
 def commit(adapter: Adapter, staged_files: StagedFiles) -> Callable[..., TransformedBatch]:
     """Transform (fake), stage through the adapter's stage, and commit one batch."""
 
-    def run(start: str, count: int = 3, fmt: StagedFormat | None = None) -> TransformedBatch:
-        key = staged_files.key(start)
+    def run(
+        start: str,
+        count: int = 3,
+        fmt: StagedFormat | None = None,
+        *,
+        hours: int = 1,
+        replace: bool = False,
+    ) -> TransformedBatch:
+        key = staged_files.key(start, hours)
         chosen = fmt or adapter.warehouse.capabilities.staging_formats[0]
         rejects = [{"position": count, "reason": "not an object", "raw": "42"}]
         batch = staged_files.write(
@@ -118,7 +125,7 @@ def commit(adapter: Adapter, staged_files: StagedFiles) -> Callable[..., Transfo
             rows_rejected=batch.rejected,
             staged_uri=staged.uri,
         )
-        adapter.warehouse.commit_batch(staged, record)
+        adapter.warehouse.commit_batch(staged, record, replace=replace)
         return batch
 
     return run
@@ -206,6 +213,101 @@ def test_rollback_reports_the_days(
 def test_sync_records_are_utc(adapter: Adapter, commit: Callable[..., TransformedBatch]) -> None:
     commit("2024-03-01T00:00:00Z")
     assert {r.end.tzinfo for r in adapter.warehouse.sync_records()} == {UTC}
+
+
+# --- a backfill: commits that replace their window, then the day's leftovers ------------------
+
+
+def ids(adapter: Adapter) -> list[str]:
+    return [r.batch_id for r in adapter.warehouse.sync_records()]
+
+
+def rows_of(adapter: Adapter, batch: TransformedBatch) -> list[datetime]:
+    return sorted(r["EventStart"] for r in adapter.warehouse.read_rows(batch.key.id))
+
+
+def test_a_replacing_commit_takes_the_place_of_finer_batches_inside_its_window(
+    adapter: Adapter, commit: Callable[..., TransformedBatch]
+) -> None:
+    old = [commit("2024-03-01T00:00:00Z"), commit("2024-03-01T01:00:00Z")]
+    new = commit("2024-03-01T00:00:00Z", count=2, hours=2, replace=True)
+    if isinstance(adapter.warehouse, StorageOnlyWarehouse):
+        assert [r.end for r in adapter.warehouse.sync_records()] == [new.key.end]
+        return
+    assert ids(adapter) == [new.key.id]
+    assert [rows_of(adapter, b) for b in old] == [[], []]
+    assert len(rows_of(adapter, new)) == 2
+
+
+def test_a_replacing_commit_deletes_a_coarser_batchs_rows_in_its_window_only(
+    adapter: Adapter, commit: Callable[..., TransformedBatch]
+) -> None:
+    """The old batch's rows after the window stay until the day's leftovers go."""
+    old = commit("2024-03-01T00:00:00Z", count=62, hours=2)  # rows at 00:00 .. 01:01
+    new = commit("2024-03-01T00:00:00Z", count=2, replace=True)
+    if isinstance(adapter.warehouse, StorageOnlyWarehouse):
+        assert [r.end for r in adapter.warehouse.sync_records()] == [old.key.end]
+        return
+    assert sorted(ids(adapter)) == sorted([old.key.id, new.key.id])
+    hour = old.key.start + timedelta(hours=1)
+    assert rows_of(adapter, old) == [hour, hour + timedelta(minutes=1)]
+    assert len(rows_of(adapter, new)) == 2
+    # its sync row counts the rows it still holds: the day is consistent mid-way
+    assert [
+        r.rows_loaded for r in adapter.warehouse.sync_records() if r.batch_id == old.key.id
+    ] == [2]
+    assert adapter.warehouse.inconsistent_days(old.key.day) == []
+
+
+def test_the_replacing_commit_of_a_coarser_batchs_last_window_takes_its_sync_row(
+    adapter: Adapter, commit: Callable[..., TransformedBatch]
+) -> None:
+    """Windows replaced in order: the old batch's rows went window by window, and its sync row
+    with the last of them, so the day is consistent at every commit."""
+    old = commit("2024-03-01T00:00:00Z", count=62, hours=2)
+    first = commit("2024-03-01T00:00:00Z", count=2, replace=True)
+    second = commit("2024-03-01T01:00:00Z", count=1, replace=True)
+    if isinstance(adapter.warehouse, StorageOnlyWarehouse):
+        assert [r.end for r in adapter.warehouse.sync_records()] == [old.key.end]
+        return
+    assert sorted(ids(adapter)) == sorted([first.key.id, second.key.id])
+    assert rows_of(adapter, old) == []
+    assert adapter.warehouse.inconsistent_days(old.key.day) == []
+
+
+def test_a_replacing_commit_keeps_other_windows_and_never_moves_the_sync_point_back(
+    adapter: Adapter, commit: Callable[..., TransformedBatch]
+) -> None:
+    before = commit("2024-02-29T23:00:00Z")
+    commit("2024-03-01T00:00:00Z")
+    after = commit("2024-03-01T01:00:00Z")
+    new = commit("2024-03-01T00:00:00Z", count=2, replace=True)
+    assert max(r.end for r in adapter.warehouse.sync_records()) == after.key.end
+    if isinstance(adapter.warehouse, StorageOnlyWarehouse):
+        return
+    assert sorted(ids(adapter)) == sorted([before.key.id, new.key.id, after.key.id])
+    assert [len(rows_of(adapter, b)) for b in (before, new, after)] == [3, 2, 3]
+
+
+def test_rollback_keeping_the_new_batches_removes_only_the_leftovers(
+    adapter: Adapter, commit: Callable[..., TransformedBatch]
+) -> None:
+    old = commit("2024-03-01T00:00:00Z", count=62, hours=2)
+    new = [
+        commit("2024-03-01T00:00:00Z", count=2, replace=True),
+        commit("2024-03-01T01:00:00Z", count=1, replace=True),
+    ]
+    result = adapter.warehouse.rollback_days(
+        new[0].key.day, new[0].key.day, keep=[b.key.id for b in new]
+    )
+    if isinstance(adapter.warehouse, StorageOnlyWarehouse):
+        assert (result.rows_deleted, result.sync_rows_deleted) == (0, 0)
+        assert [r.end for r in adapter.warehouse.sync_records()] == [old.key.end]
+        return
+    assert sorted(ids(adapter)) == sorted(b.key.id for b in new)
+    assert rows_of(adapter, old) == []
+    assert [len(rows_of(adapter, b)) for b in new] == [2, 1]
+    assert adapter.warehouse.inconsistent_days(old.key.day) == []
 
 
 # --- the round trip's two methods: read a batch back, drop the tables --------------------------

@@ -269,7 +269,7 @@ def test_a_backfill_of_an_expired_day_is_refused(expiring: Expiring) -> None:
     config = str(expiring.syncd.files.config)
     assert run_cli(["once", "-c", config], now=expiring.now) == EXIT_OK
     expired = expiring.windows[0][0].date().isoformat()
-    code = run_cli(["backfill", "-c", config, "--from", expired], now=expiring.now)
+    code = run_cli(["backfill", "-c", config, "--from", expired, "--yes"], now=expiring.now)
     assert code == EXIT_CONFIG and dict(expiring.sim.stats.exports_by_window) == {
         w: 1 for w in expiring.kept
     }

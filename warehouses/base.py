@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -124,9 +124,19 @@ class Warehouse(Protocol):
         order, add the missing ones. Return the export table's columns as they now are."""
         ...
 
-    def commit_batch(self, staged: StagedBatch, record: SyncRecord) -> None:
+    def commit_batch(
+        self, staged: StagedBatch, record: SyncRecord, *, replace: bool = False
+    ) -> None:
         """Atomically: delete earlier rows of this batch, load it and its rejects, insert the
-        sync row. Either all of it happens or none of it."""
+        sync row. Either all of it happens or none of it.
+
+        With `replace` (a backfill replacing the batch's day), the same transaction also
+        deletes the old rows of a segment batch's window: every row with EventStart in the
+        window but rows of batches of other days, and the sync rows and rejects of the day's
+        segment batches that end in the window (`warehouses.sql.replace_window`; the day's
+        windows are replaced in order from its start). So a day is replaced window by window
+        and no window is ever left with neither its old nor its new rows. A legacy batch has
+        no window: `replace` adds nothing to its commit."""
         ...
 
     def sync_records(self, since: datetime | None = None) -> list[SyncRecord]:
@@ -137,8 +147,14 @@ class Warehouse(Protocol):
         """UTC days from `since` on whose rows and sync rows disagree."""
         ...
 
-    def rollback_days(self, first: date, last: date) -> RollbackResult:
-        """Delete the rows and sync rows of days first..last (inclusive) in one transaction."""
+    def rollback_days(
+        self, first: date, last: date, *, keep: Collection[str] = ()
+    ) -> RollbackResult:
+        """Delete the rows and sync rows of days first..last (inclusive) in one transaction.
+
+        The batches named in `keep` stay with their rows and rejects: after a backfill replaced
+        a day batch by batch, this removes what its new batches did not replace (the rows and
+        sync rows of old batches of another layout, hauser's rows and sync rows of the day)."""
         ...
 
     def check(self) -> None:

@@ -14,9 +14,10 @@ A commit, for batch B:
 1. load jobs from gs:// with an explicit schema put the staged file (and its rejects) into the
    per-batch staging tables `<export>__syncd_<B>` (WRITE_TRUNCATE, so a re-run replaces them);
 2. B's sync row is written, through query parameters, into a one-row staging table;
-3. one multi-statement transaction deletes B's earlier rows, rejects and sync row, inserts from
-   the staging tables and inserts the sync row (it reads every value from the staging tables,
-   so the script itself needs no parameters);
+3. one multi-statement transaction deletes B's earlier rows, rejects and sync row (in a
+   backfill also the old rows of B's window: `_REPLACE_WINDOW`), inserts from the staging
+   tables and inserts the sync row (it reads every value from the staging tables, so the
+   script itself needs no parameters);
 4. the staging tables are dropped (a failure there is only logged: the commit stands).
 A crash before 3 leaves nothing visible; 3 is atomic; after 3 only the staging tables remain.
 Scratch tables (a batch's staging tables) expire a day after they are made
@@ -76,7 +77,7 @@ import hashlib
 import re
 import string
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import replace as dataclass_replace
 from datetime import date, datetime, timedelta
@@ -179,9 +180,29 @@ _COMMIT = """BEGIN TRANSACTION;
 DELETE FROM {export} WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {row}) AND {rows_in};
 DELETE FROM {rejects} WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {row});
 DELETE FROM {sync} WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {row});
-INSERT INTO {export} ({targets}) SELECT {expressions} FROM {data} AS s CROSS JOIN {row} AS v;
+{replace}INSERT INTO {export} ({targets}) SELECT {expressions} FROM {data} AS s CROSS JOIN {row} AS v;
 {insert_rejects}INSERT INTO {sync} ({sync_columns}) SELECT {sync_columns} FROM {row};
 {fence}COMMIT TRANSACTION;"""
+# A backfill's commit (`replace`) of window [start, end) of day [lo, hi) also deletes the
+# window's old rows (see `warehouses.sql.replace_window`, the same rule): the rejects and sync
+# rows of the day's segment batches that end in the window, then the rows dated in it but
+# those of batches of other days. Bounds are TIMESTAMP literals (`_timestamp`), as in the
+# rollback.
+_ENDING_IN_WINDOW = (
+    "{SyncdSource} = 'segment' AND {BatchStart} >= {lo} AND {BatchStart} < {end} "
+    "AND {BundleEndTime} > {start} AND {BundleEndTime} <= {end} AND {SyncdBatchId} IS NOT NULL"
+)
+# The day's segment batches that go on after the window (a coarser old layout): their
+# RowsLoaded is lowered by their rows in the window, so the day stays consistent mid-way.
+_GOING_ON = (
+    "{SyncdSource} = 'segment' AND {BatchStart} >= {lo} AND {BatchStart} < {end} "
+    "AND {BundleEndTime} > {end} AND {SyncdBatchId} IS NOT NULL"
+)
+_REPLACE_WINDOW = """DELETE FROM {rejects} WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {sync} WHERE {inside});
+DELETE FROM {sync} WHERE {inside};
+UPDATE {sync} AS s SET {RowsLoaded} = s.{RowsLoaded} - (SELECT COUNT(*) FROM {export} AS e WHERE e.{SyncdBatchId} = s.{SyncdBatchId} AND {rows_in}) WHERE {going_on};
+DELETE FROM {export} WHERE {rows_in} AND ({SyncdBatchId} IS NULL OR {SyncdBatchId} NOT IN (SELECT {SyncdBatchId} FROM {sync} WHERE {SyncdBatchId} IS NOT NULL AND ({BatchStart} < {lo} OR {BatchStart} >= {hi})));
+"""
 _INSERT_REJECTS = (
     "INSERT INTO {rejects} ({SyncdBatchId}, {Position}, {Reason}, {Raw}, {RejectedAt}) "
     "SELECT v.{SyncdBatchId}, r.{position}, r.{reason}, r.{raw}, v.{Processed} "
@@ -211,7 +232,9 @@ _INCONSISTENT_DAYS = (
 # Rollback of days [lo, hi). The bounds are TIMESTAMP literals made from datetimes
 # (`_timestamp`): BigQuery eliminates partitions only on constant filters, and the emulator
 # ignores parameters inside scripts. {rows_in} bounds the rows of the days' batches.
-_BATCHES_IN_DAYS = "SELECT s.{SyncdBatchId} FROM {sync} AS s WHERE s.{BatchStart} >= {lo} AND s.{BatchStart} < {hi}"
+_BATCHES_IN_DAYS = "SELECT s.{SyncdBatchId} FROM {sync} AS s WHERE s.{BatchStart} >= {lo} AND s.{BatchStart} < {hi}{kept}"
+_NOT_KEPT = " AND s.{SyncdBatchId} NOT IN ({kept})"
+_NULL_OR_NOT_KEPT = " AND ({SyncdBatchId} IS NULL OR {SyncdBatchId} NOT IN ({kept}))"
 _ROLLBACK_EXPORT_WHERE = (
     "{rows_in} AND ({SyncdBatchId} IN ({batches_in_days}) "
     "OR ({EventStart} >= {lo} AND {EventStart} < {hi} "
@@ -219,8 +242,8 @@ _ROLLBACK_EXPORT_WHERE = (
     "(SELECT {SyncdBatchId} FROM {sync} WHERE {SyncdBatchId} IS NOT NULL))))"
 )
 _ROLLBACK_SYNC_WHERE = (
-    "({BatchStart} >= {lo} AND {BatchStart} < {hi}) "
-    "OR ({BatchStart} IS NULL AND {BundleEndTime} > {lo} AND {BundleEndTime} <= {hi})"
+    "(({BatchStart} >= {lo} AND {BatchStart} < {hi}) "
+    "OR ({BatchStart} IS NULL AND {BundleEndTime} > {lo} AND {BundleEndTime} <= {hi})){kept}"
 )
 _ROWS_IN = "{EventStart} >= {lo} AND {EventStart} < {hi}"
 _STAGED_RANGE = "SELECT MIN({EventStart}), MAX({EventStart}) FROM {data}"
@@ -461,8 +484,11 @@ class BigQueryWarehouse:
         self._sweep_scratch()
         return export
 
-    def commit_batch(self, staged: StagedBatch, record: SyncRecord) -> None:
-        """Load into staging tables, then one transaction replaces the batch; drop staging."""
+    def commit_batch(
+        self, staged: StagedBatch, record: SyncRecord, *, replace: bool = False
+    ) -> None:
+        """Load into staging tables, then one transaction replaces the batch (with `replace`,
+        also the old rows of its window: `_REPLACE_WINDOW`); drop staging."""
         batch = staged.batch
         batch_id = batch.key.id
         if record.batch_id != batch_id:
@@ -503,7 +529,14 @@ class BigQueryWarehouse:
         ).params
         self._write_row(names.row, sql.SYNC_COLUMNS, values)
         rows_in = self._batch_rows_in(batch.key, names.data, action)
-        script = self._commit_script(batch.columns, data_schema, names, has_rejects, rows_in)
+        script = self._commit_script(
+            batch.columns,
+            data_schema,
+            names,
+            has_rejects,
+            rows_in,
+            self._replace_window(batch.key) if replace else "",
+        )
         try:
             self._query(script, (), action)
         except LoadError as exc:
@@ -553,8 +586,11 @@ class BigQueryWarehouse:
         rows = self._query(text, [("lo", "TIMESTAMP", lo)], "check days")
         return [row[0] for row in rows]
 
-    def rollback_days(self, first: date, last: date) -> RollbackResult:
-        """Delete the rows, rejects and sync rows of days first..last in one transaction.
+    def rollback_days(
+        self, first: date, last: date, *, keep: Collection[str] = ()
+    ) -> RollbackResult:
+        """Delete the rows, rejects and sync rows of days first..last in one transaction, but
+        the batches named in `keep` (each a checked plain word, written as a literal).
 
         Every statement over the export table is bounded by EventStart: from the first day's
         start to the end of the last day or of the days' last window, whichever is later (a
@@ -571,11 +607,18 @@ class BigQueryWarehouse:
             "lo": _timestamp(lo),
             "hi": _timestamp(hi),
         }
-        batches = _render(_BATCHES_IN_DAYS, **names)
+        kept = ", ".join(_literal(k) for k in keep)
+        batches = _render(
+            _BATCHES_IN_DAYS, kept=_render(_NOT_KEPT, kept=kept) if kept else "", **names
+        )
         export_where = _render(
             _ROLLBACK_EXPORT_WHERE, batches_in_days=batches, rows_in=rows_in, **names
         )
-        sync_where = _render(_ROLLBACK_SYNC_WHERE, **names)
+        sync_where = _render(
+            _ROLLBACK_SYNC_WHERE,
+            kept=_render(_NULL_OR_NOT_KEPT, kept=kept) if kept else "",
+            **names,
+        )
         action = f"roll back {first}..{last}"
         # counted first: one writer, so nothing changes between the count and the delete
         rows_deleted = self._count(names["export"], export_where, action)
@@ -588,7 +631,7 @@ class BigQueryWarehouse:
             **names,
         )
         self._query(script, (), action)
-        return sql.rolled_back(first, last, rows_deleted, sync_rows_deleted)
+        return sql.rolled_back(first, last, rows_deleted, sync_rows_deleted, kept=len(keep))
 
     def check(self) -> None:
         """The dataset exists and a query job can run."""
@@ -1045,6 +1088,7 @@ class BigQueryWarehouse:
         names: StagingTables,
         has_rejects: bool,
         rows_in: str,
+        replace: str = "",
     ) -> str:
         staged_types = dict(data_schema)
         targets: list[str] = []
@@ -1077,9 +1121,34 @@ class BigQueryWarehouse:
             targets=_columns(targets),
             expressions=", ".join(expressions),
             insert_rejects=insert_rejects,
+            replace=replace,
             rows_in=rows_in,
             sync_columns=_columns(c.name for c in sql.SYNC_COLUMNS),
             **tables,
+        )
+
+    def _replace_window(self, key: BatchKey) -> str:
+        """The statements that delete the old rows of a segment batch's window (none for a
+        legacy bundle, which has no window)."""
+        if key.source != sql.SEGMENT_SOURCE:
+            return ""
+        lo = sql.day_start(key.start.astimezone(UTC).date())
+        inside = _render(
+            _ENDING_IN_WINDOW,
+            lo=_timestamp(lo),
+            start=_timestamp(key.start),
+            end=_timestamp(key.end),
+        )
+        return _render(
+            _REPLACE_WINDOW,
+            export=self._q(self.tables.export),
+            sync=self._q(self.tables.sync),
+            rejects=self._q(self.tables.rejects),
+            inside=inside,
+            going_on=_render(_GOING_ON, lo=_timestamp(lo), end=_timestamp(key.end)),
+            rows_in=_rows_in(key.start, key.end),
+            lo=_timestamp(lo),
+            hi=_timestamp(lo + timedelta(days=1)),
         )
 
     def _batch_rows_in(self, key: BatchKey, data: str, action: str) -> str:

@@ -1,9 +1,10 @@
 """DuckDB, the embedded default warehouse: one file, one writer process.
 
 A commit is one DuckDB transaction: delete this batch's earlier rows, rejects and sync row (a
-re-run after a crash), bulk-load the staged file with `INSERT INTO t (columns) SELECT ... FROM
-read_parquet / read_csv / read_json(?)`, check the row count, load the rejects, insert the sync
-row, commit. Any failure rolls all of it back.
+re-run after a crash; in a backfill also its window's old rows, `sql.replace_window`),
+bulk-load the staged file with `INSERT INTO t (columns) SELECT ... FROM read_parquet /
+read_csv / read_json(?)`, check the row count, load the rejects, insert the sync row, commit.
+Any failure rolls all of it back.
 
 Every value travels as a parameter, staged file paths included: DuckDB accepts `?` as the path
 of its table functions and even as the `columns` map of `read_json`. Those functions treat the
@@ -50,7 +51,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -320,8 +321,11 @@ class DuckDBWarehouse:
             self._reconcile(self.tables.rejects, sql.REJECTS_COLUMNS)
         return export
 
-    def commit_batch(self, staged: StagedBatch, record: SyncRecord) -> None:
-        """Replace this batch's rows, rejects and sync row in one transaction."""
+    def commit_batch(
+        self, staged: StagedBatch, record: SyncRecord, *, replace: bool = False
+    ) -> None:
+        """Replace this batch's rows, rejects and sync row in one transaction; with `replace`
+        (a backfill), also the old rows of its window (`sql.replace_window`)."""
         self._require_writable("commit a batch")
         batch = staged.batch
         batch_id = batch.key.id
@@ -342,6 +346,16 @@ class DuckDBWarehouse:
             window = batch_window(batch.key)
             for query in sql.delete_batch(DUCKDB, self.tables, batch_id, window):
                 self._execute(query)
+            if replace and window is not None:
+                *others, rows_q = sql.replace_window(DUCKDB, self.tables, window)
+                for query in others:
+                    self._execute(query)
+                going_on = sql.going_on_rows(DUCKDB, self.tables, window)
+                for old_id, n in self._connection.execute(
+                    going_on.sql, list(going_on.params)
+                ).fetchall():
+                    self._execute(sql.lower_rows_loaded(DUCKDB, self.tables, old_id, int(n)))
+                log.info("window's old rows deleted", batch=batch_id, rows=self._count(rows_q))
             loaded = self._load_rows(batch.format, data_path, batch.columns, batch_id, record)
             if loaded != batch.rows:
                 raise TerminalLoadError(
@@ -383,8 +397,11 @@ class DuckDBWarehouse:
             )
         return [row[0] for row in rows]
 
-    def rollback_days(self, first: date, last: date) -> RollbackResult:
-        """Delete the rows, rejects and sync rows of days first..last in one transaction."""
+    def rollback_days(
+        self, first: date, last: date, *, keep: Collection[str] = ()
+    ) -> RollbackResult:
+        """Delete the rows, rejects and sync rows of days first..last in one transaction, but
+        the batches named in `keep`."""
         self._require_writable("roll back days")
         if last < first:
             raise TerminalLoadError(f"cannot roll back: last day {last} is before {first}")
@@ -392,13 +409,15 @@ class DuckDBWarehouse:
         action = f"roll back {first}..{last}"
         with self._lock, self._session(action):
             rows_end = sql.segment_rows_end(self.sync_records(lo), lo, hi)
-            queries = sql.rollback_days(DUCKDB, self.tables, first, last, rows_end)
+            queries = sql.rollback_days(DUCKDB, self.tables, first, last, rows_end, keep)
             export_q, rejects_q, sync_q = queries
             with self._transaction(action):
                 rows_deleted = self._count(export_q)
                 rejects_deleted = self._count(rejects_q)
                 sync_rows_deleted = self._count(sync_q)
-        return sql.rolled_back(first, last, rows_deleted, sync_rows_deleted, rejects_deleted)
+        return sql.rolled_back(
+            first, last, rows_deleted, sync_rows_deleted, rejects_deleted, kept=len(keep)
+        )
 
     def check(self) -> None:
         """The file opens; unless read-only, a table can be created (then rolled back)."""

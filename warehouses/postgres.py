@@ -23,7 +23,7 @@ import re
 import secrets
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -212,8 +212,11 @@ class DbApiWarehouse(ABC):
             self._reconcile(cursor, self.tables.rejects, sql.REJECTS_COLUMNS)
         return export
 
-    def commit_batch(self, staged: StagedBatch, record: SyncRecord) -> None:
-        """Replace this batch's rows, rejects and sync row in one transaction."""
+    def commit_batch(
+        self, staged: StagedBatch, record: SyncRecord, *, replace: bool = False
+    ) -> None:
+        """Replace this batch's rows, rejects and sync row in one transaction; with `replace`
+        (a backfill), also the old rows of its window (`sql.replace_window`)."""
         batch = staged.batch
         batch_id = batch.key.id
         action = f"commit batch {batch_id}"
@@ -232,6 +235,16 @@ class DbApiWarehouse(ABC):
                     window = batch_window(batch.key)
                     for query in sql.delete_batch(self.dialect, self.tables, batch_id, window):
                         self._execute(cursor, query)
+                    if replace and window is not None:
+                        *others, rows_q = sql.replace_window(self.dialect, self.tables, window)
+                        for query in others:
+                            self._execute(cursor, query)
+                        going_on = sql.going_on_rows(self.dialect, self.tables, window)
+                        for old_id, n in self._fetch(cursor, going_on):
+                            lower = sql.lower_rows_loaded(self.dialect, self.tables, old_id, int(n))
+                            self._execute(cursor, lower)
+                        deleted = self._execute(cursor, rows_q)
+                        log.info("window's old rows deleted", batch=batch_id, rows=deleted)
                     loaded = self._load(cursor, staged, record)
                     self._check_loaded(cursor, action, batch_id, loaded, batch.rows)
                     if LOADED_AT.name not in {c.name for c in batch.columns}:
@@ -281,20 +294,25 @@ class DbApiWarehouse(ABC):
             rows = self._fetch(cursor, query)
         return [_as_date(row[0]) for row in rows]
 
-    def rollback_days(self, first: date, last: date) -> RollbackResult:
-        """Delete the rows, rejects and sync rows of days first..last in one transaction."""
+    def rollback_days(
+        self, first: date, last: date, *, keep: Collection[str] = ()
+    ) -> RollbackResult:
+        """Delete the rows, rejects and sync rows of days first..last in one transaction, but
+        the batches named in `keep`."""
         if last < first:
             raise TerminalLoadError(f"cannot roll back: last day {last} is before {first}")
         lo, hi = sql.day_start(first), sql.day_start(last + timedelta(1))
         rows_end = sql.segment_rows_end(self.sync_records(lo), lo, hi)
         export_q, rejects_q, sync_q = sql.rollback_days(
-            self.dialect, self.tables, first, last, rows_end
+            self.dialect, self.tables, first, last, rows_end, keep
         )
         with self._lock, self._transaction(f"roll back {first}..{last}") as cursor:
             rows_deleted = self._execute(cursor, export_q)
             rejects_deleted = self._execute(cursor, rejects_q)
             sync_rows_deleted = self._execute(cursor, sync_q)
-        return sql.rolled_back(first, last, rows_deleted, sync_rows_deleted, rejects_deleted)
+        return sql.rolled_back(
+            first, last, rows_deleted, sync_rows_deleted, rejects_deleted, kept=len(keep)
+        )
 
     def check(self) -> None:
         """Connect, read, and create a table in the schema (rolled back, nothing left)."""

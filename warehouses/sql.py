@@ -71,6 +71,8 @@ REJECTS_COLUMNS: tuple[Column, ...] = (
 
 #: Source of sync rows continued from a hauser SyncTable.
 HAUSER_SOURCE = "hauser"
+#: Source of the sync rows of segment-export batches (`syncd.batch.BatchKey.source`).
+SEGMENT_SOURCE = "segment"
 
 
 @dataclass(frozen=True)
@@ -421,8 +423,10 @@ _INCONSISTENT_DAYS = (
 )
 
 _BATCHES_IN_DAYS = (
-    "SELECT {SyncdBatchId} FROM {sync} WHERE {BatchStart} >= {p} AND {BatchStart} < {p}"
+    "SELECT {SyncdBatchId} FROM {sync} WHERE {BatchStart} >= {p} AND {BatchStart} < {p}{kept}"
 )
+_NOT_KEPT = " AND {SyncdBatchId} NOT IN ({placeholders})"
+_NULL_OR_NOT_KEPT = " AND ({SyncdBatchId} IS NULL OR {SyncdBatchId} NOT IN ({placeholders}))"
 _ROLLBACK_EXPORT = (
     "DELETE FROM {export} WHERE {rows_in}({SyncdBatchId} IN ({batches_in_days}) "
     "OR ({EventStart} >= {p} AND {EventStart} < {p} AND ({SyncdBatchId} IS NULL "
@@ -431,8 +435,41 @@ _ROLLBACK_EXPORT = (
 _ROWS_IN = "{EventStart} >= {p} AND {EventStart} < {p} AND "
 _ROLLBACK_REJECTS = "DELETE FROM {rejects} WHERE {SyncdBatchId} IN ({batches_in_days})"
 _ROLLBACK_SYNC = (
-    "DELETE FROM {sync} WHERE ({BatchStart} >= {p} AND {BatchStart} < {p}) "
-    "OR ({BatchStart} IS NULL AND {BundleEndTime} > {p} AND {BundleEndTime} <= {p})"
+    "DELETE FROM {sync} WHERE (({BatchStart} >= {p} AND {BatchStart} < {p}) "
+    "OR ({BatchStart} IS NULL AND {BundleEndTime} > {p} AND {BundleEndTime} <= {p})){kept}"
+)
+
+# A backfill's commit of window [start, end) of a day [lo, hi): the sync rows and rejects of
+# the day's segment batches that end in the window, then every row dated in the window but
+# those of batches of other days (the same rule as `rollback_days`).
+_ENDING_IN_WINDOW = (
+    "{SyncdSource} = {p} AND {BatchStart} >= {p} AND {BatchStart} < {p} "
+    "AND {BundleEndTime} > {p} AND {BundleEndTime} <= {p} AND {SyncdBatchId} IS NOT NULL"
+)
+_REPLACED_REJECTS = (
+    "DELETE FROM {rejects} WHERE {SyncdBatchId} IN "
+    "(SELECT {SyncdBatchId} FROM {sync} WHERE {inside})"
+)
+_REPLACED_SYNC = "DELETE FROM {sync} WHERE {inside}"
+# The day's segment batches that began before the window's end and go on after it (a coarser
+# old layout): how many of their rows lie in the window, counted before those rows go, so that
+# their RowsLoaded can say how many they still hold (the day stays consistent mid-way).
+_GOING_ON = (
+    "{SyncdSource} = {p} AND {BatchStart} >= {p} AND {BatchStart} < {p} "
+    "AND {BundleEndTime} > {p} AND {SyncdBatchId} IS NOT NULL"
+)
+_GOING_ON_ROWS = (
+    "SELECT {SyncdBatchId}, COUNT(*) FROM {export} WHERE {EventStart} >= {p} "
+    "AND {EventStart} < {p} AND {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {sync} "
+    "WHERE {going_on}) GROUP BY {SyncdBatchId}"
+)
+_LOWER_ROWS_LOADED = (
+    "UPDATE {sync} SET {RowsLoaded} = {RowsLoaded} - {p} WHERE {SyncdBatchId} = {p}"
+)
+_REPLACED_ROWS = (
+    "DELETE FROM {export} WHERE {EventStart} >= {p} AND {EventStart} < {p} "
+    "AND ({SyncdBatchId} IS NULL OR {SyncdBatchId} NOT IN (SELECT {SyncdBatchId} FROM {sync} "
+    "WHERE {SyncdBatchId} IS NOT NULL AND ({BatchStart} < {p} OR {BatchStart} >= {p})))"
 )
 
 
@@ -480,7 +517,12 @@ def inconsistent_days(d: Dialect, t: TableNames, since: date, bounded: bool = Fa
 
 
 def rollback_days(
-    d: Dialect, t: TableNames, first: date, last: date, rows_end: datetime | None = None
+    d: Dialect,
+    t: TableNames,
+    first: date,
+    last: date,
+    rows_end: datetime | None = None,
+    keep: Collection[str] = (),
 ) -> list[Query]:
     """Statements, in order and for one transaction, that delete days first..last inclusive.
 
@@ -491,22 +533,79 @@ def rollback_days(
     3. the sync rows: syncd's by BatchStart, hauser's by BundleEndTime in (first, last + 1 day].
 
     With `rows_end` (`segment_rows_end`), the export rows are deleted within EventStart
-    [first, rows_end), so a sort key or partitions on EventStart bound the scan.
+    [first, rows_end), so a sort key or partitions on EventStart bound the scan. The batches
+    named in `keep` (a backfill's new batches of the days) stay, with their rows and rejects.
     """
     lo, hi = to_db_timestamp(day_start(first)), to_db_timestamp(day_start(last + timedelta(1)))
-    batches = render(_BATCHES_IN_DAYS, d, t)
+    kept = tuple(keep)
+    placeholders = d.placeholders(len(kept))
+    batches = render(
+        _BATCHES_IN_DAYS,
+        d,
+        t,
+        kept=render(_NOT_KEPT, d, placeholders=placeholders) if kept else "",
+    )
     export = (
-        Query(render(_ROLLBACK_EXPORT, d, t, batches_in_days=batches, rows_in=""), (lo, hi, lo, hi))
+        Query(
+            render(_ROLLBACK_EXPORT, d, t, batches_in_days=batches, rows_in=""),
+            (lo, hi, *kept, lo, hi),
+        )
         if rows_end is None
         else Query(
             render(_ROLLBACK_EXPORT, d, t, batches_in_days=batches, rows_in=render(_ROWS_IN, d)),
-            (lo, to_db_timestamp(rows_end), lo, hi, lo, hi),
+            (lo, to_db_timestamp(rows_end), lo, hi, *kept, lo, hi),
         )
     )
+    sync_kept = render(_NULL_OR_NOT_KEPT, d, placeholders=placeholders) if kept else ""
     return [
         export,
-        Query(render(_ROLLBACK_REJECTS, d, t, batches_in_days=batches), (lo, hi)),
-        Query(render(_ROLLBACK_SYNC, d, t), (lo, hi, lo, hi)),
+        Query(render(_ROLLBACK_REJECTS, d, t, batches_in_days=batches), (lo, hi, *kept)),
+        Query(render(_ROLLBACK_SYNC, d, t, kept=sync_kept), (lo, hi, lo, hi, *kept)),
+    ]
+
+
+def going_on_rows(d: Dialect, t: TableNames, window: tuple[datetime, datetime]) -> Query:
+    """(batch id, rows) of the day's segment batches that go on after the window, for their
+    rows in the window: run before `replace_window`'s row delete, then `lower_rows_loaded`
+    for each, so such a batch's sync row counts the rows it still holds."""
+    start, end = (to_db_timestamp(w) for w in window)
+    lo = to_db_timestamp(day_start(start.date()))
+    going_on = render(_GOING_ON, d, t)
+    return Query(
+        render(_GOING_ON_ROWS, d, t, going_on=going_on),
+        (start, end, SEGMENT_SOURCE, lo, end, end),
+    )
+
+
+def lower_rows_loaded(d: Dialect, t: TableNames, batch_id: str, rows: int) -> Query:
+    return Query(render(_LOWER_ROWS_LOADED, d, t), (rows, batch_id))
+
+
+def replace_window(d: Dialect, t: TableNames, window: tuple[datetime, datetime]) -> list[Query]:
+    """What a backfill's commit of a segment batch deletes besides the batch's own earlier
+    rows, in its transaction and before its load: the old rows of its window [start, end).
+
+    1. rejects and 2. sync rows of the day's segment batches that end in the window (the
+       same window, a finer ExportDuration's inside it, or a coarser one that began before
+       it): a backfill replaces a day's windows in order from its start, so the rows of such
+       a batch before this window are gone already and its last ones go now;
+    3. every export row with EventStart in the window, except rows of batches that start on
+       another UTC day (the rule of `rollback_days`): rows of the day's earlier batches of any
+       layout, and rows no sync row names (hauser's, orphans).
+    A coarser earlier batch that goes on after the window keeps its sync row and its rows
+    after the window until a later window's commit (or the day's leftovers, `rollback_days`
+    with `keep`); its RowsLoaded is lowered by its rows in the window (`going_on_rows`).
+    Bounded by EventStart in the window, as the other deletes are.
+    """
+    start, end = (to_db_timestamp(w) for w in window)
+    lo = to_db_timestamp(day_start(start.date()))
+    hi = lo + timedelta(days=1)
+    inside = render(_ENDING_IN_WINDOW, d, t)
+    inside_params = (SEGMENT_SOURCE, lo, end, start, end)
+    return [
+        Query(render(_REPLACED_REJECTS, d, t, inside=inside), inside_params),
+        Query(render(_REPLACED_SYNC, d, t, inside=inside), inside_params),
+        Query(render(_REPLACED_ROWS, d, t), (start, end, lo, hi)),
     ]
 
 
@@ -523,13 +622,22 @@ def days_between(first: date, last: date) -> tuple[date, ...]:
 
 
 def rolled_back(
-    first: date, last: date, rows: int, sync_rows: int, rejects: int | None = None
+    first: date,
+    last: date,
+    rows: int,
+    sync_rows: int,
+    rejects: int | None = None,
+    kept: int = 0,
 ) -> RollbackResult:
-    """Log a finished rollback (the same line for every warehouse) and describe it."""
+    """Log a finished rollback (the same line for every warehouse) and describe it; with
+    `kept` batches, it removed a backfill's leftovers (an info line, not a warning)."""
     counts = {"rows": rows, "sync_rows": sync_rows}
     if rejects is not None:
         counts["rejects"] = rejects
-    log.warning("days rolled back", first=str(first), last=str(last), **counts)
+    if kept:
+        log.info("replaced days' leftovers removed", first=str(first), last=str(last), **counts)
+    else:
+        log.warning("days rolled back", first=str(first), last=str(last), **counts)
     return RollbackResult(
         days=days_between(first, last), rows_deleted=rows, sync_rows_deleted=sync_rows
     )

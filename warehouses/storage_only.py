@@ -13,12 +13,15 @@ What is and is not known in this mode:
   `sync_records` then returns one synthesized record whose `end` is the checkpoint and whose
   `committed_at` is unknown and reported as that same end;
 - nothing to compare rows against, so `inconsistent_days` is always empty, and a rollback
-  moves the checkpoint back without deleting files (the re-export overwrites them).
+  moves the checkpoint back without deleting files (the re-export overwrites them);
+- a backfill replaces files in place: its commits (`replace`) overwrite a window's files and
+  never move the checkpoint back, and its leftover step (`rollback_days` with `keep`) has
+  nothing to delete.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -67,8 +70,22 @@ class StorageOnlyWarehouse:
         """No tables: the files carry exactly the columns they were written with."""
         return tuple(columns)
 
-    def commit_batch(self, staged: StagedBatch, record: SyncRecord) -> None:
-        """The files are already staged: move the checkpoint to the batch's end."""
+    def commit_batch(
+        self, staged: StagedBatch, record: SyncRecord, *, replace: bool = False
+    ) -> None:
+        """The files are already staged: move the checkpoint to the batch's end. With `replace`
+        (a backfill of a past day) the files replaced the window's old ones (same names) and
+        the checkpoint only ever moves forward."""
+        if replace:
+            current = self._checkpoint()
+            if current is not None and current >= record.end:
+                log.info(
+                    "batch replaced",
+                    batch=record.batch_id,
+                    staged_uri=staged.uri,
+                    rows=staged.batch.rows,
+                )
+                return
         try:
             self.stage.write_checkpoint(record.end)
         except StageError as exc:
@@ -105,9 +122,16 @@ class StorageOnlyWarehouse:
         """Files alone cannot disagree with a sync table: always empty."""
         return []
 
-    def rollback_days(self, first: date, last: date) -> RollbackResult:
-        """Move the checkpoint back to the start of `first` when it is later; files stay."""
+    def rollback_days(
+        self, first: date, last: date, *, keep: Collection[str] = ()
+    ) -> RollbackResult:
+        """Move the checkpoint back to the start of `first` when it is later; files stay.
+
+        With `keep` (a backfill replaced the days in place) there is nothing to remove: the
+        new files overwrote the old ones, and the checkpoint stays."""
         days = days_between(first, last)
+        if keep:
+            return RollbackResult(days=days, rows_deleted=0, sync_rows_deleted=0)
         target = day_start(first)
         end = self._checkpoint()
         if end is None or end <= target:
