@@ -171,10 +171,14 @@ def _read_all(file: IO[bytes]) -> str:
         return file.read().decode(errors="replace")
 
 
-def _rss_mb(pid: int) -> float:
+def _peak_rss_mb(pid: int) -> float:
+    """The process's peak RSS so far (VmHWM: the high-water mark of its own memory since exec).
+
+    Not wait4's ru_maxrss: on Linux that also counts the image before exec, i.e. the test
+    process's own size at fork (a gigabyte late in a full run)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -210,11 +214,12 @@ def measure_command(
     child = subprocess.Popen(argv, stdout=stdout, stderr=stderr, cwd=root, env=env)
     peak, killed = 0.0, ""
     while True:
-        # wait4, not Popen.poll: it reaps the child and reports the kernel's own peak RSS
-        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        # VmHWM keeps the peak while the child lives; polled every 20 ms (an exited child has
+        # no figures left), so only a peak in its last 20 ms could be missed
+        peak = max(peak, _peak_rss_mb(child.pid))
+        pid, status, _ = os.wait4(child.pid, os.WNOHANG)
         if pid:
             break
-        peak = max(peak, _rss_mb(child.pid))
         if not killed and peak > kill_mb:
             killed = f"killed past {kill_mb:.0f} MB"
         elif not killed and time.monotonic() - started > timeout:
@@ -225,7 +230,6 @@ def measure_command(
     code = os.waitstatus_to_exitcode(status)
     child.returncode = code
     seconds = time.monotonic() - started
-    peak = max(peak, usage.ru_maxrss / 1024)  # KiB on Linux
     out, err = (_read_all(f) for f in (stdout, stderr))
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if killed:
