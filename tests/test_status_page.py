@@ -5,9 +5,12 @@ second and the escaping are also checked on their own."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -15,9 +18,10 @@ from datetime import datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
+import httpx
 import pytest
 from e2e_support import API_KEY, HOUR, NOW, SyncdFiles, run_cli, window_key, write_config
-from test_metrics import START, Daemon, wait_for
+from test_metrics import START, Daemon, free_port, wait_for
 
 from syncd.app import build_app, status_file
 from syncd.batch import BatchKey, SyncRecord
@@ -212,6 +216,36 @@ def test_the_daemon_serves_the_page_chromium_shows_windows_lag_and_the_held_erro
     assert dom.texts["held-batch"] == window_key(NOW - 4.5 * HOUR, NOW - 3.5 * HOUR).id
     assert (dom.ids["calendar"], dom.ids["lag"], dom.polyline_points >= 2) == ("table", "svg", True)
     assert "script" not in dom.tags and shot[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_syncd_run_serves_the_page_at_the_root_of_the_metrics_address(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    port = free_port()
+    start = utcnow().replace(minute=0, second=0, microsecond=0) - 4 * HOUR
+    files = write_config(tmp_path, sim, start, {"metrics.Address": f"127.0.0.1:{port}"})
+    status = files.state_dir / "status.json"
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "syncd", "run", "-c", str(files.config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: status.exists() and json.loads(status.read_text())["state"] == "idle")
+        answer = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        dom = dump_dom(f"http://127.0.0.1:{port}/")
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+    finally:
+        if daemon.poll() is None:
+            os.kill(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+    cells = [dom.cells.get(stamp(start + h * HOUR)) for h in (-1, 0, 1, 2)]
+    assert (answer.status_code, answer.headers["content-type"]) == (
+        200,
+        "text/html; charset=utf-8",
+    )
+    assert cells == ["before-start", "loaded", "loaded", "loaded"]
 
 
 # -- `syncd status --html FILE` -----------------------------------------------------------------
