@@ -14,6 +14,7 @@ SyncTable to what the calendar shows (whether a window is settled, too).
 
 from __future__ import annotations
 
+import bisect
 import html
 import re
 import threading
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 CellState = Literal["loaded", "settled", "held", "missing", "in-flight", "not-due", "before-start"]
 #: Days the calendar shows, today included.
 CALENDAR_DAYS = 7
+#: The calendar's smallest cell: shorter windows share a cell (a day has at most 288 cells).
+MIN_CELL = timedelta(minutes=5)
 #: Lag samples kept; with one sample per `LAG_RESOLUTION` at most, a day of history.
 LAG_SAMPLES = 2880
 LAG_RESOLUTION = timedelta(seconds=30)
@@ -113,6 +116,7 @@ class PageData:
     lag_history: Sequence[tuple[datetime, float]] = ()
     refresh_seconds: int | None = None
     sync_point: datetime | None = None  # the committed prefix (`planner.contiguous_end`)
+    rows_per_second: float | None = None  # `rows_per_second` of every record
 
     @property
     def lag(self) -> timedelta | None:
@@ -124,9 +128,10 @@ def rows_per_second(records: Sequence[SyncRecord]) -> float | None:
     commit (the first of them only marks the start); None with fewer than two commits."""
     if len(records) < 2:
         return None
-    ordered = sorted(records, key=lambda r: r.committed_at)
-    last = ordered[-1].committed_at
-    span = [r for r in ordered if r.committed_at >= last - RATE_SPAN]
+    last = max(r.committed_at for r in records)
+    span = sorted(
+        (r for r in records if r.committed_at >= last - RATE_SPAN), key=lambda r: r.committed_at
+    )
     seconds = (last - span[0].committed_at).total_seconds()
     if len(span) < 2 or seconds <= 0:
         return None
@@ -134,10 +139,14 @@ def rows_per_second(records: Sequence[SyncRecord]) -> float | None:
 
 
 def calendar(data: PageData, days: int = CALENDAR_DAYS) -> list[tuple[date, list[Cell]]]:
-    """The last `days` UTC days, newest first, cut into `data.slot` cells with their state."""
-    slot = data.slot if data.slot > timedelta(0) else timedelta(hours=1)
+    """The last `days` UTC days, newest first, cut into cells of `data.slot` (at least
+    `MIN_CELL`, so a day has at most 288 cells) with their state. A cell is loaded (or
+    settled) when committed windows cover all of it; the windows are looked up by bisection,
+    so a year of 5-minute windows costs no more than a week of them."""
+    slot = max(data.slot, MIN_CELL)
     due_until = data.now - data.export_delay
-    first = min((w.start for w in data.windows), default=None)
+    index = _Index(data.windows)
+    first = index.first_start
     if data.start_time is not None:
         first = data.start_time if first is None else min(first, data.start_time)
     held = None
@@ -152,18 +161,45 @@ def calendar(data: PageData, days: int = CALENDAR_DAYS) -> list[tuple[date, list
         start = begin
         while start < begin + timedelta(days=1):
             end = min(start + slot, begin + timedelta(days=1))
-            cells.append(_cell(data, start, end, held, due_until, first))
+            cells.append(_cell(data, index, start, end, held, due_until, first))
             start = end
         out.append((day, cells))
     return out
+
+
+class _Index:
+    """Committed windows sorted by start, found by bisection."""
+
+    def __init__(self, windows: Iterable[Window]) -> None:
+        self.windows = sorted(windows, key=lambda w: (w.start, w.end))
+        self.starts = [w.start for w in self.windows]
+        self.max_ends: list[datetime] = []  # the latest end among windows[: i + 1]
+        for w in self.windows:
+            self.max_ends.append(max(w.end, self.max_ends[-1]) if self.max_ends else w.end)
+        self.first_start = self.starts[0] if self.starts else None
+
+    def overlapping(self, start: datetime, end: datetime) -> list[Window]:
+        low = bisect.bisect_right(self.max_ends, start)  # every window before ends by `start`
+        high = bisect.bisect_left(self.starts, end)  # every window from here starts at `end`
+        return [w for w in self.windows[low:high] if w.end > start]
 
 
 def _overlaps(a: tuple[datetime, datetime], start: datetime, end: datetime) -> bool:
     return a[0] < end and start < a[1]
 
 
+def _covers(windows: Sequence[Window], start: datetime, end: datetime) -> bool:
+    reached = start
+    for w in windows:  # sorted by start
+        if w.start > reached:
+            return False
+        reached = max(reached, w.end)
+    return reached >= end
+
+
 def _cell(
     data: PageData,
+    index: _Index,
     start: datetime,
     end: datetime,
     held: tuple[datetime, datetime] | None,
@@ -174,8 +210,8 @@ def _cell(
         return Cell(start, end, "held")
     if any(_overlaps(w, start, end) for w in data.in_flight):
         return Cell(start, end, "in-flight")
-    loaded = [w for w in data.windows if _overlaps((w.start, w.end), start, end)]
-    if loaded:
+    loaded = index.overlapping(start, end)
+    if loaded and _covers(loaded, start, end):
         state: CellState = "settled" if all(w.settled for w in loaded) else "loaded"
         return Cell(start, end, state, sum(w.rows for w in loaded))
     if first is None or end <= first:
@@ -233,7 +269,7 @@ def _duration(value: timedelta | None) -> str:
 
 def render(data: PageData) -> str:
     """The page as HTML text; every value escaped."""
-    rate = rows_per_second(data.recent)
+    rate = data.rows_per_second
     head = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -411,6 +447,7 @@ class StatusPage(PipelineHooks):
             lag_history=history,
             refresh_seconds=self.refresh_seconds,
             sync_point=contiguous_end(records),
+            rows_per_second=rows_per_second(records),
         )
 
     def render(self) -> bytes:
@@ -479,6 +516,7 @@ def page_from_records(
             recent=list(records)[-RECENT:],
             held=held,
             sync_point=sync_point,
+            rows_per_second=rows_per_second(records),
         )
     )
 
