@@ -42,7 +42,7 @@ from syncd.observability.statuspage import (
     window_of_id,
     windows_of,
 )
-from syncd.simulator import Fault, Simulator, SimulatorConfig
+from syncd.simulator import Endpoint, Fault, Simulator, SimulatorConfig
 from syncd.state import DaemonStatus, HeldBatch
 from syncd.timeutil import UTC, utcnow
 
@@ -219,6 +219,22 @@ def test_the_daemon_serves_the_page_chromium_shows_windows_lag_and_the_held_erro
     assert dom.texts["held-batch"] == window_key(NOW - 4.5 * HOUR, NOW - 3.5 * HOUR).id
     assert (dom.ids["calendar"], dom.ids["lag"], dom.polyline_points >= 2) == ("table", "svg", True)
     assert "script" not in dom.tags and shot[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_chromium_shows_the_batch_in_flight(tmp_path: Path, sim: Simulator) -> None:
+    files = write_config(tmp_path, sim, START)
+    # the first download is answered only when the simulator stops: 21:00 stays in flight
+    sim.faults.add(Fault.SLOW, endpoint=Endpoint.DOWNLOAD, delay=300)
+    daemon = PageDaemon(files, NOW).start()
+    try:
+        wait_for(lambda: daemon.page.data().in_flight)
+        dom = dump_dom(f"http://127.0.0.1:{daemon.port}/")
+    finally:
+        sim.stop()
+        daemon.close()
+    day1 = datetime(2026, 11, 1, tzinfo=UTC)
+    states = [dom.cells.get(stamp(day1 + timedelta(hours=h))) for h in (20, 21, 22, 23)]
+    assert states == ["before-start", "in-flight", "missing", "missing"]
 
 
 def test_syncd_run_serves_the_page_at_the_root_of_the_metrics_address(
