@@ -114,8 +114,11 @@ def _stall_timeout(settings: Settings) -> float:
 
 
 @contextmanager
-def _ops_server(settings: Settings, health: Any, metrics: Any, *, serve: bool) -> Iterator[None]:
-    """Serve /metrics, /livez and /readyz while the daemon runs, when an address is set.
+def _ops_server(
+    settings: Settings, health: Any, metrics: Any, page: Any, *, serve: bool
+) -> Iterator[None]:
+    """Serve the status page, /metrics, /livez and /readyz while the daemon runs, when an
+    address is set.
 
     Only the daemon (`run`) serves: a one-shot command (`once`) binds no port, so it runs
     next to a daemon that holds the address (e.g. from cron on the same host)."""
@@ -125,7 +128,7 @@ def _ops_server(settings: Settings, health: Any, metrics: Any, *, serve: bool) -
         return
     from syncd.observability.health import OpsServer
 
-    with OpsServer(bind[0], bind[1], health, metrics):
+    with OpsServer(bind[0], bind[1], health, metrics, page):
         yield
 
 
@@ -135,6 +138,7 @@ def cmd_run(args: argparse.Namespace, *, until_caught_up: bool) -> int:
     from syncd.observability.health import Health
     from syncd.observability.metrics import SyncMetrics
     from syncd.observability.progress import progress_for
+    from syncd.observability.statuspage import StatusPage, calendar_slot
     from syncd.planner import contiguous_end
 
     settings = _load(args).settings
@@ -142,13 +146,19 @@ def cmd_run(args: argparse.Namespace, *, until_caught_up: bool) -> int:
     _Signals(stop).install()
     metrics = SyncMetrics(export_delay=settings.export_delay)
     health = Health(stall_timeout=_stall_timeout(settings))
+    page = StatusPage(
+        slot=calendar_slot(settings),
+        export_delay=settings.export_delay,
+        start_time=settings.start_time,
+    )
     progress = progress_for(sys.stderr) if until_caught_up else None
-    hooks = [h for h in (metrics, health, progress) if h is not None]
+    hooks = [h for h in (metrics, health, page, progress) if h is not None]
     app = build_app(settings, stop=stop, hooks=hooks)
     metrics.follow(lambda: contiguous_end(app.pipeline.records))
+    page.follow(lambda: app.pipeline.records)
     try:
         with LeaseKeeper(app.warehouse, LeaseHolder.current(), stop).held():
-            with _ops_server(settings, health, metrics, serve=not until_caught_up):
+            with _ops_server(settings, health, metrics, page, serve=not until_caught_up):
                 app.pipeline.start()
                 health.mark_started()
                 if progress is not None:
@@ -274,12 +284,15 @@ def _backfill_checks(settings: Settings, app: Any, stop: threading.Event) -> lis
     return failed
 
 
-def _status_data(settings: Settings, now: datetime | None = None) -> dict[str, Any]:
+def _status_data(
+    settings: Settings, now: datetime | None = None, records_out: list[Any] | None = None
+) -> dict[str, Any]:
     """The status: from the warehouse when it can be read, else from the daemon's status file.
 
     Every value that does not exist (no sync point before the first batch, no next window
     while loading) is None, so `--json` says null. The lag is `planner.lag_behind`, the same
-    as `syncd_lag_seconds`."""
+    as `syncd_lag_seconds`. The SyncRecords read are appended to `records_out` (the status
+    page's calendar needs them all)."""
     from syncd.app import status_file
     from syncd.planner import contiguous_end, lag_behind
     from warehouses.registry import build_stage, build_warehouse
@@ -300,6 +313,8 @@ def _status_data(settings: Settings, now: datetime | None = None) -> dict[str, A
             raise
         records = daemon.recent
         data["source"] = "status file (the daemon holds the warehouse)"
+    if records_out is not None:
+        records_out.extend(records)
     point = contiguous_end(records)
     committed = len(records)
     if data["source"] != "warehouse" and daemon is not None:
@@ -405,8 +420,16 @@ def _write_out(text: str) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _load(args).settings
-    data = safe_values(_status_data(settings))  # error texts come from the network
-    _write_out(json.dumps(data, indent=2) + "\n" if args.json else _status_text(data))
+    records: list[Any] = []
+    data = safe_values(_status_data(settings, records_out=records))  # texts from the network
+    if args.html:
+        from syncd.observability.statuspage import status_html
+        from syncd.state import write_atomic
+
+        write_atomic(Path(args.html), status_html(settings, data, records).encode())
+        _write_out(f"wrote the status page to {safe_text(args.html)}\n")
+    else:
+        _write_out(json.dumps(data, indent=2) + "\n" if args.json else _status_text(data))
     return EXIT_FAILED if "held" in data else EXIT_OK
 
 
@@ -623,7 +646,13 @@ def build_parser() -> argparse.ArgumentParser:
             "syncd status -c syncd.toml --json",
         )
     )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="machine-readable output")
+    shown.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write the status page (the one `run` serves at /) to FILE instead",
+    )
     p = with_config(
         command(
             "rollback",

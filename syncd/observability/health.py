@@ -7,8 +7,8 @@
   no batch is held, and the current run of failed attempts (if any) began less than
   `failing_threshold` ago. A failing readiness probe means "page someone", not "restart".
 
-`OpsServer` serves both and `/metrics` on the configured `[metrics] Address`; it is started only
-by `syncd run`, never at import.
+`OpsServer` serves both, `/metrics` and the status page at `/` (`statuspage.StatusPage`) on the
+configured `[metrics] Address`; it is started only by `syncd run`, never at import.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -27,6 +28,9 @@ from syncd.errors import ConfigError
 from syncd.observability.logging import safe_text
 from syncd.observability.metrics import CONTENT_TYPE, SyncMetrics
 from syncd.pipeline import PipelineHooks
+
+if TYPE_CHECKING:
+    from syncd.observability.statuspage import StatusPage
 
 log = structlog.get_logger(__name__)
 
@@ -141,11 +145,20 @@ class Health(PipelineHooks):
 
 
 class OpsServer:
-    """`/metrics`, `/livez` (and `/healthz`), `/readyz` over HTTP on one address, in a thread."""
+    """`/metrics`, `/livez` (and `/healthz`), `/readyz` and the status page (`/`, when given
+    one) over HTTP on one address, in a thread."""
 
-    def __init__(self, host: str, port: int, health: Health, metrics: SyncMetrics | None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        health: Health,
+        metrics: SyncMetrics | None,
+        page: StatusPage | None = None,
+    ) -> None:
         self.health = health
         self.metrics = metrics
+        self.page = page
         handler = _handler_for(self)
         try:
             self._server = ThreadingHTTPServer((host, port), handler)
@@ -184,6 +197,8 @@ class OpsServer:
         route = path.split("?", 1)[0].rstrip("/") or "/"
         if route == "/metrics" and self.metrics is not None:
             return 200, CONTENT_TYPE, self.metrics.render()
+        if route == "/" and self.page is not None:
+            return 200, "text/html; charset=utf-8", self.page.render()
         probes = {
             "/livez": self.health.liveness,
             "/healthz": self.health.liveness,
@@ -194,7 +209,7 @@ class OpsServer:
             # the probe may be served on 0.0.0.0: nothing from an error body goes out raw
             body = f"{'ok' if check.ok else 'failing'}: {safe_text(check.detail)}\n".encode()
             return (200 if check.ok else 503), "text/plain; charset=utf-8", body
-        return 404, "text/plain; charset=utf-8", b"not found: try /metrics, /livez, /readyz\n"
+        return 404, "text/plain; charset=utf-8", b"not found: try /, /metrics, /livez, /readyz\n"
 
 
 def _handler_for(server: OpsServer) -> type[BaseHTTPRequestHandler]:
