@@ -11,6 +11,7 @@ backfill of five 1-hour windows.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +40,7 @@ START = datetime(2026, 11, 1, 21, tzinfo=UTC)
 WINDOWS = hour_windows(START, datetime(2026, 11, 2, 2, tzinfo=UTC))
 ADDED = datetime(2026, 11, 1, 23, 30, tzinfo=UTC)  # in the middle of the third window
 MOBILE = frozenset(c.name for c in MOBILE_FIELDS)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def naive(dt: datetime) -> datetime:
@@ -47,6 +49,17 @@ def naive(dt: datetime) -> datetime:
 
 def custom_keys(row: dict[str, object]) -> set[str]:
     return set(json.loads(str(row["CustomVars"])))
+
+
+def documented_alter_table() -> str:
+    """The statement README.md and docs/columns.md show for a new field's column (the same)."""
+    shown = {
+        found
+        for page in (ROOT / "README.md", ROOT / "docs" / "columns.md")
+        for found in re.findall(r"`(ALTER TABLE fsexport ADD COLUMN [^`]+)`", page.read_text())
+    }
+    assert len(shown) == 1, shown
+    return shown.pop()
 
 
 @pytest.fixture
@@ -72,8 +85,8 @@ def test_a_field_added_mid_way_fills_a_column_the_table_has(sim: Simulator, tmp_
     files = write_config(tmp_path, sim, START)
     early = datetime(2026, 11, 2, 0, tzinfo=UTC)  # 21:00 and 22:00 ready; the field comes later
     assert run_cli(["once", "-c", str(files.config)], now=early) == EXIT_OK
-    with duckdb.connect(str(files.duckdb)) as db:  # the operator adds the column
-        db.execute(f'ALTER TABLE fsexport ADD COLUMN "{NEW_FIELD_NAME}" VARCHAR')
+    with duckdb.connect(str(files.duckdb)) as db:  # the operator adds the column, as documented
+        db.execute(documented_alter_table().replace('"NewField"', f'"{NEW_FIELD_NAME}"'))
     assert run_cli(["once", "-c", str(files.config)], now=NOW) == EXIT_OK
     rows = export_rows(files.duckdb)
     columns = (*export_columns(), Column(NEW_FIELD_NAME, FieldType.STRING))
