@@ -290,8 +290,9 @@ class _QueryPlan:
     back gives the same text. The same transform takes every custom key seen in the file's
     first rows (`custom_keys`) as JSON text, and CustomVars is spelled from those in sorted
     order, as the reference writes it. `json_keys` counts the row's keys: when each is a
-    column or a known custom key holding a value, nothing was missed or repeated; rows with
-    nulls about are checked key by key; any other row is flagged for the reference.
+    column, a known custom key or a dropped field (`OutputRules.dropped_fields`: parsed and
+    counted, then left out) holding a value, nothing was missed or repeated; rows with nulls
+    about are checked key by key; any other row is flagged for the reference.
     """
 
     def __init__(
