@@ -15,7 +15,7 @@ import httpx
 
 from syncd.config import Settings
 from syncd.errors import ConfigError
-from syncd.fields import export_columns, requested_fields
+from syncd.fields import dropped_fields, export_columns
 from syncd.observability.logging import register_secret
 from syncd.pipeline import BatchSource, Pipeline, PipelineHooks, PipelineOptions
 from syncd.planner import WindowPlan
@@ -120,7 +120,6 @@ def build_source(settings: Settings, client: ExportClient) -> BatchSource:
         OperationStore(settings.state_dir / "operations.json"),
         spool,
         segment_id=settings.segment_id,
-        fields=requested_fields(settings.include_mobile_apps_fields),
         poll_interval=settings.poll_interval.total_seconds(),
         operation_deadline=settings.operation_timeout.total_seconds(),
     )
@@ -202,6 +201,7 @@ def build_app(
         retry_base=settings.backoff.total_seconds(),
         held_retry_interval=settings.held_retry_interval.total_seconds(),
         lookahead=settings.lookahead,
+        dropped_fields=dropped_fields(settings.include_mobile_apps_fields),
     )
     pipeline = Pipeline(
         build_source(settings, client),

@@ -3,6 +3,10 @@
 The export table has one column per catalog field (named as the field, as hauser did), plus
 `CustomVars` (every `user_*`, `evt_*`, `page_*` key and every field the catalog does not know,
 folded into one JSON object), `SyncdBatchId` and `SyncdLoadedAt` (traceability).
+
+Segment exports ask for every field (the API's `fields` omitted): an explicit list would never
+export a field FullStory adds later. Switches such as IncludeMobileAppsFields therefore act
+after the export: `dropped_fields` names what the transform leaves out of every row.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ EXPORT_FIELDS: tuple[Column, ...] = (
     *_cols(_I, "ReqStatus"),
 )
 
-#: Exported only when IncludeMobileAppsFields is set.
+#: Loaded only when IncludeMobileAppsFields is set (`dropped_fields` otherwise).
 MOBILE_FIELDS: tuple[Column, ...] = _cols(
     _S,
     "AppName AppPackageName AppDeviceModel AppDeviceVendor AppVersion AppOsVersion "
@@ -94,9 +98,7 @@ def export_columns(source: str = "segment", include_mobile: bool = False) -> tup
     return (*fields, *TRACE_COLUMNS)
 
 
-def requested_fields(include_mobile: bool = False) -> list[str]:
-    """The `fields` list of a segment export request: the catalog plus custom-var wildcards."""
-    names = [c.name for c in EXPORT_FIELDS]
-    if include_mobile:
-        names.extend(c.name for c in MOBILE_FIELDS)
-    return [*names, "user_*", "evt_*", "page_*"]
+def dropped_fields(include_mobile: bool = False) -> frozenset[str]:
+    """The fields the transform leaves out of every row, neither column nor CustomVars: the
+    mobile apps' fields unless IncludeMobileAppsFields. The export itself carries all fields."""
+    return frozenset() if include_mobile else frozenset(c.name for c in MOBILE_FIELDS)

@@ -135,6 +135,7 @@ class PipelineOptions:
     held_retry_interval: float = 900.0
     consistency_days: int = 7  # how far back start-up checks days for disagreement
     lookahead: int = 0  # batches prepared (fetched .. staged) ahead of the one committing
+    dropped_fields: frozenset[str] = frozenset()  # left out of every row (OutputRules)
     staged_name: Callable[[TransformedBatch], str] = field(
         default=lambda b: b.path.name  # the stage applies FilePrefix
     )
@@ -438,7 +439,9 @@ class Pipeline:
                         self.columns,
                         self.options.staged_format,
                         loaded_at,
-                        rules=output_rules(self.warehouse.capabilities),
+                        rules=output_rules(
+                            self.warehouse.capabilities, self.options.dropped_fields
+                        ),
                     ),
                 )
         except TransformError:
@@ -627,12 +630,16 @@ class _Stopped(Exception):
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-def output_rules(capabilities: Capabilities) -> OutputRules:
-    """What the transform must respect for this warehouse: its string limits, its CSV NULL."""
+def output_rules(
+    capabilities: Capabilities, dropped_fields: frozenset[str] = frozenset()
+) -> OutputRules:
+    """What the transform must respect for this warehouse: its string limits, its CSV NULL;
+    and the fields the config leaves out of every row."""
     return OutputRules(
         max_string_bytes=capabilities.max_string_bytes,
         max_json_bytes=capabilities.max_json_bytes,
         csv_null=capabilities.csv_null,
+        dropped_fields=dropped_fields,
     )
 
 

@@ -52,7 +52,7 @@ from e2e_support import (
     write_config,
 )
 
-from syncd.fields import BATCH_ID, LOADED_AT, requested_fields
+from syncd.fields import BATCH_ID, LOADED_AT
 from syncd.simulator import BAD_MALFORMED, Fault, FaultPlan, ServedRow, Simulator, SimulatorConfig
 from syncd.timeutil import UTC, format_timestamp
 
@@ -564,7 +564,7 @@ def _reason_names(row: ServedRow) -> str:
 
 def bad_rows(sim: Simulator, window: tuple[datetime, datetime]) -> list[tuple[int, ServedRow]]:
     """The bad rows an export of `window` serves, with their positions in the body."""
-    served = sim.served_rows(*window, fields=requested_fields())
+    served = sim.served_rows(*window)
     return [(position, row) for position, row in enumerate(served) if row.bad is not None]
 
 

@@ -33,8 +33,8 @@ from syncd.fields import (
     LOADED_AT,
     Column,
     FieldType,
+    dropped_fields,
     export_columns,
-    requested_fields,
 )
 from syncd.simulator import Bundle, Simulator
 from syncd.timeutil import UTC, format_timestamp, parse_timestamp
@@ -288,12 +288,13 @@ def expected_row(
     columns: Sequence[Column],
     batch_id: str,
     window: tuple[datetime, datetime] | None = None,
+    dropped: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """The table row an export row becomes (raises Rejected when it must be quarantined,
     also when `window` is given and its EventStart falls outside it).
 
     CustomVars is the folded keys as a dict, in sorted order as syncd writes them;
-    SyncdLoadedAt is left out.
+    SyncdLoadedAt is left out. Keys in `dropped` (`dropped_fields`) are in neither.
     """
     typed = {
         c.name: c.type
@@ -303,6 +304,8 @@ def expected_row(
     row: dict[str, Any] = {c.name: None for c in columns if c.name != LOADED_AT.name}
     custom: dict[str, Any] = {}
     for key, value in sorted(event.items(), key=lambda item: _clean(item[0])):
+        if key in dropped:
+            continue
         if key in typed:
             row[key] = None if value is None else _CONVERT[typed[key]](value)
         else:
@@ -334,14 +337,18 @@ def expected_segment_rows(
     sim: Simulator,
     windows: Iterable[tuple[datetime, datetime]],
     columns: Sequence[Column] | None = None,
+    *,
+    include_mobile: bool = False,
 ) -> list[dict[str, Any]]:
-    """What the export table holds after loading `windows` from the Segment Export API."""
-    columns = export_columns("segment") if columns is None else columns
+    """What the export table holds after loading `windows` from the Segment Export API (every
+    field exported; the mobile apps' fields dropped unless `include_mobile`)."""
+    columns = export_columns("segment", include_mobile) if columns is None else columns
+    dropped = dropped_fields(include_mobile)
     rows = []
     for start, end in windows:
         batch_id = window_key(start, end).id
-        for event in sim.expected_events(start, end, fields=requested_fields()):
-            rows.append(expected_row(event, columns, batch_id))
+        for event in sim.expected_events(start, end):
+            rows.append(expected_row(event, columns, batch_id, dropped=dropped))
     return rows
 
 
@@ -365,7 +372,7 @@ def expected_legacy_rows(
         batch_id = legacy_key(bundles).id
         for bundle in bundles:
             for event in sim.expected_events(bundle.start, bundle.stop, legacy=True):
-                rows.append(expected_row(event, columns, batch_id))
+                rows.append(expected_row(event, columns, batch_id, dropped=dropped_fields()))
     return rows
 
 

@@ -720,7 +720,6 @@ def make_fetcher(client: ExportClient, store: OperationStore, tmp_path: Path) ->
         store,
         tmp_path / "spool",
         segment_id="everyone",
-        fields=None,
         poll_interval=5.0,
         operation_deadline=600.0,
         clock=lambda: START,

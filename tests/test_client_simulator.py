@@ -15,18 +15,19 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
 from syncd.errors import AuthError, TransientSourceError
-from syncd.fields import requested_fields
 from syncd.simulator import Endpoint, Fault, Simulator, SimulatorConfig
+from syncd.simulator.config import NEW_FIELD_NAME
 from syncd.sources.client import Bundle, ExportClient
 from syncd.sources.fetcher import Fetcher, FetchResult
 from syncd.sources.operations import OperationStore
 from syncd.sources.ratelimit import RateLimiter
 from syncd.sources.retry import RetryPolicy
-from syncd.timeutil import UTC
+from syncd.timeutil import UTC, parse_timestamp
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -134,11 +135,31 @@ def test_export_arrives_row_for_row(sim: Simulator, setup: Setup) -> None:
     assert read_events(result) == sim.expected_events(START, END)
 
 
-def test_export_of_the_requested_fields(sim: Simulator, setup: Setup, tmp_path: Path) -> None:
-    fields = requested_fields()
-    fetcher = Fetcher(setup.client, setup.store, tmp_path / "spool", fields=fields)
-    result = fetcher.fetch_segment("b1", START, END)
-    assert read_events(result) == sim.expected_events(START, END, fields=fields)
+def test_exports_ask_for_every_field_so_a_field_added_mid_way_arrives(
+    fake_time: SharedTime, tmp_path: Path
+) -> None:
+    """The create-export request names no fields (the API's "omitted means all"): a field
+    FullStory adds in the middle of the window arrives on the events from then on."""
+    bodies: list[dict[str, Any]] = []
+
+    def record(request: httpx.Request) -> None:
+        if request.method == "POST":
+            bodies.append(orjson.loads(request.read()))
+
+    added = START + timedelta(minutes=25)
+    http = httpx.Client(event_hooks={"request": [record]})
+    with simulator(fake_time, new_field_from=added) as sim:
+        made = Setup(sim, fake_time, tmp_path, http=http)
+        try:
+            events = read_events(made.fetcher.fetch_segment("b1", START, END))
+        finally:
+            made.close()
+            http.close()
+        assert events == sim.expected_events(START, END)
+    assert len(bodies) == 1 and "fields" not in bodies[0]
+    carrying = [parse_timestamp(e["EventStart"]) >= added for e in events]
+    assert [NEW_FIELD_NAME in e for e in events] == carrying
+    assert 0 < sum(carrying) < len(events)
 
 
 @pytest.mark.parametrize(

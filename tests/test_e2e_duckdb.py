@@ -43,7 +43,6 @@ from e2e_support import (
 )
 
 from syncd.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
-from syncd.fields import requested_fields
 from syncd.simulator import BAD_MALFORMED, Endpoint, Fault, Simulator, SimulatorConfig
 from syncd.sources.ratelimit import RateLimiter
 from syncd.timeutil import UTC, format_timestamp, utcnow
@@ -134,7 +133,7 @@ def test_once_writes_one_sync_row_per_window_with_its_counts(
             window_key(start, end).id,
             start.replace(tzinfo=None),
             end.replace(tzinfo=None),
-            len(sim.expected_events(start, end, fields=requested_fields())),
+            len(sim.expected_events(start, end)),
             0,
         )
         for start, end in WINDOWS
@@ -204,7 +203,7 @@ def test_bad_rows_are_quarantined_with_their_position_reason_and_text(
 ) -> None:
     want = {}
     for start, end in WINDOWS:
-        served = bad_sim.served_rows(start, end, fields=requested_fields())
+        served = bad_sim.served_rows(start, end)
         for position, row in enumerate(served):
             if row.bad is not None:
                 # "mistyped_int:IndvId": the reason must name the field; a cut row, say JSON.
@@ -238,7 +237,7 @@ def test_rows_served_equal_rows_loaded_plus_rows_rejected_per_batch(
     }
     want = {}
     for start, end in WINDOWS:
-        served = bad_sim.served_rows(start, end, fields=requested_fields())
+        served = bad_sim.served_rows(start, end)
         bad = sum(1 for row in served if row.bad is not None)
         good = len(served) - bad
         want[window_key(start, end).id] = (good, bad, good, bad)
@@ -251,9 +250,7 @@ def test_a_reloaded_day_does_not_duplicate_its_rejects(
     rollback(bad_synced, "2026-11-02")
     once(bad_synced)
     want = {
-        window_key(start, end).id: sum(
-            1 for row in bad_sim.served_rows(start, end, fields=requested_fields()) if row.bad
-        )
+        window_key(start, end).id: sum(1 for row in bad_sim.served_rows(start, end) if row.bad)
         for start, end in WINDOWS
     }
     assert batch_counts(reject_rows(bad_synced.duckdb)) == want

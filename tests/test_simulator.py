@@ -35,6 +35,7 @@ from syncd.simulator import (
     SimulatorConfig,
     serve,
 )
+from syncd.simulator.config import NEW_FIELD_NAME
 from syncd.simulator.operations import mint_id
 from syncd.timeutil import UTC, parse_timestamp
 
@@ -332,6 +333,35 @@ def test_fields_select_names_and_custom_var_wildcards(api: httpx.Client, web: ht
         "EventType",
         "user_*",
     }
+
+
+def test_a_field_added_mid_way_is_served_when_fields_are_omitted(
+    clock: ManualClock, web: httpx.Client
+) -> None:
+    """`new_field_from`: events from then on carry the new field in exports of every field,
+    not in exports of a list that does not name it; every other value stays as without it."""
+    added = T0 + timedelta(minutes=40)
+    plain_config = SimulatorConfig(events_per_hour=300, clock=clock)
+    with Simulator(SimulatorConfig(events_per_hour=300, clock=clock, new_field_from=added)) as sim:
+        with httpx.Client(base_url=sim.url, headers=AUTH, timeout=10) as api:
+            everything = ndjson_events(export(api, web))
+            listed = ndjson_events(export(api, web, fields=["EventStart", "user_*"]))
+        assert everything == sim.expected_events(T0, T0 + H)
+    with Simulator(plain_config) as plain:
+        before = plain.expected_events(T0, T0 + H)
+    late = [parse_timestamp(e["EventStart"]) >= added for e in everything]
+    assert 0 < sum(late) < len(late)
+    assert [NEW_FIELD_NAME in e for e in everything] == late
+    assert all(
+        re.fullmatch(r"step-[1-5]", e[NEW_FIELD_NAME]) for e in everything if NEW_FIELD_NAME in e
+    )
+    assert [{k: v for k, v in e.items() if k != NEW_FIELD_NAME} for e in everything] == before
+    assert not any(NEW_FIELD_NAME in e for e in listed)
+
+
+def test_new_field_from_must_be_aware() -> None:
+    with pytest.raises(ConfigError, match="new_field_from"):
+        SimulatorConfig(new_field_from=datetime(2026, 11, 1))
 
 
 def test_fields_given_to_expected_events_match_the_export(

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from syncd.batch import BatchKey, StagedFormat, TransformedBatch
-from syncd.fields import Column, export_columns
+from syncd.fields import MOBILE_FIELDS, Column, dropped_fields, export_columns
 from syncd.simulator.bodies import FORMAT_JSON, FORMAT_NDJSON, ExportSpec, iter_json_rows
 from syncd.simulator.events import HOUR_MS, EventGenerator, to_ms
 from syncd.transform import columnar, transform_file
@@ -164,6 +164,29 @@ def test_mobile_fields_fold_into_custom_vars_without_their_columns(tmp_path: Pat
     source = simulated(tmp_path / "export.gz", events=2000, array=False, mobile=True)
     reference, fast = both(tmp_path, source, SEGMENT)
     assert fast == reference
+
+
+@pytest.mark.parametrize("with_columns", [False, True], ids=["no-app-columns", "app-columns"])
+@pytest.mark.parametrize("array", [True, False], ids=["json-array", "ndjson"])
+def test_dropped_mobile_fields_are_left_out_like_the_reference(
+    tmp_path: Path, array: bool, with_columns: bool
+) -> None:
+    """IncludeMobileAppsFields = false on an export of every field: the App* keys are in no
+    column (not even one the table has) and not in CustomVars, on both paths; rows with
+    other nulls about (checked key by key) too."""
+    source = simulated(tmp_path / "export.gz", events=2000, array=array, mobile=True)
+    columns = export_columns(include_mobile=with_columns)
+    rules = OutputRules(dropped_fields=dropped_fields(include_mobile=False))
+    reference, fast = both(tmp_path, source, columns, rules=rules)
+    assert fast == reference
+    rows = fast[2][1]
+    mobile = {c.name for c in MOBILE_FIELDS}
+    assert rows and all(not mobile & json.loads(r["CustomVars"]).keys() for r in rows)
+    assert all(r.get(name) is None for r in rows for name in mobile)
+    kept = both(tmp_path / "kept", source, columns)[1][2][1]  # without the rule they arrive
+    assert any(mobile & {k for k, v in r.items() if v is not None} for r in kept) or any(
+        mobile & json.loads(r["CustomVars"]).keys() for r in kept
+    )
 
 
 def test_bad_rows_in_an_array_are_quarantined_like_the_reference(tmp_path: Path) -> None:

@@ -121,7 +121,7 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
     # syncd's
     "CustomVars": (
         "JSON object of every custom variable (user_*, evt_*, page_*; keys sorted) and every "
-        "field syncd does not know yet",
+        "field without a column (a field FullStory added after this catalog, e.g.)",
         '{"evt_code_str":"OOS-134B","user_plan_str":"free"}',
     ),
     "SyncdBatchId": (
@@ -200,6 +200,12 @@ warehouse's section; defaults `fsexport`, `fssync`, `fsrejects`). Column names a
 order, and syncd adds the missing ones. Timestamps are UTC without a zone, to the millisecond
 as FullStory exports them (`SyncdLoadedAt` and the SyncTable's to the microsecond). An absent
 field and a JSON null are NULL; an empty string stays an empty string.
+
+syncd asks the export for every field, so a field FullStory adds later is loaded too: into
+CustomVars, or into a column of its name once you add one to the export table (e.g.
+`ALTER TABLE fsexport ADD COLUMN "NewField" VARCHAR`; filled from syncd's next start on).
+The mobile apps' fields are left out of every row (no column, not in CustomVars) unless
+`IncludeMobileAppsFields = true`.
 
 Redshift: strings are `VARCHAR(VarCharMax)` (bytes; default {REDSHIFT_VARCHAR_MAX}, a longer
 value is cut at a UTF-8 character boundary), CustomVars is `VARCHAR({REDSHIFT_VARCHAR_MAX})`

@@ -176,7 +176,8 @@ TOP_LEVEL: tuple[Key, ...] = (
         "IncludeMobileAppsFields",
         K.BOOL,
         False,
-        "Also export the App* fields of mobile apps.",
+        "Also load the App* fields of mobile apps (columns). Exports carry every field; "
+        "without this they are left out of every row, not folded into CustomVars.",
         hauser=True,
     ),
     Key(

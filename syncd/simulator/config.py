@@ -17,6 +17,8 @@ DEFAULT_LEGACY_BUNDLE_HOURS = 24
 DEFAULT_LEGACY_DOWNLOADS_PER_MINUTE = 2  # the documented legacy limit
 DEFAULT_GZIP_LEVEL = 1  # fast: the simulator must serve millions of events
 DEFAULT_CACHE_BYTES = 512 * 2**20
+#: The field `new_field_from` makes FullStory "add": in no catalog, a string such as "step-3".
+NEW_FIELD_NAME = "NewFieldCheckoutStep"
 
 
 @dataclass
@@ -44,6 +46,11 @@ class SimulatorConfig:
     gzip_level: int = DEFAULT_GZIP_LEVEL
     #: Compressed export bodies kept for repeated downloads (least recently used go first).
     cache_bytes: int = DEFAULT_CACHE_BYTES
+    #: From this instant on (by EventStart), every event carries `new_field_name`: a field
+    #: FullStory added mid-way. Exports of every field (`fields` omitted) serve it; a field
+    #: list serves it only if it names it. None: no such field.
+    new_field_from: datetime | None = None
+    new_field_name: str = NEW_FIELD_NAME
 
     def __post_init__(self) -> None:
         problems = []
@@ -65,6 +72,10 @@ class SimulatorConfig:
             problems.append("legacy_downloads_per_minute must be >= 1 (or None for no limit)")
         if self.data_start is not None and self.data_start.tzinfo is None:
             problems.append("data_start must be timezone-aware (UTC)")
+        if self.new_field_from is not None and self.new_field_from.tzinfo is None:
+            problems.append("new_field_from must be timezone-aware (UTC)")
+        if not self.new_field_name:
+            problems.append("new_field_name must not be empty")
         if not 0 <= self.gzip_level <= 9:
             problems.append("gzip_level must be 0..9")
         if problems:

@@ -86,12 +86,17 @@ class EventGenerator:
         include_mobile: bool = False,
         bad_row_rate: float = 0.0,
         data_start: datetime | None = None,
+        new_field: tuple[str, datetime] | None = None,
     ) -> None:
         self.seed = seed
         self.events_per_hour = events_per_hour
         self.include_mobile = include_mobile
         self.bad_row_rate = bad_row_rate
         self.data_start_ms = None if data_start is None else to_ms(data_start)
+        #: (name, from ms): events from then on carry a field FullStory added (see
+        #: SimulatorConfig.new_field_from); its value comes from EventStart, not the random
+        #: stream, so every other field of every event stays as without it
+        self.new_field = None if new_field is None else (new_field[0], to_ms(new_field[1]))
 
     def hour_count(self, hour_index: int) -> int:
         """How many events the hour holds: a daily wave around the average, with jitter."""
@@ -127,6 +132,7 @@ class EventGenerator:
             low = max(low, self.data_start_ms)
         high = hour_ms + HOUR_MS if end_ms is None else end_ms
         chance = rng.random
+        new_field = self.new_field
         for order, page, page_ms, session_ms, event_type, mobile in skeleton:
             t = order >> _SEQ_BITS
             if t >= high:
@@ -143,6 +149,8 @@ class EventGenerator:
             _event_fields(rng, event_type, own, mobile)
             if chance() < 0.01:
                 own["EventNewThing"] = _pick(chance, ("beta", "", "新"))
+            if new_field is not None and t >= new_field[1]:
+                own[new_field[0]] = f"step-{t % 5 + 1}"
             roll, kind = bad_roll(), BAD_KINDS[int(bad_roll() * kinds)]
             if t >= low:
                 yield t, page, own, (kind if roll < rate else None)

@@ -95,6 +95,9 @@ class Simulator:
             include_mobile=cfg.include_mobile,
             bad_row_rate=cfg.bad_row_rate,
             data_start=cfg.data_start,
+            new_field=(
+                None if cfg.new_field_from is None else (cfg.new_field_name, cfg.new_field_from)
+            ),
         )
         self._calendar = BundleCalendar(cfg.legacy_bundle_hours, cfg.data_start)
         self._stopping = threading.Event()

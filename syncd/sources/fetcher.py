@@ -70,7 +70,6 @@ class Fetcher:
         spool_dir: Path,
         *,
         segment_id: str = "everyone",
-        fields: list[str] | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         operation_deadline: float = DEFAULT_OPERATION_DEADLINE,
         clock: Callable[[], datetime] = utcnow,
@@ -79,7 +78,6 @@ class Fetcher:
         self.store = store
         self.spool_dir = spool_dir
         self.segment_id = segment_id
-        self.fields = fields
         self.poll_interval = poll_interval
         self.operation_deadline = operation_deadline
         self._clock = clock
@@ -112,9 +110,9 @@ class Fetcher:
                     error=str(exc),
                 )
                 self.store.remove(batch_id)
-        operation_id = self.client.create_export(
-            start, end, segment_id=self.segment_id, fields=self.fields
-        )
+        # every field (`fields` omitted): a list would never export a field FullStory adds
+        # later; what the config leaves out is dropped by the transform
+        operation_id = self.client.create_export(start, end, segment_id=self.segment_id)
         pending = PendingOperation(
             batch_id=batch_id,
             operation_id=operation_id,

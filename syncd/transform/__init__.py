@@ -4,8 +4,8 @@
 
 Streams with bounded memory, types every column, folds custom variables into CustomVars and
 quarantines the rows it cannot load (see `convert` for the rules, `reader` for the layouts);
-`rules` (`rules.OutputRules`, from the warehouse's Capabilities) limits strings and names
-CSV's NULL.
+`rules` (`rules.OutputRules`, from the warehouse's Capabilities and the config) limits
+strings, names CSV's NULL and the fields left out of every row (IncludeMobileAppsFields).
 """
 
 from __future__ import annotations

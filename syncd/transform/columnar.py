@@ -290,8 +290,9 @@ class _QueryPlan:
     back gives the same text. The same transform takes every custom key seen in the file's
     first rows (`custom_keys`) as JSON text, and CustomVars is spelled from those in sorted
     order, as the reference writes it. `json_keys` counts the row's keys: when each is a
-    column or a known custom key holding a value, nothing was missed or repeated; rows with
-    nulls about are checked key by key; any other row is flagged for the reference.
+    column, a known custom key or a dropped field (`OutputRules.dropped_fields`: parsed and
+    counted, then left out) holding a value, nothing was missed or repeated; rows with nulls
+    about are checked key by key; any other row is flagged for the reference.
     """
 
     def __init__(
@@ -308,8 +309,13 @@ class _QueryPlan:
         self.schema = arrow_schema(columns)
         self.batch_id = batch_id
         self.loaded_at = loaded_at
+        dropped = rules.dropped_fields
         self._slots = [
-            c for c in columns if c.name not in _TRACE and not c.name.startswith(CUSTOM_PREFIXES)
+            c
+            for c in columns
+            if c.name not in _TRACE
+            and not c.name.startswith(CUSTOM_PREFIXES)
+            and c.name not in dropped
         ]
         #: (column, most UTF-8 bytes): rows with a longer value go to the reference, which
         #: cuts the string or rejects the row (CustomVars)
@@ -324,6 +330,13 @@ class _QueryPlan:
         # DuckDB's struct fields ignore case: a key that differs from another only in case
         # stays unknown, and its rows go to the reference
         taken = {name.lower() for name in spec}
+        #: dropped fields (`OutputRules.dropped_fields`) counted as present, then left out
+        self.dropped: list[str] = []
+        for key in sorted(dropped):
+            if key.lower() not in taken:
+                taken.add(key.lower())
+                self.dropped.append(key)
+        spec.update((key, "JSON") for key in self.dropped)
         self.custom_keys: list[str] = []
         for key in sorted(set(custom_keys)):
             if key.lower() not in taken:
@@ -352,6 +365,7 @@ class _QueryPlan:
         custom_present = " + ".join(
             f"(s.{_ident(key)} IS NOT NULL)::INT" for key in self.custom_keys
         )
+        dropped_present = " + ".join(f"(s.{_ident(key)} IS NOT NULL)::INT" for key in self.dropped)
         custom_text = self._custom_text(with_nulls=False)
         custom_text_nulls = self._custom_text(with_nulls=True)
         typed: list[str] = []
@@ -368,7 +382,7 @@ class _QueryPlan:
                 values.append(f"{_sql_text(self.batch_id)} AS {out}")
             elif name == LOADED_AT.name:
                 values.append(f"TIMESTAMP {_sql_text(self.loaded_at.isoformat())} AS {out}")
-            elif name not in self._known:
+            elif name not in self._known or name in self.dropped:
                 values.append(f"CAST(NULL AS {_DUCK_TYPES[column.type]}) AS {out}")
             else:
                 alias = f"v{index}"
@@ -389,7 +403,8 @@ class _QueryPlan:
 WITH src AS (SELECT json AS j FROM {source_sql}),
 parsed AS (SELECT j, json_transform(j, {self._spec}) AS s, json_keys(j) AS k FROM src),
 counted AS (
-  SELECT *, ({present or "0"}) AS n, ({custom_present or "0"}) AS m FROM parsed
+  SELECT *, ({present or "0"}) + ({dropped_present or "0"}) AS n,
+    ({custom_present or "0"}) AS m FROM parsed
 ),
 folded AS (
   SELECT *,

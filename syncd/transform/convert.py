@@ -8,6 +8,9 @@ These rules are the reference every faster path is checked against:
   the CustomVars JSON object with their values as they came, keys in sorted (code point)
   order as Go's encoding/json writes them in hauser's tables: one text for one set of keys,
   whatever order the exporter sent them in.
+- A key in `rules.dropped_fields` (the mobile apps' fields without IncludeMobileAppsFields)
+  is left out: no column, not in CustomVars. The export carries every field; switches that
+  narrow what is loaded act here.
 - Absent and JSON null are NULL; the empty string stays "" in STRING columns.
 - With a `window` (a segment export's [start, end)), a row whose EventStart falls outside it is
   rejected: the API exports by EventStart, and loading it would duplicate the row loaded with
@@ -50,6 +53,7 @@ _INEXACT_FLOAT = 2.0**63
 _MAYBE_ROUNDED = (float, list, dict)  # the parsed types that may hide a rounded integer
 _TIMESTAMP_CACHE_LIMIT = 4096  # session, page and user times repeat; event times rarely
 _TRACE_NAMES = frozenset((CUSTOM_VARS.name, BATCH_ID.name, LOADED_AT.name))
+_FOLD = (-1, -1)  # the slot of a key without a column: folded into CustomVars
 
 # FieldType members as small ints: enum attribute access is slow in the per-value loop.
 _STRING, _INT64, _TIMESTAMP, _FLOAT, _JSON = range(5)
@@ -289,11 +293,15 @@ class RowConverter:
         self._template: list[Any] = [None] * len(names)
         self._template[names.index(BATCH_ID.name)] = batch_id
         self._template[names.index(LOADED_AT.name)] = loaded_at
-        self._slots: dict[str, tuple[int, int]] = {
+        dropped = rules.dropped_fields
+        self._slots: dict[str, tuple[int, int] | None] = {
             c.name: (i, _KIND_CODES[c.type])
             for i, c in enumerate(columns)
-            if c.name not in _TRACE_NAMES and not c.name.startswith(CUSTOM_PREFIXES)
+            if c.name not in _TRACE_NAMES
+            and not c.name.startswith(CUSTOM_PREFIXES)
+            and c.name not in dropped
         }
+        self._slots.update((name, None) for name in dropped)  # None: left out of the row
         self._timestamps: dict[str, datetime] = {}
         self.window = window
         self._event_start = names.index(EVENT_START) if EVENT_START in names else None
@@ -319,15 +327,15 @@ class RowConverter:
         str_, int_, float_ = str, int, float
         limit = self.rules.max_string_bytes
         for key, value in obj.items():
-            slot = slots.get(key)
-            if slot is None:
+            slot = slots.get(key, _FOLD)
+            if slot is _FOLD:
                 if custom is None:
                     custom = {}
                 custom[key] = value
                 if not exact and type(value) in _MAYBE_ROUNDED and _may_be_rounded(value):
                     raise NeedsExactParse
                 continue
-            if value is None:
+            if value is None or slot is None:  # null, or a dropped field
                 continue
             index, kind = slot
             try:

@@ -1,8 +1,9 @@
-"""What the target warehouse's columns hold, as the transform must respect it.
+"""What the target warehouse's columns hold, and which fields the config leaves out, as the
+transform must respect them.
 
-The pipeline fills `OutputRules` from the warehouse's `Capabilities`; the transform (both
-paths, row for row the same) and the staged-file writers follow them, so the core never asks
-which warehouse it writes for.
+The pipeline fills `OutputRules` from the warehouse's `Capabilities` (and the config's
+`dropped_fields`); the transform (both paths, row for row the same) and the staged-file
+writers follow them, so the core never asks which warehouse it writes for.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ class OutputRules:
     #: The text of NULL in staged CSV, unquoted; every string is quoted, so "" stays the empty
     #: string. "" (an empty unquoted field) is PostgreSQL's and DuckDB's NULL.
     csv_null: str = ""
+    #: Keys left out of every row, neither column nor CustomVars (`syncd.fields.dropped_fields`:
+    #: the mobile apps' fields without IncludeMobileAppsFields). Exports carry every field, so
+    #: such switches act here, after the export.
+    dropped_fields: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         for name in ("max_string_bytes", "max_json_bytes"):
