@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from syncd.errors import ConfigError
 from syncd.timeutil import utcnow
@@ -44,6 +44,10 @@ class SimulatorConfig:
     gzip_level: int = DEFAULT_GZIP_LEVEL
     #: Compressed export bodies kept for repeated downloads (least recently used go first).
     cache_bytes: int = DEFAULT_CACHE_BYTES
+    #: Late arrival: this fraction of each hour's events (chosen by seed) is only in exports
+    #: created `late_after` or more after the end of the event's hour; 0 turns it off.
+    late_fraction: float = 0.0
+    late_after: timedelta = timedelta(hours=6)
 
     def __post_init__(self) -> None:
         problems = []
@@ -65,6 +69,10 @@ class SimulatorConfig:
             problems.append("legacy_downloads_per_minute must be >= 1 (or None for no limit)")
         if self.data_start is not None and self.data_start.tzinfo is None:
             problems.append("data_start must be timezone-aware (UTC)")
+        if not 0.0 <= self.late_fraction <= 1.0:
+            problems.append("late_fraction must be between 0 and 1")
+        if self.late_after < timedelta(0):
+            problems.append("late_after must be >= 0")
         if not 0 <= self.gzip_level <= 9:
             problems.append("gzip_level must be 0..9")
         if problems:
