@@ -1,0 +1,311 @@
+"""SettleAfter: windows loaded young are exported again once settled and replaced atomically.
+
+The pipeline tests use a fake export API (late events scripted exactly) with the real DuckDB
+and local stage; the end-to-end test runs the CLI against the simulator's late-arrival mode.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from e2e_support import (
+    API_KEY,
+    NOW,
+    assert_rows_equal,
+    expected_row,
+    export_rows,
+    hour_windows,
+    run_cli,
+    sync_rows,
+    write_config,
+)
+from test_config import problems, settings
+
+from syncd.batch import BatchKey, SyncRecord
+from syncd.cli import EXIT_OK
+from syncd.errors import TerminalSourceError
+from syncd.fields import export_columns, requested_fields
+from syncd.pipeline import Fetched, Pipeline, PipelineOptions
+from syncd.planner import (
+    WindowPlan,
+    next_settle_at,
+    next_window_ready_at,
+    plan_settles,
+    plan_windows,
+    unsettled,
+)
+from syncd.simulator import Simulator, SimulatorConfig
+from syncd.state import StatusFile
+from syncd.timeutil import UTC
+from warehouses.duckdb import DuckDBWarehouse
+from warehouses.local import LocalStage
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+H = timedelta(hours=1)
+SETTLE_AFTER = 4 * H
+RETRY = 2 * H  # HeldRetryInterval
+
+
+def rec(start: datetime, committed_at: datetime, **kw: Any) -> SyncRecord:
+    key = BatchKey(start=start, end=start + H)
+    return SyncRecord(
+        batch_id=key.id,
+        source="segment",
+        start=start,
+        end=start + H,
+        committed_at=committed_at,
+        **kw,
+    )
+
+
+# -- the planner -------------------------------------------------------------------------------
+
+
+def test_a_window_loaded_young_is_unsettled_until_settled() -> None:
+    young = rec(T0, T0 + 2 * H)  # loaded 1 h after its end: before it was 4 h old
+    old = rec(T0 + H, T0 + 7 * H)  # loaded 5 h after its end: settled already
+    settled = rec(T0 + 2 * H, T0 + 8 * H, settled_at=T0 + 8 * H)
+    hauser = SyncRecord(batch_id="h", source="hauser", start=None, end=T0, committed_at=T0)
+    records = [hauser, young, old, settled]
+    assert unsettled(records, SETTLE_AFTER) == [young]
+    assert unsettled(records, timedelta(0)) == []  # off
+    assert next_settle_at(records, SETTLE_AFTER) == T0 + H + SETTLE_AFTER
+
+
+def test_settles_are_planned_once_due_oldest_first_and_skip_held_ones() -> None:
+    records = [rec(T0 + i * H, T0 + (i + 2) * H) for i in range(3)]  # ends 01:00, 02:00, 03:00
+    now = T0 + 2 * H + SETTLE_AFTER  # the first two are due
+    keys = plan_settles(records, SETTLE_AFTER, now, limit=5)
+    assert [(k.start, k.settle) for k in keys] == [(T0, True), (T0 + H, True)]
+    assert keys[0].id == BatchKey(start=T0, end=T0 + H).id + "-settle"
+    assert plan_settles(records, SETTLE_AFTER, now, limit=1) == keys[:1]
+    assert plan_settles(records, SETTLE_AFTER, now, limit=5, skip={keys[0].id}) == keys[1:]
+    assert plan_settles(records, SETTLE_AFTER, T0 + H + SETTLE_AFTER - H / 60, limit=5) == []
+
+
+# -- configuration -----------------------------------------------------------------------------
+
+
+def test_settle_after_is_off_by_default_and_must_exceed_export_delay() -> None:
+    assert settings({}).settle_after == timedelta(0)
+    assert settings({"ExportDelay": "1h", "SettleAfter": "24h"}).settle_after == 24 * H
+    said = problems({"ExportDelay": "2h", "SettleAfter": "2h"})
+    assert any("SettleAfter" in p and "longer than ExportDelay" in p for p in said), said
+    said = problems({"Source": "legacy", "SettleAfter": "48h"})
+    assert any("SettleAfter" in p and "segment" in p for p in said), said
+
+
+# -- the pipeline, with a fake export API ------------------------------------------------------
+
+
+class LateSource:
+    """Two events per window at once, a third (late) one in exports made 3 h after its end;
+    settles like `syncd.sources.batches.SegmentSource`. `settle_failures` scripts errors."""
+
+    kind = "segment"
+
+    def __init__(self, spool: Path, clock: list[datetime]) -> None:
+        self.spool = spool
+        self.clock = clock
+        self.plan_ = WindowPlan(duration=H, delay=H, start_time=T0)
+        self.settle_failures: dict[str, list[Exception]] = {}
+        self.fetched: list[str] = []
+
+    def plan(self, records: Sequence[SyncRecord], now: datetime, limit: int) -> list[BatchKey]:
+        return plan_windows(records, self.plan_, now, limit)
+
+    def next_ready_at(self, records: Sequence[SyncRecord], now: datetime) -> datetime:
+        return next_window_ready_at(records, self.plan_, now)
+
+    def plan_settles(
+        self, records: Sequence[SyncRecord], now: datetime, limit: int, skip: Collection[str]
+    ) -> list[BatchKey]:
+        return plan_settles(records, SETTLE_AFTER, now, limit, skip)
+
+    def next_settle_at(self, records: Sequence[SyncRecord]) -> datetime | None:
+        return next_settle_at(records, SETTLE_AFTER)
+
+    def unsettled(self, records: Sequence[SyncRecord]) -> list[SyncRecord]:
+        return unsettled(records, SETTLE_AFTER)
+
+    def fetch(self, key: BatchKey) -> Fetched:
+        failures = self.settle_failures.get(key.id)
+        if failures:
+            raise failures.pop(0)
+        self.fetched.append(key.id)
+        count = 3 if self.clock[0] >= key.end + 3 * H else 2
+        events = [
+            {"IndvId": key.start.hour * 10 + i, "EventStart": (key.start + i * H / 4).isoformat()}
+            for i in range(count)
+        ]
+        self.spool.mkdir(parents=True, exist_ok=True)
+        path = self.spool / f"{key.id}.ndjson.gz"
+        path.write_bytes(gzip.compress(b"".join(orjson.dumps(e) + b"\n" for e in events)))
+        return Fetched(paths=(path,), bytes=path.stat().st_size, operation_id=f"op-{key.id}")
+
+    def discard(self, key: BatchKey) -> None:
+        pass
+
+    def sweep(self, committed: Collection[str]) -> None:
+        pass
+
+
+def make(tmp_path: Path, source: LateSource, clock: list[datetime]) -> Pipeline:
+    pipeline = Pipeline(
+        source,
+        LocalStage(tmp_path / "staged"),
+        DuckDBWarehouse(":memory:"),
+        export_columns(),
+        PipelineOptions(
+            work_dir=tmp_path / "work",
+            staged_format="parquet",
+            max_attempts=1,
+            retry_base=0.0,
+            held_retry_interval=RETRY.total_seconds(),
+        ),
+        status=StatusFile(tmp_path / "status.json"),
+        clock=lambda: clock[0],
+    )
+    pipeline.start()
+    return pipeline
+
+
+def window_ids(first: int, last: int, settle: bool = False) -> list[str]:
+    return [
+        BatchKey(start=T0 + i * H, end=T0 + (i + 1) * H, settle=settle).id
+        for i in range(first, last)
+    ]
+
+
+@pytest.fixture
+def clock() -> list[datetime]:
+    return [T0 + 3 * H]  # windows 00:00 and 01:00 are ready, both loaded young
+
+
+def test_fresh_windows_come_first_and_settles_fill_the_gaps(
+    tmp_path: Path, clock: list[datetime]
+) -> None:
+    source = LateSource(tmp_path / "spool", clock)
+    pipeline = make(tmp_path, source, clock)
+    pipeline.run(until_caught_up=True)
+    clock[0] = T0 + 6 * H  # windows 02..04 ready; 00:00 and 01:00 due for their settle (4 h)
+    summary = pipeline.run(until_caught_up=True)
+    assert source.fetched == [*window_ids(0, 2), *window_ids(2, 5), *window_ids(0, 2, settle=True)]
+    assert summary.batches == 5
+    # the settles replaced the windows: one sync row a window, the late row in each
+    records = pipeline.warehouse.sync_records()
+    assert [r.batch_id for r in records] == [*window_ids(0, 2, settle=True), *window_ids(2, 5)]
+    assert [(r.rows_loaded, r.settled_at, r.settle_delta) for r in records[:2]] == [
+        (3, clock[0], 1),
+        (3, clock[0], 1),
+    ]
+    assert [r.settled_at for r in records[2:]] == [None, None, None]
+    assert pipeline.warehouse.inconsistent_days(T0.date()) == []
+    assert sorted(pipeline.records, key=lambda r: r.end) == records  # planning goes on from it
+    pipeline.run(until_caught_up=True)  # nothing more: settled windows are not settled again
+    assert len(source.fetched) == 7
+
+
+def test_a_held_settle_never_blocks_fresh_windows(tmp_path: Path, clock: list[datetime]) -> None:
+    source = LateSource(tmp_path / "spool", clock)
+    pipeline = make(tmp_path, source, clock)
+    pipeline.run(until_caught_up=True)
+    clock[0] = T0 + 6 * H
+    held_id = window_ids(0, 1, settle=True)[0]
+    source.settle_failures = {
+        held_id: [TerminalSourceError("export failed"), TerminalSourceError("again")]
+    }
+    summary = pipeline.run(until_caught_up=True)
+    # the first settle was held; the second still went; fresh windows all went before
+    assert source.fetched == [*window_ids(0, 2), *window_ids(2, 5), *window_ids(1, 2, settle=True)]
+    assert summary.held is None and pipeline.held is None
+    assert list(pipeline.settles_held) == [held_id]
+    status = StatusFile(tmp_path / "status.json").read()
+    assert status is not None and [h.batch_id for h in status.settles_held] == [held_id]
+    assert status.state == "idle"
+    clock[0] += H  # a new fresh window is ready; the held settle waits for its retry time
+    pipeline.run(until_caught_up=True)
+    assert window_ids(5, 6)[0] in source.fetched and held_id not in source.fetched
+    clock[0] += RETRY  # its retry time: it fails again, still held alone
+    pipeline.run(until_caught_up=True)
+    assert pipeline.settles_held[held_id].attempts == 2 and pipeline.held is None
+    clock[0] += RETRY  # and then it goes through
+    pipeline.run(until_caught_up=True)
+    assert pipeline.settles_held == {}
+    assert window_ids(0, 1, settle=True)[0] in {
+        r.batch_id for r in pipeline.warehouse.sync_records()
+    }
+
+
+# -- end to end: the simulator's late arrivals, DuckDB, the CLI -------------------------------
+
+START = datetime(2026, 11, 1, 21, tzinfo=UTC)
+LATE_AFTER = 3 * H
+LATER = NOW + 6 * H  # 09:30: fresh windows up to 08:00, settles of windows ending by 05:30
+
+
+def test_late_events_are_recovered_by_settling(tmp_path: Path) -> None:
+    clock = [NOW]
+    config = SimulatorConfig(
+        api_key=API_KEY,
+        events_per_hour=200,
+        late_fraction=0.2,
+        late_after=LATE_AFTER,
+        clock=lambda: clock[0],
+    )
+    with Simulator(config) as sim:
+        files = write_config(tmp_path, sim, START, {"SettleAfter": "4h"})
+        fields = requested_fields()
+        columns = export_columns("segment")
+
+        def rows(
+            windows: list[tuple[datetime, datetime]], as_of: datetime | None, settle: bool
+        ) -> list[dict[str, Any]]:
+            out = []
+            for start, end in windows:
+                batch_id = BatchKey(start=start, end=end, settle=settle).id
+                for event in sim.expected_events(start, end, fields=fields, as_of=as_of):
+                    out.append(expected_row(event, columns, batch_id))
+            return out
+
+        # 03:30: five windows; the late events of 00:00 and 01:00 have not arrived yet
+        assert run_cli(["once", "-c", str(files.config)], now=NOW) == EXIT_OK
+        first = hour_windows(START, NOW - H - H / 2)
+        assert_rows_equal(export_rows(files.duckdb), rows(first, NOW, settle=False))
+        missing = len(rows(first, None, False)) - len(rows(first, NOW, False))
+        assert missing > 0, "the late-arrival mode hid nothing: the test would prove nothing"
+
+        # 09:30: fresh windows 02:00..08:00, then the settles of 23:00, 00:00 and 01:00
+        clock[0] = LATER
+        assert run_cli(["once", "-c", str(files.config)], now=LATER) == EXIT_OK
+        young = hour_windows(START + 2 * H, START + 5 * H)  # loaded at 03:30, 4 h old by 05:00
+        settled_old = hour_windows(START, START + 2 * H)  # loaded when 4 h old already
+        fresh = hour_windows(START + 5 * H, LATER - H - H / 2)
+        want = [
+            *rows(settled_old, None, False),
+            *rows(young, None, True),  # the full truth, every late event
+            *rows(fresh, LATER, False),
+        ]
+        assert_rows_equal(export_rows(files.duckdb), want)
+        # the full truth from the start to the last window whose late events had arrived
+        complete = hour_windows(START, datetime(2026, 11, 2, 6, tzinfo=UTC))
+        truth = [e for s, e in complete for e in sim.expected_events(s, e, fields=fields)]
+        in_table = [
+            r for r in export_rows(files.duckdb) if r["EventStart"] < datetime(2026, 11, 2, 6)
+        ]
+        assert len(in_table) == len(truth)
+
+        sync = {r["SyncdBatchId"]: r for r in sync_rows(files.duckdb)}
+        settled = [sync[BatchKey(start=s, end=e, settle=True).id] for s, e in young]
+        gained = sum(int(r["SettleRowsDelta"]) for r in settled)
+        assert gained == missing  # the late rows recovered
+        assert all(r["SettledAt"] == LATER.replace(tzinfo=None) for r in settled)
+        assert all(sync[BatchKey(start=s, end=e).id]["SettledAt"] is None for s, e in fresh)
+        assert all(BatchKey(start=s, end=e).id not in sync for s, e in young)
+        print(f"late rows recovered by settling: {gained} of {len(want)} rows")
