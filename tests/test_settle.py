@@ -7,6 +7,7 @@ and local stage; the end-to-end test runs the CLI against the simulator's late-a
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,7 +32,8 @@ from syncd.batch import BatchKey, SyncRecord
 from syncd.cli import EXIT_OK
 from syncd.errors import TerminalSourceError
 from syncd.fields import export_columns, requested_fields
-from syncd.pipeline import Fetched, Pipeline, PipelineOptions
+from syncd.observability.metrics import SyncMetrics
+from syncd.pipeline import Fetched, Pipeline, PipelineHooks, PipelineOptions
 from syncd.planner import (
     WindowPlan,
     next_settle_at,
@@ -156,7 +158,12 @@ class LateSource:
         pass
 
 
-def make(tmp_path: Path, source: LateSource, clock: list[datetime]) -> Pipeline:
+def make(
+    tmp_path: Path,
+    source: LateSource,
+    clock: list[datetime],
+    hooks: Sequence[PipelineHooks] = (),
+) -> Pipeline:
     pipeline = Pipeline(
         source,
         LocalStage(tmp_path / "staged"),
@@ -170,6 +177,7 @@ def make(tmp_path: Path, source: LateSource, clock: list[datetime]) -> Pipeline:
             held_retry_interval=RETRY.total_seconds(),
         ),
         status=StatusFile(tmp_path / "status.json"),
+        hooks=hooks,
         clock=lambda: clock[0],
     )
     pipeline.start()
@@ -212,10 +220,17 @@ def test_fresh_windows_come_first_and_settles_fill_the_gaps(
     assert len(source.fetched) == 7
 
 
+def metric(metrics: SyncMetrics, name: str) -> float | None:
+    return metrics.registry.get_sample_value(name)
+
+
 def test_a_held_settle_never_blocks_fresh_windows(tmp_path: Path, clock: list[datetime]) -> None:
     source = LateSource(tmp_path / "spool", clock)
-    pipeline = make(tmp_path, source, clock)
+    metrics = SyncMetrics(export_delay=H, settle_after=SETTLE_AFTER, clock=lambda: clock[0])
+    pipeline = make(tmp_path, source, clock, hooks=[metrics])
+    metrics.follow(lambda: None, lambda: pipeline.records)
     pipeline.run(until_caught_up=True)
+    assert metric(metrics, "syncd_windows_unsettled") == 2
     clock[0] = T0 + 6 * H
     held_id = window_ids(0, 1, settle=True)[0]
     source.settle_failures = {
@@ -229,6 +244,12 @@ def test_a_held_settle_never_blocks_fresh_windows(tmp_path: Path, clock: list[da
     status = StatusFile(tmp_path / "status.json").read()
     assert status is not None and [h.batch_id for h in status.settles_held] == [held_id]
     assert status.state == "idle"
+    assert (status.unsettled, status.settle_rows_gained) == (4, 1)  # 00:00, 02:00..04:00
+    assert metric(metrics, "syncd_settles_held") == 1
+    assert metric(metrics, "syncd_batch_held") == 0  # the daemon is not held
+    assert metric(metrics, "syncd_settles_committed_total") == 1
+    assert metric(metrics, "syncd_settle_rows_gained") == 1
+    assert metric(metrics, "syncd_windows_unsettled") == 4
     clock[0] += H  # a new fresh window is ready; the held settle waits for its retry time
     pipeline.run(until_caught_up=True)
     assert window_ids(5, 6)[0] in source.fetched and held_id not in source.fetched
@@ -238,6 +259,7 @@ def test_a_held_settle_never_blocks_fresh_windows(tmp_path: Path, clock: list[da
     clock[0] += RETRY  # and then it goes through
     pipeline.run(until_caught_up=True)
     assert pipeline.settles_held == {}
+    assert metric(metrics, "syncd_settles_held") == 0
     assert window_ids(0, 1, settle=True)[0] in {
         r.batch_id for r in pipeline.warehouse.sync_records()
     }
@@ -250,7 +272,9 @@ LATE_AFTER = 3 * H
 LATER = NOW + 6 * H  # 09:30: fresh windows up to 08:00, settles of windows ending by 05:30
 
 
-def test_late_events_are_recovered_by_settling(tmp_path: Path) -> None:
+def test_late_events_are_recovered_by_settling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     clock = [NOW]
     config = SimulatorConfig(
         api_key=API_KEY,
@@ -308,4 +332,19 @@ def test_late_events_are_recovered_by_settling(tmp_path: Path) -> None:
         assert all(r["SettledAt"] == LATER.replace(tzinfo=None) for r in settled)
         assert all(sync[BatchKey(start=s, end=e).id]["SettledAt"] is None for s, e in fresh)
         assert all(BatchKey(start=s, end=e).id not in sync for s, e in young)
-        print(f"late rows recovered by settling: {gained} of {len(want)} rows")
+        capsys.readouterr()
+        assert run_cli(["status", "-c", str(files.config), "--json"], now=LATER) == EXIT_OK
+        settling = json.loads(capsys.readouterr().out)["settling"]
+        # unsettled: 05:00, 06:00 and 07:00, loaded at 09:30 before they were 4 h old
+        assert settling == {
+            "settle_after": "4h",
+            "unsettled": 3,
+            "settled": 3,
+            "rows_gained": gained,
+            "held": [],
+        }
+        assert run_cli(["status", "-c", str(files.config)], now=LATER) == EXIT_OK
+        text = capsys.readouterr().out
+        assert f"settling     3 windows unsettled; {gained:+d} rows gained by 3 settles" in text
+        with capsys.disabled():
+            print(f"\nlate rows recovered by settling: {gained} of {len(want)} rows")
