@@ -348,3 +348,19 @@ def test_late_events_are_recovered_by_settling(
         assert f"settling     3 windows unsettled; {gained:+d} rows gained by 3 settles" in text
         with capsys.disabled():
             print(f"\nlate rows recovered by settling: {gained} of {len(want)} rows")
+
+
+def test_the_readme_lists_every_settle_metric() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    exposed = {
+        m.name + ("_total" if m.type == "counter" else "")
+        for m in SyncMetrics().registry.collect()
+        if "settle" in m.name
+    }
+    assert exposed == {
+        "syncd_windows_unsettled",
+        "syncd_settle_rows_gained",
+        "syncd_settles_committed_total",
+        "syncd_settles_held",
+    }
+    assert [name for name in sorted(exposed) if f"`{name}`" not in readme] == []
