@@ -101,6 +101,8 @@ def test_settle_after_is_off_by_default_and_must_exceed_export_delay() -> None:
     assert any("SettleAfter" in p and "longer than ExportDelay" in p for p in said), said
     said = problems({"Source": "legacy", "SettleAfter": "48h"})
     assert any("SettleAfter" in p and "segment" in p for p in said), said
+    said = problems({"Provider": "local", "SettleAfter": "48h"})
+    assert any("SettleAfter" in p and "StorageOnly" in p for p in said), said
 
 
 # -- the pipeline, with a fake export API ------------------------------------------------------

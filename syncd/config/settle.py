@@ -288,6 +288,11 @@ class _Settle:
                 )
             elif self.get("Source") != "segment":
                 self.problem("SettleAfter", 'settles segment windows: needs Source "segment"')
+            elif self.ok("StorageOnly") and self.get("StorageOnly"):
+                self.problem(
+                    "SettleAfter",
+                    "replaces a window's rows in a warehouse: StorageOnly keeps files only",
+                )
         for label in _POSITIVE_DURATIONS:
             if self.ok(label) and self.get(label) <= timedelta(0):
                 self.problem(label, "must be more than 0s")
