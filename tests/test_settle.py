@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - fixtures are imported by name from aws_support
 """SettleAfter: windows loaded young are exported again once settled and replaced atomically.
 
 The pipeline tests use a fake export API (late events scripted exactly) with the real DuckDB
@@ -11,10 +12,13 @@ import json
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import duckdb
 import orjson
+import psycopg
 import pytest
+from aws_support import postgres, schema  # noqa: F401 - fixtures
 from e2e_support import (
     API_KEY,
     NOW,
@@ -28,6 +32,7 @@ from e2e_support import (
 )
 from test_config import problems, settings
 
+from standins.postgres import PostgresCluster
 from syncd.batch import BatchKey, SyncRecord
 from syncd.cli import EXIT_OK
 from syncd.errors import TerminalSourceError
@@ -45,8 +50,13 @@ from syncd.planner import (
 from syncd.simulator import Simulator, SimulatorConfig
 from syncd.state import StatusFile
 from syncd.timeutil import UTC
+from warehouses.base import Warehouse
 from warehouses.duckdb import DuckDBWarehouse
 from warehouses.local import LocalStage
+from warehouses.postgres import PostgresWarehouse
+
+if TYPE_CHECKING:
+    from conftest import StagedFiles
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -366,3 +376,88 @@ def test_the_readme_lists_every_settle_metric() -> None:
         "syncd_settles_held",
     }
     assert [name for name in sorted(exposed) if f"`{name}`" not in readme] == []
+
+
+# -- an earlier syncd's SyncTable gains the settle columns -------------------------------------
+
+
+def settle_round(warehouse: Warehouse, staged_files: StagedFiles) -> list[SyncRecord]:
+    """After the settle columns were dropped (an earlier syncd's SyncTable): ensure the tables,
+    then settle the committed window; the sync records before and after."""
+    warehouse.ensure_tables(export_columns())
+    (before,) = warehouse.sync_records()
+    key = BatchKey(start=before.start or T0, end=before.end, settle=True)
+    batch = staged_files.write(key, staged_files.rows(key, 4), "csv")
+    record = SyncRecord(
+        batch_id=key.id,
+        source="segment",
+        start=key.start,
+        end=key.end,
+        committed_at=key.end + SETTLE_AFTER,
+        rows_loaded=batch.rows,
+        settled_at=key.end + SETTLE_AFTER,
+        settle_delta=batch.rows - before.rows_loaded,
+    )
+    warehouse.commit_batch(staged_files.in_place(batch), record, replace=True)
+    return [before, *warehouse.sync_records()]
+
+
+def first_load(warehouse: Warehouse, staged_files: StagedFiles) -> None:
+    warehouse.ensure_tables(export_columns())
+    key = staged_files.key("2024-03-01T00:00:00Z")
+    batch = staged_files.write(key, staged_files.rows(key, 3), "csv")
+    record = SyncRecord(
+        batch_id=key.id,
+        source="segment",
+        start=key.start,
+        end=key.end,
+        committed_at=key.end + H,
+        rows_loaded=batch.rows,
+    )
+    warehouse.commit_batch(staged_files.in_place(batch), record)
+
+
+def check_upgraded(records: list[SyncRecord]) -> None:
+    before, after = records
+    assert (before.settled_at, before.settle_delta) == (None, 0)
+    assert after.batch_id == before.batch_id + "-settle"
+    assert (after.rows_loaded, after.settle_delta) == (4, 1)
+    assert after.settled_at == after.end + SETTLE_AFTER
+
+
+def test_an_earlier_duckdb_sync_table_gains_the_settle_columns(
+    tmp_path: Path, staged_files: StagedFiles
+) -> None:
+    path = tmp_path / "old.duckdb"
+    with DuckDBWarehouse(path) as wh:
+        first_load(wh, staged_files)
+    with duckdb.connect(str(path)) as con:
+        for column in ("SettledAt", "SettleRowsDelta"):
+            con.execute(f'ALTER TABLE fssync DROP COLUMN "{column}"')
+    with DuckDBWarehouse(path) as wh:
+        check_upgraded(settle_round(wh, staged_files))
+
+
+def test_an_earlier_postgres_sync_table_gains_the_settle_columns(
+    postgres: PostgresCluster, schema: str, staged_files: StagedFiles
+) -> None:
+    def warehouse() -> PostgresWarehouse:
+        return PostgresWarehouse(
+            host=postgres.host,
+            port=postgres.port,
+            user=postgres.user,
+            dbname=postgres.database,
+            schema=schema,
+        )
+
+    wh = warehouse()
+    first_load(wh, staged_files)
+    wh.close()
+    with psycopg.connect(postgres.dsn, autocommit=True) as con:
+        for column in ("SettledAt", "SettleRowsDelta"):
+            con.execute(f'ALTER TABLE "{schema}".fssync DROP COLUMN "{column}"')
+    wh = warehouse()
+    try:
+        check_upgraded(settle_round(wh, staged_files))
+    finally:
+        wh.close()
