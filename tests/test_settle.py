@@ -18,6 +18,7 @@ import duckdb
 import orjson
 import psycopg
 import pytest
+import tomllib
 from aws_support import postgres, schema  # noqa: F401 - fixtures
 from e2e_support import (
     API_KEY,
@@ -461,3 +462,11 @@ def test_an_earlier_postgres_sync_table_gains_the_settle_columns(
         check_upgraded(settle_round(wh, staged_files))
     finally:
         wh.close()
+
+
+def test_the_readme_settling_example_is_a_valid_configuration() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("**Settling (`SettleAfter`).**", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    loaded = settings(tomllib.loads(example))
+    assert (loaded.export_delay, loaded.settle_after) == (H, 24 * H)
