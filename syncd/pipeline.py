@@ -41,6 +41,7 @@ import structlog
 
 from syncd import __version__
 from syncd.batch import (
+    SETTLE_SUFFIX,
     BatchKey,
     SourceKind,
     StagedBatch,
@@ -451,7 +452,11 @@ class Pipeline:
         now = self.clock()
         moments = [self.source.next_ready_at(records, now)]
         if isinstance(self.source, Settles):
-            due = self.source.next_settle_at(self.records)
+            # a held settle's window counts at its retry time, not at its (past) due time
+            waiting = [
+                r for r in self.records if f"{r.batch_id}{SETTLE_SUFFIX}" not in self.settles_held
+            ]
+            due = self.source.next_settle_at(waiting)
             if due is not None:
                 moments.append(due)
             moments.extend(h.next_attempt for h in self.settles_held.values() if h.next_attempt)

@@ -233,6 +233,16 @@ def test_fresh_windows_come_first_and_settles_fill_the_gaps(
     assert len(source.fetched) == 7
 
 
+class IdleWaits(PipelineHooks):
+    """Until when each idle pipeline means to sleep."""
+
+    def __init__(self) -> None:
+        self.next_ready_at: list[datetime] = []
+
+    def on_idle(self, sync_point: datetime | None, next_ready_at: datetime) -> None:
+        self.next_ready_at.append(next_ready_at)
+
+
 def metric(metrics: SyncMetrics, name: str) -> float | None:
     return metrics.registry.get_sample_value(name)
 
@@ -240,7 +250,8 @@ def metric(metrics: SyncMetrics, name: str) -> float | None:
 def test_a_held_settle_never_blocks_fresh_windows(tmp_path: Path, clock: list[datetime]) -> None:
     source = LateSource(tmp_path / "spool", clock)
     metrics = SyncMetrics(export_delay=H, settle_after=SETTLE_AFTER, clock=lambda: clock[0])
-    pipeline = make(tmp_path, source, clock, hooks=[metrics])
+    idle = IdleWaits()
+    pipeline = make(tmp_path, source, clock, hooks=[metrics, idle])
     metrics.follow(lambda: None, lambda: pipeline.records)
     pipeline.run(until_caught_up=True)
     assert metric(metrics, "syncd_windows_unsettled") == 2
@@ -257,6 +268,10 @@ def test_a_held_settle_never_blocks_fresh_windows(tmp_path: Path, clock: list[da
     status = StatusFile(tmp_path / "status.json").read()
     assert status is not None and [h.batch_id for h in status.settles_held] == [held_id]
     assert status.state == "idle"
+    # the daemon sleeps until the next fresh window or due settle (07:00), not in a loop on
+    # the held settle's past due time; the held one comes back at its retry time (08:00)
+    assert idle.next_ready_at == [T0 + 3 * H + H, T0 + 7 * H]
+    assert status.settles_held[0].next_attempt == T0 + 6 * H + RETRY
     assert (status.unsettled, status.settle_rows_gained) == (4, 1)  # 00:00, 02:00..04:00
     assert metric(metrics, "syncd_settles_held") == 1
     assert metric(metrics, "syncd_batch_held") == 0  # the daemon is not held
