@@ -530,3 +530,29 @@ def test_the_readme_settling_example_is_a_valid_configuration() -> None:
     example = section.split("```toml\n", 1)[1].split("```", 1)[0]
     loaded = settings(tomllib.loads(example))
     assert (loaded.export_delay, loaded.settle_after) == (H, 24 * H)
+
+
+# -- the simulator's late-arrival mode ---------------------------------------------------------
+
+
+def test_late_events_appear_late_after_their_hour_deterministically() -> None:
+    hour = (START, START + H)
+
+    def sim_config(seed: int = 1) -> SimulatorConfig:
+        return SimulatorConfig(
+            events_per_hour=500, seed=seed, late_fraction=0.25, late_after=LATE_AFTER
+        )
+
+    def events(sim: Simulator, as_of: datetime | None) -> list[str]:
+        return [orjson.dumps(e).decode() for e in sim.expected_events(*hour, as_of=as_of)]
+
+    sim, again = Simulator(sim_config()), Simulator(sim_config())
+    everything = events(sim, None)
+    early = events(sim, hour[1] + LATE_AFTER - timedelta(seconds=1))
+    assert set(early) < set(everything)
+    assert 0.15 < 1 - len(early) / len(everything) < 0.35  # about late_fraction
+    assert early == events(again, hour[1] + LATE_AFTER - timedelta(seconds=1))  # by seed
+    assert events(sim, hour[1] + LATE_AFTER) == everything  # arrived: the full truth
+    plain = Simulator(SimulatorConfig(events_per_hour=500))
+    assert events(plain, hour[1]) == everything  # the mode off: every event at once
+    assert events(Simulator(sim_config(seed=2)), hour[1]) != early
