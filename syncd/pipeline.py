@@ -14,7 +14,8 @@ round after the fresh batches, only in the room they leave: fresh windows always
 through the same client and rate limit. A settle's commit replaces its window (rows, rejects,
 sync row) in one transaction (`commit_batch(..., replace=True)`). A settle that keeps failing
 is held on its own (`settles_held`): reported, left out of planning until its retry time, and
-never in the way of fresh windows.
+never in the way of fresh windows. A settle's failed attempt is never waited for either: the
+settle sits out its backoff (`_settle_waits`) while fresh windows go on.
 
 A warehouse that may wait for another process (`warehouses.base.ReportsWaits`: DuckDB while a
 reader has its file open) tells the pipeline, which shows the wait in the status file (state
@@ -211,6 +212,8 @@ class Pipeline:
         #: Settles that keep failing, by batch id: retried at their `next_attempt`, meanwhile
         #: left out of planning so that fresh windows go on.
         self.settles_held: dict[str, HeldBatch] = {}
+        #: When each failed settle may be tried again (its backoff, or HeldRetryInterval).
+        self._settle_waits: dict[str, datetime] = {}
         self._floor_said: date | None = None
         self._attempts: dict[str, int] = {}
         self._rng = random.Random()
@@ -345,7 +348,7 @@ class Pipeline:
                     summary.bytes += record.bytes
                     summary.committed.append(record)
                     continue
-                if key.id in self.settles_held:
+                if key.settle:
                     continue  # planned again at its retry time; fresh windows go on meanwhile
                 if self.held is not None and self.held.batch_id == key.id:
                     if until_caught_up:
@@ -433,11 +436,7 @@ class Pipeline:
         if room <= 0 or not isinstance(self.source, Settles):
             return keys, records
         now = self.clock()
-        waiting = {
-            batch_id
-            for batch_id, held in self.settles_held.items()
-            if held.next_attempt is not None and held.next_attempt > now
-        }
+        waiting = {batch_id for batch_id, at in self._settle_waits.items() if at > now}
         kept = first_kept_day(self.warehouse.capabilities, now)
         settles = [
             k
@@ -452,14 +451,14 @@ class Pipeline:
         now = self.clock()
         moments = [self.source.next_ready_at(records, now)]
         if isinstance(self.source, Settles):
-            # a held settle's window counts at its retry time, not at its (past) due time
+            # a failed settle's window counts at its retry time, not at its (past) due time
             waiting = [
-                r for r in self.records if f"{r.batch_id}{SETTLE_SUFFIX}" not in self.settles_held
+                r for r in self.records if f"{r.batch_id}{SETTLE_SUFFIX}" not in self._settle_waits
             ]
             due = self.source.next_settle_at(waiting)
             if due is not None:
                 moments.append(due)
-            moments.extend(h.next_attempt for h in self.settles_held.values() if h.next_attempt)
+            moments.extend(self._settle_waits.values())
         return min(moments)
 
     def _planning_key(self) -> BatchKey:
@@ -483,6 +482,7 @@ class Pipeline:
         self._attempts.pop(key.id, None)
         if key.settle:
             self.settles_held.pop(key.id, None)
+            self._settle_waits.pop(key.id, None)
         else:
             self.held = None
         return record
@@ -628,24 +628,8 @@ class Pipeline:
         message = _describe(exc)
         transient = (isinstance(exc, SyncdError) and exc.transient) or _disk_full(exc)
         held = attempt >= self.options.max_attempts or not transient
-        if held and key.settle:
-            now = self.clock()
-            before = self.settles_held.get(key.id)
-            self.settles_held[key.id] = HeldBatch(
-                batch_id=key.id,
-                error=message,
-                since=before.since if before is not None else now,
-                attempts=attempt,
-                next_attempt=now + timedelta(seconds=self.options.held_retry_interval),
-            )
-            log.error(
-                "settle held: it keeps failing; fresh windows go on, the settle is retried later",
-                attempt=attempt,
-                error=message,
-                retry_in_s=self.options.held_retry_interval,
-            )
-            self._notify("on_failure", key, exc, attempt, True)
-            self._publish("loading", f"settle held: {message}")
+        if key.settle:
+            self._settle_failed(key, exc, attempt, message, held)
             return
         if held:
             now = self.clock()
@@ -667,6 +651,40 @@ class Pipeline:
             log.warning("batch failed; will retry", attempt=attempt, error=message)
         self._notify("on_failure", key, exc, attempt, held)
         self._publish("held" if held else "retrying", message)
+
+    def _settle_failed(
+        self, key: BatchKey, exc: Exception, attempt: int, message: str, held: bool
+    ) -> None:
+        """A settle's failed attempt: it sits out its backoff (held: HeldRetryInterval) out of
+        planning, so the loop goes on with fresh windows instead of waiting for it."""
+        now = self.clock()
+        wait = self.options.held_retry_interval if held else self._backoff(attempt)
+        retry_at = now + timedelta(seconds=wait)
+        self._settle_waits[key.id] = retry_at
+        if held:
+            before = self.settles_held.get(key.id)
+            self.settles_held[key.id] = HeldBatch(
+                batch_id=key.id,
+                error=message,
+                since=before.since if before is not None else now,
+                attempts=attempt,
+                next_attempt=retry_at,
+            )
+            log.error(
+                "settle held: it keeps failing; fresh windows go on, the settle is retried later",
+                attempt=attempt,
+                error=message,
+                retry_in_s=wait,
+            )
+        else:
+            log.warning(
+                "settle failed; fresh windows go on, it is retried after its backoff",
+                attempt=attempt,
+                error=message,
+                retry_in_s=round(wait, 1),
+            )
+        self._notify("on_failure", key, exc, attempt, held)
+        self._publish("loading", f"settle {'held' if held else 'failed'}: {message}")
 
     def _idle(self, ready_at: datetime) -> None:
         sync_point = contiguous_end(self.records)

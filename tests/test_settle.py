@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,7 +40,7 @@ from test_config import problems, settings
 from standins.postgres import PostgresCluster
 from syncd.batch import BatchKey, SyncRecord
 from syncd.cli import EXIT_OK
-from syncd.errors import TerminalSourceError
+from syncd.errors import TerminalSourceError, TransientSourceError
 from syncd.fields import export_columns, requested_fields
 from syncd.observability.metrics import SyncMetrics
 from syncd.pipeline import Fetched, Pipeline, PipelineHooks, PipelineOptions
@@ -179,6 +180,10 @@ def make(
     source: LateSource,
     clock: list[datetime],
     hooks: Sequence[PipelineHooks] = (),
+    *,
+    max_attempts: int = 1,
+    retry_base: float = 0.0,
+    stop: threading.Event | None = None,
 ) -> Pipeline:
     pipeline = Pipeline(
         source,
@@ -188,12 +193,13 @@ def make(
         PipelineOptions(
             work_dir=tmp_path / "work",
             staged_format="parquet",
-            max_attempts=1,
-            retry_base=0.0,
+            max_attempts=max_attempts,
+            retry_base=retry_base,
             held_retry_interval=RETRY.total_seconds(),
         ),
         status=StatusFile(tmp_path / "status.json"),
         hooks=hooks,
+        stop=stop,
         clock=lambda: clock[0],
     )
     pipeline.start()
@@ -294,6 +300,38 @@ def test_a_held_settle_never_blocks_fresh_windows(tmp_path: Path, clock: list[da
     assert window_ids(0, 1, settle=True)[0] in {
         r.batch_id for r in pipeline.warehouse.sync_records()
     }
+
+
+class WaitsSeen(threading.Event):
+    """A stop event that records every wait the pipeline makes on it, and does not wait."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        return self.is_set()
+
+
+def test_a_failing_settle_sits_out_its_backoff_while_fresh_windows_go_on(
+    tmp_path: Path, clock: list[datetime]
+) -> None:
+    source = LateSource(tmp_path / "spool", clock)
+    stop = WaitsSeen()
+    pipeline = make(tmp_path, source, clock, max_attempts=3, retry_base=40.0, stop=stop)
+    pipeline.run(until_caught_up=True)
+    clock[0] = T0 + 6 * H
+    failing = window_ids(0, 1, settle=True)[0]
+    source.settle_failures = {failing: [TransientSourceError("HTTP 503")]}
+    pipeline.run(until_caught_up=True)
+    assert stop.waits == []  # its backoff (30 s or more) was not waited for
+    assert source.fetched[2:] == [*window_ids(2, 5), *window_ids(1, 2, settle=True)]
+    assert pipeline.settles_held == {} and pipeline.held is None  # not held: one attempt
+    clock[0] += H  # past its backoff: the settle goes, with the new fresh window first
+    pipeline.run(until_caught_up=True)
+    assert source.fetched.index(window_ids(5, 6)[0]) < source.fetched.index(failing)
+    assert failing in {r.batch_id for r in pipeline.warehouse.sync_records()}
 
 
 # -- end to end: the simulator's late arrivals, DuckDB, the CLI -------------------------------
