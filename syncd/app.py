@@ -135,7 +135,7 @@ def build_source(settings: Settings, client: ExportClient) -> BatchSource:
         delay=settings.export_delay,
         start_time=settings.start_time,
     )
-    return SegmentSource(fetcher, plan)
+    return SegmentSource(fetcher, plan, settings.settle_after)
 
 
 def staged_format(settings: Settings, warehouse: Warehouse) -> str:

@@ -17,6 +17,9 @@ from syncd.fields import Column
 SourceKind = Literal["segment", "legacy"]
 StagedFormat = Literal["parquet", "csv", "ndjson"]
 
+#: Ends the id of a settle's batch (`BatchKey.settle`).
+SETTLE_SUFFIX = "-settle"
+
 
 def _stamp(dt: datetime) -> str:
     return dt.strftime("%Y%m%dT%H%M%SZ")
@@ -39,6 +42,10 @@ class BatchKey:
     end: datetime
     source: SourceKind = "segment"
     bundle_ids: tuple[int, ...] = ()
+    #: A committed window exported again once SettleAfter old (`syncd.planner.plan_settles`):
+    #: its own id (a fresh export, fresh staged names and BigQuery job ids), and its commit
+    #: replaces the window's earlier rows.
+    settle: bool = False
 
     @property
     def id(self) -> str:
@@ -47,6 +54,8 @@ class BatchKey:
         if self.bundle_ids:
             digest = hashlib.sha1(",".join(map(str, self.bundle_ids)).encode()).hexdigest()
             base += f"-{digest[:12]}"
+        if self.settle:
+            base += SETTLE_SUFFIX
         return base
 
     @property
@@ -100,4 +109,8 @@ class SyncRecord:
     bytes: int = 0
     staged_uri: str = ""
     syncd_version: str = ""
+    #: When a settle (`BatchKey.settle`) replaced the window; None for a first load.
+    settled_at: datetime | None = None
+    #: Rows the settle added (negative: removed) against the load it replaced.
+    settle_delta: int = 0
     extra: dict[str, str] = field(default_factory=dict)

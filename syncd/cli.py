@@ -144,7 +144,7 @@ def cmd_run(args: argparse.Namespace, *, until_caught_up: bool) -> int:
     settings = _load(args).settings
     stop = threading.Event()
     _Signals(stop).install()
-    metrics = SyncMetrics(export_delay=settings.export_delay)
+    metrics = SyncMetrics(export_delay=settings.export_delay, settle_after=settings.settle_after)
     health = Health(stall_timeout=_stall_timeout(settings))
     page = StatusPage(
         slot=calendar_slot(settings),
@@ -154,7 +154,7 @@ def cmd_run(args: argparse.Namespace, *, until_caught_up: bool) -> int:
     progress = progress_for(sys.stderr) if until_caught_up else None
     hooks = [h for h in (metrics, health, page, progress) if h is not None]
     app = build_app(settings, stop=stop, hooks=hooks)
-    metrics.follow(lambda: contiguous_end(app.pipeline.records))
+    metrics.follow(lambda: contiguous_end(app.pipeline.records), lambda: app.pipeline.records)
     page.follow(lambda: app.pipeline.records)
     try:
         with LeaseKeeper(app.warehouse, LeaseHolder.current(), stop).held():
@@ -294,7 +294,8 @@ def _status_data(
     as `syncd_lag_seconds`. The SyncRecords read are appended to `records_out` (the status
     page's calendar needs them all)."""
     from syncd.app import status_file
-    from syncd.planner import contiguous_end, lag_behind
+    from syncd.config.model import duration_text
+    from syncd.planner import contiguous_end, lag_behind, unsettled
     from warehouses.registry import build_stage, build_warehouse
 
     now = (now or utcnow()).replace(microsecond=0)
@@ -336,6 +337,31 @@ def _status_data(
         }
         for r in records[-10:]
     ]
+    if settings.settle_after:
+        settles = [r for r in records if r.settled_at is not None]
+        settling: dict[str, Any] = {
+            "settle_after": duration_text(settings.settle_after),
+            "unsettled": len(unsettled(records, settings.settle_after)),
+            "settled": len(settles),
+            "rows_gained": sum(r.settle_delta for r in settles),
+            "held": [],
+        }
+        if data["source"] != "warehouse" and daemon is not None:
+            settling["unsettled"] = daemon.unsettled
+            settling["rows_gained"] = daemon.settle_rows_gained
+            settling["settled"] = None  # the status file keeps only the last batches
+        if daemon is not None:
+            settling["held"] = [
+                {
+                    "batch": h.batch_id,
+                    "error": h.error,
+                    "since": _ts_or_none(h.since),
+                    "attempts": h.attempts,
+                    "next_attempt": _ts_or_none(h.next_attempt),
+                }
+                for h in daemon.settles_held
+            ]
+        data["settling"] = settling
     if daemon is not None:
         from syncd.state import pid_alive
 
@@ -388,6 +414,20 @@ def _status_text(data: dict[str, Any]) -> str:
         )
         lines.append(f"             {held['error']}")
         lines.append(f"             next attempt {_shown(held['next_attempt'])}")
+    settling = data.get("settling")
+    if settling:
+        settled = "" if settling["settled"] is None else f" by {settling['settled']} settles"
+        lines.append(
+            f"settling     {settling['unsettled']} windows unsettled; "
+            f"{settling['rows_gained']:+d} rows gained{settled} "
+            f"(SettleAfter {settling['settle_after']})"
+        )
+        for h in settling["held"]:
+            lines.append(
+                f"SETTLE HELD  {h['batch']} since {_shown(h['since'])} after {h['attempts']} "
+                f"attempts; next attempt {_shown(h['next_attempt'])} (fresh windows go on)"
+            )
+            lines.append(f"             {h['error']}")
     if not data["recent"]:
         lines.append(f"batches      {data['batches_committed']} committed")
         return "\n".join(lines) + "\n"

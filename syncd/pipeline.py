@@ -9,6 +9,14 @@ A batch that keeps failing is retried with capped backoff, then *held*: the daem
 reports it in the status file and to hooks, retries it every `held_retry_interval`, and never
 plans past it.
 
+A source that settles (`Settles`: SettleAfter) adds settles of committed windows to a planning
+round after the fresh batches, only in the room they leave: fresh windows always come first,
+through the same client and rate limit. A settle's commit replaces its window (rows, rejects,
+sync row) in one transaction (`commit_batch(..., replace=True)`). A settle that keeps failing
+is held on its own (`settles_held`): reported, left out of planning until its retry time, and
+never in the way of fresh windows. A settle's failed attempt is never waited for either: the
+settle sits out its backoff (`_settle_waits`) while fresh windows go on.
+
 A warehouse that may wait for another process (`warehouses.base.ReportsWaits`: DuckDB while a
 reader has its file open) tells the pipeline, which shows the wait in the status file (state
 "waiting") and puts the previous state back when the wait ends.
@@ -28,12 +36,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as dt_time
 from pathlib import Path
-from typing import Protocol, TypeVar, cast
+from typing import Protocol, TypeVar, cast, runtime_checkable
 
 import structlog
 
 from syncd import __version__
 from syncd.batch import (
+    SETTLE_SUFFIX,
     BatchKey,
     SourceKind,
     StagedBatch,
@@ -88,6 +97,25 @@ class BatchSource(Protocol):
 
     def sweep(self, committed: Collection[str]) -> None:
         """Forget exports and spool files of committed batches (left by a crash after commit)."""
+        ...
+
+
+@runtime_checkable
+class Settles(Protocol):
+    """A source that exports committed windows again once late events have arrived."""
+
+    def plan_settles(
+        self, records: Sequence[SyncRecord], now: datetime, limit: int, skip: Collection[str]
+    ) -> list[BatchKey]:
+        """Up to `limit` settles due by `now`, oldest first, none whose id is in `skip`."""
+        ...
+
+    def next_settle_at(self, records: Sequence[SyncRecord]) -> datetime | None:
+        """When the next settle falls due (None: no window waits for one)."""
+        ...
+
+    def unsettled(self, records: Sequence[SyncRecord]) -> list[SyncRecord]:
+        """The committed windows still waiting for their settle."""
         ...
 
 
@@ -182,6 +210,11 @@ class Pipeline:
         #: Commits replace the old rows of their windows (`syncd.backfill` sets it for a day).
         self.replace = False
         self.held: HeldBatch | None = None
+        #: Settles that keep failing, by batch id: retried at their `next_attempt`, meanwhile
+        #: left out of planning so that fresh windows go on.
+        self.settles_held: dict[str, HeldBatch] = {}
+        #: When each failed settle may be tried again (its backoff, or HeldRetryInterval).
+        self._settle_waits: dict[str, datetime] = {}
         self._floor_said: date | None = None
         self._attempts: dict[str, int] = {}
         self._rng = random.Random()
@@ -301,7 +334,7 @@ class Pipeline:
                 self._leave_expired_hold(keys)
                 self._look_ahead(keys)
                 if not keys:
-                    ready_at = self.source.next_ready_at(plannable, self.clock())
+                    ready_at = self._next_ready_at(plannable)
                     self._idle(ready_at)
                     if until_caught_up:
                         break
@@ -316,6 +349,8 @@ class Pipeline:
                     summary.bytes += record.bytes
                     summary.committed.append(record)
                     continue
+                if key.settle:
+                    continue  # planned again at its retry time; fresh windows go on meanwhile
                 if self.held is not None and self.held.batch_id == key.id:
                     if until_caught_up:
                         break
@@ -382,7 +417,7 @@ class Pipeline:
         attempt = self._attempts.get(key.id, 0) + 1
         with structlog.contextvars.bound_contextvars(batch=key.id):
             try:
-                planned = self._plan_kept(1 + self.options.lookahead)
+                planned = self._with_settles(self._plan_kept(1 + self.options.lookahead))
             except Exception as exc:  # never ends the daemon: held and retried instead
                 self._attempts[key.id] = attempt
                 self._failed(key, exc, attempt)
@@ -391,6 +426,41 @@ class Pipeline:
         if self.held is not None and self.held.batch_id == key.id:
             self.held = None
         return planned
+
+    def _with_settles(
+        self, planned: tuple[list[BatchKey], list[SyncRecord]]
+    ) -> tuple[list[BatchKey], list[SyncRecord]]:
+        """The fresh batches, then settles in the room left (none when the source does not
+        settle); held settles wait for their retry time; none in a day no longer kept."""
+        keys, records = planned
+        room = 1 + self.options.lookahead - len(keys)
+        if room <= 0 or not isinstance(self.source, Settles):
+            return keys, records
+        now = self.clock()
+        waiting = {batch_id for batch_id, at in self._settle_waits.items() if at > now}
+        kept = first_kept_day(self.warehouse.capabilities, now)
+        settles = [
+            k
+            for k in self.source.plan_settles(self.records, now, room, waiting)
+            if kept is None or k.start.date() >= kept
+        ]
+        return [*keys, *settles], records
+
+    def _next_ready_at(self, records: Sequence[SyncRecord]) -> datetime:
+        """When planning may next find work: a fresh batch, a settle falling due, or a held
+        settle's retry."""
+        now = self.clock()
+        moments = [self.source.next_ready_at(records, now)]
+        if isinstance(self.source, Settles):
+            # a failed settle's window counts at its retry time, not at its (past) due time
+            waiting = [
+                r for r in self.records if f"{r.batch_id}{SETTLE_SUFFIX}" not in self._settle_waits
+            ]
+            due = self.source.next_settle_at(waiting)
+            if due is not None:
+                moments.append(due)
+            moments.extend(self._settle_waits.values())
+        return min(moments)
 
     def _planning_key(self) -> BatchKey:
         """Stands for "the batch after the sync point" while it cannot be planned: an empty
@@ -411,7 +481,11 @@ class Pipeline:
                 self._failed(key, exc, attempt)
                 return None
         self._attempts.pop(key.id, None)
-        self.held = None
+        if key.settle:
+            self.settles_held.pop(key.id, None)
+            self._settle_waits.pop(key.id, None)
+        else:
+            self.held = None
         return record
 
     def process(self, key: BatchKey) -> SyncRecord:
@@ -461,12 +535,14 @@ class Pipeline:
         """Commit a prepared batch with its sync row, then clean up. Main thread only."""
         fetched, staged = prepared.fetched, prepared.staged
         batch = staged.batch
+        now = self.clock()
+        replaced = [r for r in self.records if key.settle and _in_window(r, key)]
         record = SyncRecord(
             batch_id=key.id,
             source=key.source,
             start=key.start,
             end=key.end,
-            committed_at=self.clock(),
+            committed_at=now,
             bundle_ids=key.bundle_ids,
             operation_id=fetched.operation_id,
             rows_loaded=batch.rows,
@@ -474,18 +550,24 @@ class Pipeline:
             bytes=fetched.bytes,
             staged_uri=staged.uri,
             syncd_version=__version__,
+            settled_at=now if key.settle else None,
+            settle_delta=batch.rows - sum(r.rows_loaded for r in replaced) if key.settle else 0,
         )
         if self.stop.is_set():
             raise _Stopped()
+        replace = self.replace or key.settle
         self._step(
-            key, "commit", lambda: self.warehouse.commit_batch(staged, record, replace=self.replace)
+            key, "commit", lambda: self.warehouse.commit_batch(staged, record, replace=replace)
         )
+        if replaced:
+            self.records = [r for r in self.records if r not in replaced]
         self.records.append(record)
         log.info(
             "batch committed",
             rows=record.rows_loaded,
             rejected=record.rows_rejected,
             bytes=record.bytes,
+            **({"settle_delta": record.settle_delta} if key.settle else {}),
         )
         self._notify("after_commit", key, record)
         self._cleanup(key, staged)
@@ -549,6 +631,9 @@ class Pipeline:
         message = _describe(exc)
         transient = (isinstance(exc, SyncdError) and exc.transient) or _disk_full(exc)
         held = attempt >= self.options.max_attempts or not transient
+        if key.settle:
+            self._settle_failed(key, exc, attempt, message, held)
+            return
         if held:
             now = self.clock()
             since = self.held.since if self.held and self.held.batch_id == key.id else now
@@ -569,6 +654,40 @@ class Pipeline:
             log.warning("batch failed; will retry", attempt=attempt, error=message)
         self._notify("on_failure", key, exc, attempt, held)
         self._publish("held" if held else "retrying", message)
+
+    def _settle_failed(
+        self, key: BatchKey, exc: Exception, attempt: int, message: str, held: bool
+    ) -> None:
+        """A settle's failed attempt: it sits out its backoff (held: HeldRetryInterval) out of
+        planning, so the loop goes on with fresh windows instead of waiting for it."""
+        now = self.clock()
+        wait = self.options.held_retry_interval if held else self._backoff(attempt)
+        retry_at = now + timedelta(seconds=wait)
+        self._settle_waits[key.id] = retry_at
+        if held:
+            before = self.settles_held.get(key.id)
+            self.settles_held[key.id] = HeldBatch(
+                batch_id=key.id,
+                error=message,
+                since=before.since if before is not None else now,
+                attempts=attempt,
+                next_attempt=retry_at,
+            )
+            log.error(
+                "settle held: it keeps failing; fresh windows go on, the settle is retried later",
+                attempt=attempt,
+                error=message,
+                retry_in_s=wait,
+            )
+        else:
+            log.warning(
+                "settle failed; fresh windows go on, it is retried after its backoff",
+                attempt=attempt,
+                error=message,
+                retry_in_s=round(wait, 1),
+            )
+        self._notify("on_failure", key, exc, attempt, held)
+        self._publish("loading", f"settle {'held' if held else 'failed'}: {message}")
 
     def _idle(self, ready_at: datetime) -> None:
         sync_point = contiguous_end(self.records)
@@ -614,6 +733,11 @@ class Pipeline:
             next_ready_at=ready_at,
             held=self.held,
             recent=self.records[-10:],
+            settles_held=list(self.settles_held.values()),
+            unsettled=len(self.source.unsettled(self.records))
+            if isinstance(self.source, Settles)
+            else 0,
+            settle_rows_gained=sum(r.settle_delta for r in self.records),
         )
         try:
             self.status_file.write(status)
@@ -628,6 +752,16 @@ class _Stopped(Exception):
 #: Out of disk space or quota: space can come back, so the batch is retried like any other
 #: transient failure before it is held.
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _in_window(record: SyncRecord, key: BatchKey) -> bool:
+    """A segment batch inside the window of `key`: what a settle of that window replaces."""
+    return (
+        record.source == key.source
+        and record.start is not None
+        and key.start <= record.start
+        and record.end <= key.end
+    )
 
 
 def output_rules(

@@ -4,11 +4,16 @@ The planner is pure: it takes the committed sync records and "now" and returns b
 Committed time is a set of intervals; the next batch starts at the first gap after the earliest
 committed time (a rolled-back day is a gap and is planned again), or at StartTime on a fresh
 install. A window is ready once its end is at least ExportDelay behind now.
+
+With SettleAfter, a segment window loaded before it was SettleAfter old is *unsettled*: late
+events may still have arrived since. Once it is SettleAfter old, `plan_settles` plans it again
+as a settle (`BatchKey.settle`), after the fresh windows: settles only fill what is left of a
+planning round.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -125,6 +130,51 @@ def plan_windows(
         keys.append(BatchKey(start=cursor, end=end, source="segment"))
         cursor = end
     return keys
+
+
+def unsettled(records: Sequence[SyncRecord], settle_after: timedelta) -> list[SyncRecord]:
+    """Segment windows loaded before they were `settle_after` old and not settled since,
+    oldest first; none when settling is off (`settle_after` 0)."""
+    if settle_after <= timedelta(0):
+        return []
+    return sorted(
+        (
+            r
+            for r in records
+            if r.source == "segment"
+            and r.start is not None
+            and r.settled_at is None
+            and r.committed_at < r.end + settle_after
+        ),
+        key=lambda r: (r.end, r.batch_id),
+    )
+
+
+def plan_settles(
+    records: Sequence[SyncRecord],
+    settle_after: timedelta,
+    now: datetime,
+    limit: int,
+    skip: Collection[str] = (),
+) -> list[BatchKey]:
+    """Up to `limit` settles of unsettled windows that are `settle_after` old by `now`, oldest
+    first; windows whose settle id is in `skip` (a held settle waiting for its retry) are not
+    planned."""
+    keys: list[BatchKey] = []
+    for r in unsettled(records, settle_after):
+        if len(keys) >= limit or r.end + settle_after > now:
+            break
+        assert r.start is not None  # unsettled() keeps windows only
+        key = BatchKey(start=r.start, end=r.end, source="segment", settle=True)
+        if key.id not in skip:
+            keys.append(key)
+    return keys
+
+
+def next_settle_at(records: Sequence[SyncRecord], settle_after: timedelta) -> datetime | None:
+    """When the oldest unsettled window becomes `settle_after` old (None: nothing to settle)."""
+    pending = unsettled(records, settle_after)
+    return pending[0].end + settle_after if pending else None
 
 
 def next_window_ready_at(

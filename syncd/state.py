@@ -41,6 +41,11 @@ class DaemonStatus:
     next_ready_at: datetime | None = None
     held: HeldBatch | None = None
     recent: list[SyncRecord] = field(default_factory=list)
+    #: SettleAfter: settles that keep failing (fresh windows go on), windows waiting for their
+    #: settle, and rows the SyncTable's settles added (negative: removed).
+    settles_held: list[HeldBatch] = field(default_factory=list)
+    unsettled: int = 0
+    settle_rows_gained: int = 0
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -89,6 +94,18 @@ def _record(d: dict[str, Any]) -> SyncRecord:
         bytes=int(d.get("bytes", 0)),
         staged_uri=str(d.get("staged_uri", "")),
         syncd_version=str(d.get("syncd_version", "")),
+        settled_at=_ts(d.get("settled_at")),
+        settle_delta=int(d.get("settle_delta", 0)),
+    )
+
+
+def _held(held: dict[str, Any]) -> HeldBatch:
+    return HeldBatch(
+        batch_id=held["batch_id"],
+        error=held["error"],
+        since=parse_timestamp(held["since"]),
+        attempts=int(held["attempts"]),
+        next_attempt=_ts(held.get("next_attempt")),
     )
 
 
@@ -117,16 +134,11 @@ class StatusFile:
             sync_point=_ts(raw.get("sync_point")),
             batches_committed=int(raw.get("batches_committed", len(recent))),
             next_ready_at=_ts(raw.get("next_ready_at")),
-            held=None
-            if not held
-            else HeldBatch(
-                batch_id=held["batch_id"],
-                error=held["error"],
-                since=parse_timestamp(held["since"]),
-                attempts=int(held["attempts"]),
-                next_attempt=_ts(held.get("next_attempt")),
-            ),
+            held=None if not held else _held(held),
             recent=recent,
+            settles_held=[_held(h) for h in raw.get("settles_held", [])],
+            unsettled=int(raw.get("unsettled", 0)),
+            settle_rows_gained=int(raw.get("settle_rows_gained", 0)),
         )
 
 

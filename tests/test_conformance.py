@@ -7,10 +7,11 @@ adapter's service is not available here).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -98,8 +99,11 @@ def commit(adapter: Adapter, staged_files: StagedFiles) -> Callable[..., Transfo
         *,
         hours: int = 1,
         replace: bool = False,
+        settle_delta: int | None = None,
     ) -> TransformedBatch:
         key = staged_files.key(start, hours)
+        if settle_delta is not None:  # a settle (SettleAfter) of the window
+            key = dataclasses.replace(key, settle=True)
         chosen = fmt or adapter.warehouse.capabilities.staging_formats[0]
         rejects = [{"position": count, "reason": "not an object", "raw": "42"}]
         batch = staged_files.write(
@@ -124,6 +128,8 @@ def commit(adapter: Adapter, staged_files: StagedFiles) -> Callable[..., Transfo
             rows_loaded=batch.rows,
             rows_rejected=batch.rejected,
             staged_uri=staged.uri,
+            settled_at=None if settle_delta is None else key.end + timedelta(hours=24),
+            settle_delta=settle_delta or 0,
         )
         adapter.warehouse.commit_batch(staged, record, replace=replace)
         return batch
@@ -311,6 +317,33 @@ def test_rollback_keeping_the_new_batches_removes_only_the_leftovers(
 
 
 # --- the round trip's two methods: read a batch back, drop the tables --------------------------
+
+
+def test_a_settle_replaces_its_window_and_its_sync_row_says_so(
+    adapter: Adapter, commit: Callable[..., TransformedBatch]
+) -> None:
+    first = commit("2024-03-01T00:00:00Z", count=3)
+    settle = commit("2024-03-01T00:00:00Z", count=5, replace=True, settle_delta=2)
+    if isinstance(adapter.warehouse, StorageOnlyWarehouse):
+        return  # no SyncTable: settling needs a warehouse (SettleAfter refuses StorageOnly)
+    (record,) = adapter.warehouse.sync_records()
+    assert record.batch_id == settle.key.id == first.key.id + "-settle"
+    assert (record.settled_at, record.settle_delta) == (
+        settle.key.end + timedelta(hours=24),
+        2,
+    )
+    assert record.settled_at is not None and record.settled_at.tzinfo == UTC
+    assert rows_of(adapter, first) == [] and len(rows_of(adapter, settle)) == 5
+    assert adapter.warehouse.inconsistent_days(date(2024, 3, 1)) == []
+
+
+def test_a_first_load_is_not_settled(
+    adapter: Adapter, commit: Callable[..., TransformedBatch]
+) -> None:
+    commit("2024-03-01T00:00:00Z")
+    if isinstance(adapter.warehouse, StorageOnlyWarehouse):
+        return
+    assert [(r.settled_at, r.settle_delta) for r in adapter.warehouse.sync_records()] == [(None, 0)]
 
 
 def test_read_rows_gives_a_batchs_rows_typed(

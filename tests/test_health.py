@@ -3,6 +3,7 @@ rules, with an injected clock."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -148,3 +149,12 @@ def test_a_busy_address_is_a_config_error_naming_the_key(health: Health) -> None
         with pytest.raises(ConfigError) as caught:
             OpsServer("127.0.0.1", server.port, health, None)
     assert str(caught.value).startswith("[metrics] Address: cannot listen on 127.0.0.1:")
+
+
+def test_a_held_settle_leaves_the_daemon_ready_and_alive(health: Health, clock: Clock) -> None:
+    settle = dataclasses.replace(KEY, settle=True)
+    health.on_failure(settle, TransientSourceError("HTTP 503"), 5, held=True)
+    clock.now += 3600
+    health.on_failure(settle, TransientSourceError("HTTP 503"), 6, held=True)
+    assert health.readiness().ok is True
+    assert health.liveness().ok is True

@@ -444,3 +444,20 @@ def test_the_page_shows_rows_per_second_of_every_commit_in_the_last_hour() -> No
     )
     # (9 x 60 + 10 x 180) rows over 19 minutes; the last 10 commits alone would say 3.0
     assert Dom(text).texts["rows-per-second"] == "2.1"
+
+
+def test_a_settled_record_shows_as_a_settled_window() -> None:
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    records = [
+        SyncRecord("a", "segment", start, start + HOUR, start, rows_loaded=3),
+        SyncRecord(
+            "b",
+            "segment",
+            start + HOUR,
+            start + 2 * HOUR,
+            start,
+            rows_loaded=4,
+            settled_at=start + 30 * HOUR,
+        ),
+    ]
+    assert [w.settled for w in windows_of(records)] == [False, True]

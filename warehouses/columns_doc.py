@@ -151,6 +151,15 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "s3://bucket/syncd/segment-....parquet",
     ),
     "SyncdVersion": ("syncd version that committed the batch", "0.1.0"),
+    "SettledAt": (
+        "when a settle (SettleAfter) exported the window again and replaced it; empty for a "
+        "first load",
+        "2026-11-02 01:00:03.120",
+    ),
+    "SettleRowsDelta": (
+        "rows the settle added to the window (negative: removed); empty for a first load",
+        "12",
+    ),
     # rejects
     "Position": ("0-based position of the row in the export body", "412"),
     "Reason": ("why the row was quarantined, naming the field", "IndvId: not an integer: 'abc'"),

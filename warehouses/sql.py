@@ -58,6 +58,8 @@ SYNC_COLUMNS: tuple[Column, ...] = (
     Column("Bytes", _I),
     Column("StagedUri", _S),
     Column("SyncdVersion", _S),
+    Column("SettledAt", _T),  # when a settle replaced the window (SettleAfter); else NULL
+    Column("SettleRowsDelta", _I),  # rows that settle added (negative: removed)
 )
 
 #: Rows the transform quarantined, one per rejected export row.
@@ -320,6 +322,8 @@ def insert_sync_row(
         record.bytes,
         record.staged_uri,
         record.syncd_version or syncd_version,
+        to_db_timestamp(record.settled_at) if record.settled_at is not None else None,
+        record.settle_delta if record.settled_at is not None else None,
     )
     sql = render(
         _INSERT_SYNC_ROW,
@@ -373,6 +377,8 @@ def record_from_row(row: Sequence[Any]) -> SyncRecord:
         size,
         staged_uri,
         version,
+        settled_at,
+        settle_delta,
     ) = row
     end = from_db_timestamp(end_value)
     committed_at = from_db_timestamp(processed) if processed is not None else end
@@ -400,6 +406,8 @@ def record_from_row(row: Sequence[Any]) -> SyncRecord:
         bytes=int(size or 0),
         staged_uri=staged_uri or "",
         syncd_version=version or "",
+        settled_at=from_db_timestamp(settled_at) if settled_at is not None else None,
+        settle_delta=int(settle_delta or 0),
     )
 
 

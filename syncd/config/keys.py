@@ -285,6 +285,18 @@ TOP_LEVEL: tuple[Key, ...] = (
     ),
     Key(
         "",
+        "SettleAfter",
+        K.DURATION,
+        "0",
+        "Export every window loaded younger than this again once it is this old, and replace "
+        "it in one transaction, so late events arrive too: fresh data after ExportDelay, "
+        "complete data after SettleAfter. Fresh windows come first; settles fill the gaps. "
+        'Must be longer than ExportDelay; "0" turns settling off. Source "segment" with a '
+        'warehouse (not StorageOnly). E.g. ExportDelay = "1h" with SettleAfter = "24h".',
+        example='"48h"',
+    ),
+    Key(
+        "",
         "StartTime",
         K.TIMESTAMP,
         None,

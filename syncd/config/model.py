@@ -169,6 +169,7 @@ class Settings:
     keep_staged_files: bool
     export_duration: timedelta
     export_delay: timedelta
+    settle_after: timedelta  # 0: settling off
     start_time: datetime | None  # None = 30 days before now, resolved by the planner
     group_files_by_day: bool
     backoff: timedelta

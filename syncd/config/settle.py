@@ -278,6 +278,21 @@ class _Settle:
         delay = self.get("ExportDelay")
         if self.ok("ExportDelay") and delay < MIN_EXPORT_DELAY:
             self.problem("ExportDelay", f"'{duration_text(delay)}' is too small; the minimum is 1h")
+        settle_after = self.get("SettleAfter")
+        if self.ok("SettleAfter", "ExportDelay") and settle_after:
+            if settle_after < timedelta(0) or settle_after <= self.get("ExportDelay"):
+                self.problem(
+                    "SettleAfter",
+                    f"'{duration_text(settle_after)}' must be longer than ExportDelay "
+                    f"('{duration_text(self.get('ExportDelay'))}'), or \"0\" for off",
+                )
+            elif self.get("Source") != "segment":
+                self.problem("SettleAfter", 'settles segment windows: needs Source "segment"')
+            elif self.ok("StorageOnly") and self.get("StorageOnly"):
+                self.problem(
+                    "SettleAfter",
+                    "replaces a window's rows in a warehouse: StorageOnly keeps files only",
+                )
         for label in _POSITIVE_DURATIONS:
             if self.ok(label) and self.get(label) <= timedelta(0):
                 self.problem(label, "must be more than 0s")

@@ -5,7 +5,8 @@
   liveness probe means "restart me": it must not fail while a batch is merely held.
 - Readiness (`/readyz`): the configuration was valid and the tables are ensured (`started`),
   no batch is held, and the current run of failed attempts (if any) began less than
-  `failing_threshold` ago. A failing readiness probe means "page someone", not "restart".
+  `failing_threshold` ago. A failing settle (SettleAfter) does not count: fresh windows go on
+  past it, and `status` and the metrics report it. A failing readiness probe means "page someone", not "restart".
 
 `OpsServer` serves both, `/metrics` and the status page at `/` (`statuspage.StatusPage`) on the
 configured `[metrics] Address`; it is started only by `syncd run`, never at import.
@@ -132,6 +133,8 @@ class Health(PipelineHooks):
         with self._lock:
             now = self._clock()
             self._beat = now
+            if key.settle:
+                return  # held on its own, never in the way: `status` and metrics report it
             if self._failing_since is None:
                 self._failing_since = now
             self._held = key.id if held else None

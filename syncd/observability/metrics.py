@@ -21,7 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from syncd.batch import BatchKey, StagedBatch, SyncRecord
 from syncd.pipeline import PipelineHooks
-from syncd.planner import lag_behind
+from syncd.planner import lag_behind, unsettled
 from syncd.timeutil import utcnow
 
 #: What `/metrics` answers with.
@@ -36,12 +36,17 @@ class SyncMetrics(PipelineHooks):
 
     `export_delay` is ExportDelay: data younger than it is not expected yet, so the lag is
     measured from `now - export_delay`. `clock` is the wall clock (injected by tests).
+    `settle_after` is SettleAfter: the windows still waiting for their settle and the rows
+    settles gained are read from the committed records (`follow`) at every scrape, so a
+    restart shows what the SyncTable says. A held settle is counted on its own
+    (`syncd_settles_held`): it does not hold the daemon, so `syncd_batch_held` stays 0.
     """
 
     def __init__(
         self,
         *,
         export_delay: timedelta = timedelta(0),
+        settle_after: timedelta = timedelta(0),
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -49,6 +54,9 @@ class SyncMetrics(PipelineHooks):
         self._delay = export_delay
         self._lock = threading.Lock()
         self._sync_point: Callable[[], datetime | None] = lambda: None
+        self._settle_after = settle_after
+        self._records: Callable[[], Sequence[SyncRecord]] = lambda: ()
+        self._settles_held: set[str] = set()
         self._held_batch: str | None = None
         self._last_commit = 0.0  # Unix seconds of the last commit, this run's or an earlier one's
         r = self.registry
@@ -107,13 +115,46 @@ class SyncMetrics(PipelineHooks):
         )
         self.last_success.set_function(lambda: self._last_commit)
         self.held = Gauge("syncd_batch_held", "1 while a batch is held, else 0.", registry=r)
+        self.windows_unsettled = Gauge(
+            "syncd_windows_unsettled",
+            "Windows loaded before they were SettleAfter old and not settled yet.",
+            registry=r,
+        )
+        self.windows_unsettled.set_function(
+            lambda: len(unsettled(self._records(), self._settle_after))
+        )
+        self.settle_rows_gained = Gauge(
+            "syncd_settle_rows_gained",
+            "Rows the committed settles added to their windows (negative: removed), "
+            "from the SyncTable.",
+            registry=r,
+        )
+        self.settle_rows_gained.set_function(
+            lambda: sum(rec.settle_delta for rec in self._records())
+        )
+        self.settles_committed = Counter(
+            "syncd_settles_committed", "Settles committed (windows replaced).", registry=r
+        )
+        self.settles_held = Gauge(
+            "syncd_settles_held",
+            "Settles held after failing (retried later; fresh windows go on).",
+            registry=r,
+        )
+        self.settles_held.set_function(lambda: len(self._settles_held))
 
     # -- what the CLI and the client report ----------------------------------------------------
 
-    def follow(self, sync_point: Callable[[], datetime | None]) -> None:
+    def follow(
+        self,
+        sync_point: Callable[[], datetime | None],
+        records: Callable[[], Sequence[SyncRecord]] | None = None,
+    ) -> None:
         """Read the sync point from `sync_point` at every scrape (e.g. the pipeline's
-        committed prefix, which a rollback or a backfill can move backwards too)."""
+        committed prefix, which a rollback or a backfill can move backwards too), and the
+        committed records (for the settle figures) from `records`."""
         self._sync_point = sync_point
+        if records is not None:
+            self._records = records
 
     def on_retry(self, reason: str, attempt: int, wait_seconds: float) -> None:
         """`ExportClient(on_retry=...)`: one API call is about to be retried."""
@@ -149,7 +190,10 @@ class SyncMetrics(PipelineHooks):
         self.rows_loaded.inc(record.rows_loaded)
         self.rows_rejected.inc(record.rows_rejected)
         self.bytes_downloaded.inc(record.bytes)
+        if key.settle:
+            self.settles_committed.inc()
         with self._lock:
+            self._settles_held.discard(key.id)
             self._last_commit = record.committed_at.timestamp()
             if self._held_batch == key.id:
                 self._held_batch = None
@@ -158,6 +202,10 @@ class SyncMetrics(PipelineHooks):
     def on_failure(self, key: BatchKey, error: BaseException, attempt: int, held: bool) -> None:
         self.batch_failures.inc()
         with self._lock:
+            if key.settle:
+                if held:
+                    self._settles_held.add(key.id)
+                return
             if held and self._held_batch != key.id:
                 self.batches_held.inc()
             if held:

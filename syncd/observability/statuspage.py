@@ -58,13 +58,15 @@ class Window:
 
 
 def windows_of(records: Iterable[SyncRecord]) -> list[Window]:
-    """The SyncTable's records as calendar windows, in time order. A row continued from a
-    hauser SyncTable has no start: it covers from the previous row's end."""
+    """The SyncTable's records as calendar windows, in time order; a window is settled once
+    its record has `SettledAt` (SettleAfter). A row continued from a hauser SyncTable has no
+    start: it covers from the previous row's end."""
     windows: list[Window] = []
     previous: datetime | None = None
     for r in sorted(records, key=lambda r: r.end):
         start = r.start if r.start is not None else (previous or r.end)
-        windows.append(Window(start=start, end=r.end, rows=r.rows_loaded, settled=False))
+        settled = r.settled_at is not None
+        windows.append(Window(start=start, end=r.end, rows=r.rows_loaded, settled=settled))
         previous = r.end
     return windows
 

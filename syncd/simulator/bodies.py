@@ -41,6 +41,8 @@ class ExportSpec:
     format: str = FORMAT_NDJSON
     fields: tuple[str, ...] | None = None
     legacy: bool = False
+    #: Late events of hours from this one on have not arrived yet (late-arrival mode).
+    late_hidden_from: int | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ def _shaped(
     """Whole events of the window as served, with their bad reasons."""
     shape = _shaper(spec)
     ndjson = spec.format == FORMAT_NDJSON
-    for t, event, bad in generator.window(spec.start_ms, spec.end_ms):
+    for t, event, bad in generator.window(spec.start_ms, spec.end_ms, spec.late_hidden_from):
         if bad is None:
             yield t, shape(event), None
         else:
@@ -135,7 +137,10 @@ def iter_json_rows(
     dumps = orjson.dumps
     for hour_index in hour_indexes(spec.start_ms, spec.end_ms):
         pages: dict[int, tuple[dict[str, Any], bytes]] = {}  # id(page) -> (page, its JSON)
-        for t, page, own, bad in generator.hour(hour_index, spec.start_ms, spec.end_ms):
+        hide = spec.late_hidden_from is not None and hour_index >= spec.late_hidden_from
+        for t, page, own, bad in generator.hour(
+            hour_index, spec.start_ms, spec.end_ms, hide_late=hide
+        ):
             if bad is not None:
                 event, reason = _spoil(shape({**page, **own}), bad, ndjson)
                 raw = dumps(event)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from syncd.errors import ConfigError
 from syncd.timeutil import utcnow
@@ -51,6 +51,10 @@ class SimulatorConfig:
     #: list serves it only if it names it. None: no such field.
     new_field_from: datetime | None = None
     new_field_name: str = NEW_FIELD_NAME
+    #: Late arrival: this fraction of each hour's events (chosen by seed) is only in exports
+    #: created `late_after` or more after the end of the event's hour; 0 turns it off.
+    late_fraction: float = 0.0
+    late_after: timedelta = timedelta(hours=6)
 
     def __post_init__(self) -> None:
         problems = []
@@ -76,6 +80,10 @@ class SimulatorConfig:
             problems.append("new_field_from must be timezone-aware (UTC)")
         if not self.new_field_name:
             problems.append("new_field_name must not be empty")
+        if not 0.0 <= self.late_fraction <= 1.0:
+            problems.append("late_fraction must be between 0 and 1")
+        if self.late_after < timedelta(0):
+            problems.append("late_after must be >= 0")
         if not 0 <= self.gzip_level <= 9:
             problems.append("gzip_level must be 0..9")
         if problems:

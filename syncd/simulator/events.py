@@ -6,6 +6,10 @@ and [0h, 1h) + [1h, 2h) == [0h, 2h). Events are grouped into sessions and pages 
 identity and page fields (as real exports do) and carry every documented field where it
 applies: absent where it does not, sometimes an empty string, sometimes an explicit null,
 sometimes an unknown new field, ids above 2^53, unicode, custom vars of every suffix.
+
+Late arrival (`late_fraction`): each event is late or not by its own roll from (seed, hour),
+and an export may be asked to hide the late events of some hours (`hide_late`): those the
+simulator says have not arrived yet when the export is made (`syncd.simulator.server`).
 """
 
 from __future__ import annotations
@@ -87,8 +91,10 @@ class EventGenerator:
         bad_row_rate: float = 0.0,
         data_start: datetime | None = None,
         new_field: tuple[str, datetime] | None = None,
+        late_fraction: float = 0.0,
     ) -> None:
         self.seed = seed
+        self.late_fraction = late_fraction
         self.events_per_hour = events_per_hour
         self.include_mobile = include_mobile
         self.bad_row_rate = bad_row_rate
@@ -105,26 +111,37 @@ class EventGenerator:
         return max(0, round(self.events_per_hour * wave * (0.9 + 0.2 * rng.random())))
 
     def window(
-        self, start_ms: int, end_ms: int
+        self, start_ms: int, end_ms: int, late_hidden_from: int | None = None
     ) -> Iterator[tuple[int, dict[str, Any], str | None]]:
-        """(EventStart ms, event, bad-row kind or None) for every event in [start_ms, end_ms)."""
+        """(EventStart ms, event, bad-row kind or None) for every event in [start_ms, end_ms);
+        late events of hours from `late_hidden_from` on are left out (not arrived yet)."""
         for hour_index in hour_indexes(start_ms, end_ms):
-            for t, page, own, bad in self.hour(hour_index, start_ms, end_ms):
+            hide = late_hidden_from is not None and hour_index >= late_hidden_from
+            for t, page, own, bad in self.hour(hour_index, start_ms, end_ms, hide_late=hide):
                 yield t, {**page, **own}, bad
 
     def hour(
-        self, hour_index: int, start_ms: int | None = None, end_ms: int | None = None
+        self,
+        hour_index: int,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        *,
+        hide_late: bool = False,
     ) -> Iterator[Parts]:
         """Events of hour `hour_index` (hours since the epoch) in EventStart order, as parts.
 
         Each event is (EventStart ms, page fields, own fields, bad-row kind or None): the page
         dict is shared by every event of the page (never mutate it), the event is
         `{**page, **own}`. Bounds [start_ms, end_ms) only filter: the stream is the same.
+        With `hide_late`, the hour's late events (`late_fraction`) are left out, the others
+        are the same.
         """
         hour_ms = hour_index * HOUR_MS
         skeleton = self._skeleton(hour_index)
         rng = random.Random(f"syncd-sim/detail/{self.seed}/{hour_index}")
         bad_roll = random.Random(f"syncd-sim/bad/{self.seed}/{hour_index}").random
+        late_roll = random.Random(f"syncd-sim/late/{self.seed}/{hour_index}").random
+        late_fraction = self.late_fraction if hide_late else 0.0
         prefix = from_ms(hour_ms).strftime("%Y-%m-%dT%H:")
         rate, kinds = self.bad_row_rate, len(BAD_KINDS)
         low = hour_ms if start_ms is None else max(hour_ms, start_ms)
@@ -152,7 +169,8 @@ class EventGenerator:
             if new_field is not None and t >= new_field[1]:
                 own[new_field[0]] = f"step-{t % 5 + 1}"
             roll, kind = bad_roll(), BAD_KINDS[int(bad_roll() * kinds)]
-            if t >= low:
+            late = late_roll() < late_fraction
+            if t >= low and not late:
                 yield t, page, own, (kind if roll < rate else None)
 
     def _skeleton(self, hour_index: int) -> list[_Skeleton]:

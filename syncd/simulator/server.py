@@ -11,6 +11,11 @@ Routes (see the reference page on the export APIs):
 
 Every path segment is URL-unquoted after splitting, so an id with "/" or "+" must be quoted
 by the client. Bodies are rendered by `bodies`, the same code the test helpers use.
+
+Late arrival (`SimulatorConfig.late_fraction`): a segment export created at `now` leaves out
+the late events of every hour that ended less than `late_after` before `now`; the test
+helpers (`served_rows`, `expected_events`) show everything (the full truth) unless given
+`as_of`.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from syncd.simulator.bodies import (
     served_rows,
 )
 from syncd.simulator.config import SimulatorConfig
-from syncd.simulator.events import EventGenerator, to_ms
+from syncd.simulator.events import HOUR_MS, EventGenerator, to_ms
 from syncd.simulator.faults import (
     API_ENDPOINTS,
     Endpoint,
@@ -98,6 +103,7 @@ class Simulator:
             new_field=(
                 None if cfg.new_field_from is None else (cfg.new_field_name, cfg.new_field_from)
             ),
+            late_fraction=cfg.late_fraction,
         )
         self._calendar = BundleCalendar(cfg.legacy_bundle_hours, cfg.data_start)
         self._stopping = threading.Event()
@@ -213,13 +219,17 @@ class Simulator:
         legacy: bool = False,
         export_format: str | None = None,
         fields: list[str] | None = None,
+        as_of: datetime | None = None,
     ) -> list[ServedRow]:
         """Every row an export of [start, end) serves, in order, bad rows included.
 
         `export_format` defaults to NDJSON (JSON for legacy); in a JSON array or CSV body a
         malformed row is served mistyped instead, so the good rows are the same in every format.
+        `as_of`: as an export created then serves it (late events not arrived yet left out);
+        None: every late event has arrived.
         """
-        return served_rows(self._generator, self._spec(start, end, legacy, export_format, fields))
+        spec = self._spec(start, end, legacy, export_format, fields, as_of)
+        return served_rows(self._generator, spec)
 
     def expected_events(
         self,
@@ -228,9 +238,11 @@ class Simulator:
         *,
         legacy: bool = False,
         fields: list[str] | None = None,
+        as_of: datetime | None = None,
     ) -> list[dict[str, Any]]:
-        """The good events of [start, end) exactly as served (JSON or NDJSON, parsed)."""
-        rows = self.served_rows(start, end, legacy=legacy, fields=fields)
+        """The good events of [start, end) exactly as served (JSON or NDJSON, parsed); with
+        `as_of`, as an export created then serves them (see `served_rows`)."""
+        rows = self.served_rows(start, end, legacy=legacy, fields=fields, as_of=as_of)
         return [row.event for row in rows if row.bad is None and row.event is not None]
 
     def bundles(self, start: datetime, end: datetime) -> list[Bundle]:
@@ -244,13 +256,26 @@ class Simulator:
         legacy: bool,
         export_format: str | None = None,
         fields: list[str] | None = None,
+        as_of: datetime | None = None,
     ) -> ExportSpec:
         chosen = FORMAT_JSON if legacy else (export_format or FORMAT_NDJSON)
         if chosen not in FORMATS:
             raise ConfigError([f"format must be one of {', '.join(FORMATS)}, not {chosen!r}"])
         return ExportSpec(
-            to_ms(start), to_ms(end), chosen, None if fields is None else tuple(fields), legacy
+            to_ms(start),
+            to_ms(end),
+            chosen,
+            None if fields is None else tuple(fields),
+            legacy,
+            None if legacy else self._late_hidden_from(as_of),
         )
+
+    def _late_hidden_from(self, as_of: datetime | None) -> int | None:
+        """The first hour whose late events an export created at `as_of` leaves out: hour h
+        is complete once (h + 1) hours + late_after <= as_of. None: nothing is left out."""
+        if as_of is None or self.config.late_fraction <= 0:
+            return None
+        return to_ms(as_of - self.config.late_after) // HOUR_MS
 
     def _render(self, spec: ExportSpec, progress: Callable[[float], None]) -> bytes:
         self.stats.add("bodies_built")
@@ -304,8 +329,8 @@ class Simulator:
             not isinstance(fields, list) or not all(isinstance(f, str) for f in fields)
         ):
             raise HttpError(400, "invalid_argument", "fields must be a list of strings")
-        spec = self._spec(start, end, False, export_format, fields or None)
         now = self.now()
+        spec = self._spec(start, end, False, export_format, fields or None, as_of=now)
         self.stats.record_export(start, end)
         failed = self.take_fault(Endpoint.CREATE, frozenset({Fault.FAILED_OPERATION}))
         with self._lock:

@@ -11,9 +11,12 @@ from syncd.pipeline import Fetched
 from syncd.planner import (
     WindowPlan,
     legacy_start,
+    next_settle_at,
     next_window_ready_at,
     plan_bundles,
+    plan_settles,
     plan_windows,
+    unsettled,
 )
 from syncd.sources.client import ExportClient
 from syncd.sources.fetcher import Fetcher
@@ -23,16 +26,32 @@ LEGACY_LIST_INTERVAL = timedelta(minutes=15)
 
 
 class SegmentSource:
-    """Windows of the Segment Export API, ExportDuration long, ExportDelay behind now."""
+    """Windows of the Segment Export API, ExportDuration long, ExportDelay behind now; with
+    `settle_after` (SettleAfter), windows loaded younger than that are settled once that old
+    (`syncd.pipeline.Settles`)."""
 
     kind = "segment"
 
-    def __init__(self, fetcher: Fetcher, plan: WindowPlan) -> None:
+    def __init__(
+        self, fetcher: Fetcher, plan: WindowPlan, settle_after: timedelta = timedelta(0)
+    ) -> None:
         self.fetcher = fetcher
         self.window_plan = plan
+        self.settle_after = settle_after
 
     def plan(self, records: Sequence[SyncRecord], now: datetime, limit: int) -> list[BatchKey]:
         return plan_windows(records, self.window_plan, now, limit)
+
+    def plan_settles(
+        self, records: Sequence[SyncRecord], now: datetime, limit: int, skip: Collection[str]
+    ) -> list[BatchKey]:
+        return plan_settles(records, self.settle_after, now, limit, skip)
+
+    def next_settle_at(self, records: Sequence[SyncRecord]) -> datetime | None:
+        return next_settle_at(records, self.settle_after)
+
+    def unsettled(self, records: Sequence[SyncRecord]) -> list[SyncRecord]:
+        return unsettled(records, self.settle_after)
 
     def next_ready_at(self, records: Sequence[SyncRecord], now: datetime) -> datetime:
         return next_window_ready_at(records, self.window_plan, now)
