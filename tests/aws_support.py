@@ -283,6 +283,20 @@ def redshift_over_s3(folder: Path) -> tuple[RedshiftWarehouse, S3Stage]:
 # --- syncd over the stand-ins: config, plain connections, reading the warehouse back ---------
 
 
+def postgres_overrides(pg: PostgresCluster, schema: str) -> dict[str, object]:
+    """Config keys for syncd on the PostgreSQL stand-in, its tables in `schema` (loopback: no
+    TLS)."""
+    return {
+        "Provider": "postgres",
+        "postgres.Host": pg.host,
+        "postgres.Port": pg.port,
+        "postgres.User": pg.user,
+        "postgres.DB": pg.database,
+        "postgres.DatabaseSchema": schema,
+        "postgres.SSLMode": "disable",
+    }
+
+
 def aws_overrides(aws: AwsEnv, *, bucket_path: str = "") -> dict[str, object]:
     """Config keys (e2e_support.write_config style) for Provider "aws" over the stand-ins."""
     proxy = shared_proxy()

@@ -90,19 +90,18 @@ def _duckdb_target() -> Target:
 
 
 def _postgres_target() -> Target:
-    from aws_support import AwsEnv, drop_schema, new_schema, shared_postgres, warehouse_rows
+    from aws_support import (
+        AwsEnv,
+        drop_schema,
+        new_schema,
+        postgres_overrides,
+        shared_postgres,
+        warehouse_rows,
+    )
 
     pg = shared_postgres()
     schema = new_schema()
-    overrides: dict[str, object] = {
-        "Provider": "postgres",
-        "postgres.Host": pg.host,
-        "postgres.Port": pg.port,
-        "postgres.User": pg.user,
-        "postgres.DB": pg.database,
-        "postgres.DatabaseSchema": schema,
-        "postgres.SSLMode": "disable",
-    }
+    overrides: dict[str, object] = postgres_overrides(pg, schema)
     env = AwsEnv(None, pg, "", schema)  # type: ignore[arg-type] # reads need no S3
 
     def read(root: Path, table: str) -> list[dict[str, Any]]:

@@ -36,7 +36,8 @@ from syncd.fields import (
     dropped_fields,
     export_columns,
 )
-from syncd.simulator import Bundle, Simulator
+from syncd.simulator import Bundle, Simulator, SimulatorConfig
+from syncd.sources.ratelimit import RateLimiter
 from syncd.timeutil import UTC, format_timestamp, parse_timestamp
 from warehouses.base import quote_identifier
 
@@ -459,3 +460,28 @@ def frozen_now_from_env(env: Mapping[str, str]) -> datetime | None:
     """The frozen clock `tests/crash_runner.py` was given, if any."""
     text = env.get(NOW_ENV)
     return parse_timestamp(text) if text else None
+
+
+# -- legacy bundles ----------------------------------------------------------------------------
+
+#: The legacy simulator's first data: two complete days of bundles before its clock.
+LEGACY_DATA_START = datetime(2026, 10, 30, tzinfo=UTC)
+
+
+@contextmanager
+def legacy_simulator(monkeypatch: Any) -> Iterator[Simulator]:
+    """Two complete days of 6-hour bundles (the clock stands at 03:00 on the third day); the
+    client's own limit of 2 bundle downloads a minute is lifted for the test's speed."""
+    monkeypatch.setattr(
+        RateLimiter, "legacy_default", classmethod(lambda cls, state_path=None: cls(1000, 60.0))
+    )
+    config = SimulatorConfig(
+        api_key=API_KEY,
+        events_per_hour=60,
+        data_start=LEGACY_DATA_START,
+        legacy_bundle_hours=6,
+        legacy_downloads_per_minute=None,
+        clock=lambda: LEGACY_DATA_START + timedelta(days=2, hours=3),
+    )
+    with Simulator(config) as sim:
+        yield sim

@@ -23,6 +23,7 @@ import duckdb
 import pytest
 from e2e_support import (
     API_KEY,
+    LEGACY_DATA_START,
     NOW,
     SyncdFiles,
     assert_rows_equal,
@@ -32,6 +33,7 @@ from e2e_support import (
     export_rows,
     hour_windows,
     legacy_key,
+    legacy_simulator,
     run_cli,
     sync_rows,
     write_config,
@@ -44,7 +46,6 @@ from syncd.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from syncd.errors import ConfigError
 from syncd.pipeline import PipelineHooks
 from syncd.simulator import Fault, Simulator, SimulatorConfig
-from syncd.sources.ratelimit import RateLimiter
 from syncd.timeutil import UTC
 
 START = datetime(2026, 11, 1, 21, tzinfo=UTC)
@@ -130,20 +131,19 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
     if request.param == "duckdb":
         yield Target({}, lambda files: export_rows(files.duckdb))
         return
-    from aws_support import AwsEnv, drop_schema, new_schema, shared_postgres, warehouse_rows
+    from aws_support import (
+        AwsEnv,
+        drop_schema,
+        new_schema,
+        postgres_overrides,
+        shared_postgres,
+        warehouse_rows,
+    )
 
     pg = shared_postgres()
     schema = new_schema()
     env = AwsEnv(None, pg, "", schema)  # type: ignore[arg-type] # reads need no S3
-    overrides: dict[str, object] = {
-        "Provider": "postgres",
-        "postgres.Host": pg.host,
-        "postgres.Port": pg.port,
-        "postgres.User": pg.user,
-        "postgres.DB": pg.database,
-        "postgres.DatabaseSchema": schema,
-        "postgres.SSLMode": "disable",
-    }
+    overrides: dict[str, object] = postgres_overrides(pg, schema)
     try:
         yield Target(overrides, lambda files: warehouse_rows(env))
     finally:
@@ -400,25 +400,11 @@ def test_a_held_batch_mid_day_in_another_layout_leaves_no_window_empty(
 
 # -- legacy bundles ----------------------------------------------------------------------------
 
-LEGACY_DATA_START = datetime(2026, 10, 30, tzinfo=UTC)
-
 
 @pytest.fixture
 def legacy_sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
-    """Two complete days of 6-hour bundles; the client's bundle download limit lifted."""
-    monkeypatch.setattr(
-        RateLimiter, "legacy_default", classmethod(lambda cls, state_path=None: cls(1000, 60.0))
-    )
-    config = SimulatorConfig(
-        api_key=API_KEY,
-        events_per_hour=60,
-        data_start=LEGACY_DATA_START,
-        legacy_bundle_hours=6,
-        legacy_downloads_per_minute=None,
-        clock=lambda: LEGACY_DATA_START + timedelta(days=2, hours=3),
-    )
-    with Simulator(config) as s:
-        yield s
+    with legacy_simulator(monkeypatch) as sim:
+        yield sim
 
 
 @pytest.mark.parametrize("by_day", [True, False], ids=["by-day", "per-bundle"])

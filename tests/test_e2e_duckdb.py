@@ -26,6 +26,7 @@ import pytest
 from e2e_support import (
     API_KEY,
     HOUR,
+    LEGACY_DATA_START,
     NOW,
     SyncdFiles,
     assert_rows_equal,
@@ -35,6 +36,7 @@ from e2e_support import (
     export_rows,
     hour_windows,
     legacy_key,
+    legacy_simulator,
     reject_rows,
     run_cli,
     sync_rows,
@@ -44,7 +46,6 @@ from e2e_support import (
 
 from syncd.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from syncd.simulator import BAD_MALFORMED, Endpoint, Fault, Simulator, SimulatorConfig
-from syncd.sources.ratelimit import RateLimiter
 from syncd.timeutil import UTC, format_timestamp, utcnow
 
 START = datetime(2026, 11, 1, 21, tzinfo=UTC)
@@ -500,28 +501,11 @@ def test_every_file_syncd_writes_is_the_owners_alone(tmp_path: Path, sim: Simula
 
 # -- legacy bundles --------------------------------------------------------------------------
 
-LEGACY_DATA_START = datetime(2026, 10, 30, tzinfo=UTC)
-
 
 @pytest.fixture
 def legacy_sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
-    """Two complete days of 6-hour bundles (the clock stands at 03:00 on the third day).
-
-    The client's own limit of 2 bundle downloads a minute is lifted for the test's speed.
-    """
-    monkeypatch.setattr(
-        RateLimiter, "legacy_default", classmethod(lambda cls, state_path=None: cls(1000, 60.0))
-    )
-    config = SimulatorConfig(
-        api_key=API_KEY,
-        events_per_hour=60,
-        data_start=LEGACY_DATA_START,
-        legacy_bundle_hours=6,
-        legacy_downloads_per_minute=None,
-        clock=lambda: LEGACY_DATA_START + timedelta(days=2, hours=3),
-    )
-    with Simulator(config) as s:
-        yield s
+    with legacy_simulator(monkeypatch) as sim:
+        yield sim
 
 
 @pytest.mark.parametrize("by_day", [True, False], ids=["by-day", "per-bundle"])

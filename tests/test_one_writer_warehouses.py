@@ -32,6 +32,7 @@ from aws_support import (  # noqa: F401 - fixtures
     moto_s3,
     new_schema,
     postgres,
+    postgres_overrides,
     redshift_proxy,
     redshift_warehouse,
     schema,
@@ -96,15 +97,7 @@ def two_daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoDaemons
     """`syncd run` loading into PostgreSQL; `syncd once` on the same config meanwhile."""
     pg = shared_postgres()
     name = new_schema()
-    overrides = {
-        "Provider": "postgres",
-        "postgres.Host": pg.host,
-        "postgres.Port": pg.port,
-        "postgres.User": pg.user,
-        "postgres.DB": pg.database,
-        "postgres.DatabaseSchema": name,
-        "postgres.SSLMode": "disable",
-    }
+    overrides = postgres_overrides(pg, name)
     config = SimulatorConfig(api_key=API_KEY, events_per_hour=60, operation_latency=0.1)
     with Simulator(config) as sim:
         start = utcnow().replace(minute=0, second=0, microsecond=0) - 6 * HOUR

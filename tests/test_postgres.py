@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
-from aws_support import TlsServer, moto_s3, postgres, schema, tls_proxy  # noqa: F401 - fixtures
+from aws_support import (  # noqa: F401 - fixtures
+    TlsServer,
+    moto_s3,
+    postgres,
+    postgres_overrides,
+    schema,
+    tls_proxy,
+)
 
 from standins.postgres import PostgresCluster
 from syncd.batch import StagedFormat, SyncRecord, TransformedBatch
@@ -346,15 +353,7 @@ def test_syncd_once_fills_postgres_with_the_simulators_events(
     from syncd.simulator import Simulator, SimulatorConfig
 
     start = datetime(2026, 11, 1, 23, tzinfo=UTC)
-    overrides = {
-        "Provider": "postgres",
-        "postgres.Host": postgres.host,
-        "postgres.Port": postgres.port,
-        "postgres.User": postgres.user,
-        "postgres.DB": postgres.database,
-        "postgres.DatabaseSchema": schema,
-        "postgres.SSLMode": "disable",
-    }
+    overrides = postgres_overrides(postgres, schema)
     with Simulator(SimulatorConfig(api_key=API_KEY, events_per_hour=100)) as sim:
         files = write_config(tmp_path, sim, start, overrides)
         assert run_cli(["once", "-c", str(files.config)]) == 0

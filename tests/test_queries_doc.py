@@ -23,6 +23,7 @@ from aws_support import (  # noqa: F401 - fixtures
     bucket,
     moto_s3,
     postgres,
+    postgres_overrides,
     redshift_proxy,
     schema,
 )
@@ -116,15 +117,7 @@ def expected_names(table: str) -> list[str]:
 def test_postgres_queries_run_on_a_loaded_warehouse(
     tmp_path: Path, sim: Simulator, postgres: PostgresCluster, schema: str
 ) -> None:
-    overrides = {
-        "Provider": "postgres",
-        "postgres.Host": postgres.host,
-        "postgres.Port": postgres.port,
-        "postgres.User": postgres.user,
-        "postgres.DB": postgres.database,
-        "postgres.DatabaseSchema": schema,
-        "postgres.SSLMode": "disable",
-    }
+    overrides = postgres_overrides(postgres, schema)
     files = write_config(tmp_path, sim, START, overrides)
     assert run_cli(["once", "-c", str(files.config)]) == 0
     with psycopg.connect(postgres.dsn, autocommit=True) as con:

@@ -28,6 +28,7 @@ from aws_support import (  # noqa: F401 - fixtures
     live_redshift_settings,
     moto_s3,
     postgres,
+    postgres_overrides,
     redshift_proxy,
     schema,
     shared_postgres,
@@ -391,16 +392,7 @@ def test_postgres_round_trip(
     tmp_path: Path, sim: Simulator, schema: str, capsys: pytest.CaptureFixture[str], fmt: str
 ) -> None:
     pg = shared_postgres()
-    overrides = {
-        "Provider": "postgres",
-        "postgres.Host": pg.host,
-        "postgres.Port": pg.port,
-        "postgres.User": pg.user,
-        "postgres.DB": pg.database,
-        "postgres.DatabaseSchema": schema,
-        "postgres.SSLMode": "disable",
-        **staged_format(fmt),
-    }
+    overrides = {**postgres_overrides(pg, schema), **staged_format(fmt)}
     files = write_config(tmp_path, sim, START, overrides)
     code, out = check_round_trip(files, capsys)
     assert code == EXIT_OK, out

@@ -355,20 +355,19 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
     if request.param == "duckdb":
         yield Target({}, lambda f: export_rows(f.duckdb), lambda f: sync_rows(f.duckdb))
         return
-    from aws_support import AwsEnv, drop_schema, new_schema, shared_postgres, warehouse_rows
+    from aws_support import (
+        AwsEnv,
+        drop_schema,
+        new_schema,
+        postgres_overrides,
+        shared_postgres,
+        warehouse_rows,
+    )
 
     pg = shared_postgres()
     schema = new_schema()
     env = AwsEnv(None, pg, "", schema)  # type: ignore[arg-type] # reads need no S3
-    overrides: dict[str, object] = {
-        "Provider": "postgres",
-        "postgres.Host": pg.host,
-        "postgres.Port": pg.port,
-        "postgres.User": pg.user,
-        "postgres.DB": pg.database,
-        "postgres.DatabaseSchema": schema,
-        "postgres.SSLMode": "disable",
-    }
+    overrides: dict[str, object] = postgres_overrides(pg, schema)
     try:
         yield Target(
             overrides,
