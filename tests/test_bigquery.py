@@ -31,6 +31,7 @@ from google.cloud import bigquery
 from syncd.batch import BatchKey, StagedBatch, SyncRecord, TransformedBatch
 from syncd.errors import TerminalLoadError, TransientLoadError
 from syncd.timeutil import parse_timestamp
+from warehouses import bigquery_sql
 from warehouses.bigquery import (
     SCRATCH_EXPIRATION,
     SCRATCH_SWEEP_AGE,
@@ -225,7 +226,7 @@ def test_staging_tables_expire_within_a_day(
         "2024-03-01T00:00:00Z",
         rejects=[{"position": 1, "reason": "x", "raw": "1"}],
     )
-    monkeypatch.setattr(BigQueryWarehouse, "_commit_script", _die)
+    monkeypatch.setattr(bigquery_sql, "commit_script", _die)
     with pytest.raises(_Died):
         warehouse.commit_batch(staged, record)
     left = [n for n in bq_table_names(bq_dataset) if "__syncd_" in n]
@@ -287,15 +288,15 @@ def test_a_failed_transaction_leaves_nothing_of_the_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     staged, record = staged_batch(stage, staged_files, "2024-03-01T00:00:00Z")
-    original = BigQueryWarehouse._commit_script
+    original = bigquery_sql.commit_script
 
-    def failing(self: BigQueryWarehouse, *args: Any) -> str:
-        script = original(self, *args)
+    def failing(*args: Any) -> str:
+        script = original(*args)
         return script.replace(
             "COMMIT TRANSACTION;", "SELECT * FROM `no_such_table`;\nCOMMIT TRANSACTION;"
         )
 
-    monkeypatch.setattr(BigQueryWarehouse, "_commit_script", failing)
+    monkeypatch.setattr(bigquery_sql, "commit_script", failing)
     with pytest.raises(TerminalLoadError):
         warehouse.commit_batch(staged, record)
     assert (bq_rows(bq_dataset, "fsexport"), warehouse.sync_records()) == ([], [])
