@@ -29,15 +29,11 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 
 from syncd.batch import BatchKey, StagedBatch, SyncRecord, TransformedBatch
-from syncd.errors import TerminalLoadError, TransientLoadError
+from syncd.errors import TerminalLoadError
 from syncd.timeutil import parse_timestamp
 from warehouses import bigquery_sql
-from warehouses.bigquery import (
-    SCRATCH_EXPIRATION,
-    SCRATCH_SWEEP_AGE,
-    BigQueryWarehouse,
-    map_bigquery_error,
-)
+from warehouses.bigquery import SCRATCH_EXPIRATION, SCRATCH_SWEEP_AGE, BigQueryWarehouse
+from warehouses.bigquery_jobs import map_bigquery_error
 from warehouses.gcs import GCSStage
 
 if TYPE_CHECKING:
@@ -633,23 +629,7 @@ def test_a_hauser_sync_table_is_continued(
     assert [r.end for r in hauser_warehouse.sync_records()] == [HAUSER_END, record.end]
 
 
-# -- errors ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "error",
-    [
-        api_exceptions.Forbidden("Exceeded rate limits", errors=[{"reason": "rateLimitExceeded"}]),
-        api_exceptions.Forbidden("Quota exceeded", errors=[{"reason": "quotaExceeded"}]),
-        api_exceptions.TooManyRequests("slow down"),
-        api_exceptions.InternalServerError("backend", errors=[{"reason": "backendError"}]),
-        api_exceptions.ServiceUnavailable("unavailable"),
-        api_exceptions.BadRequest("Transaction is aborted due to concurrent update"),
-    ],
-    ids=lambda e: type(e).__name__ + ":" + e.message,
-)
-def test_rate_quota_and_server_errors_are_transient(error: Exception) -> None:
-    assert isinstance(map_bigquery_error(error, "load"), TransientLoadError)
+# -- errors (what is transient: test_google_cloud.py) -------------------------------------
 
 
 def test_a_bad_request_is_terminal_and_lists_the_jobs_errors() -> None:
@@ -661,11 +641,6 @@ def test_a_bad_request_is_terminal_and_lists_the_jobs_errors() -> None:
     assert isinstance(
         mapped, TerminalLoadError
     ) and "invalid: bad value in row 7 (at gs://b/x)" in str(mapped)
-
-
-def test_a_permission_error_is_terminal() -> None:
-    error = api_exceptions.Forbidden("Access Denied", errors=[{"reason": "accessDenied"}])
-    assert isinstance(map_bigquery_error(error, "load"), TerminalLoadError)
 
 
 # -- live: real BigQuery and GCS, when SYNCD_TEST_BIGQUERY_* name them -----------------------
