@@ -63,7 +63,7 @@ def _transient_status(status: object) -> bool:
     return isinstance(status, int) and (status in TRANSIENT_STATUS or 500 <= status <= 599)
 
 
-def reasons(exc: BaseException) -> set[str]:
+def _reasons(exc: BaseException) -> set[str]:
     """The `reason` of each entry of an API error's error list."""
     errors = getattr(exc, "errors", None) or []
     return {str(e.get("reason", "")) for e in errors if isinstance(e, Mapping)}
@@ -78,7 +78,7 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, api_exceptions.GoogleAPICallError):
         return (
             _transient_status(exc.code)
-            or bool(reasons(exc) & TRANSIENT_REASONS)
+            or bool(_reasons(exc) & TRANSIENT_REASONS)
             or bool(_CONCURRENT_UPDATE.search(exc.message or ""))
         )
     if isinstance(
