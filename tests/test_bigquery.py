@@ -33,6 +33,7 @@ from syncd.errors import TerminalLoadError
 from syncd.timeutil import parse_timestamp
 from warehouses import bigquery_sql
 from warehouses.bigquery import SCRATCH_EXPIRATION, SCRATCH_SWEEP_AGE, BigQueryWarehouse
+from warehouses.bigquery import staging_tables as bigquery_staging
 from warehouses.bigquery_jobs import map_bigquery_error
 from warehouses.gcs import GCSStage
 
@@ -253,6 +254,30 @@ def test_start_up_sweeps_old_scratch_tables_of_this_export_table(
         "fsrejects",
         "fssync",
         "other__syncd_y",
+    ]
+
+
+def test_drop_tables_drops_every_scratch_table_of_the_export_table_however_named(
+    bq_dataset: str, staged_files: StagedFiles
+) -> None:
+    """A long batch id's staging tables are named after the export table's first 60
+    characters (`staging_tables`): dropping the tables drops those too, not another table's."""
+    export = "e" * 70
+    warehouse = make_warehouse(bq_dataset, export_table=export)
+    warehouse.ensure_tables(staged_files.columns)
+    long_id = "segment_" + "x" * 120
+    scratch = [bigquery_staging(export, long_id).data, f"{export}__syncd_short_data"]
+    client = gcp_support.shared_bigquery().client()
+    for name in [*scratch, "other__syncd_y"]:
+        client.create_table(
+            bigquery.Table(
+                f"{PROJECT}.{bq_dataset}.{name}", schema=[bigquery.SchemaField("a", "INT64")]
+            )
+        )
+    client.close()
+    warehouse.drop_tables()
+    assert scratch[0].startswith(export[:60] + "__syncd_") and bq_table_names(bq_dataset) == [
+        "other__syncd_y"
     ]
 
 

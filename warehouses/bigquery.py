@@ -504,30 +504,27 @@ class BigQueryWarehouse:
             f"set the expiration of staging table {table}",
         )
 
-    def _scratch_prefixes(self) -> tuple[str, ...]:
-        """How this export table's scratch tables are named (see `staging_tables`)."""
-        export = self.tables.export
-        return (f"{export}__syncd_", f"{export[:60]}__syncd_")
-
-    def _sweep_scratch(self) -> None:
-        """Drop this export table's scratch tables older than `SCRATCH_SWEEP_AGE`: what a crash
-        left (those of older syncd versions had no expiration). Younger ones may be a running
-        peer's and are kept; they expire by themselves."""
+    def _scratch_tables(self, action: str) -> list[bigquery.table.TableListItem]:
+        """This export table's scratch tables (named as `staging_tables` names them)."""
         listed = self._call(
             lambda: list(
                 self._client.list_tables(
                     self._dataset_ref(), retry=self.retry, timeout=self.request_timeout
                 )
             ),
-            f"list the tables of {self.dataset}",
+            action,
         )
+        export = self.tables.export
+        prefixes = (f"{export}__syncd_", f"{export[:60]}__syncd_")
+        return [t for t in listed if str(t.table_id).startswith(prefixes)]
+
+    def _sweep_scratch(self) -> None:
+        """Drop this export table's scratch tables older than `SCRATCH_SWEEP_AGE`: what a crash
+        left (those of older syncd versions had no expiration). Younger ones may be a running
+        peer's and are kept; they expire by themselves."""
         cutoff = self._clock() - SCRATCH_SWEEP_AGE
-        prefixes = self._scratch_prefixes()
-        old = [
-            t.table_id
-            for t in listed
-            if t.table_id.startswith(prefixes) and t.created is not None and t.created < cutoff
-        ]
+        listed = self._scratch_tables(f"list the tables of {self.dataset}")
+        old = [t.table_id for t in listed if t.created is not None and t.created < cutoff]
         if old:
             log.info("dropping scratch tables left behind", tables=old)
             self._drop(*old)
@@ -536,14 +533,14 @@ class BigQueryWarehouse:
         """Drop staging tables; a failure is logged, never raised (cleanup only)."""
         for table in tables:
             try:
-                self._client.delete_table(
-                    self._ref(table),
-                    not_found_ok=True,
-                    retry=self.retry,
-                    timeout=self.request_timeout,
-                )
+                self._delete_table(table)
             except google_cloud.api_errors() as exc:
                 log.warning("could not drop a staging table", table=table, error=str(exc))
+
+    def _delete_table(self, table: str) -> None:
+        self._client.delete_table(
+            self._ref(table), not_found_ok=True, retry=self.retry, timeout=self.request_timeout
+        )
 
     # --- jobs ---------------------------------------------------------------------------------
 
@@ -644,30 +641,12 @@ class BigQueryWarehouse:
         """Drop the export, sync, rejects and lease tables and the export table's staging
         tables (`<export>__syncd_*`, left by a failed commit), those that exist; raise a
         LoadError naming every table that could not be dropped."""
-        prefix = f"{self.tables.export}__syncd_"
-        listed = self._call(
-            lambda: list(
-                self._client.list_tables(
-                    self._dataset_ref(), retry=self.retry, timeout=self.request_timeout
-                )
-            ),
-            "list the tables",
-        )
-        staging = sorted(t.table_id for t in listed if str(t.table_id).startswith(prefix))
+        staging = sorted(t.table_id for t in self._scratch_tables("list the tables"))
         own = (self.tables.export, self.tables.sync, self.tables.rejects, self.lease_table)
         failed: list[str] = []
         for table in (*staging, *own):
             try:
-                self._call(
-                    functools.partial(
-                        self._client.delete_table,
-                        self._ref(table),
-                        not_found_ok=True,
-                        retry=self.retry,
-                        timeout=self.request_timeout,
-                    ),
-                    f"drop table {table}",
-                )
+                self._call(functools.partial(self._delete_table, table), f"drop table {table}")
             except LoadError as exc:
                 failed.append(str(exc))
         if failed:
