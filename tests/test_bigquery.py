@@ -32,8 +32,12 @@ from syncd.batch import BatchKey, StagedBatch, SyncRecord, TransformedBatch
 from syncd.errors import TerminalLoadError
 from syncd.timeutil import parse_timestamp
 from warehouses import bigquery_sql
-from warehouses.bigquery import SCRATCH_EXPIRATION, SCRATCH_SWEEP_AGE, BigQueryWarehouse
-from warehouses.bigquery import staging_tables as bigquery_staging
+from warehouses.bigquery import (
+    SCRATCH_EXPIRATION,
+    SCRATCH_SWEEP_AGE,
+    BigQueryWarehouse,
+    staging_tables,
+)
 from warehouses.bigquery_jobs import map_bigquery_error
 from warehouses.gcs import GCSStage
 
@@ -266,7 +270,7 @@ def test_drop_tables_drops_every_scratch_table_of_the_export_table_however_named
     warehouse = make_warehouse(bq_dataset, export_table=export)
     warehouse.ensure_tables(staged_files.columns)
     long_id = "segment_" + "x" * 120
-    scratch = [bigquery_staging(export, long_id).data, f"{export}__syncd_short_data"]
+    scratch = [staging_tables(export, long_id).data, f"{export}__syncd_short_data"]
     client = gcp_support.shared_bigquery().client()
     for name in [*scratch, "other__syncd_y"]:
         client.create_table(
