@@ -97,7 +97,7 @@ class GCSStage:
 
     def put(self, local_path: Path, name: str) -> str:
         """Upload `local_path` as `<prefix><name>` (resumable); return its gs:// URI."""
-        key = self._key_for(name)
+        key, uri = self._key_for(name), self.uri_for(name)
         blob = self._bucket.blob(key, chunk_size=self.chunk_size)
         content_type = _CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream")
         try:
@@ -108,8 +108,7 @@ class GCSStage:
                 retry=self.retry,
             )
         except Exception as exc:
-            raise map_gcs_error(exc, f"cannot upload {local_path} to {self.uri_for(name)}") from exc
-        uri = self.uri_for(name)
+            raise map_gcs_error(exc, f"cannot upload {local_path} to {uri}") from exc
         log.debug("staged", uri=uri)
         return uri
 
@@ -125,7 +124,7 @@ class GCSStage:
 
     def read_checkpoint(self) -> datetime | None:
         """The StorageOnly resume point, or None when there is no checkpoint object yet."""
-        uri = f"{SCHEME}{self.bucket_name}/{self.checkpoint_key}"
+        uri = self.uri_for(CHECKPOINT_NAME)
         try:
             text = self._bucket.blob(self.checkpoint_key).download_as_text(
                 encoding="utf-8", timeout=self.timeout, retry=self.retry
