@@ -10,7 +10,7 @@ the old object or the new one, never a part, so the checkpoint needs no temporar
 
 Every google-cloud-storage exception is translated by `map_gcs_error`, transient or terminal by
 `warehouses.google_cloud.is_transient` (the predicate BigQuery uses too); API calls are retried
-with `google_cloud.default_retry` and every request is bounded by `REQUEST_TIMEOUT` there.
+with `google_cloud.default_retry`, each request bounded by `google_cloud.REQUEST_TIMEOUT`.
 """
 
 from __future__ import annotations
