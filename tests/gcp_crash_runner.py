@@ -19,7 +19,7 @@ import crash_runner
 from crash_runner import CrashPoint
 
 import warehouses.bigquery
-import warehouses.gcs
+import warehouses.google_cloud
 
 RETRY_DEADLINE = 5.0
 
@@ -42,8 +42,7 @@ def install_bq_committed(crash: CrashPoint) -> None:
 
 
 if __name__ == "__main__":
-    warehouses.bigquery.RETRY_DEADLINE = RETRY_DEADLINE
-    warehouses.gcs.RETRY_DEADLINE = RETRY_DEADLINE
+    warehouses.google_cloud.RETRY_DEADLINE = RETRY_DEADLINE
     crash_runner.POINTS["bq_loaded"] = install_bq_loaded
     crash_runner.POINTS["bq_committed"] = install_bq_committed
     sys.exit(crash_runner.main(sys.argv[1:]))

@@ -53,8 +53,7 @@ import pytest
 
 from standins.bigquery import BigQueryEmulator, start_bigquery_emulator
 from standins.gcs import GCSEmulator, start_gcs_emulator
-from warehouses import bigquery as bq_module
-from warehouses import gcs as gcs_module
+from warehouses import google_cloud
 from warehouses.bigquery import BigQueryWarehouse
 from warehouses.gcs import GCSStage
 
@@ -115,7 +114,7 @@ def new_dataset(location: str = LOCATION) -> str:
     client = shared_bigquery().client()
     dataset = bigquery.Dataset(f"{PROJECT}.{name}")
     dataset.location = location
-    client.create_dataset(dataset, retry=bq_module.default_retry(FAST_RETRY_DEADLINE))
+    client.create_dataset(dataset, retry=google_cloud.default_retry(FAST_RETRY_DEADLINE))
     client.close()
     return name
 
@@ -126,7 +125,7 @@ def drop_dataset(name: str) -> None:
         f"{PROJECT}.{name}",
         delete_contents=True,
         not_found_ok=True,
-        retry=bq_module.default_retry(FAST_RETRY_DEADLINE),
+        retry=google_cloud.default_retry(FAST_RETRY_DEADLINE),
     )
     client.close()
 
@@ -160,7 +159,7 @@ def make_stage(bucket: str, prefix: str = "") -> GCSStage:
         bucket,
         prefix,
         client=shared_gcs().client(),
-        retry=gcs_module.default_retry(FAST_RETRY_DEADLINE),
+        retry=google_cloud.default_retry(FAST_RETRY_DEADLINE),
         chunk_size=256 * 1024,
     )
 
@@ -170,7 +169,7 @@ def make_warehouse(dataset: str, **options: Any) -> BigQueryWarehouse:
         PROJECT,
         dataset,
         client=shared_bigquery().client(),
-        retry=bq_module.default_retry(FAST_RETRY_DEADLINE),
+        retry=google_cloud.default_retry(FAST_RETRY_DEADLINE),
         job_timeout=JOB_TIMEOUT,
         **options,
     )
@@ -215,7 +214,7 @@ def own_gcp(tmp_path: Path) -> Iterator[OwnGcp]:
         client = bigquery.client()
         made = bq.Dataset(f"{PROJECT}.{dataset}")
         made.location = LOCATION
-        client.create_dataset(made, retry=bq_module.default_retry(FAST_RETRY_DEADLINE))
+        client.create_dataset(made, retry=google_cloud.default_retry(FAST_RETRY_DEADLINE))
         client.close()
         yield OwnGcp(gcs, bigquery, bucket, dataset)
     finally:
@@ -258,7 +257,7 @@ def bq_rows(
     order = f" ORDER BY `{order_by}`" if order_by else ""
     job = client.query(
         f"SELECT * FROM `{dataset}`.`{table}`{order}",  # noqa: S608 (test names)
-        retry=bq_module.default_retry(FAST_RETRY_DEADLINE),
+        retry=google_cloud.default_retry(FAST_RETRY_DEADLINE),
         job_retry=None,
     )
     rows = [dict(row.items()) for row in job.result(timeout=JOB_TIMEOUT)]
@@ -269,7 +268,7 @@ def bq_rows(
 def bq_table(dataset: str, table: str) -> Any:
     client = shared_bigquery().client()
     found = client.get_table(
-        f"{PROJECT}.{dataset}.{table}", retry=bq_module.default_retry(FAST_RETRY_DEADLINE)
+        f"{PROJECT}.{dataset}.{table}", retry=google_cloud.default_retry(FAST_RETRY_DEADLINE)
     )
     client.close()
     return found
@@ -280,7 +279,7 @@ def bq_table_names(dataset: str) -> list[str]:
     names = sorted(
         t.table_id
         for t in client.list_tables(
-            f"{PROJECT}.{dataset}", retry=bq_module.default_retry(FAST_RETRY_DEADLINE)
+            f"{PROJECT}.{dataset}", retry=google_cloud.default_retry(FAST_RETRY_DEADLINE)
         )
     )
     client.close()

@@ -29,14 +29,16 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 
 from syncd.batch import BatchKey, StagedBatch, SyncRecord, TransformedBatch
-from syncd.errors import TerminalLoadError, TransientLoadError
+from syncd.errors import TerminalLoadError
 from syncd.timeutil import parse_timestamp
+from warehouses import bigquery_sql
 from warehouses.bigquery import (
     SCRATCH_EXPIRATION,
     SCRATCH_SWEEP_AGE,
     BigQueryWarehouse,
-    map_bigquery_error,
+    staging_tables,
 )
+from warehouses.bigquery_jobs import map_bigquery_error
 from warehouses.gcs import GCSStage
 
 if TYPE_CHECKING:
@@ -225,7 +227,7 @@ def test_staging_tables_expire_within_a_day(
         "2024-03-01T00:00:00Z",
         rejects=[{"position": 1, "reason": "x", "raw": "1"}],
     )
-    monkeypatch.setattr(BigQueryWarehouse, "_commit_script", _die)
+    monkeypatch.setattr(bigquery_sql, "commit_script", _die)
     with pytest.raises(_Died):
         warehouse.commit_batch(staged, record)
     left = [n for n in bq_table_names(bq_dataset) if "__syncd_" in n]
@@ -259,6 +261,30 @@ def test_start_up_sweeps_old_scratch_tables_of_this_export_table(
     ]
 
 
+def test_drop_tables_drops_every_scratch_table_of_the_export_table_however_named(
+    bq_dataset: str, staged_files: StagedFiles
+) -> None:
+    """A long batch id's staging tables are named after the export table's first 60
+    characters (`staging_tables`): dropping the tables drops those too, not another table's."""
+    export = "e" * 70
+    warehouse = make_warehouse(bq_dataset, export_table=export)
+    warehouse.ensure_tables(staged_files.columns)
+    long_id = "segment_" + "x" * 120
+    scratch = [staging_tables(export, long_id).data, f"{export}__syncd_short_data"]
+    client = gcp_support.shared_bigquery().client()
+    for name in [*scratch, "other__syncd_y"]:
+        client.create_table(
+            bigquery.Table(
+                f"{PROJECT}.{bq_dataset}.{name}", schema=[bigquery.SchemaField("a", "INT64")]
+            )
+        )
+    client.close()
+    warehouse.drop_tables()
+    assert scratch[0].startswith(export[:60] + "__syncd_") and bq_table_names(bq_dataset) == [
+        "other__syncd_y"
+    ]
+
+
 def test_a_recommit_replaces_the_batch(
     commit: Callable[..., TransformedBatch], bq_dataset: str
 ) -> None:
@@ -287,15 +313,15 @@ def test_a_failed_transaction_leaves_nothing_of_the_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     staged, record = staged_batch(stage, staged_files, "2024-03-01T00:00:00Z")
-    original = BigQueryWarehouse._commit_script
+    original = bigquery_sql.commit_script
 
-    def failing(self: BigQueryWarehouse, *args: Any) -> str:
-        script = original(self, *args)
+    def failing(*args: Any) -> str:
+        script = original(*args)
         return script.replace(
             "COMMIT TRANSACTION;", "SELECT * FROM `no_such_table`;\nCOMMIT TRANSACTION;"
         )
 
-    monkeypatch.setattr(BigQueryWarehouse, "_commit_script", failing)
+    monkeypatch.setattr(bigquery_sql, "commit_script", failing)
     with pytest.raises(TerminalLoadError):
         warehouse.commit_batch(staged, record)
     assert (bq_rows(bq_dataset, "fsexport"), warehouse.sync_records()) == ([], [])
@@ -632,23 +658,7 @@ def test_a_hauser_sync_table_is_continued(
     assert [r.end for r in hauser_warehouse.sync_records()] == [HAUSER_END, record.end]
 
 
-# -- errors ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "error",
-    [
-        api_exceptions.Forbidden("Exceeded rate limits", errors=[{"reason": "rateLimitExceeded"}]),
-        api_exceptions.Forbidden("Quota exceeded", errors=[{"reason": "quotaExceeded"}]),
-        api_exceptions.TooManyRequests("slow down"),
-        api_exceptions.InternalServerError("backend", errors=[{"reason": "backendError"}]),
-        api_exceptions.ServiceUnavailable("unavailable"),
-        api_exceptions.BadRequest("Transaction is aborted due to concurrent update"),
-    ],
-    ids=lambda e: type(e).__name__ + ":" + e.message,
-)
-def test_rate_quota_and_server_errors_are_transient(error: Exception) -> None:
-    assert isinstance(map_bigquery_error(error, "load"), TransientLoadError)
+# -- errors (what is transient: test_google_cloud.py) -------------------------------------
 
 
 def test_a_bad_request_is_terminal_and_lists_the_jobs_errors() -> None:
@@ -660,11 +670,6 @@ def test_a_bad_request_is_terminal_and_lists_the_jobs_errors() -> None:
     assert isinstance(
         mapped, TerminalLoadError
     ) and "invalid: bad value in row 7 (at gs://b/x)" in str(mapped)
-
-
-def test_a_permission_error_is_terminal() -> None:
-    error = api_exceptions.Forbidden("Access Denied", errors=[{"reason": "accessDenied"}])
-    assert isinstance(map_bigquery_error(error, "load"), TerminalLoadError)
 
 
 # -- live: real BigQuery and GCS, when SYNCD_TEST_BIGQUERY_* name them -----------------------

@@ -37,8 +37,7 @@ from e2e_support import (
     write_config,
 )
 
-import warehouses.bigquery
-import warehouses.gcs
+import warehouses.google_cloud
 from syncd.simulator import Fault, Simulator, SimulatorConfig
 
 
@@ -64,8 +63,7 @@ def campaign(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[CampaignResult]:
     patch = pytest.MonkeyPatch()  # the checks' BigQuery reads fail fast on a stand-in's 500
-    patch.setattr(warehouses.bigquery, "RETRY_DEADLINE", 5.0)
-    patch.setattr(warehouses.gcs, "RETRY_DEADLINE", 5.0)
+    patch.setattr(warehouses.google_cloud, "RETRY_DEADLINE", 5.0)
     settings = CI_SETTINGS[request.param]
     yield run_campaign(settings, Path(tmp_path_factory.mktemp(f"campaign-{request.param}")))
     patch.undo()

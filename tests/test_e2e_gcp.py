@@ -33,8 +33,7 @@ from e2e_support import (
 )
 from gcp_support import PROJECT, bq_rows, object_names
 
-import warehouses.bigquery
-import warehouses.gcs
+import warehouses.google_cloud
 from syncd.cli import EXIT_CONFIG, EXIT_OK
 from syncd.simulator import Simulator, SimulatorConfig
 from syncd.timeutil import UTC, format_timestamp
@@ -51,8 +50,7 @@ CRASH_POINTS = ("staged", "bq_loaded", "bq_committed", "committed")
 @pytest.fixture(autouse=True)
 def short_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """A stand-in's 500 fails in seconds, not after the client's 600 s of retries."""
-    monkeypatch.setattr(warehouses.bigquery, "RETRY_DEADLINE", gcp_support.FAST_RETRY_DEADLINE)
-    monkeypatch.setattr(warehouses.gcs, "RETRY_DEADLINE", gcp_support.FAST_RETRY_DEADLINE)
+    monkeypatch.setattr(warehouses.google_cloud, "RETRY_DEADLINE", gcp_support.FAST_RETRY_DEADLINE)
 
 
 @dataclass(frozen=True)
@@ -199,7 +197,7 @@ def recovery(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Recovery]:
     patch = pytest.MonkeyPatch()
-    patch.setattr(warehouses.bigquery, "RETRY_DEADLINE", gcp_support.FAST_RETRY_DEADLINE)
+    patch.setattr(warehouses.google_cloud, "RETRY_DEADLINE", gcp_support.FAST_RETRY_DEADLINE)
     with Simulator(SimulatorConfig(api_key=API_KEY, events_per_hour=EVENTS_PER_HOUR)) as sim:
         # One batch at a time, so "no window exported twice" is exact (see test_crash.py).
         syncd = gcp_config(tmp_path_factory.mktemp(request.param), sim, lookahead=0)

@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -41,12 +40,11 @@ from fault_support import after_first_call, later, once_until_done
 from gcp_support import LOCATION, PROJECT, OwnGcp, bq_rows, object_names, own_gcp
 
 import syncd.lease
-import warehouses.bigquery
-import warehouses.gcs
 from syncd.cli import EXIT_OK
 from syncd.errors import TransientLoadError, TransientStageError
 from syncd.simulator import Simulator, SimulatorConfig
 from syncd.timeutil import UTC, utcnow
+from warehouses import google_cloud
 from warehouses.bigquery import BigQueryWarehouse
 from warehouses.gcs import GCSStage
 
@@ -167,7 +165,6 @@ def test_the_bigquery_standin_keeps_its_tables_and_jobs_across_a_kill(own_gcp: O
 class KillPoint:
     """Where a stand-in is killed: right after the first call of `owner.method` returns."""
 
-    client_module: ModuleType  # whose RETRY_DEADLINE bounds the API client's retries
     owner: type
     method: str
     watched: tuple[str, ...]  # calls of `owner` noted while the stand-in is down
@@ -176,10 +173,9 @@ class KillPoint:
 
 KILL_POINTS = {
     # after the first batch's upload: its commit reads the file, then its delete meets the outage
-    "gcs": KillPoint(warehouses.gcs, GCSStage, "put", ("put", "delete"), ["delete"]),
+    "gcs": KillPoint(GCSStage, "put", ("put", "delete"), ["delete"]),
     # after the first batch's load job: its sync row and transaction meet the outage
     "bigquery": KillPoint(
-        warehouses.bigquery,
         BigQueryWarehouse,
         "_load",
         ("_drop", "_write_row"),
@@ -239,7 +235,7 @@ def test_an_outage_longer_than_the_retry_deadline_holds_the_batch_until_the_next
     monkeypatch: pytest.MonkeyPatch,
     standin: str,
 ) -> None:
-    monkeypatch.setattr(KILL_POINTS[standin].client_module, "RETRY_DEADLINE", SHORT_RETRY_DEADLINE)
+    monkeypatch.setattr(google_cloud, "RETRY_DEADLINE", SHORT_RETRY_DEADLINE)
     files = gcp_files(tmp_path, sim, own_gcp, MaxBatchAttempts=2)
     fired = kill_after_first_call(monkeypatch, own_gcp, standin, Outage(), None)
     first = run_cli(["once", "-c", str(files.config)])
@@ -297,7 +293,7 @@ def bigquery_check(endpoint: str) -> Callable[[], None]:
         PROJECT,
         "ds",
         endpoint_url=endpoint,
-        retry=warehouses.bigquery.default_retry(SHORT_RETRY_DEADLINE),
+        retry=google_cloud.default_retry(SHORT_RETRY_DEADLINE),
         request_timeout=0.5,
     ).check
 
@@ -306,7 +302,7 @@ def gcs_check(endpoint: str) -> Callable[[], None]:
     return GCSStage(
         "bucket",
         endpoint_url=endpoint,
-        retry=warehouses.gcs.default_retry(SHORT_RETRY_DEADLINE),
+        retry=google_cloud.default_retry(SHORT_RETRY_DEADLINE),
         timeout=0.5,
     ).check
 

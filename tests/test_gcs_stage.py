@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 from gcp_support import gcs_bucket, gcs_emulator, make_stage, object_names  # noqa: F401
-from google.api_core import exceptions as api_exceptions
 
-from syncd.errors import TerminalStageError, TransientStageError
+from syncd.errors import TerminalStageError
 from syncd.timeutil import UTC
 from warehouses.base import Stage
-from warehouses.gcs import GCSStage, map_gcs_error
+from warehouses.gcs import GCSStage
 
 END = datetime(2024, 3, 1, 1, tzinfo=UTC)
 
@@ -90,31 +89,6 @@ def test_check_passes_and_leaves_nothing(stage: GCSStage) -> None:
 def test_check_names_a_missing_bucket(gcs_emulator: object) -> None:
     with pytest.raises(TerminalStageError, match="'no-such-bucket' does not exist"):
         make_stage("no-such-bucket").check()
-
-
-@pytest.mark.parametrize(
-    "error",
-    [
-        api_exceptions.TooManyRequests("slow down"),
-        api_exceptions.ServiceUnavailable("unavailable"),
-        api_exceptions.InternalServerError("backend"),
-        ConnectionResetError(104, "reset"),
-    ],
-    ids=type,
-)
-def test_rate_limits_server_errors_and_dropped_connections_are_transient(
-    error: Exception,
-) -> None:
-    assert isinstance(map_gcs_error(error, "upload"), TransientStageError)
-
-
-@pytest.mark.parametrize(
-    "error",
-    [api_exceptions.Forbidden("no permission"), api_exceptions.NotFound("no bucket")],
-    ids=type,
-)
-def test_permission_and_missing_bucket_errors_are_terminal(error: Exception) -> None:
-    assert isinstance(map_gcs_error(error, "upload"), TerminalStageError)
 
 
 def test_a_missing_local_file_is_terminal(stage: GCSStage, tmp_path: Path) -> None:

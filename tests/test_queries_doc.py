@@ -172,11 +172,9 @@ def test_bigquery_queries_run_on_the_emulator(
 ) -> None:
     import gcp_support
 
-    import warehouses.bigquery
-    import warehouses.gcs
+    from warehouses import google_cloud
 
-    for module in (warehouses.bigquery, warehouses.gcs):
-        monkeypatch.setattr(module, "RETRY_DEADLINE", gcp_support.FAST_RETRY_DEADLINE)
+    monkeypatch.setattr(google_cloud, "RETRY_DEADLINE", gcp_support.FAST_RETRY_DEADLINE)
     dataset = gcp_support.new_dataset()
     overrides: dict[str, object] = {
         "Provider": "gcp",
@@ -195,7 +193,7 @@ def test_bigquery_queries_run_on_the_emulator(
                 job = client.query(
                     query.replace("mydataset.", f"{dataset}."),
                     location=gcp_support.LOCATION,
-                    retry=warehouses.bigquery.default_retry(gcp_support.FAST_RETRY_DEADLINE),
+                    retry=google_cloud.default_retry(gcp_support.FAST_RETRY_DEADLINE),
                     job_retry=None,
                 )
                 rows = list(job.result(timeout=gcp_support.JOB_TIMEOUT))

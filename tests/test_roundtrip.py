@@ -35,8 +35,7 @@ from aws_support import (  # noqa: F401 - fixtures
 )
 from e2e_support import API_KEY, SyncdFiles, run_cli, write_config
 
-import warehouses.bigquery
-import warehouses.gcs
+import warehouses.google_cloud
 import warehouses.registry
 from standins.redshift_proxy import RedshiftProxy
 from syncd.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
@@ -462,8 +461,7 @@ def test_redshift_round_trip_over_parquet(
 @pytest.fixture
 def short_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """A stand-in's 500 fails in seconds, not after the client's 600 s of retries."""
-    monkeypatch.setattr(warehouses.bigquery, "RETRY_DEADLINE", gcp_support.FAST_RETRY_DEADLINE)
-    monkeypatch.setattr(warehouses.gcs, "RETRY_DEADLINE", gcp_support.FAST_RETRY_DEADLINE)
+    monkeypatch.setattr(warehouses.google_cloud, "RETRY_DEADLINE", gcp_support.FAST_RETRY_DEADLINE)
 
 
 @pytest.mark.usefixtures("short_retries")

@@ -20,7 +20,7 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import bigquery
 
 from standins.bigquery import BigQueryEmulator
-from warehouses import bigquery as bq_module
+from warehouses import google_cloud
 
 REGION = "asia-northeast1"
 
@@ -49,7 +49,7 @@ def multi_regional() -> Iterator[str]:
 
 
 def retry() -> Any:
-    return bq_module.default_retry(gcp_support.FAST_RETRY_DEADLINE)
+    return google_cloud.default_retry(gcp_support.FAST_RETRY_DEADLINE)
 
 
 def run(client: bigquery.Client, text: str, **options: Any) -> list[Any]:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from syncd.fields import EXPORT_FIELDS, LEGACY_FIELDS, MOBILE_FIELDS, TRACE_COLUMNS, Column
 from syncd.fields import FieldType as T
-from warehouses.bigquery import BQ_TYPES
+from warehouses.bigquery_sql import BQ_TYPES
 from warehouses.redshift import REDSHIFT_VARCHAR_MAX, redshift_dialect
 from warehouses.sql import DUCKDB, POSTGRES, REJECTS_COLUMNS, SYNC_COLUMNS
 

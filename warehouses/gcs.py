@@ -8,8 +8,9 @@ Uploads are resumable (chunked): a dropped connection resumes from the last chun
 starting over, which matters for multi-GB batches. A GCS object write is atomic: readers see
 the old object or the new one, never a part, so the checkpoint needs no temporary name.
 
-Every google-cloud-storage exception is translated by `map_gcs_error`: 408, 429, 5xx and
-connection failures are transient; everything else (no bucket, no permission) is terminal.
+Every google-cloud-storage exception is translated by `map_gcs_error`, transient or terminal by
+`warehouses.google_cloud.is_transient` (the predicate BigQuery uses too); API calls are retried
+with `google_cloud.default_retry`, each request bounded by `google_cloud.REQUEST_TIMEOUT`.
 """
 
 from __future__ import annotations
@@ -17,18 +18,18 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from google.api_core import exceptions as api_exceptions
-from google.api_core.retry import Retry
-from google.auth import exceptions as auth_exceptions
 
 from syncd.errors import StageError, TerminalStageError, TransientStageError
 from syncd.timeutil import format_timestamp, parse_timestamp
+from warehouses import google_cloud
 from warehouses.local import CHECKPOINT_NAME, stage_error
 
 if TYPE_CHECKING:
+    from google.api_core.retry import Retry
     from google.cloud import storage  # type: ignore[attr-defined]
 
 log = structlog.get_logger(__name__)
@@ -36,53 +37,17 @@ log = structlog.get_logger(__name__)
 SCHEME = "gs://"
 #: Resumable-upload chunk: a multiple of 256 KiB; a failed chunk is resent, not the file.
 CHUNK_SIZE = 16 * 1024 * 1024
-#: Seconds one HTTP request may take (connect, read), and the whole retried call.
-REQUEST_TIMEOUT = 120.0
-RETRY_DEADLINE = 600.0
 
-_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _CONTENT_TYPES = {".parquet": "application/vnd.apache.parquet", ".gz": "application/gzip"}
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """Worth retrying: rate limits, server errors, dropped connections, timeouts."""
-    if isinstance(exc, api_exceptions.GoogleAPICallError):
-        return exc.code in _TRANSIENT_STATUS
-    if isinstance(exc, api_exceptions.RetryError):
-        return True
-    if isinstance(exc, auth_exceptions.TransportError):
-        return True
-    try:
-        import requests
-    except ImportError:  # pragma: no cover - google-cloud-storage depends on requests
-        return isinstance(exc, (ConnectionError, TimeoutError))
-    if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
-        return True
-    status = getattr(getattr(exc, "response", None), "status_code", None)  # resumable media
-    return status in _TRANSIENT_STATUS or isinstance(exc, (ConnectionError, TimeoutError))
-
-
-def default_retry(deadline: float | None = None) -> Retry:
-    """Exponential backoff on transient errors, for at most `deadline` seconds in all
-    (default `RETRY_DEADLINE`)."""
-    return Retry(
-        predicate=_is_transient,
-        initial=1.0,
-        maximum=32.0,
-        multiplier=2.0,
-        timeout=RETRY_DEADLINE if deadline is None else deadline,
-    )
 
 
 def map_gcs_error(exc: Exception, action: str) -> StageError:
     """The one place google-cloud-storage's exceptions become syncd's StageError."""
-    if isinstance(exc, OSError) and not _is_transient(exc) and exc.errno is not None:
+    transient = google_cloud.is_transient(exc)
+    if isinstance(exc, OSError) and not transient and exc.errno is not None:
         return stage_error(exc, action)  # the local file to upload
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    text = f"{action}: {message}"
-    if _is_transient(exc):
-        return TransientStageError(text)
-    return TerminalStageError(text)
+    text = f"{action}: {google_cloud.error_text(exc)}"
+    return TransientStageError(text) if transient else TerminalStageError(text)
 
 
 class GCSStage:
@@ -96,7 +61,7 @@ class GCSStage:
         client: storage.Client | None = None,
         project: str | None = None,
         endpoint_url: str = "",
-        timeout: float = REQUEST_TIMEOUT,
+        timeout: float = google_cloud.REQUEST_TIMEOUT,
         retry: Retry | None = None,
         chunk_size: int = CHUNK_SIZE,
     ) -> None:
@@ -105,9 +70,18 @@ class GCSStage:
         self.bucket_name = bucket
         self.prefix = prefix
         self.timeout = timeout
-        self.retry = retry or default_retry()
+        self.retry = retry or google_cloud.default_retry()
         self.chunk_size = chunk_size
-        self._client = client or _make_client(project, endpoint_url)
+        if client is None:
+            from google.cloud import storage  # type: ignore[attr-defined]
+
+            client = google_cloud.make_client(
+                storage.Client,
+                project=project,
+                endpoint_url=endpoint_url,
+                no_credentials=TerminalStageError,
+            )
+        self._client = client
         self._bucket = self._client.bucket(bucket)
 
     def __repr__(self) -> str:
@@ -123,7 +97,7 @@ class GCSStage:
 
     def put(self, local_path: Path, name: str) -> str:
         """Upload `local_path` as `<prefix><name>` (resumable); return its gs:// URI."""
-        key = self._key_for(name)
+        key, uri = self._key_for(name), self.uri_for(name)
         blob = self._bucket.blob(key, chunk_size=self.chunk_size)
         content_type = _CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream")
         try:
@@ -134,8 +108,7 @@ class GCSStage:
                 retry=self.retry,
             )
         except Exception as exc:
-            raise map_gcs_error(exc, f"cannot upload {local_path} to {self.uri_for(name)}") from exc
-        uri = self.uri_for(name)
+            raise map_gcs_error(exc, f"cannot upload {local_path} to {uri}") from exc
         log.debug("staged", uri=uri)
         return uri
 
@@ -151,7 +124,7 @@ class GCSStage:
 
     def read_checkpoint(self) -> datetime | None:
         """The StorageOnly resume point, or None when there is no checkpoint object yet."""
-        uri = f"{SCHEME}{self.bucket_name}/{self.checkpoint_key}"
+        uri = self.uri_for(CHECKPOINT_NAME)
         try:
             text = self._bucket.blob(self.checkpoint_key).download_as_text(
                 encoding="utf-8", timeout=self.timeout, retry=self.retry
@@ -214,32 +187,3 @@ class GCSStage:
                 f"refusing to delete {uri!r}: it is not a staged object under {head}{self.prefix}"
             )
         return key
-
-
-def split_uri(uri: str) -> tuple[str, str]:
-    """("bucket", "key") of `gs://bucket/key`."""
-    if not uri.startswith(SCHEME):
-        raise TerminalStageError(f"{uri!r} is not a gs:// URI")
-    bucket, _, key = uri[len(SCHEME) :].partition("/")
-    if not bucket or not key:
-        raise TerminalStageError(f"{uri!r} does not name an object")
-    return bucket, key
-
-
-def _make_client(project: str | None, endpoint_url: str) -> storage.Client:
-    """A storage client: Application Default Credentials, or anonymous for an emulator."""
-    from google.cloud import storage  # type: ignore[attr-defined]
-
-    kwargs: dict[str, Any] = {}
-    if endpoint_url:
-        from google.auth.credentials import AnonymousCredentials
-
-        kwargs["client_options"] = {"api_endpoint": endpoint_url}
-        kwargs["credentials"] = AnonymousCredentials()  # type: ignore[no-untyped-call]
-    try:
-        return storage.Client(project=project or None, **kwargs)
-    except auth_exceptions.DefaultCredentialsError as exc:
-        raise TerminalStageError(
-            "no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS or run where "
-            "Application Default Credentials exist"
-        ) from exc
