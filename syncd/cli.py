@@ -599,6 +599,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         events_per_hour=args.events_per_hour,
         seed=args.seed,
         operation_latency=args.operation_latency,
+        hostile_ids=args.hostile_ids,
     )
     print(
         f"simulating FullStory's export APIs on http://{args.host}:{args.port} "
@@ -759,6 +760,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events-per-hour", type=int, default=600)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--operation-latency", type=float, default=0.0, help="seconds per export")
+    p.add_argument(
+        "--hostile-ids",
+        action="store_true",
+        help="operation and export ids with '+', '/' and '==' that a client must URL-quote "
+        "(default: URL-safe ids)",
+    )
     return parser
 
 
