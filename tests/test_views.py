@@ -442,3 +442,26 @@ def test_views_without_a_warehouse_say_so(
     files = write_config(tmp_path, sim, START, {"Provider": "local"})
     assert run_cli(["views", "-c", str(files.config)]) == 1
     assert "no SQL warehouse to create views in" in capsys.readouterr().err
+
+
+def test_a_legacy_tables_selector_fills_target_selector(tmp_path: Path) -> None:
+    """Legacy bundles carry the selector as EventTargetSelectorTok (`Source = "legacy"`):
+    fs_clicks reads it there when EventTargetSelector is NULL."""
+    from syncd.fields import export_columns
+    from warehouses.duckdb import DuckDBWarehouse
+
+    path = tmp_path / "legacy.duckdb"
+    with DuckDBWarehouse(path) as warehouse:
+        warehouse.ensure_tables(export_columns("legacy"))
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "INSERT INTO fsexport (IndvId, UserId, SessionId, PageId, EventStart, EventType, "
+            "EventTargetSelectorTok, EventTargetSelector) VALUES "
+            "(1, 1, 2, 3, TIMESTAMP '2026-11-01 00:00:01', 'click', 'body a.old', NULL), "
+            "(1, 1, 2, 3, TIMESTAMP '2026-11-01 00:00:02', 'click', 'body a.old', 'body a.new')"
+        )
+    with DuckDBWarehouse(path) as warehouse:
+        warehouse.create_views()
+    with duckdb.connect(str(path), read_only=True) as con:
+        rows = con.execute("SELECT TargetSelector FROM fs_clicks ORDER BY EventStart").fetchall()
+    assert rows == [("body a.old",), ("body a.new",)]

@@ -637,7 +637,8 @@ class BigQueryWarehouse:
         """`warehouses.base.MakesViews`: create or replace the views, one DDL job each."""
         from warehouses.views import view_statements
 
-        for statement in view_statements("bigquery", self.tables.export, self.dataset):
+        columns = [c.name for c in self._table_columns(self.tables.export)]
+        for statement in view_statements("bigquery", self.tables.export, self.dataset, columns):
             self._query(statement, (), "create the views")
 
     def check(self) -> None:

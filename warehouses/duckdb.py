@@ -425,7 +425,8 @@ class DuckDBWarehouse:
 
         self._require_writable("create the views")
         with self._lock, self._transaction("create the views"):
-            for statement in view_statements("duckdb", self.tables.export):
+            columns = [name for name, _ in self._columns(self.tables.export)]
+            for statement in view_statements("duckdb", self.tables.export, columns=columns):
                 self._execute(Query(statement))
 
     def check(self) -> None:

@@ -318,9 +318,11 @@ class DbApiWarehouse(ABC):
         """`warehouses.base.MakesViews`: create or replace the views in one transaction."""
         from warehouses.views import view_statements
 
-        statements = view_statements(self.dialect.name, self.tables.export, self.tables.schema)
         with self._lock, self._transaction("create the views") as cursor:
-            for statement in statements:
+            columns = [name for name, _ in self._columns(cursor, self.tables.export)]
+            for statement in view_statements(
+                self.dialect.name, self.tables.export, self.tables.schema, columns
+            ):
                 self._execute(cursor, Query(statement))
 
     def check(self) -> None:

@@ -24,7 +24,7 @@ protocol (`warehouses.base`), which runs `view_statements` for its dialect in a 
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from syncd.errors import TerminalLoadError
@@ -121,7 +121,7 @@ GROUP BY {_SESSION}, {{PageId}}"""  # noqa: S608 - a constant template; names qu
 
 _CLICKS = f"""SELECT {_SESSION}, {{PageId}}, {{EventStart}}, {{PageUrl}},
   {{EventTargetText}} AS {{TargetText}},
-  {{EventTargetSelector}} AS {{TargetSelector}},
+  {{selector}} AS {{TargetSelector}},
   COALESCE({{EventModFrustrated}}, 0) AS {{RageClicks}},
   COALESCE({{EventModDead}}, 0) AS {{Dead}},
   COALESCE({{EventModError}}, 0) AS {{Error}},
@@ -200,14 +200,29 @@ def _qualified(name: str, schema: str | None, quote: str) -> str:
     return f"{quote_identifier(schema, quote)}.{quote_identifier(name, quote)}"
 
 
-def view_sql(dialect: str, view: str, export_table: str, schema: str | None = None) -> str:
+#: A legacy-bundle table (`Source = "legacy"`) holds the selector under its old name.
+_LEGACY_SELECTOR = "EventTargetSelectorTok"
+
+
+def view_sql(
+    dialect: str,
+    view: str,
+    export_table: str,
+    schema: str | None = None,
+    columns: Collection[str] = (),
+) -> str:
     """The SELECT of one view over `export_table` (in `schema`: a schema, or BigQuery's
-    dataset), in the dialect's SQL."""
+    dataset), in the dialect's SQL. `columns`: the export table's columns, when known: a
+    legacy table's `EventTargetSelectorTok` fills `TargetSelector` where the new name is
+    NULL."""
     spelling = _spelling(dialect)
     validate_identifier(export_table, "ExportTable")
+    legacy = _LEGACY_SELECTOR.lower() in {c.lower() for c in columns}
+    selector = "COALESCE({EventTargetSelector}, {EventTargetSelectorTok})"
     fragments = {
         "export": _qualified(export_table, schema, spelling.quote),
         "float": spelling.float_type,
+        "selector": _fill(selector if legacy else "{EventTargetSelector}", spelling, {}),
     }
     if view == "fs_users":
         fragments["activity"] = _fill(_ACTIVITY, spelling, fragments)
@@ -215,14 +230,16 @@ def view_sql(dialect: str, view: str, export_table: str, schema: str | None = No
     return _fill(_BODIES[view], spelling, fragments)
 
 
-def view_statements(dialect: str, export_table: str, schema: str | None = None) -> list[str]:
+def view_statements(
+    dialect: str, export_table: str, schema: str | None = None, columns: Collection[str] = ()
+) -> list[str]:
     """Every statement that creates or replaces the views, in order (run them in one
-    transaction where the warehouse has one)."""
+    transaction where the warehouse has one); `columns` as for `view_sql`."""
     spelling = _spelling(dialect)
     statements = []
     for view in VIEW_NAMES:
         name = _qualified(view, schema, spelling.quote)
-        body = view_sql(dialect, view, export_table, schema)
+        body = view_sql(dialect, view, export_table, schema, columns)
         if spelling.replace_changes_columns:
             statements.append(f"CREATE OR REPLACE VIEW {name} AS\n{body}")
         else:
