@@ -324,6 +324,9 @@ def test_postgres_views_match_the_events(
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
         assert_views(read, truth)
+        con.execute(f'SET search_path = "{schema}"')  # type: ignore[arg-type]
+        for doc_query in doc_queries("postgres"):
+            assert con.execute(doc_query).fetchall(), doc_query  # type: ignore[arg-type]
 
 
 def test_redshift_views_match_the_events_on_the_standin(
@@ -355,6 +358,10 @@ def test_redshift_views_match_the_events_on_the_standin(
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
         assert_views(read, truth)
+        cursor.execute(f'SET search_path = "{aws.schema}"')
+        for doc_query in doc_queries("redshift"):
+            cursor.execute(doc_query)
+            assert cursor.fetchall(), doc_query
     finally:
         con.close()
 
@@ -399,6 +406,14 @@ def test_bigquery_views_match_the_events_on_the_emulator(
                 return [dict(row.items()) for row in job.result(timeout=gcp_support.JOB_TIMEOUT)]
 
             assert_views(read, truth)
+            for doc_query in doc_queries("bigquery"):
+                job = client.query(
+                    doc_query.replace("mydataset.", f"{dataset}."),
+                    location=gcp_support.LOCATION,
+                    retry=warehouses.bigquery.default_retry(gcp_support.FAST_RETRY_DEADLINE),
+                    job_retry=None,
+                )
+                assert list(job.result(timeout=gcp_support.JOB_TIMEOUT)), doc_query
         finally:
             client.close()
     finally:
@@ -419,20 +434,25 @@ def test_the_doc_lists_every_column_of_every_view(truth: dict[str, list[Row]]) -
         assert documented == list(truth[view][0]), view
 
 
-def test_the_docs_duckdb_queries_run(tmp_path: Path, sim: Simulator) -> None:
-    files = write_config(tmp_path, sim, START, {"CreateViews": True})
-    assert run_cli(["once", "-c", str(files.config)]) == 0
+def doc_queries(dialect: str) -> list[str]:
+    """The statements of every ```sql <dialect> block of docs/views.md."""
     text = (DOCS / "views.md").read_text()
-    queries = [
+    found = [
         s.strip()
         for name, body in _BLOCK.findall(text)
-        if name == "duckdb"
+        if name == dialect
         for s in body.split(";")
         if s.strip()
     ]
-    assert queries
+    assert found, dialect
+    return found
+
+
+def test_the_docs_duckdb_queries_run(tmp_path: Path, sim: Simulator) -> None:
+    files = write_config(tmp_path, sim, START, {"CreateViews": True})
+    assert run_cli(["once", "-c", str(files.config)]) == 0
     with duckdb.connect(str(files.duckdb), read_only=True) as con:
-        for query in queries:
+        for query in doc_queries("duckdb"):
             assert con.execute(query).fetchall(), query
 
 
