@@ -12,7 +12,9 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 import httpx
+import structlog
 
+from syncd.batch import SyncRecord
 from syncd.config import Settings
 from syncd.errors import ConfigError
 from syncd.fields import dropped_fields, export_columns
@@ -33,6 +35,8 @@ from warehouses.registry import build_stage, build_warehouse
 #: Files in StateDir where the rate limiters remember a Retry-After pause and legacy downloads.
 API_RATE_STATE = "api-rate.json"
 LEGACY_RATE_STATE = "legacy-rate.json"
+
+log = structlog.get_logger(__name__)
 
 
 def register_secrets(settings: Settings) -> None:
@@ -171,6 +175,20 @@ class App:
             self.http.close()
 
 
+class ViewsAtStart(PipelineHooks):
+    """`CreateViews = true`: create or replace the views (`warehouses.views`) once the tables
+    are ready at start-up. A failure is logged as a warning (the sync goes on without them)."""
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self.warehouse = warehouse
+
+    def after_start(self, records: Sequence[SyncRecord]) -> None:
+        from warehouses.views import create_views
+
+        names = create_views(self.warehouse)
+        log.info("views created or replaced", views=names)
+
+
 def build_app(
     settings: Settings,
     *,
@@ -203,6 +221,8 @@ def build_app(
         lookahead=settings.lookahead,
         dropped_fields=dropped_fields(settings.include_mobile_apps_fields),
     )
+    if settings.create_views:
+        hooks = [*hooks, ViewsAtStart(warehouse)]
     pipeline = Pipeline(
         build_source(settings, client),
         stage,

@@ -522,6 +522,24 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_views(args: argparse.Namespace) -> int:
+    from syncd.fields import export_columns
+    from warehouses.registry import build_stage, build_warehouse
+    from warehouses.views import create_views
+
+    settings = _load(args).settings
+    warehouse = build_warehouse(settings, build_stage(settings))
+    try:
+        warehouse.ensure_tables(
+            export_columns(settings.source, settings.include_mobile_apps_fields)
+        )
+        names = create_views(warehouse)
+    finally:
+        warehouse.close()
+    print(f"created or replaced {len(names)} views: {', '.join(names)} (see docs/views.md)")
+    return EXIT_OK
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from syncd.app import build_client
     from syncd.sources.retry import RetryPolicy
@@ -599,6 +617,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         events_per_hour=args.events_per_hour,
         seed=args.seed,
         operation_latency=args.operation_latency,
+        hostile_ids=args.hostile_ids,
     )
     print(
         f"simulating FullStory's export APIs on http://{args.host}:{args.port} "
@@ -730,6 +749,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="also load edge-case rows into scratch tables through the stage, read them back "
         "and compare value by value (exit 1 on any undocumented change); removes what it made",
     )
+    with_config(
+        command(
+            "views",
+            "create or replace the analysis views (fs_sessions, fs_pageviews, ...) over the "
+            "export table",
+            "syncd views -c syncd.toml",
+        )
+    )
     p = command(
         "demo",
         "sync a few simulated days into a local DuckDB file (no account needed)",
@@ -759,6 +786,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events-per-hour", type=int, default=600)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--operation-latency", type=float, default=0.0, help="seconds per export")
+    p.add_argument(
+        "--hostile-ids",
+        action="store_true",
+        help="operation and export ids with '+', '/' and '==' that a client must URL-quote "
+        "(default: URL-safe ids)",
+    )
     return parser
 
 
@@ -780,6 +813,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             "rollback": cmd_rollback,
             "backfill": cmd_backfill,
             "check": cmd_check,
+            "views": cmd_views,
             "demo": cmd_demo,
             "simulate": cmd_simulate,
         }[args.command]

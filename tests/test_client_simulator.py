@@ -378,3 +378,38 @@ def test_bundle_download_survives_fault(
     setup.close()
     outcome = ([read_events(r) for r in results], sim_hourly.faults.pending())
     assert outcome == (legacy_events(sim_hourly, bundles), 0)
+
+
+# ids and export types
+
+
+def test_the_client_url_quotes_hostile_ids(fake_time: SharedTime, tmp_path: Path) -> None:
+    """Ids with "+", "/" and "==" (the simulator's `hostile_ids`) reach their operation and
+    export only URL-quoted: the client's quoting, end to end."""
+    with simulator(fake_time, hostile_ids=True) as sim:
+        made = Setup(sim, fake_time, tmp_path)
+        try:
+            operation_id = made.client.create_export(START, END)
+            export_id = made.client.wait_for_export(operation_id, poll_interval=2.0, deadline=60.0)
+            made.client.download_export(export_id, tmp_path / "events.gz")
+            rows = gzip.decompress((tmp_path / "events.gz").read_bytes()).splitlines()
+        finally:
+            made.close()
+        assert operation_id.startswith("+/") and export_id.endswith("==")
+        assert [orjson.loads(row) for row in rows] == sim.expected_events(START, END)
+        assert sim.stats.requests_by_status[404] == 0
+
+
+def test_an_individuals_export_through_the_client(
+    sim: Simulator, setup: Setup, tmp_path: Path
+) -> None:
+    client = setup.client
+    operation_id = client.create_individuals_export(START, END)
+    export_id = client.wait_for_export(operation_id, poll_interval=2.0, deadline=600.0)
+    dest = tmp_path / "people.ndjson.gz"
+    client.download_export(export_id, dest)
+    data = dest.read_bytes()
+    text = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    people = [orjson.loads(line) for line in text.splitlines() if line.strip()]
+    assert people == sim.expected_individuals(START, END)
+    assert len(people) == len({e["IndvId"] for e in sim.expected_events(START, END)}) > 0

@@ -196,13 +196,170 @@ def test_export_flow_returns_the_expected_events(
     assert ndjson_events(export(api, web)) == sim.expected_events(T0, T0 + H)
 
 
-def test_operation_ids_need_url_quoting(api: httpx.Client) -> None:
+@pytest.fixture
+def hostile_api(config: SimulatorConfig) -> Iterator[httpx.Client]:
+    """A client of a simulator with `hostile_ids` (ids that need URL quoting)."""
+    config.hostile_ids = True
+    with (
+        Simulator(config) as running,
+        httpx.Client(base_url=running.url, headers=AUTH, timeout=10) as client,
+    ):
+        yield client
+
+
+def test_hostile_operation_ids_need_url_quoting(hostile_api: httpx.Client) -> None:
+    operation_id = create(hostile_api)
+    export_id = poll(hostile_api, operation_id)["results"]["searchExportId"]
+    assert all(i.startswith("+/") and i.endswith("==") for i in (operation_id, export_id))
+
+
+def test_an_unquoted_hostile_operation_id_is_not_found(hostile_api: httpx.Client) -> None:
+    assert hostile_api.get(f"/operations/v1/{create(hostile_api)}").status_code == 404
+
+
+def test_ids_are_url_safe_by_default(api: httpx.Client) -> None:
     operation_id = create(api)
-    assert operation_id.startswith("+/") and operation_id.endswith("==")
+    export_id = poll(api, operation_id)["results"]["searchExportId"]
+    for value in (operation_id, export_id):
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", value), value
 
 
-def test_an_unquoted_operation_id_is_not_found(api: httpx.Client) -> None:
-    assert api.get(f"/operations/v1/{create(api)}").status_code == 404
+def _unencoded_export(api: httpx.Client, web: httpx.Client, request: dict[str, Any]) -> bytes:
+    """The flow as segment-export-cli runs it: ids put into paths as they are, unencoded."""
+    response = api.post("/segments/v1/exports", json=request)
+    assert response.status_code == 200, response.text
+    operation_id = response.json()["operationId"]
+    deadline = time.monotonic() + 10
+    while True:
+        state = api.get(f"/operations/v1/{operation_id}")
+        assert state.status_code == 200, state.text
+        if state.json()["state"] == "COMPLETED" or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    export_id = state.json()["results"]["searchExportId"]
+    results = api.get(f"/search/v1/exports/{export_id}/results")
+    assert results.status_code == 200, results.text
+    return gzip.decompress(web.get(results.json()["location"]).content)
+
+
+def _camel_request(export_type: str = "TYPE_EVENT") -> dict[str, Any]:
+    return {
+        "segmentId": "everyone",
+        "type": export_type,
+        "format": FORMAT_NDJSON,
+        "timeRange": {"start": _rfc3339(T0), "end": _rfc3339(T0 + H)},
+        "segmentTimeRange": {"start": "", "end": ""},
+        "timezone": "UTC",
+    }
+
+
+def _snake_request(export_type: str = "TYPE_EVENT") -> dict[str, Any]:
+    """What patrick-fs/segment-export-cli sends: protobuf field names."""
+    return {
+        "segment_id": "everyone",
+        "type": export_type,
+        "format": FORMAT_NDJSON,
+        "time_range": {"start": _rfc3339(T0), "end": _rfc3339(T0 + H)},
+        "segment_time_range": {"start": "", "end": ""},
+    }
+
+
+@pytest.mark.parametrize("spelling", [_camel_request, _snake_request], ids=["json", "protobuf"])
+def test_both_spellings_with_unencoded_ids_serve_the_window(
+    sim: Simulator, api: httpx.Client, web: httpx.Client, spelling: Any
+) -> None:
+    body = _unencoded_export(api, web, spelling())
+    assert ndjson_events(body) == sim.expected_events(T0, T0 + H)
+
+
+def test_protobuf_spelling_of_fields_selects_them(
+    sim: Simulator, api: httpx.Client, web: httpx.Client
+) -> None:
+    request = _snake_request()
+    request["fields"] = ["EventStart", "EventType"]
+    rows = ndjson_events(_unencoded_export(api, web, request))
+    assert rows == sim.expected_events(T0, T0 + H, fields=["EventStart", "EventType"])
+
+
+def test_a_field_in_both_spellings_is_a_400(api: httpx.Client) -> None:
+    request = {**_camel_request(), "time_range": _camel_request()["timeRange"]}
+    response = api.post("/segments/v1/exports", json=request)
+    assert (response.status_code, response.json()["message"]) == (
+        400,
+        "timeRange and time_range are the same field: give one",
+    )
+
+
+def test_a_missing_time_range_names_both_spellings(api: httpx.Client) -> None:
+    response = api.post("/segments/v1/exports", json={"segment_id": "everyone"})
+    assert (response.status_code, response.json()["message"]) == (
+        400,
+        "timeRange (or time_range) {start, end} is required",
+    )
+
+
+@pytest.mark.parametrize(
+    "scope", ["SCOPE_EVENT", "SCOPE_PAGES", "SCOPE_SESSIONS", "SCOPE_INDIVIDUAL"]
+)
+def test_every_event_scope_of_everyone_serves_every_event(
+    sim: Simulator, api: httpx.Client, web: httpx.Client, scope: str
+) -> None:
+    body = _unencoded_export(api, web, {**_camel_request(), "scope": scope})
+    assert ndjson_events(body) == sim.expected_events(T0, T0 + H)
+
+
+@pytest.mark.parametrize(
+    ("old", "scope"), [("TYPE_PAGES", "SCOPE_PAGES"), ("TYPE_SESSIONS", "SCOPE_SESSIONS")]
+)
+def test_a_scope_given_as_type_is_a_400_naming_the_scope(
+    api: httpx.Client, old: str, scope: str
+) -> None:
+    response = api.post("/segments/v1/exports", json=_camel_request(old))
+    assert response.status_code == 400
+    assert f"give scope {scope}" in response.json()["message"]
+
+
+# -- individuals exports (TYPE_INDIVIDUAL) -------------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", [_camel_request, _snake_request], ids=["json", "protobuf"])
+def test_an_individuals_export_serves_one_row_per_person_of_the_window(
+    sim: Simulator, api: httpx.Client, web: httpx.Client, spelling: Any
+) -> None:
+    people = ndjson_events(_unencoded_export(api, web, spelling("TYPE_INDIVIDUAL")))
+    assert people == sim.expected_individuals(T0, T0 + H)
+    # Independently of the simulator's own derivation: from the window's events.
+    events = sim.expected_events(T0, T0 + H)
+    assert [p["IndvId"] for p in people] == list(dict.fromkeys(e["IndvId"] for e in events))
+    identity = ("IndvId", "UserId", "UserCreated", "UserAppKey", "UserDisplayName", "UserEmail")
+    for person in people:
+        own = [e for e in events if e["IndvId"] == person["IndvId"]]
+        assert {k: person[k] for k in identity if k in person} == {
+            k: own[0][k] for k in identity if k in own[0]
+        }
+        latest: dict[str, Any] = {}
+        for event in own:
+            latest.update({k: v for k, v in event.items() if k.startswith("user_")})
+        assert {k: v for k, v in person.items() if k.startswith("user_")} == latest
+        assert not {k for k in person if k.startswith(("Event", "Page", "evt_", "page_"))}
+    assert any(any(k.startswith("user_") for k in p) for p in people)
+
+
+def test_an_individuals_csv_export_has_the_identity_columns(
+    sim: Simulator, api: httpx.Client, web: httpx.Client
+) -> None:
+    request = {**_camel_request("TYPE_INDIVIDUAL"), "format": FORMAT_CSV}
+    rows = list(csv.DictReader(io.StringIO(_unencoded_export(api, web, request).decode())))
+    people = sim.expected_individuals(T0, T0 + H)
+    assert list(rows[0]) == [
+        "IndvId",
+        "UserId",
+        "UserCreated",
+        "UserAppKey",
+        "UserDisplayName",
+        "UserEmail",
+    ]
+    assert [int(r["IndvId"]) for r in rows] == [p["IndvId"] for p in people]
 
 
 def test_operation_is_pending_until_the_latency_passed(

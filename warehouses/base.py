@@ -195,3 +195,12 @@ class ReportsWaits(Protocol):
     can hold) reports each wait to a listener, and ends it early when `stop` is set."""
 
     def report_waits(self, listener: WaitListener, stop: threading.Event) -> None: ...
+
+
+@runtime_checkable
+class MakesViews(Protocol):
+    """Optional: a SQL warehouse creates or replaces the analysis views over its export table
+    (`warehouses.views`: fs_sessions, fs_pageviews, ...) in its own SQL, in one transaction
+    where it has them."""
+
+    def create_views(self) -> None: ...

@@ -325,6 +325,14 @@ class BigQueryWarehouse:
         self._query(statements.script, (), action)
         return sql.rolled_back(first, last, rows_deleted, sync_rows_deleted, kept=len(keep))
 
+    def create_views(self) -> None:
+        """`warehouses.base.MakesViews`: create or replace the views, one DDL job each."""
+        from warehouses.views import view_statements
+
+        columns = [c.name for c in self._table_columns(self.tables.export)]
+        for statement in view_statements("bigquery", self.tables.export, self.dataset, columns):
+            self._query(statement, (), "create the views")
+
     def check(self) -> None:
         """The dataset exists and a query job can run."""
         self._check_dataset()

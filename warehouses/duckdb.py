@@ -419,6 +419,16 @@ class DuckDBWarehouse:
             first, last, rows_deleted, sync_rows_deleted, rejects_deleted, kept=len(keep)
         )
 
+    def create_views(self) -> None:
+        """`warehouses.base.MakesViews`: create or replace the views in one transaction."""
+        from warehouses.views import view_statements
+
+        self._require_writable("create the views")
+        with self._lock, self._transaction("create the views"):
+            columns = [name for name, _ in self._columns(self.tables.export)]
+            for statement in view_statements("duckdb", self.tables.export, columns=columns):
+                self._execute(Query(statement))
+
     def check(self) -> None:
         """The file opens; unless read-only, a table can be created (then rolled back)."""
         with self._lock, self._session("read the database"):

@@ -314,6 +314,17 @@ class DbApiWarehouse(ABC):
             first, last, rows_deleted, sync_rows_deleted, rejects_deleted, kept=len(keep)
         )
 
+    def create_views(self) -> None:
+        """`warehouses.base.MakesViews`: create or replace the views in one transaction."""
+        from warehouses.views import view_statements
+
+        with self._lock, self._transaction("create the views") as cursor:
+            columns = [name for name, _ in self._columns(cursor, self.tables.export)]
+            for statement in view_statements(
+                self.dialect.name, self.tables.export, self.tables.schema, columns
+            ):
+                self._execute(cursor, Query(statement))
+
     def check(self) -> None:
         """Connect, read, and create a table in the schema (rolled back, nothing left)."""
         with self._lock:

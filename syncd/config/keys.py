@@ -268,6 +268,15 @@ TOP_LEVEL: tuple[Key, ...] = (
     ),
     Key(
         "",
+        "CreateViews",
+        K.BOOL,
+        False,
+        "Create or replace the analysis views (fs_sessions, fs_pageviews, fs_clicks, "
+        "fs_custom_events, fs_users; docs/views.md) over the export table at start-up, in the "
+        "warehouse's own SQL (`syncd views` does it on demand). Not with StorageOnly.",
+    ),
+    Key(
+        "",
         "ExportDuration",
         K.DURATION,
         "1h",

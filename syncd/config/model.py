@@ -167,6 +167,7 @@ class Settings:
     tmp_dir: Path
     state_dir: Path
     keep_staged_files: bool
+    create_views: bool  # CreateViews: the views of warehouses.views at start-up
     export_duration: timedelta
     export_delay: timedelta
     settle_after: timedelta  # 0: settling off

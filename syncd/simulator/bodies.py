@@ -21,6 +21,7 @@ import orjson
 
 from syncd.fields import EXPORT_FIELDS, MOBILE_FIELDS
 from syncd.simulator.events import BAD_INT, BAD_MALFORMED, EventGenerator, hour_indexes
+from syncd.simulator.people import INDIVIDUAL_FIELDS, individual_rows
 from syncd.simulator.shape import FieldSelector, corrupt, legacy_shape, select_fields
 
 FORMAT_JSON = "FORMAT_JSON"
@@ -43,6 +44,8 @@ class ExportSpec:
     legacy: bool = False
     #: Late events of hours from this one on have not arrived yet (late-arrival mode).
     late_hidden_from: int | None = None
+    #: An individuals export (TYPE_INDIVIDUAL): one row per person, see `people`.
+    individuals: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ def csv_columns(spec: ExportSpec, include_mobile: bool) -> list[str]:
     """The CSV header: the requested non-wildcard fields, or the whole catalog."""
     if spec.fields is not None:
         return FieldSelector(list(spec.fields)).columns
+    if spec.individuals:
+        return list(INDIVIDUAL_FIELDS)
     names = [c.name for c in EXPORT_FIELDS]
     if include_mobile:
         names.extend(c.name for c in MOBILE_FIELDS)
@@ -109,6 +114,10 @@ def _shaped(
 ) -> Iterator[tuple[int, dict[str, Any], str | None]]:
     """Whole events of the window as served, with their bad reasons."""
     shape = _shaper(spec)
+    if spec.individuals:
+        for row in individual_rows(generator, spec.start_ms, spec.end_ms, spec.late_hidden_from):
+            yield spec.start_ms, shape(row), None
+        return
     ndjson = spec.format == FORMAT_NDJSON
     for t, event, bad in generator.window(spec.start_ms, spec.end_ms, spec.late_hidden_from):
         if bad is None:
@@ -135,6 +144,10 @@ def iter_json_rows(
     shape = _shaper(spec)
     ndjson = spec.format == FORMAT_NDJSON
     dumps = orjson.dumps
+    if spec.individuals:
+        for t, row, _ in _shaped(generator, spec):
+            yield t, dumps(row), None
+        return
     for hour_index in hour_indexes(spec.start_ms, spec.end_ms):
         pages: dict[int, tuple[dict[str, Any], bytes]] = {}  # id(page) -> (page, its JSON)
         hide = spec.late_hidden_from is not None and hour_index >= spec.late_hidden_from

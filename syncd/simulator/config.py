@@ -55,6 +55,9 @@ class SimulatorConfig:
     #: created `late_after` or more after the end of the event's hour; 0 turns it off.
     late_fraction: float = 0.0
     late_after: timedelta = timedelta(hours=6)
+    #: Operation and export ids with "+", "/" and "==" that a client must URL-quote (for
+    #: testing a client's quoting); False: URL-safe ids, usable unencoded in a path.
+    hostile_ids: bool = False
 
     def __post_init__(self) -> None:
         problems = []

@@ -21,13 +21,22 @@ PENDING = "PENDING"
 COMPLETED = "COMPLETED"
 FAILED = "FAILED"
 
-#: Leading bytes that make every id's base64 start with "+/": ids need URL quoting.
+#: Leading bytes that make a hostile id's base64 start with "+/": such ids need URL quoting.
 _ID_MARK = b"\xfb\xff"
 
 
-def mint_id(kind: bytes, number: int) -> str:
-    """A base64 id with "+", "/" and a trailing "==", like ids clients must URL-quote."""
-    return base64.b64encode(_ID_MARK + kind[:2].ljust(2, b"_") + number.to_bytes(9, "big")).decode()
+def mint_id(kind: bytes, number: int, *, hostile: bool = False) -> str:
+    """An operation or export id.
+
+    By default URL-safe (unpadded base64url: letters, digits, "-" and "_"), so a client that
+    puts it in a path unencoded (as FullStory-authored clients do) reaches it. `hostile`:
+    standard base64 with "+", "/" and a trailing "==", an id clients must URL-quote (the
+    reference says real ids may contain "="), for testing a client's quoting.
+    """
+    raw = kind[:2].ljust(2, b"_") + number.to_bytes(9, "big")
+    if hostile:
+        return base64.b64encode(_ID_MARK + raw).decode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 @dataclass

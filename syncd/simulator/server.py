@@ -9,8 +9,9 @@ Routes (see the reference page on the export APIs):
     GET  /api/v1/export/list?start=<unix>        legacy bundles, 20 a page
     GET  /api/v1/export/get?id=<Id>              a legacy bundle, gzip JSON array
 
-Every path segment is URL-unquoted after splitting, so an id with "/" or "+" must be quoted
-by the client. Bodies are rendered by `bodies`, the same code the test helpers use.
+Every path segment is URL-unquoted after splitting. Ids are URL-safe by default (a client may
+put them in a path as they are); with `SimulatorConfig.hostile_ids` they hold "+", "/" and
+"=", so a client must URL-quote them (syncd's own quoting tests). Bodies are rendered by `bodies`, the same code the test helpers use.
 
 Late arrival (`SimulatorConfig.late_fraction`): a segment export created at `now` leaves out
 the late events of every hour that ended less than `late_after` before `now`; the test
@@ -65,8 +66,9 @@ from syncd.simulator.operations import (
     mint_id,
     retry_after_seconds,
 )
+from syncd.simulator.requests import TYPE_INDIVIDUAL, parse_create
 from syncd.simulator.stats import SimulatorStats
-from syncd.timeutil import format_timestamp, parse_timestamp
+from syncd.timeutil import format_timestamp
 
 log = structlog.get_logger(__name__)
 
@@ -220,16 +222,30 @@ class Simulator:
         export_format: str | None = None,
         fields: list[str] | None = None,
         as_of: datetime | None = None,
+        individuals: bool = False,
     ) -> list[ServedRow]:
         """Every row an export of [start, end) serves, in order, bad rows included.
 
         `export_format` defaults to NDJSON (JSON for legacy); in a JSON array or CSV body a
         malformed row is served mistyped instead, so the good rows are the same in every format.
         `as_of`: as an export created then serves it (late events not arrived yet left out);
-        None: every late event has arrived.
+        None: every late event has arrived. `individuals`: the rows of a TYPE_INDIVIDUAL
+        export instead (see `syncd.simulator.people`).
         """
-        spec = self._spec(start, end, legacy, export_format, fields, as_of)
+        spec = self._spec(start, end, legacy, export_format, fields, as_of, individuals)
         return served_rows(self._generator, spec)
+
+    def expected_individuals(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        fields: list[str] | None = None,
+        as_of: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """The rows a TYPE_INDIVIDUAL export of [start, end) serves (JSON or NDJSON, parsed)."""
+        rows = self.served_rows(start, end, fields=fields, as_of=as_of, individuals=True)
+        return [row.event for row in rows if row.event is not None]
 
     def expected_events(
         self,
@@ -257,6 +273,7 @@ class Simulator:
         export_format: str | None = None,
         fields: list[str] | None = None,
         as_of: datetime | None = None,
+        individuals: bool = False,
     ) -> ExportSpec:
         chosen = FORMAT_JSON if legacy else (export_format or FORMAT_NDJSON)
         if chosen not in FORMATS:
@@ -268,6 +285,7 @@ class Simulator:
             None if fields is None else tuple(fields),
             legacy,
             None if legacy else self._late_hidden_from(as_of),
+            individuals,
         )
 
     def _late_hidden_from(self, as_of: datetime | None) -> int | None:
@@ -309,35 +327,26 @@ class Simulator:
         return fired
 
     def create_export(self, request: dict[str, Any]) -> dict[str, str]:
-        if request.get("type", "TYPE_EVENT") != "TYPE_EVENT":
-            raise HttpError(400, "invalid_argument", "only TYPE_EVENT exports are simulated")
-        export_format = request.get("format", FORMAT_NDJSON)
-        if export_format not in FORMATS:
-            raise HttpError(400, "invalid_argument", f"unknown format {export_format!r}")
-        time_range = request.get("timeRange")
-        if not isinstance(time_range, dict):
-            raise HttpError(400, "invalid_argument", "timeRange {start, end} is required")
-        try:
-            start = parse_timestamp(str(time_range.get("start", "")))
-            end = parse_timestamp(str(time_range.get("end", "")))
-        except ValueError as exc:
-            raise HttpError(400, "invalid_argument", f"timeRange: {exc}") from None
-        if end <= start:
-            raise HttpError(400, "invalid_argument", "timeRange end must be after start")
-        fields = request.get("fields")
-        if fields is not None and (
-            not isinstance(fields, list) or not all(isinstance(f, str) for f in fields)
-        ):
-            raise HttpError(400, "invalid_argument", "fields must be a list of strings")
+        """POST /segments/v1/exports: either spelling of every field (see `requests`)."""
+        asked = parse_create(request)
         now = self.now()
-        spec = self._spec(start, end, False, export_format, fields or None, as_of=now)
-        self.stats.record_export(start, end)
+        spec = self._spec(
+            asked.start,
+            asked.end,
+            False,
+            asked.format,
+            asked.fields,
+            as_of=now,
+            individuals=asked.type == TYPE_INDIVIDUAL,
+        )
+        self.stats.record_export(asked.start, asked.end)
         failed = self.take_fault(Endpoint.CREATE, frozenset({Fault.FAILED_OPERATION}))
+        hostile = self.config.hostile_ids
         with self._lock:
             number = next(self._numbers)
-            export_id = mint_id(b"ex", number)
+            export_id = mint_id(b"ex", number, hostile=hostile)
             operation = ExportOperation(
-                id=mint_id(b"op", number),
+                id=mint_id(b"op", number, hostile=hostile),
                 export_id=export_id,
                 token=download_token(export_id),
                 spec=spec,

@@ -384,6 +384,22 @@ class ExportClient:
         )
         return operation_id
 
+    def create_individuals_export(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        segment_id: str = "everyone",
+        fields: list[str] | None = None,
+        format: str = "FORMAT_NDJSON",
+    ) -> str:
+        """Start exporting the individuals (people) with events in [start, end): one row per
+        person with their identity fields and user vars (`type: TYPE_INDIVIDUAL`); returns
+        the operation id, to poll, fetch and download as an event export's."""
+        return self.create_export(
+            start, end, segment_id=segment_id, fields=fields, format=format, type="TYPE_INDIVIDUAL"
+        )
+
     def check(self, source: str = "segment") -> None:
         """Reach the API with the key: raises AuthError for a wrong key, SourceError otherwise.
 

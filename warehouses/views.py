@@ -1,0 +1,270 @@
+"""Ready-to-analyze views over the export table, in each warehouse's own SQL.
+
+`fs_sessions`, `fs_pageviews`, `fs_clicks`, `fs_custom_events` and `fs_users` (docs/views.md
+documents their columns). Each view is written once below as a SQL template; what the
+warehouses spell differently is in `SPELLINGS`, keyed by dialect name ("duckdb", "postgres",
+"redshift", "bigquery"): how an identifier is quoted, the floating-point type, and how a view
+is replaced. The views lean on SQL the four share (GROUP BY, CASE, COUNT(DISTINCT ...), and
+FIRST_VALUE over an explicit window frame, which Redshift requires), so the spelling table
+stays small; it is self-contained so it can be folded into `warehouses.sql.Dialect`.
+
+Durations come from the export's own millisecond fields (EventSessionOffset, PageDuration),
+never from timestamp arithmetic, so every warehouse computes the same figures.
+
+`fs_users` is built in two parts joined on IndvId: the identity of each individual (`_IDENTITY`,
+derived here from the latest event of each IndvId) and the activity (`_ACTIVITY`, aggregates
+of the events). A people table (an individuals export, `ExportClient.
+create_individuals_export`) can take the identity part over by replacing `_IDENTITY` with a
+SELECT of the same columns from that table, keeping the view's columns.
+
+Creating them: `create_views(warehouse)`, for a warehouse with the optional `MakesViews`
+protocol (`warehouses.base`), which runs `view_statements` for its dialect in a transaction.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from syncd.errors import TerminalLoadError
+from warehouses.base import MakesViews, quote_identifier, validate_identifier
+
+VIEW_NAMES: tuple[str, ...] = (
+    "fs_sessions",
+    "fs_pageviews",
+    "fs_clicks",
+    "fs_custom_events",
+    "fs_users",
+)
+
+
+@dataclass(frozen=True)
+class ViewSpelling:
+    """What one warehouse spells differently in the views."""
+
+    name: str
+    quote: str  # identifier quote: '"' or '`'
+    float_type: str
+    #: CREATE OR REPLACE VIEW may change the view's columns (DuckDB, BigQuery); otherwise
+    #: (PostgreSQL, Redshift) the view is dropped and created in one transaction.
+    replace_changes_columns: bool
+
+
+SPELLINGS: Mapping[str, ViewSpelling] = {
+    "duckdb": ViewSpelling("duckdb", '"', "DOUBLE", True),
+    "postgres": ViewSpelling("postgres", '"', "DOUBLE PRECISION", False),
+    "redshift": ViewSpelling("redshift", '"', "DOUBLE PRECISION", False),
+    "bigquery": ViewSpelling("bigquery", "`", "FLOAT64", True),
+}
+
+_CLICK = "{EventType} = 'click'"
+_FRUSTRATED = (
+    "(COALESCE({EventModFrustrated}, 0) > 0 OR COALESCE({EventModDead}, 0) > 0 "
+    "OR COALESCE({EventModError}, 0) > 0)"
+)
+
+
+def _first(column: str, partition: str, order: str = "{EventStart}") -> str:
+    """FIRST_VALUE of `column` in its partition, with the frame Redshift requires."""
+    return (
+        f"FIRST_VALUE({{{column}}}) OVER (PARTITION BY {partition} ORDER BY {order} "
+        "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"
+    )
+
+
+_SESSION = "{IndvId}, {UserId}, {SessionId}"
+_SESSION_ORDER = "{EventStart}, {PageId}"
+
+_SESSIONS = f"""SELECT {_SESSION},
+  MIN({{SessionStart}}) AS {{SessionStart}},
+  MAX({{EventStart}}) AS {{SessionEnd}},
+  CAST(MAX({{EventSessionOffset}}) AS {{float}}) / 1000 AS {{DurationSeconds}},
+  COUNT(DISTINCT {{PageId}}) AS {{Pages}},
+  COUNT(*) AS {{Events}},
+  SUM(CASE WHEN {_CLICK} THEN 1 ELSE 0 END) AS {{Clicks}},
+  SUM(CASE WHEN {_CLICK} AND {_FRUSTRATED} THEN 1 ELSE 0 END) AS {{FrustratedClicks}},
+  SUM(CASE WHEN {_CLICK} AND COALESCE({{EventModFrustrated}}, 0) > 0 THEN 1 ELSE 0 END)
+    AS {{RageClicks}},
+  SUM(CASE WHEN {_CLICK} AND COALESCE({{EventModDead}}, 0) > 0 THEN 1 ELSE 0 END)
+    AS {{DeadClicks}},
+  SUM(CASE WHEN {_CLICK} AND COALESCE({{EventModError}}, 0) > 0 THEN 1 ELSE 0 END)
+    AS {{ErrorClicks}},
+  MIN({{FirstDevice}}) AS {{Device}},
+  MIN({{FirstBrowser}}) AS {{Browser}},
+  MIN({{FirstLocation}}) AS {{Location}},
+  MIN({{FirstUrl}}) AS {{FirstUrl}},
+  MIN({{FirstReferrer}}) AS {{Referrer}}
+FROM (
+  SELECT {_SESSION}, {{PageId}}, {{SessionStart}}, {{EventStart}}, {{EventSessionOffset}},
+    {{EventType}}, {{EventModFrustrated}}, {{EventModDead}}, {{EventModError}},
+    {_first("PageDevice", _SESSION, _SESSION_ORDER)} AS {{FirstDevice}},
+    {_first("PageBrowser", _SESSION, _SESSION_ORDER)} AS {{FirstBrowser}},
+    {_first("PageLatLong", _SESSION, _SESSION_ORDER)} AS {{FirstLocation}},
+    {_first("PageUrl", _SESSION, _SESSION_ORDER)} AS {{FirstUrl}},
+    {_first("PageRefererUrl", _SESSION, _SESSION_ORDER)} AS {{FirstReferrer}}
+  FROM {{export}}
+) ev
+GROUP BY {_SESSION}"""  # noqa: S608 - a constant template; names quoted by _fill
+
+_PAGEVIEWS = f"""SELECT {_SESSION}, {{PageId}},
+  MIN({{PageStart}}) AS {{PageStart}},
+  MIN({{PageName}}) AS {{PageName}},
+  MIN({{PageUrl}}) AS {{PageUrl}},
+  MIN({{PageRefererUrl}}) AS {{PageRefererUrl}},
+  CAST(MAX({{PageDuration}}) AS {{float}}) / 1000 AS {{DurationSeconds}},
+  CAST(MAX({{PageActiveDuration}}) AS {{float}}) / 1000 AS {{ActiveSeconds}},
+  COUNT(*) AS {{Events}},
+  SUM(CASE WHEN {_CLICK} THEN 1 ELSE 0 END) AS {{Clicks}}
+FROM {{export}}
+GROUP BY {_SESSION}, {{PageId}}"""  # noqa: S608 - a constant template; names quoted by _fill
+
+_CLICKS = f"""SELECT {_SESSION}, {{PageId}}, {{EventStart}}, {{PageUrl}},
+  {{EventTargetText}} AS {{TargetText}},
+  {{selector}} AS {{TargetSelector}},
+  COALESCE({{EventModFrustrated}}, 0) AS {{RageClicks}},
+  COALESCE({{EventModDead}}, 0) AS {{Dead}},
+  COALESCE({{EventModError}}, 0) AS {{Error}},
+  CASE WHEN {_FRUSTRATED} THEN 1 ELSE 0 END AS {{Frustrated}}
+FROM {{export}}
+WHERE {_CLICK}"""  # noqa: S608 - a constant template; names quoted by _fill
+
+_CUSTOM_EVENTS = f"""SELECT {_SESSION}, {{PageId}}, {{EventStart}},
+  {{EventCustomName}} AS {{Name}},
+  {{PageUrl}},
+  {{CustomVars}} AS {{Vars}}
+FROM {{export}}
+WHERE {{EventType}} = 'custom'"""  # noqa: S608 - a constant template; names quoted by _fill
+
+_USER_ORDER = "{EventStart} DESC, {SessionId} DESC, {PageId} DESC"
+
+#: Who each individual is: here from their latest event; a people table can take this over.
+_IDENTITY = f"""SELECT {{IndvId}},
+    MIN({{LatestUserId}}) AS {{UserId}},
+    MIN({{LatestAppKey}}) AS {{UserAppKey}},
+    MIN({{LatestName}}) AS {{UserDisplayName}},
+    MIN({{LatestEmail}}) AS {{UserEmail}}
+  FROM (
+    SELECT {{IndvId}},
+      {_first("UserId", "{IndvId}", _USER_ORDER)} AS {{LatestUserId}},
+      {_first("UserAppKey", "{IndvId}", _USER_ORDER)} AS {{LatestAppKey}},
+      {_first("UserDisplayName", "{IndvId}", _USER_ORDER)} AS {{LatestName}},
+      {_first("UserEmail", "{IndvId}", _USER_ORDER)} AS {{LatestEmail}}
+    FROM {{export}}
+  ) latest
+  GROUP BY {{IndvId}}"""  # noqa: S608 - a constant template; names quoted by _fill
+
+#: What each individual did, from the events.
+_ACTIVITY = """SELECT {IndvId},
+    MIN({UserCreated}) AS {UserCreated},
+    MIN({EventStart}) AS {FirstSeen},
+    MAX({EventStart}) AS {LastSeen},
+    COUNT(DISTINCT {SessionId}) AS {Sessions},
+    COUNT(DISTINCT {PageId}) AS {Pages},
+    COUNT(*) AS {Events}
+  FROM {export}
+  GROUP BY {IndvId}"""
+
+_USERS = """SELECT act.{IndvId}, ident.{UserId}, ident.{UserAppKey},
+  ident.{UserDisplayName}, ident.{UserEmail}, act.{UserCreated},
+  act.{FirstSeen}, act.{LastSeen}, act.{Sessions}, act.{Pages},
+  act.{Events}
+FROM ({activity}) act
+JOIN ({identity}) ident ON ident.{IndvId} = act.{IndvId}"""
+
+_BODIES: Mapping[str, str] = {
+    "fs_sessions": _SESSIONS,
+    "fs_pageviews": _PAGEVIEWS,
+    "fs_clicks": _CLICKS,
+    "fs_custom_events": _CUSTOM_EVENTS,
+    "fs_users": _USERS,
+}
+
+
+def _fill(template: str, spelling: ViewSpelling, fragments: Mapping[str, str]) -> str:
+    """Fill a template: a field named in `fragments` takes it, any other is a quoted name."""
+    values: dict[str, str] = {}
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is None or name in values:
+            continue
+        if name in fragments:
+            values[name] = fragments[name]
+        else:
+            values[name] = quote_identifier(name, spelling.quote)
+    return template.format_map(values)
+
+
+def _qualified(name: str, schema: str | None, quote: str) -> str:
+    if schema is None:
+        return quote_identifier(name, quote)
+    return f"{quote_identifier(schema, quote)}.{quote_identifier(name, quote)}"
+
+
+#: A legacy-bundle table (`Source = "legacy"`) holds the selector under its old name.
+_LEGACY_SELECTOR = "EventTargetSelectorTok"
+
+
+def view_sql(
+    dialect: str,
+    view: str,
+    export_table: str,
+    schema: str | None = None,
+    columns: Collection[str] = (),
+) -> str:
+    """The SELECT of one view over `export_table` (in `schema`: a schema, or BigQuery's
+    dataset), in the dialect's SQL. `columns`: the export table's columns, when known: a
+    legacy table's `EventTargetSelectorTok` fills `TargetSelector` where the new name is
+    NULL."""
+    spelling = _spelling(dialect)
+    validate_identifier(export_table, "ExportTable")
+    legacy = _LEGACY_SELECTOR.lower() in {c.lower() for c in columns}
+    selector = "COALESCE({EventTargetSelector}, {EventTargetSelectorTok})"
+    fragments = {
+        "export": _qualified(export_table, schema, spelling.quote),
+        "float": spelling.float_type,
+        "selector": _fill(selector if legacy else "{EventTargetSelector}", spelling, {}),
+    }
+    if view == "fs_users":
+        fragments["activity"] = _fill(_ACTIVITY, spelling, fragments)
+        fragments["identity"] = _fill(_IDENTITY, spelling, fragments)
+    return _fill(_BODIES[view], spelling, fragments)
+
+
+def view_statements(
+    dialect: str, export_table: str, schema: str | None = None, columns: Collection[str] = ()
+) -> list[str]:
+    """Every statement that creates or replaces the views, in order (run them in one
+    transaction where the warehouse has one); `columns` as for `view_sql`."""
+    spelling = _spelling(dialect)
+    statements = []
+    for view in VIEW_NAMES:
+        name = _qualified(view, schema, spelling.quote)
+        body = view_sql(dialect, view, export_table, schema, columns)
+        if spelling.replace_changes_columns:
+            statements.append(f"CREATE OR REPLACE VIEW {name} AS\n{body}")
+        else:
+            statements.append(f"DROP VIEW IF EXISTS {name}")
+            statements.append(f"CREATE VIEW {name} AS\n{body}")
+    return statements
+
+
+def _spelling(dialect: str) -> ViewSpelling:
+    try:
+        return SPELLINGS[dialect]
+    except KeyError:
+        raise TerminalLoadError(
+            f"no views for the {dialect!r} warehouse (views exist for {', '.join(SPELLINGS)})"
+        ) from None
+
+
+def create_views(warehouse: object) -> list[str]:
+    """Create or replace every view in the warehouse; the names of the views.
+
+    A warehouse without views (StorageOnly, `local`) is a TerminalLoadError saying so."""
+    if not isinstance(warehouse, MakesViews):
+        raise TerminalLoadError(
+            "this configuration has no SQL warehouse to create views in (Provider local or "
+            "StorageOnly): views need DuckDB, PostgreSQL, Redshift or BigQuery"
+        )
+    warehouse.create_views()
+    return list(VIEW_NAMES)
