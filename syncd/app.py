@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import httpx
 
-from syncd.config import Settings
+from syncd.config import Settings, key_table
 from syncd.errors import ConfigError
 from syncd.fields import dropped_fields, export_columns
 from syncd.observability.logging import register_secret
@@ -36,12 +36,10 @@ LEGACY_RATE_STATE = "legacy-rate.json"
 
 
 def register_secrets(settings: Settings) -> None:
-    """Tell the log scrubber every secret value the settings hold."""
+    """Tell the log scrubber every secret value the settings hold: every key of kind SECRET
+    (the plugins declare their sections' keys) and the AdditionalHttpHeader values."""
     for secret in (
-        settings.fs_api_token,
-        settings.redshift.password,
-        settings.redshift.credentials,
-        settings.postgres.password,
+        *(settings.value_of(k) for k in key_table().keys if k.secret and not k.deprecated),
         *(h.value for h in settings.additional_http_headers),
     ):
         register_secret(secret.reveal())

@@ -20,16 +20,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from google.api_core import exceptions as api_exceptions
-from google.api_core.retry import Retry
-from google.auth import exceptions as auth_exceptions
 
 from syncd.errors import StageError, TerminalStageError, TransientStageError
 from syncd.timeutil import format_timestamp, parse_timestamp
 from warehouses.local import CHECKPOINT_NAME, stage_error
+from warehouses.plugin import lazy_import
 
 if TYPE_CHECKING:
+    from google.api_core import exceptions as api_exceptions
+    from google.api_core.retry import Retry
+    from google.auth import exceptions as auth_exceptions
     from google.cloud import storage  # type: ignore[attr-defined]
+else:  # the gcp extra is imported when first used, not when the plugin is loaded
+    api_exceptions = lazy_import("google.api_core.exceptions")
+    auth_exceptions = lazy_import("google.auth.exceptions")
+
+    def Retry(*args: Any, **kwargs: Any) -> Any:
+        from google.api_core.retry import Retry
+
+        return Retry(*args, **kwargs)
+
 
 log = structlog.get_logger(__name__)
 
@@ -243,3 +253,80 @@ def _make_client(project: str | None, endpoint_url: str) -> storage.Client:
             "no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS or run where "
             "Application Default Credentials exist"
         ) from exc
+
+
+# --- the plugin declarations (warehouses.plugin): the [gcs] section and the stage --------------
+
+from dataclasses import dataclass as _dataclass  # noqa: E402
+
+from syncd.config.keys import Key, Kind  # noqa: E402
+from warehouses.plugin import ConfigSection, StagePlugin, bucket_parts  # noqa: E402
+
+if TYPE_CHECKING:
+    from syncd.config.model import Settings
+
+
+@_dataclass(frozen=True)
+class GCSSettings:
+    bucket: str
+    endpoint_url: str
+
+    @property
+    def bucket_name(self) -> str:
+        return bucket_parts(self.bucket)[0]
+
+    @property
+    def key_prefix(self) -> str:
+        return bucket_parts(self.bucket)[1]
+
+
+SECTION = ConfigSection(
+    "gcs",
+    'Google Cloud Storage, where files are staged for BigQuery (Provider = "gcp").',
+    (
+        Key(
+            "gcs",
+            "Bucket",
+            Kind.STRING,
+            "",
+            'Bucket for staged files. Required with Provider "gcp".',
+            hauser=True,
+        ),
+        Key(
+            "gcs", "EndpointURL", Kind.URL, "", "Custom GCS endpoint (an emulator); empty = Google."
+        ),
+        Key(
+            "gcs",
+            "GCSOnly",
+            Kind.BOOL,
+            None,
+            "Stage to GCS only.",
+            deprecated='ORed into StorageOnly (with Provider "gcp", as in hauser)',
+            hauser=True,
+        ),
+    ),
+    GCSSettings,
+    required=("Bucket",),
+)
+
+
+def _build_stage(settings: Settings) -> GCSStage:
+    gcs: GCSSettings = settings.section("gcs")
+    from warehouses.registry import provider
+
+    # the client's default project: the one of the warehouse loading from here, if it names one
+    warehouse = provider(settings.provider).section
+    project = getattr(settings.section(warehouse.name), "project", "") if warehouse else ""
+    return GCSStage(
+        gcs.bucket_name,
+        gcs.key_prefix + settings.file_prefix,
+        project=project or None,
+        endpoint_url=gcs.endpoint_url,
+    )
+
+
+def _describe(settings: Settings) -> str:
+    return f"files in gs://{settings.section('gcs').bucket}"
+
+
+STAGE = StagePlugin("gcs", SECTION, _build_stage, storage_only_key="GCSOnly", describe=_describe)

@@ -209,3 +209,92 @@ def _is_within(path: Path, root: Path) -> bool:
     except ValueError:
         return False
     return ".." not in path.parts
+
+
+# --- the plugin declarations (warehouses.plugin): the [local] section, the stage and the
+# --- "local" provider (files only) -------------------------------------------------------------
+
+from dataclasses import dataclass as _dataclass  # noqa: E402
+from typing import TYPE_CHECKING as _TYPE_CHECKING  # noqa: E402
+
+from syncd.config.keys import Key, Kind  # noqa: E402
+from warehouses.plugin import (  # noqa: E402
+    ConfigSection,
+    SettleContext,
+    StagePlugin,
+    WarehousePlugin,
+)
+
+if _TYPE_CHECKING:
+    from syncd.config.model import Settings
+
+
+@_dataclass(frozen=True)
+class LocalSettings:
+    save_dir: Path
+    use_start_time: bool
+
+
+def _local_deprecated(ctx: SettleContext) -> None:
+    if ctx.explicit("[local] StartTime"):
+        ctx.warn(
+            "[local] StartTime is deprecated and ignored (as in hauser); use the top-level "
+            "StartTime, with [local] UseStartTime = true to force it"
+        )
+
+
+SECTION = ConfigSection(
+    "local",
+    'The local staging folder (Provider "local", "duckdb" and "postgres").',
+    (
+        Key(
+            "local",
+            "SaveDir",
+            Kind.PATH,
+            "syncd-data/files",
+            'Folder of staged files for Provider "local" (where they stay), "duckdb" and '
+            '"postgres".',
+            hauser=True,
+            new_meaning="hauser had no default and needed the folder to exist",
+        ),
+        Key(
+            "local",
+            "UseStartTime",
+            Kind.BOOL,
+            False,
+            "Start from StartTime even when a StorageOnly checkpoint exists (as hauser did for "
+            'Provider "local").',
+            hauser=True,
+        ),
+        Key(
+            "local",
+            "StartTime",
+            Kind.TIMESTAMP,
+            None,
+            "Unused since hauser v1.",
+            deprecated="ignored; use the top-level StartTime",
+            hauser=True,
+        ),
+    ),
+    LocalSettings,
+    derive=_local_deprecated,
+)
+
+
+def _build_stage(settings: Settings) -> LocalStage:
+    return LocalStage(settings.section("local").save_dir, settings.file_prefix)
+
+
+def _describe(settings: Settings) -> str:
+    return f"files in {settings.section('local').save_dir.resolve()}"
+
+
+STAGE = StagePlugin("local", SECTION, _build_stage, folder_keys=("SaveDir",), describe=_describe)
+
+PLUGIN = WarehousePlugin(
+    "local",
+    "files in [local] SaveDir only",
+    stage="local",
+    aliases=("local",),
+    storage_only=True,
+)

@@ -23,6 +23,7 @@ import structlog
 
 from syncd.errors import StageError, TerminalStageError, TransientStageError
 from syncd.timeutil import format_timestamp, parse_timestamp
+from warehouses.plugin import bucket_parts
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -116,11 +117,10 @@ class S3Location:
 
 def split_bucket(bucket: str) -> tuple[str, str]:
     """hauser's `bucket/sub/path` as (bucket name, key prefix "sub/path/" or "")."""
-    name, _, path = bucket.strip().strip("/").partition("/")
-    path = path.strip("/")
+    name, prefix = bucket_parts(bucket)
     if not name:
         raise TerminalStageError("[s3] Bucket is empty")
-    return name, f"{path}/" if path else ""
+    return name, prefix
 
 
 class S3Stage:
@@ -295,3 +295,128 @@ def _code(exc: Exception) -> str:
 
 def _is_missing(exc: Exception) -> bool:
     return _code(exc) in _MISSING_CODES
+
+
+# --- the plugin declarations (warehouses.plugin): the [s3] section and the stage -------------
+
+from datetime import timedelta as _timedelta  # noqa: E402
+
+from syncd.config.keys import Key, Kind  # noqa: E402
+from warehouses.plugin import ConfigSection, SettleContext, StagePlugin  # noqa: E402
+
+if TYPE_CHECKING:
+    from syncd.config.model import Settings
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    bucket: str
+    region: str
+    timeout: _timedelta
+    endpoint_url: str
+    server_side_encryption: str
+    kms_key_id: str
+
+    @property
+    def bucket_name(self) -> str:
+        """The bucket without hauser's optional path: "b/sub/path" -> "b"."""
+        return split_bucket(self.bucket)[0]
+
+    @property
+    def key_prefix(self) -> str:
+        """The path part of `bucket` as an object-name prefix: "b/sub/path" -> "sub/path/"."""
+        return split_bucket(self.bucket)[1]
+
+
+def _check_s3(ctx: SettleContext) -> None:
+    if ctx.ok("[s3] Timeout") and ctx.get("[s3] Timeout") <= _timedelta(0):
+        ctx.problem("[s3] Timeout", "must be more than 0s")
+
+
+def _validate_s3(ctx: SettleContext, provider: str) -> None:
+    sse = ctx.get("[s3] ServerSideEncryption")
+    if ctx.get("[s3] KMSKeyId") and sse != "aws:kms" and ctx.ok("[s3] KMSKeyId"):
+        ctx.problem("[s3] KMSKeyId", "is only used with ServerSideEncryption = 'aws:kms'")
+
+
+SECTION = ConfigSection(
+    "s3",
+    'Amazon S3, where files are staged for Redshift (Provider = "aws").',
+    (
+        Key(
+            "s3",
+            "Bucket",
+            Kind.STRING,
+            "",
+            'Bucket for staged files, optionally with a path: "bucket/sub/path". Required with '
+            'Provider "aws".',
+            hauser=True,
+        ),
+        Key(
+            "s3",
+            "Region",
+            Kind.STRING,
+            "",
+            "Region of the bucket; empty means the AWS SDK's default.",
+            hauser=True,
+        ),
+        Key(
+            "s3",
+            "Timeout",
+            Kind.DURATION,
+            "5m",
+            "Limit on one S3 operation.",
+            hauser=True,
+            new_meaning="hauser had no default",
+        ),
+        Key(
+            "s3",
+            "EndpointURL",
+            Kind.URL,
+            "",
+            "Custom S3 endpoint (MinIO, a local stand-in); empty = AWS.",
+        ),
+        Key(
+            "s3",
+            "ServerSideEncryption",
+            Kind.CHOICE,
+            "",
+            'Server-side encryption of staged objects: "" (bucket default), "AES256" or "aws:kms".',
+            choices=("", "AES256", "aws:kms"),
+        ),
+        Key("s3", "KMSKeyId", Kind.STRING, "", 'KMS key for ServerSideEncryption = "aws:kms".'),
+        Key(
+            "s3",
+            "S3Only",
+            Kind.BOOL,
+            None,
+            "Stage to S3 only.",
+            deprecated='ORed into StorageOnly (with Provider "aws", as in hauser)',
+            hauser=True,
+        ),
+    ),
+    S3Settings,
+    required=("Bucket",),
+    check=_check_s3,
+    validate=_validate_s3,
+)
+
+
+def _build_stage(settings: Settings) -> S3Stage:
+    s3: S3Settings = settings.section("s3")
+    return S3Stage(
+        s3.bucket,
+        settings.file_prefix,
+        region=s3.region,
+        endpoint_url=s3.endpoint_url,
+        server_side_encryption=s3.server_side_encryption,
+        kms_key_id=s3.kms_key_id,
+        timeout=s3.timeout.total_seconds(),
+    )
+
+
+def _describe(settings: Settings) -> str:
+    return f"files in s3://{settings.section('s3').bucket}"
+
+
+STAGE = StagePlugin("s3", SECTION, _build_stage, storage_only_key="S3Only", describe=_describe)
