@@ -13,7 +13,8 @@ from typing import Protocol, runtime_checkable
 
 import httpx
 
-from syncd.config import Settings, key_table
+from syncd.config import Settings
+from syncd.config.table import key_table
 from syncd.errors import ConfigError
 from syncd.fields import dropped_fields, export_columns
 from syncd.observability.logging import register_secret

@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from syncd.config.keys import Key, Kind
-from syncd.errors import ConfigError
-from warehouses.base import validate_identifier
 
 if TYPE_CHECKING:
     from syncd.config.model import Settings
@@ -196,15 +194,6 @@ def check_names(ctx: SettleContext, section: str, *extra: str) -> None:
     ctx.distinct_tables(tables)
 
 
-def identifier_problems(value: str, label: str) -> list[str]:
-    """The problems of `value` as a SQL identifier named `label` (empty when valid)."""
-    try:
-        validate_identifier(value, label)
-    except ConfigError as exc:
-        return list(exc.problems)
-    return []
-
-
 class _LazyModule(types.ModuleType):
     """A module imported on first attribute access (see `lazy_import`)."""
 
@@ -233,7 +222,6 @@ __all__ = [
     "StagePlugin",
     "WarehousePlugin",
     "check_names",
-    "identifier_problems",
     "lazy_import",
     "table_keys",
 ]

@@ -26,12 +26,14 @@ from syncd.config.model import (
 from syncd.config.reference import example_toml, reference_markdown
 from syncd.config.secret import Secret
 from syncd.config.settle import LoadedSettings, load_settings, settings_from_mapping
-from syncd.config.table import KeyTable, key_table
 
 
 def __getattr__(name: str) -> Any:
     """`KEYS` (every key) and `SECTIONS` (the section names in docs order), read from the
-    plugins registered when first asked."""
+    plugins registered when first asked. (`syncd.config.table` is imported only then: the
+    plugin modules import this package.)"""
+    from syncd.config.table import key_table
+
     if name == "KEYS":
         return key_table().keys
     if name == "SECTIONS":
@@ -42,7 +44,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "HttpHeader",
     "Key",
-    "KeyTable",
     "Kind",
     "LoadedSettings",
     "LogFormat",
@@ -52,7 +53,6 @@ __all__ = [
     "Settings",
     "StagedFormatSetting",
     "example_toml",
-    "key_table",
     "load_settings",
     "reference_markdown",
     "settings_from_mapping",

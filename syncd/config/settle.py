@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from syncd.config.keys import Key
@@ -27,11 +27,14 @@ from syncd.config.loader import (
     read_toml,
 )
 from syncd.config.model import MetricsSettings, Settings, duration_text
-from syncd.config.table import KeyTable, key_table
 from syncd.errors import ConfigError
 from syncd.net import is_cleartext_remote_url
 from syncd.observability.logging import one_line
-from warehouses.plugin import ConfigSection, WarehousePlugin, identifier_problems
+from warehouses.base import validate_identifier
+
+if TYPE_CHECKING:
+    from syncd.config.table import KeyTable
+    from warehouses.plugin import ConfigSection, WarehousePlugin
 
 MIN_EXPORT_DURATION = timedelta(minutes=15)
 MAX_EXPORT_DURATION = timedelta(hours=24)
@@ -92,6 +95,8 @@ class _Settle:
     def __init__(
         self, given: dict[Key, RawValue], problems: list[str], warnings: list[str]
     ) -> None:
+        from syncd.config.table import key_table
+
         self.table: KeyTable = key_table()
         self.problems = problems
         self.warnings = warnings
@@ -139,7 +144,10 @@ class _Settle:
     def identifier(self, label: str) -> None:
         value = self.get(label)
         if self.ok(label) and value:
-            self.problems.extend(identifier_problems(value, label))
+            try:
+                validate_identifier(value, label)
+            except ConfigError as exc:
+                self.problems.extend(exc.problems)
 
     def distinct_tables(self, labels: list[str]) -> None:
         seen: dict[str, str] = {}
