@@ -1511,4 +1511,5 @@ PLUGIN = WarehousePlugin(
     destination=_destination,
     aliases=("bigquery",),
     extra="gcp",
+    drivers=("google.cloud.storage", "google.cloud.bigquery"),
 )

@@ -137,8 +137,11 @@ class WarehousePlugin:
     stage_key: str = ""
     #: hauser's `Warehouse = "<alias>"` values read as this provider.
     aliases: tuple[str, ...] = ()
-    #: The pyproject extra holding its drivers ("aws" for `pip install 'syncd[aws]'`).
+    #: The pyproject extra holding its drivers ("aws" for `pip install 'syncd[aws]'`), and
+    #: the modules it installs: without them the provider's stage and warehouse are not built
+    #: and the error names the extra.
     extra: str = ""
+    drivers: tuple[str, ...] = ()
     #: True when the provider only stores files (StorageOnly is always on).
     storage_only: bool = False
     #: True when it loads NDJSON (SaveAsJson) without StorageOnly.

@@ -912,4 +912,5 @@ PLUGIN = WarehousePlugin(
     build=_build,
     destination=_destination,
     extra="postgres",
+    drivers=("psycopg",),
 )

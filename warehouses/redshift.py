@@ -787,4 +787,5 @@ PLUGIN = WarehousePlugin(
     destination=_destination,
     aliases=("redshift",),
     extra="aws",
+    drivers=("boto3", "redshift_connector"),
 )

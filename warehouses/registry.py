@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from syncd.errors import ConfigError
@@ -42,6 +43,12 @@ DEFAULT_PROVIDER = "duckdb"
 def _load(ref: str) -> Any:
     module, _, attribute = ref.partition(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+def reset() -> None:
+    """Forget the loaded plugins: call after changing PROVIDERS or STAGES (tests do)."""
+    providers.cache_clear()
+    stages.cache_clear()
 
 
 @functools.cache
@@ -87,23 +94,33 @@ def stage_of(settings: Settings) -> StagePlugin:
     return stage_plugin(provider(settings.provider).stage_name(settings.get))
 
 
-def _missing_extra(plugin: WarehousePlugin, exc: ImportError) -> ConfigError:
+def _missing_extra(plugin: WarehousePlugin, module: str) -> ConfigError:
     extra = f"pip install 'syncd[{plugin.extra}]'" if plugin.extra else "install its drivers"
     return ConfigError(
         [
-            f"Provider: {plugin.provider!r} needs a package that is not installed "
-            f"({exc.name or exc}); {extra}"
+            f"Provider: {plugin.provider!r} needs {module}, which is not installed; {extra}",
         ]
     )
+
+
+def _require_drivers(plugin: WarehousePlugin) -> None:
+    for module in plugin.drivers:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:  # a parent package is missing
+            found = False
+        if not found:
+            raise _missing_extra(plugin, module)
 
 
 def build_stage(settings: Settings) -> Stage:
     """The stage the configured provider stages its files in."""
     plugin = provider(settings.provider)
+    _require_drivers(plugin)
     try:
         return stage_of(settings).build(settings)
     except ImportError as exc:
-        raise _missing_extra(plugin, exc) from exc
+        raise _missing_extra(plugin, exc.name or str(exc)) from exc
 
 
 def build_warehouse(settings: Settings, stage: Stage, *, read_only: bool = False) -> Warehouse:
@@ -113,6 +130,7 @@ def build_warehouse(settings: Settings, stage: Stage, *, read_only: bool = False
 
         return StorageOnlyWarehouse(stage, use_start_time=settings.local.use_start_time)
     plugin = provider(settings.provider)
+    _require_drivers(plugin)
     if plugin.build is None:
         raise ConfigError(
             [f"Provider: {plugin.provider!r} loads no warehouse; it only stores files"]
@@ -120,7 +138,7 @@ def build_warehouse(settings: Settings, stage: Stage, *, read_only: bool = False
     try:
         return plugin.build(settings, stage, read_only)
     except ImportError as exc:
-        raise _missing_extra(plugin, exc) from exc
+        raise _missing_extra(plugin, exc.name or str(exc)) from exc
 
 
 def destination(settings: Settings) -> str:
@@ -141,6 +159,7 @@ __all__ = [
     "destination",
     "provider",
     "providers",
+    "reset",
     "stage_of",
     "stage_plugin",
     "stages",

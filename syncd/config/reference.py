@@ -97,7 +97,7 @@ syncd reads one TOML file; hauser's files load unchanged (see "Migrating from ha
 ## How values are read
 
 - **Case.** Key and section names match case-insensitively, as in hauser: `exportduration`,
-  `ExportDuration` and `[S3]` all work. Giving one key twice in different case is an error.
+  `ExportDuration` and `[METRICS]` all work. Giving one key twice in different case is an error.
 - **Precedence.** An environment variable beats the file, which beats the default.
 - **Environment.** Every key has a variable: `{ENV_PREFIX}<KEY>` at the top level,
   `{ENV_PREFIX}<SECTION>_<KEY>` in a section, upper case (`{ENV_PREFIX}EXPORTDURATION`,
