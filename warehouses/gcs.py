@@ -15,15 +15,13 @@ connection failures are transient; everything else (no bucket, no permission) is
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from syncd.errors import StageError, TerminalStageError, TransientStageError
-from syncd.timeutil import format_timestamp, parse_timestamp
-from warehouses.local import CHECKPOINT_NAME, stage_error
+from warehouses.local import stage_error
 from warehouses.plugin import lazy_import
 
 if TYPE_CHECKING:
@@ -123,10 +121,6 @@ class GCSStage:
     def __repr__(self) -> str:
         return f"GCSStage(bucket={self.bucket_name!r}, prefix={self.prefix!r})"
 
-    @property
-    def checkpoint_key(self) -> str:
-        return self.prefix + CHECKPOINT_NAME
-
     def uri_for(self, name: str) -> str:
         """`gs://bucket/<prefix><name>`."""
         return f"{SCHEME}{self.bucket_name}/{self._key_for(name)}"
@@ -159,37 +153,27 @@ class GCSStage:
         except Exception as exc:
             raise map_gcs_error(exc, f"cannot delete {uri}") from exc
 
-    def read_checkpoint(self) -> datetime | None:
-        """The StorageOnly resume point, or None when there is no checkpoint object yet."""
-        uri = f"{SCHEME}{self.bucket_name}/{self.checkpoint_key}"
+    def read_object(self, name: str) -> bytes | None:
+        """The bytes of object `<prefix><name>`, or None when there is no such object."""
         try:
-            text = self._bucket.blob(self.checkpoint_key).download_as_text(
-                encoding="utf-8", timeout=self.timeout, retry=self.retry
+            data: bytes = self._bucket.blob(self._key_for(name)).download_as_bytes(
+                timeout=self.timeout, retry=self.retry
             )
         except api_exceptions.NotFound:
             return None
         except Exception as exc:
-            raise map_gcs_error(exc, f"cannot read checkpoint {uri}") from exc
-        try:
-            return parse_timestamp(text)
-        except ValueError as exc:
-            raise TerminalStageError(
-                f"checkpoint {uri} does not hold an RFC 3339 time "
-                f"(found {text.strip()[:40]!r}); fix or remove it"
-            ) from exc
+            raise map_gcs_error(exc, f"cannot read {self.uri_for(name)}") from exc
+        return data
 
-    def write_checkpoint(self, end: datetime) -> None:
-        """Replace the checkpoint object (a GCS write is atomic)."""
-        blob = self._bucket.blob(self.checkpoint_key)
+    def write_object(self, name: str, data: bytes) -> None:
+        """Replace object `<prefix><name>` (a GCS write is atomic)."""
+        blob = self._bucket.blob(self._key_for(name))
         try:
             blob.upload_from_string(
-                format_timestamp(end).encode(),
-                content_type="text/plain",
-                timeout=self.timeout,
-                retry=self.retry,
+                data, content_type="text/plain", timeout=self.timeout, retry=self.retry
             )
         except Exception as exc:
-            raise map_gcs_error(exc, f"cannot write checkpoint {self.checkpoint_key}") from exc
+            raise map_gcs_error(exc, f"cannot write {self.uri_for(name)}") from exc
 
     def check(self) -> None:
         """The bucket exists and an object can be written, read and deleted under the prefix."""

@@ -7,7 +7,7 @@ wrote it.
 
 Uploads stream from disk with boto3's managed transfer (multipart above `MULTIPART_THRESHOLD`,
 parts of `MULTIPART_CHUNK`), so a multi-GB file never sits in memory; S3 makes an object
-visible whole or not at all, so `put` and `write_checkpoint` are atomic. Credentials come from
+visible whole or not at all, so `put` and `write_object` are atomic. Credentials come from
 the standard AWS chain (environment, profile, instance or task role); this module never sees
 or logs them. Every botocore/boto3 error is mapped in `map_s3_error`.
 """
@@ -15,14 +15,12 @@ or logs them. Every botocore/boto3 error is mapped in `map_s3_error`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from syncd.errors import StageError, TerminalStageError, TransientStageError
-from syncd.timeutil import format_timestamp, parse_timestamp
 from warehouses.plugin import bucket_parts
 
 if TYPE_CHECKING:
@@ -30,8 +28,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-#: hauser's checkpoint object name, after the FilePrefix.
-CHECKPOINT_NAME = ".sync.hauser"
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 MULTIPART_CHUNK = 16 * 1024 * 1024
 DEFAULT_TIMEOUT = 300.0
@@ -146,7 +142,6 @@ class S3Stage:
         self.kms_key_id = kms_key_id
         self.timeout = timeout
         self._client = client or self._make_client()
-        self.checkpoint_key = self.key_for(CHECKPOINT_NAME)
 
     def __repr__(self) -> str:
         where = f", endpoint_url={self.endpoint_url!r}" if self.endpoint_url else ""
@@ -210,37 +205,31 @@ class S3Stage:
                 return
             raise map_s3_error(exc, f"cannot delete {uri}") from exc
 
-    def read_checkpoint(self) -> datetime | None:
-        """The StorageOnly resume point, or None when no checkpoint object exists yet."""
-        uri = S3Location(self.bucket, self.checkpoint_key).uri
+    def read_object(self, name: str) -> bytes | None:
+        """The bytes of object `<prefix><name>`, or None when there is no such object."""
+        key = self.key_for(name)
         try:
-            response = self._client.get_object(Bucket=self.bucket, Key=self.checkpoint_key)
-            text = response["Body"].read().decode("utf-8", errors="replace")
+            response = self._client.get_object(Bucket=self.bucket, Key=key)
+            data: bytes = response["Body"].read()
         except Exception as exc:
             if _is_missing(exc):
                 return None
-            raise map_s3_error(exc, f"cannot read checkpoint {uri}") from exc
-        try:
-            return parse_timestamp(text)
-        except ValueError as exc:
-            raise TerminalStageError(
-                f"checkpoint {uri} does not hold an RFC 3339 time "
-                f"(found {text.strip()[:40]!r}); fix or remove it"
-            ) from exc
+            raise map_s3_error(exc, f"cannot read {S3Location(self.bucket, key).uri}") from exc
+        return data
 
-    def write_checkpoint(self, end: datetime) -> None:
-        """Replace the checkpoint object (one PUT: S3 shows the old or the new, never half)."""
-        uri = S3Location(self.bucket, self.checkpoint_key).uri
+    def write_object(self, name: str, data: bytes) -> None:
+        """Replace object `<prefix><name>` (one PUT: S3 shows the old or the new, never half)."""
+        key = self.key_for(name)
         try:
             self._client.put_object(
                 Bucket=self.bucket,
-                Key=self.checkpoint_key,
-                Body=format_timestamp(end).encode(),
+                Key=key,
+                Body=data,
                 ContentType="text/plain",
                 **self._put_args(),
             )
         except Exception as exc:
-            raise map_s3_error(exc, f"cannot write checkpoint {uri}") from exc
+            raise map_s3_error(exc, f"cannot write {S3Location(self.bucket, key).uri}") from exc
 
     def check(self) -> None:
         """The bucket exists and is reachable, and an object can be written and removed."""
