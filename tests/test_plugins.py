@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,7 @@ class FakeSettings:
     export_table: str
     sync_table: str
     rejects_table: str
+    stage: str
 
 
 def _validate(ctx, provider):
@@ -66,6 +68,7 @@ SECTION = ConfigSection(
         Key("fakewh", "Path", Kind.PATH, "fake.duckdb", "Where the fake warehouse keeps its file."),
         Key("fakewh", "ApiSecret", Kind.SECRET, "", "The fake warehouse's password."),
         *table_keys("fakewh", hauser=False),
+        Key("fakewh", "Stage", Kind.CHOICE, "local", "Where files are staged.", choices=("local", "s3")),
     ),
     FakeSettings,
     required=("ApiSecret",),
@@ -88,6 +91,7 @@ PLUGIN = WarehousePlugin(
     "fakewh",
     "local folder + a plugin's DuckDB",
     stage="local",
+    stage_key="[fakewh] Stage",
     section=SECTION,
     build=_build,
     destination=lambda settings: f"the fake file {settings.section('fakewh').path}",
@@ -156,6 +160,36 @@ def test_a_plugins_rules_and_aliases_apply(fake_plugin: str) -> None:
         "fakewh",
         ("Warehouse = 'fakeold' is deprecated; read as Provider = 'fakewh'",),
     )
+
+
+def test_a_plugin_may_choose_its_stage_by_a_key(fake_plugin: str) -> None:
+    base = {"Provider": "fakewh", "fakewh": {"ApiSecret": PLUGIN_SECRET, "Stage": "s3"}}
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping(base, {})
+    assert caught.value.problems == ["[s3] Bucket: required with Provider 'fakewh'"]
+    loaded = settings_from_mapping({**base, "s3": {"Bucket": "b", "S3Only": True}}, {})
+    assert (registry.stage_of(loaded.settings).name, loaded.settings.storage_only) == ("s3", True)
+    assert registry.destination(loaded.settings) == "files in s3://b"
+    on_local = settings_from_mapping(
+        {**base, "fakewh": {"ApiSecret": "x"}, "s3": {"S3Only": True}}, {}
+    )
+    assert (registry.stage_of(on_local.settings).name, on_local.settings.storage_only) == (
+        "local",
+        False,
+    )
+    assert on_local.warnings == (
+        "[s3] S3Only is deprecated and has no effect with Provider 'fakewh' (as in hauser)",
+    )
+
+
+def test_settings_reach_a_section_by_name_and_replace_it(fake_plugin: str) -> None:
+    settings = settings_from_mapping({"fakewh": {"SyncTable": "s1"}}, {}).settings
+    renamed = settings.with_section("fakewh", replace(settings.fakewh, sync_table="s2"))
+    assert (settings.fakewh.sync_table, renamed.section("fakewh").sync_table) == ("s1", "s2")
+    with pytest.raises(KeyError, match=r"no section \[nope\]"):
+        settings.section("nope")
+    with pytest.raises(AttributeError, match="nope"):
+        settings.nope  # noqa: B018
 
 
 def test_a_plugins_section_is_documented(fake_plugin: str) -> None:

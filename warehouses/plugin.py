@@ -148,9 +148,9 @@ class WarehousePlugin:
     loads_json: bool = False
     #: The round trip renames these fields of its section to scratch tables.
     table_fields: tuple[str, ...] = TABLE_FIELDS
-    #: `syncd demo`: the config text (TOML) that keeps the warehouse under the demo's folder,
-    #: and the lines of the summary that say where the data is and how to look at it.
-    #: `demo_summary(settings)` is (the line naming where the data is, how to look at it).
+    #: `syncd demo` (for the default provider): `demo_config(folder)` is the TOML text of the
+    #: section that keeps the warehouse in the demo's folder; `demo_summary(settings)` is
+    #: (the summary line naming where the data is, the lines saying how to look at it).
     demo_config: Callable[[Path], str] | None = None
     demo_summary: Callable[[Settings], tuple[str, str]] | None = None
 
