@@ -52,10 +52,9 @@ def _load(args: argparse.Namespace) -> LoadedSettings:
             f"{s.state_dir.resolve()}, data in {destination(s)}"
         )
     from syncd.app import register_secrets
-
-    register_secrets(s)  # every command's outputs are scrubbed, not only a running app's
     from warehouses.registry import stages
 
+    register_secrets(s)  # every command's outputs are scrubbed, not only a running app's
     for folder, what in (
         (s.state_dir, "StateDir"),
         (s.tmp_dir, "TmpDir"),
