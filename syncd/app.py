@@ -16,6 +16,7 @@ import structlog
 
 from syncd.batch import SyncRecord
 from syncd.config import Settings
+from syncd.config.table import key_table
 from syncd.errors import ConfigError
 from syncd.fields import dropped_fields, export_columns
 from syncd.observability.logging import register_secret
@@ -40,12 +41,10 @@ log = structlog.get_logger(__name__)
 
 
 def register_secrets(settings: Settings) -> None:
-    """Tell the log scrubber every secret value the settings hold."""
+    """Tell the log scrubber every secret value the settings hold: every key of kind SECRET
+    (the plugins declare their sections' keys) and the AdditionalHttpHeader values."""
     for secret in (
-        settings.fs_api_token,
-        settings.redshift.password,
-        settings.redshift.credentials,
-        settings.postgres.password,
+        *(settings.value_of(k) for k in key_table().keys if k.secret and not k.deprecated),
         *(h.value for h in settings.additional_http_headers),
     ):
         register_secret(secret.reveal())

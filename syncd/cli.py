@@ -52,12 +52,17 @@ def _load(args: argparse.Namespace) -> LoadedSettings:
             f"{s.state_dir.resolve()}, data in {destination(s)}"
         )
     from syncd.app import register_secrets
+    from warehouses.registry import stages
 
     register_secrets(s)  # every command's outputs are scrubbed, not only a running app's
     for folder, what in (
         (s.state_dir, "StateDir"),
         (s.tmp_dir, "TmpDir"),
-        (s.local.save_dir, "[local] SaveDir"),
+        *(
+            (s.get(stage.section.label(name)), stage.section.label(name))
+            for stage in stages()
+            for name in stage.folder_keys
+        ),
     ):
         warn_if_shared(folder, what)
     configure_logging(args.log_format or s.log_format, args.log_level or s.log_level)

@@ -1,8 +1,9 @@
 """`syncd demo`: the main job on the embedded default, with no account and no network.
 
 Starts the built-in export-API simulator on 127.0.0.1, writes a config for it next to the data,
-syncs a few simulated days into DuckDB through the real pipeline, and prints a summary that
-says how to go on: `syncd demo --serve` keeps the simulator up and runs the daemon on the
+syncs a few simulated days into the default provider's warehouse (the embedded DuckDB; its
+plugin declares the demo's section and summary lines) through the real pipeline, and prints a
+summary that says how to go on: `syncd demo --serve` keeps the simulator up and runs the daemon on the
 written config (`serve`, given by the CLI, is `syncd run`), or the same by hand with
 `syncd simulate` on the port the config names (same seed and volume: the same events) and
 `syncd run -c demo-data/demo.toml`.
@@ -15,16 +16,18 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from syncd.app import build_app
-from syncd.config import DuckDBSettings, load_settings
+from syncd.config import Settings, load_settings
+from syncd.errors import SyncdError
 from syncd.pipeline import RunSummary
 from syncd.planner import DAY
 from syncd.simulator import Simulator, SimulatorConfig
 from syncd.timeutil import format_timestamp, utcnow
-from warehouses.base import quote_identifier
+from warehouses.registry import DEFAULT_PROVIDER, destination, provider
 
 DEMO_API_KEY = "demo-key"
 DEFAULT_DIR = "demo-data"
@@ -32,14 +35,21 @@ DEFAULT_EVENTS_PER_HOUR = 2000
 DEMO_SEED = 7  # `syncd simulate --seed 7` serves the same events as the demo's simulator
 
 
+@dataclass(frozen=True)
+class _DemoPlugin:
+    config: Callable[[Path], str]  # the warehouse's config section, under the demo's folder
+    summary: Callable[[Settings], tuple[str, str]]  # (where the data is, how to look at it)
+
+
 def demo_config(directory: Path, api_url: str, legacy_url: str, start: str) -> str:
-    """A syncd config that points at the simulator and keeps everything under `directory`."""
+    """A syncd config that points at the simulator and keeps everything under `directory`, for
+    the default provider (its plugin's `demo_config` keeps the warehouse there too)."""
     d = directory.resolve()
     return f"""# Written by `syncd demo`: the simulator's address changes on every run.
 FsApiToken = "{DEMO_API_KEY}"
 ApiURL = "{api_url}"
 LegacyApiURL = "{legacy_url}"
-Provider = "duckdb"
+Provider = "{DEFAULT_PROVIDER}"
 StartTime = "{start}"
 ExportDuration = "1h"
 ExportDelay = "1h"
@@ -51,12 +61,14 @@ StateDir = "{d / "state"}"
 [local]
 SaveDir = "{d / "staged"}"
 
-[duckdb]
-Path = "{d / "syncd.duckdb"}"
-# The demo loads days back to back with nobody querying yet: no pause between commits (the
-# default, 1s, keeps room for readers beside a daemon that is catching up).
-ReaderWindow = "0s"
-"""
+{_demo_plugin().config(d)}"""
+
+
+def _demo_plugin() -> _DemoPlugin:
+    plugin = provider(DEFAULT_PROVIDER)
+    if plugin.demo_config is None or plugin.demo_summary is None:
+        raise SyncdError(f"Provider {DEFAULT_PROVIDER!r} declares no demo")
+    return _DemoPlugin(plugin.demo_config, plugin.demo_summary)
 
 
 def run_demo(
@@ -86,7 +98,7 @@ def run_demo(
         settings = load_settings(config_path).settings
         print(
             f"syncd demo: simulator on {sim.url}; syncing {format_timestamp(start)} "
-            f"to {format_timestamp(now - timedelta(hours=1))} into {settings.duckdb.path}",
+            f"to {format_timestamp(now - timedelta(hours=1))} into {destination(settings)}",
             file=sys.stderr,
         )
         stop = threading.Event()
@@ -103,9 +115,7 @@ def run_demo(
             again += f" --dir {shlex.quote(str(directory))}"
         if events_per_hour != DEFAULT_EVENTS_PER_HOUR:
             again += f" --events-per-hour {events_per_hour}"
-        _print_summary(
-            summary, seconds, settings.duckdb, config_path, again, sim.port, events_per_hour
-        )
+        _print_summary(summary, seconds, settings, config_path, again, sim.port, events_per_hour)
         if summary.held is not None:
             print(
                 f"a batch is held: {summary.held.batch_id}: {summary.held.error}", file=sys.stderr
@@ -124,17 +134,13 @@ def run_demo(
 def _print_summary(
     summary: RunSummary,
     seconds: float,
-    db: DuckDBSettings,
+    settings: Settings,
     config_path: Path,
     again: str,
     port: int,
     events_per_hour: int,
 ) -> None:
-    # Shown to the user, never executed here; the table name is a validated identifier.
-    query = (
-        "SELECT EventType, count(*) AS n FROM "  # noqa: S608
-        f"{quote_identifier(db.export_table)} GROUP BY 1 ORDER BY n DESC"
-    ).replace('"', '\\"')
+    where, look = _demo_plugin().summary(settings)
     rate = summary.rows / seconds if seconds else 0.0
     print(
         f"""
@@ -143,11 +149,10 @@ syncd demo finished
   rows loaded        {summary.rows:,}
   rows quarantined   {summary.rejected:,}
   time               {seconds:.1f} s ({rate:,.0f} rows/s)
-  DuckDB file        {db.path}
+  {where}
   config             {config_path}
 
-Try a query:
-  .venv/bin/python -c "import duckdb; print(duckdb.connect('{db.path}', read_only=True).sql('{query}'))"
+{look}
 Or look at the sync state:
   .venv/bin/syncd status -c {shlex.quote(str(config_path))}
 

@@ -392,24 +392,17 @@ def summary(report: RoundTripReport) -> str:
 
 
 def scratch_settings(settings: Settings, token: str) -> Settings:
-    """`settings` with every warehouse's tables renamed to scratch names (only the configured
-    provider's are used); nothing else changes."""
-
-    def rename(section: Any) -> Any:
-        return dataclasses.replace(
-            section,
-            export_table=f"{section.export_table}{SCRATCH_MARK}{token}",
-            sync_table=f"{section.sync_table}{SCRATCH_MARK}{token}",
-            rejects_table=f"{section.rejects_table}{SCRATCH_MARK}{token}",
+    """`settings` with every warehouse's tables (the fields its plugin declares) renamed to
+    scratch names (only the configured provider's are used); nothing else changes."""
+    for plugin in registry.providers():
+        if plugin.section is None or not plugin.table_fields:
+            continue
+        section = settings.section(plugin.section.name)
+        renamed = {f: f"{getattr(section, f)}{SCRATCH_MARK}{token}" for f in plugin.table_fields}
+        settings = settings.with_section(
+            plugin.section.name, dataclasses.replace(section, **renamed)
         )
-
-    return dataclasses.replace(
-        settings,
-        duckdb=rename(settings.duckdb),
-        postgres=rename(settings.postgres),
-        redshift=rename(settings.redshift),
-        bigquery=rename(settings.bigquery),
-    )
+    return settings
 
 
 def _rejected(batch: TransformedBatch) -> list[str]:

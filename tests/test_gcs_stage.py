@@ -15,6 +15,7 @@ from syncd.errors import TerminalStageError
 from syncd.timeutil import UTC
 from warehouses.base import Stage
 from warehouses.gcs import GCSStage
+from warehouses.storage_only import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 
 END = datetime(2024, 3, 1, 1, tzinfo=UTC)
 
@@ -62,23 +63,23 @@ def test_delete_refuses_objects_outside_the_stage(stage: GCSStage) -> None:
 
 
 def test_there_is_no_checkpoint_at_first(stage: GCSStage) -> None:
-    assert stage.read_checkpoint() is None
+    assert read_checkpoint(stage) is None
 
 
 def test_the_checkpoint_reads_back(stage: GCSStage) -> None:
-    stage.write_checkpoint(END)
-    assert stage.read_checkpoint() == END
+    write_checkpoint(stage, END)
+    assert read_checkpoint(stage) == END
 
 
 def test_the_checkpoint_is_hausers_object(stage: GCSStage) -> None:
-    stage.write_checkpoint(END)
+    write_checkpoint(stage, END)
     assert object_names(stage.bucket_name) == ["sub/path/hauser-.sync.hauser"]
 
 
 def test_a_checkpoint_that_is_not_a_time_is_named(stage: GCSStage) -> None:
-    stage._bucket.blob(stage.checkpoint_key).upload_from_string(b"yesterday")
+    stage._bucket.blob(stage.prefix + CHECKPOINT_NAME).upload_from_string(b"yesterday")
     with pytest.raises(TerminalStageError, match="does not hold an RFC 3339 time"):
-        stage.read_checkpoint()
+        read_checkpoint(stage)
 
 
 def test_check_passes_and_leaves_nothing(stage: GCSStage) -> None:

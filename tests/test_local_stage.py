@@ -12,6 +12,7 @@ from syncd.errors import StageError, TerminalStageError, TransientStageError
 from syncd.timeutil import UTC
 from warehouses.base import Stage
 from warehouses.local import LocalStage, stage_error
+from warehouses.storage_only import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 
 END = datetime(2024, 3, 1, 6, 0, tzinfo=UTC)
 
@@ -114,41 +115,41 @@ def test_delete_refuses_paths_outside_the_stage(stage: LocalStage, source: Path)
 
 
 def test_no_checkpoint_reads_as_none(stage: LocalStage) -> None:
-    assert stage.read_checkpoint() is None
+    assert read_checkpoint(stage) is None
 
 
 def test_checkpoint_round_trips(stage: LocalStage) -> None:
-    stage.write_checkpoint(END)
-    assert stage.read_checkpoint() == END
+    write_checkpoint(stage, END)
+    assert read_checkpoint(stage) == END
 
 
 def test_checkpoint_is_hauser_s_file_and_format(stage: LocalStage) -> None:
-    stage.write_checkpoint(END)
+    write_checkpoint(stage, END)
     assert (stage.root / "hauser-uploads" / ".sync.hauser").read_text() == "2024-03-01T06:00:00Z"
 
 
 def test_checkpoint_without_prefix_sits_in_the_root(tmp_path: Path) -> None:
-    LocalStage(tmp_path).write_checkpoint(END)
+    write_checkpoint(LocalStage(tmp_path), END)
     assert (tmp_path / ".sync.hauser").exists()
 
 
 def test_checkpoint_written_by_hauser_is_read(stage: LocalStage) -> None:
-    stage.checkpoint_path.parent.mkdir(parents=True)
-    stage.checkpoint_path.write_text("2024-03-01T07:00:00+01:00\n")
-    assert stage.read_checkpoint() == END
+    stage.path_for(CHECKPOINT_NAME).parent.mkdir(parents=True)
+    stage.path_for(CHECKPOINT_NAME).write_text("2024-03-01T07:00:00+01:00\n")
+    assert read_checkpoint(stage) == END
 
 
 def test_checkpoint_rewrite_replaces_the_old_one(stage: LocalStage) -> None:
-    stage.write_checkpoint(datetime(2024, 1, 1, tzinfo=UTC))
-    stage.write_checkpoint(END)
-    assert stage.read_checkpoint() == END
+    write_checkpoint(stage, datetime(2024, 1, 1, tzinfo=UTC))
+    write_checkpoint(stage, END)
+    assert read_checkpoint(stage) == END
 
 
 def test_corrupt_checkpoint_is_a_terminal_error_naming_the_file(stage: LocalStage) -> None:
-    stage.checkpoint_path.parent.mkdir(parents=True)
-    stage.checkpoint_path.write_text("yesterday")
+    stage.path_for(CHECKPOINT_NAME).parent.mkdir(parents=True)
+    stage.path_for(CHECKPOINT_NAME).write_text("yesterday")
     with pytest.raises(TerminalStageError, match=r"\.sync\.hauser"):
-        stage.read_checkpoint()
+        read_checkpoint(stage)
 
 
 def test_check_creates_the_folder(stage: LocalStage) -> None:

@@ -17,6 +17,7 @@ from syncd.errors import TerminalStageError, TransientStageError
 from syncd.timeutil import UTC
 from warehouses.base import Stage
 from warehouses.s3 import MULTIPART_THRESHOLD, S3Stage, map_s3_error, split_bucket
+from warehouses.storage_only import read_checkpoint, write_checkpoint
 
 END = datetime(2024, 3, 1, 6, 0, tzinfo=UTC)
 
@@ -112,29 +113,29 @@ def test_object_names_cannot_escape_the_prefix(stage: S3Stage, staged_file: Path
 
 
 def test_no_checkpoint_reads_as_none(stage: S3Stage) -> None:
-    assert stage.read_checkpoint() is None
+    assert read_checkpoint(stage) is None
 
 
 def test_the_checkpoint_round_trips(stage: S3Stage) -> None:
-    stage.write_checkpoint(END)
-    assert stage.read_checkpoint() == END
+    write_checkpoint(stage, END)
+    assert read_checkpoint(stage) == END
 
 
 def test_the_checkpoint_is_hausers_object(moto_s3: MotoS3, bucket: str) -> None:
-    stage_for(moto_s3, f"{bucket}/sub", "hauser-uploads/").write_checkpoint(END)
+    write_checkpoint(stage_for(moto_s3, f"{bucket}/sub", "hauser-uploads/"), END)
     body = moto_s3.client().get_object(Bucket=bucket, Key="sub/hauser-uploads/.sync.hauser")
     assert body["Body"].read() == b"2024-03-01T06:00:00Z"
 
 
 def test_a_hauser_checkpoint_is_read(moto_s3: MotoS3, bucket: str) -> None:
     moto_s3.client().put_object(Bucket=bucket, Key=".sync.hauser", Body=b"2024-03-01T06:00:00Z")
-    assert stage_for(moto_s3, bucket).read_checkpoint() == END
+    assert read_checkpoint(stage_for(moto_s3, bucket)) == END
 
 
 def test_a_garbled_checkpoint_is_terminal(moto_s3: MotoS3, bucket: str, stage: S3Stage) -> None:
     moto_s3.client().put_object(Bucket=bucket, Key=".sync.hauser", Body=b"yesterday")
     with pytest.raises(TerminalStageError, match="RFC 3339"):
-        stage.read_checkpoint()
+        read_checkpoint(stage)
 
 
 def test_check_passes_on_a_writable_bucket(stage: S3Stage) -> None:
@@ -163,7 +164,7 @@ def test_an_unreachable_endpoint_is_transient(staged_file: Path, moto_s3: MotoS3
     )
     stage = S3Stage("b-u-c", endpoint_url=endpoint, client=client)
     with pytest.raises(TransientStageError):
-        stage.read_checkpoint()
+        read_checkpoint(stage)
 
 
 @pytest.mark.parametrize(

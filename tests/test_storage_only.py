@@ -14,7 +14,12 @@ from syncd.fields import export_columns
 from syncd.timeutil import UTC
 from warehouses.base import Warehouse
 from warehouses.local import LocalStage
-from warehouses.storage_only import StorageOnlyWarehouse
+from warehouses.storage_only import (
+    CHECKPOINT_NAME,
+    StorageOnlyWarehouse,
+    read_checkpoint,
+    write_checkpoint,
+)
 
 if TYPE_CHECKING:
     from conftest import StagedFiles
@@ -54,10 +59,10 @@ def committed(
 
 
 class FailingStage(LocalStage):
-    """A stage whose checkpoint writes fail as a full disk would."""
+    """A stage whose writes of small objects (the checkpoint) fail as a full disk would."""
 
-    def write_checkpoint(self, end: datetime) -> None:
-        raise TransientStageError("cannot write checkpoint: No space left on device")
+    def write_object(self, name: str, data: bytes) -> None:
+        raise TransientStageError(f"cannot write {name}: No space left on device")
 
 
 def test_storage_only_fills_the_warehouse_protocol(warehouse: StorageOnlyWarehouse) -> None:
@@ -75,7 +80,7 @@ def test_ensure_tables_returns_the_columns_unchanged(warehouse: StorageOnlyWareh
 def test_commit_moves_the_checkpoint_to_the_batch_end(
     committed: StagedBatch, stage: LocalStage
 ) -> None:
-    assert stage.read_checkpoint() == committed.batch.key.end
+    assert read_checkpoint(stage) == committed.batch.key.end
 
 
 def test_commit_leaves_the_staged_file_in_place(committed: StagedBatch) -> None:
@@ -98,8 +103,8 @@ def test_after_a_restart_only_the_checkpoint_is_known(
 
 
 def test_a_hauser_checkpoint_is_continued(stage: LocalStage) -> None:
-    stage.checkpoint_path.parent.mkdir(parents=True)
-    stage.checkpoint_path.write_text("2024-02-29T00:00:00Z")
+    stage.path_for(CHECKPOINT_NAME).parent.mkdir(parents=True)
+    stage.path_for(CHECKPOINT_NAME).write_text("2024-02-29T00:00:00Z")
     records = StorageOnlyWarehouse(stage).sync_records()
     assert [r.end for r in records] == [datetime(2024, 2, 29, tzinfo=UTC)]
 
@@ -124,7 +129,7 @@ def test_rollback_moves_the_checkpoint_to_the_first_day_s_start(
     committed: StagedBatch, warehouse: StorageOnlyWarehouse, stage: LocalStage
 ) -> None:
     warehouse.rollback_days(DAY1, DAY1)
-    assert stage.read_checkpoint() == datetime(2024, 3, 1, tzinfo=UTC)
+    assert read_checkpoint(stage) == datetime(2024, 3, 1, tzinfo=UTC)
 
 
 def test_rollback_says_what_it_did(committed: StagedBatch, warehouse: StorageOnlyWarehouse) -> None:
@@ -147,7 +152,7 @@ def test_rollback_never_moves_the_checkpoint_forward(
     committed: StagedBatch, warehouse: StorageOnlyWarehouse, stage: LocalStage
 ) -> None:
     result = warehouse.rollback_days(date(2024, 3, 2), date(2024, 3, 2))
-    assert (stage.read_checkpoint(), result.sync_rows_deleted) == (committed.batch.key.end, 0)
+    assert (read_checkpoint(stage), result.sync_rows_deleted) == (committed.batch.key.end, 0)
 
 
 def test_rollback_forgets_the_remembered_record(
@@ -170,7 +175,7 @@ def test_check_passes_on_a_writable_folder(
     warehouse: StorageOnlyWarehouse, stage: LocalStage
 ) -> None:
     warehouse.check()
-    assert stage.checkpoint_path.parent.is_dir()
+    assert stage.folder.is_dir()
 
 
 def test_check_reports_an_unusable_folder_as_a_load_error(tmp_path: Path) -> None:
@@ -181,5 +186,5 @@ def test_check_reports_an_unusable_folder_as_a_load_error(tmp_path: Path) -> Non
 
 def test_use_start_time_ignores_a_checkpoint_from_an_earlier_run(tmp_path: Path) -> None:
     stage = LocalStage(tmp_path)
-    stage.write_checkpoint(datetime(2026, 11, 1, tzinfo=UTC))
+    write_checkpoint(stage, datetime(2026, 11, 1, tzinfo=UTC))
     assert StorageOnlyWarehouse(stage, use_start_time=True).sync_records() == []

@@ -374,11 +374,9 @@ def test_bigquery_views_match_the_events_on_the_emulator(
 ) -> None:
     import gcp_support
 
-    import warehouses.bigquery
-    import warehouses.gcs
+    import warehouses.google_cloud
 
-    for module in (warehouses.bigquery, warehouses.gcs):
-        monkeypatch.setattr(module, "RETRY_DEADLINE", gcp_support.FAST_RETRY_DEADLINE)
+    monkeypatch.setattr(warehouses.google_cloud, "RETRY_DEADLINE", gcp_support.FAST_RETRY_DEADLINE)
     dataset = gcp_support.new_dataset()
     overrides: dict[str, object] = {
         "Provider": "gcp",
@@ -400,7 +398,7 @@ def test_bigquery_views_match_the_events_on_the_emulator(
                 job = client.query(
                     f"SELECT * FROM `{dataset}`.`{view}`",  # noqa: S608
                     location=gcp_support.LOCATION,
-                    retry=warehouses.bigquery.default_retry(gcp_support.FAST_RETRY_DEADLINE),
+                    retry=warehouses.google_cloud.default_retry(gcp_support.FAST_RETRY_DEADLINE),
                     job_retry=None,
                 )
                 return [dict(row.items()) for row in job.result(timeout=gcp_support.JOB_TIMEOUT)]
@@ -410,7 +408,7 @@ def test_bigquery_views_match_the_events_on_the_emulator(
                 job = client.query(
                     doc_query.replace("mydataset.", f"{dataset}."),
                     location=gcp_support.LOCATION,
-                    retry=warehouses.bigquery.default_retry(gcp_support.FAST_RETRY_DEADLINE),
+                    retry=warehouses.google_cloud.default_retry(gcp_support.FAST_RETRY_DEADLINE),
                     job_retry=None,
                 )
                 assert list(job.result(timeout=gcp_support.JOB_TIMEOUT)), doc_query

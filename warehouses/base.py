@@ -90,7 +90,8 @@ class RollbackResult:
 
 @runtime_checkable
 class Stage(Protocol):
-    """Where staged files live (local folder, S3, GCS), and the StorageOnly checkpoint."""
+    """Where staged files live (local folder, S3, GCS), and small objects such as the
+    StorageOnly checkpoint (`warehouses.storage_only` reads and writes it)."""
 
     def put(self, local_path: Path, name: str) -> str:
         """Store `local_path` as object `name` (FilePrefix applied inside); return its URI."""
@@ -100,12 +101,16 @@ class Stage(Protocol):
         """Remove a staged object; a missing object is not an error."""
         ...
 
-    def read_checkpoint(self) -> datetime | None:
-        """The StorageOnly resume point, or None when there is none."""
+    def uri_for(self, name: str) -> str:
+        """Where object `name` is (FilePrefix applied), as `put` returns it: for messages."""
         ...
 
-    def write_checkpoint(self, end: datetime) -> None:
-        """Atomically replace the StorageOnly checkpoint."""
+    def read_object(self, name: str) -> bytes | None:
+        """The whole of small object `name` (FilePrefix applied), or None when there is none."""
+        ...
+
+    def write_object(self, name: str, data: bytes) -> None:
+        """Atomically replace small object `name`: a reader sees the old or the new, whole."""
         ...
 
     def check(self) -> None:

@@ -57,7 +57,6 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from google.api_core import exceptions as api_exceptions
 
 import syncd
 from syncd.batch import BatchKey, StagedBatch, StagedFormat, SyncRecord
@@ -70,10 +69,14 @@ from warehouses.base import Capabilities, RollbackResult, validate_identifier
 from warehouses.bigquery_jobs import JOB_TIMEOUT, Jobs, load_job_id, map_bigquery_error
 from warehouses.bigquery_lease import Lease
 from warehouses.bigquery_sql import BQ_TYPES, StagingTables
+from warehouses.plugin import lazy_import
 
 if TYPE_CHECKING:
+    from google.api_core import exceptions as api_exceptions
     from google.api_core.retry import Retry
     from google.cloud import bigquery
+else:  # the gcp extra is imported when first used, not when the plugin is loaded
+    api_exceptions = lazy_import("google.api_core.exceptions")
 
 log = structlog.get_logger(__name__)
 
@@ -682,3 +685,157 @@ def _require_gcs(uri: str) -> None:
             f"BigQuery loads from GCS, but {uri!r} is not a gs:// URI: stage to GCS "
             '(Provider "gcp" with [gcs] Bucket)'
         )
+
+
+# --- the plugin declarations (warehouses.plugin): the [bigquery] section and Provider "gcp" -----
+
+from dataclasses import dataclass  # noqa: E402
+
+from syncd.config.keys import Key, Kind  # noqa: E402
+from syncd.fields import BATCH_ID, KNOWN_FIELDS, LOADED_AT  # noqa: E402
+from warehouses.plugin import (  # noqa: E402
+    ConfigSection,
+    SettleContext,
+    WarehousePlugin,
+    check_names,
+    table_keys,
+)
+
+if TYPE_CHECKING:
+    from syncd.config.model import Settings
+    from warehouses.base import Stage
+
+MAX_CLUSTERING_COLUMNS = 4  # BigQuery's limit
+CLUSTERABLE_COLUMNS = (*KNOWN_FIELDS, BATCH_ID.name, LOADED_AT.name)
+
+
+@dataclass(frozen=True)
+class BigQuerySettings:
+    project: str
+    dataset: str
+    export_table: str
+    sync_table: str
+    rejects_table: str
+    partition_expiration: timedelta  # 0 = partitions never expire
+    location: str
+    clustering: tuple[str, ...]
+    require_partition_filter: bool
+    endpoint_url: str
+
+
+def _validate(ctx: SettleContext, provider: str) -> None:
+    from syncd.config.loader import suggest
+
+    check_names(ctx, "bigquery", "Dataset")
+    label = "[bigquery] Clustering"
+    if not ctx.ok(label):
+        return
+    columns = ctx.get(label)
+    if len(columns) > MAX_CLUSTERING_COLUMNS:
+        ctx.problem(label, f"has {len(columns)} columns; BigQuery allows at most 4")
+    for column in columns:
+        if column not in CLUSTERABLE_COLUMNS:
+            hint = suggest(column, list(CLUSTERABLE_COLUMNS))
+            ctx.problem(label, f"{column!r} is not a column of the export table{hint}")
+
+
+SECTION = ConfigSection(
+    "bigquery",
+    'Google BigQuery, loaded with load jobs from GCS (Provider = "gcp").',
+    (
+        Key(
+            "bigquery",
+            "Project",
+            Kind.STRING,
+            "",
+            'Project of the dataset; required with Provider "gcp".',
+            hauser=True,
+        ),
+        Key(
+            "bigquery",
+            "Dataset",
+            Kind.STRING,
+            "",
+            'Dataset of the tables; required with Provider "gcp".',
+            hauser=True,
+        ),
+        *table_keys("bigquery", hauser=True),
+        Key(
+            "bigquery",
+            "PartitionExpiration",
+            Kind.DURATION,
+            "0",
+            'Drop a day partition this long after the day\'s start; "0" keeps them forever. Days '
+            "older than this are not loaded (their rows would vanish at once): StartTime is not "
+            "reached before them and `backfill` refuses them.",
+            hauser=True,
+        ),
+        Key(
+            "bigquery",
+            "Location",
+            Kind.STRING,
+            "",
+            'Location of jobs, e.g. "EU"; empty = the dataset\'s.',
+        ),
+        Key(
+            "bigquery",
+            "Clustering",
+            Kind.NAMES,
+            (),
+            "Columns the export table is clustered by when syncd creates it (at most 4).",
+        ),
+        Key(
+            "bigquery",
+            "RequirePartitionFilter",
+            Kind.BOOL,
+            False,
+            "Make BigQuery refuse any query over the export table without an EventStart filter "
+            "that prunes partitions (a guard against full scans; syncd's own statements all have "
+            "one). Turned on for an existing table too, never turned off by syncd.",
+        ),
+        Key(
+            "bigquery",
+            "EndpointURL",
+            Kind.URL,
+            "",
+            "Custom BigQuery endpoint (an emulator); empty = Google.",
+        ),
+    ),
+    BigQuerySettings,
+    required=("Project", "Dataset"),
+    validate=_validate,
+)
+
+
+def _build(settings: Settings, stage: Stage, read_only: bool) -> BigQueryWarehouse:
+    bq: BigQuerySettings = settings.section("bigquery")
+    return BigQueryWarehouse(
+        bq.project,
+        bq.dataset,
+        export_table=bq.export_table,
+        sync_table=bq.sync_table,
+        rejects_table=bq.rejects_table,
+        location=bq.location,
+        partition_expiration=bq.partition_expiration,
+        clustering=bq.clustering,
+        require_partition_filter=bq.require_partition_filter,
+        endpoint_url=bq.endpoint_url,
+    )
+
+
+def _destination(settings: Settings) -> str:
+    bq: BigQuerySettings = settings.section("bigquery")
+    return f"BigQuery dataset {bq.dataset}, staged in gs://{settings.section('gcs').bucket}"
+
+
+PLUGIN = WarehousePlugin(
+    "gcp",
+    "GCS + BigQuery",
+    stage="gcs",
+    section=SECTION,
+    build=_build,
+    destination=_destination,
+    aliases=("bigquery",),
+    extra="gcp",
+    drivers=("google.cloud.storage", "google.cloud.bigquery"),
+)

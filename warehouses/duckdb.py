@@ -757,3 +757,130 @@ def _compression_of(path: Path) -> str:
     except OSError as exc:
         raise TransientLoadError(f"cannot read staged file {path}: {exc.strerror}") from exc
     return "gzip" if magic == b"\x1f\x8b" else "none"
+
+
+# --- the plugin declarations (warehouses.plugin): the [duckdb] section and Provider "duckdb" -----
+
+from dataclasses import dataclass as _dataclass  # noqa: E402
+from typing import TYPE_CHECKING as _TYPE_CHECKING  # noqa: E402
+
+from syncd.config.keys import Key, Kind  # noqa: E402
+from warehouses.plugin import (  # noqa: E402
+    ConfigSection,
+    SettleContext,
+    WarehousePlugin,
+    check_names,
+    table_keys,
+)
+
+if _TYPE_CHECKING:
+    from syncd.config.model import Settings
+    from warehouses.base import Stage
+
+
+@_dataclass(frozen=True)
+class DuckDBSettings:
+    path: Path
+    lock_wait: timedelta
+    reader_window: timedelta
+    export_table: str
+    sync_table: str
+    rejects_table: str
+
+
+def _validate(ctx: SettleContext, provider: str) -> None:
+    check_names(ctx, "duckdb")
+
+
+SECTION = ConfigSection(
+    "duckdb",
+    'The embedded DuckDB warehouse (Provider = "duckdb", the default).',
+    (
+        Key(
+            "duckdb",
+            "Path",
+            Kind.PATH,
+            "syncd-data/syncd.duckdb",
+            "The DuckDB database file. syncd opens it only for a commit (or to create tables, "
+            "repair, roll back, read its sync rows) and closes it after, so other processes can "
+            "query it read-only in between; a second syncd is kept out by the lock file beside "
+            "it (`<Path>.lock`).",
+        ),
+        Key(
+            "duckdb",
+            "LockWait",
+            Kind.DURATION,
+            "5m",
+            "How long a write waits for the file while another process (a reader such as "
+            "`duckdb -readonly`) has it open, retrying with backoff and saying so in the log and "
+            "the status; then the batch's attempt fails and is retried (or held) like any "
+            "other transient failure. 0s: do not wait.",
+        ),
+        Key(
+            "duckdb",
+            "ReaderWindow",
+            Kind.DURATION,
+            "1s",
+            "The least time the file stays closed between two of syncd's uses of it, so that a "
+            "reader retrying every second gets in even while batches commit back to back (a "
+            "backfill). Costs up to this much per commit while catching up; 0s: no pause.",
+        ),
+        *table_keys("duckdb", hauser=False),
+    ),
+    DuckDBSettings,
+    validate=_validate,
+)
+
+
+def _build(settings: Settings, stage: Stage, read_only: bool) -> DuckDBWarehouse:
+    db: DuckDBSettings = settings.section("duckdb")
+    return DuckDBWarehouse(
+        db.path,
+        export_table=db.export_table,
+        sync_table=db.sync_table,
+        rejects_table=db.rejects_table,
+        read_only=read_only,
+        lock_wait=db.lock_wait.total_seconds(),
+        reader_window=db.reader_window.total_seconds(),
+    )
+
+
+def _destination(settings: Settings) -> str:
+    path = settings.section("duckdb").path
+    return "an in-memory DuckDB" if str(path) == ":memory:" else f"the DuckDB file {path.resolve()}"
+
+
+def _demo_config(directory: Path) -> str:
+    return f"""[duckdb]
+Path = "{directory / "syncd.duckdb"}"
+# The demo loads days back to back with nobody querying yet: no pause between commits (the
+# default, 1s, keeps room for readers beside a daemon that is catching up).
+ReaderWindow = "0s"
+"""
+
+
+def _demo_summary(settings: Settings) -> tuple[str, str]:
+    db: DuckDBSettings = settings.section("duckdb")
+    # Shown to the user, never executed here; the table name is a validated identifier.
+    query = (
+        "SELECT EventType, count(*) AS n FROM "  # noqa: S608
+        f"{quote_identifier(db.export_table)} GROUP BY 1 ORDER BY n DESC"
+    ).replace('"', '\\"')
+    return (
+        f"DuckDB file        {db.path}",
+        "Try a query:\n"
+        f"""  .venv/bin/python -c "import duckdb; print(duckdb.connect('{db.path}', read_only=True).sql('{query}'))\"""",
+    )
+
+
+PLUGIN = WarehousePlugin(
+    "duckdb",
+    "local folder + embedded DuckDB",
+    stage="local",
+    section=SECTION,
+    build=_build,
+    destination=_destination,
+    loads_json=True,
+    demo_config=_demo_config,
+    demo_summary=_demo_summary,
+)

@@ -16,21 +16,22 @@ with `google_cloud.default_retry`, each request bounded by `google_cloud.REQUEST
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
-from google.api_core import exceptions as api_exceptions
 
 from syncd.errors import StageError, TerminalStageError, TransientStageError
-from syncd.timeutil import format_timestamp, parse_timestamp
 from warehouses import google_cloud
-from warehouses.local import CHECKPOINT_NAME, stage_error
+from warehouses.local import stage_error
+from warehouses.plugin import lazy_import
 
 if TYPE_CHECKING:
+    from google.api_core import exceptions as api_exceptions
     from google.api_core.retry import Retry
     from google.cloud import storage  # type: ignore[attr-defined]
+else:  # the gcp extra is imported when first used, not when the plugin is loaded
+    api_exceptions = lazy_import("google.api_core.exceptions")
 
 log = structlog.get_logger(__name__)
 
@@ -87,10 +88,6 @@ class GCSStage:
     def __repr__(self) -> str:
         return f"GCSStage(bucket={self.bucket_name!r}, prefix={self.prefix!r})"
 
-    @property
-    def checkpoint_key(self) -> str:
-        return self.prefix + CHECKPOINT_NAME
-
     def uri_for(self, name: str) -> str:
         """`gs://bucket/<prefix><name>`."""
         return f"{SCHEME}{self.bucket_name}/{self._key_for(name)}"
@@ -122,37 +119,27 @@ class GCSStage:
         except Exception as exc:
             raise map_gcs_error(exc, f"cannot delete {uri}") from exc
 
-    def read_checkpoint(self) -> datetime | None:
-        """The StorageOnly resume point, or None when there is no checkpoint object yet."""
-        uri = self.uri_for(CHECKPOINT_NAME)
+    def read_object(self, name: str) -> bytes | None:
+        """The bytes of object `<prefix><name>`, or None when there is no such object."""
         try:
-            text = self._bucket.blob(self.checkpoint_key).download_as_text(
-                encoding="utf-8", timeout=self.timeout, retry=self.retry
+            data: bytes = self._bucket.blob(self._key_for(name)).download_as_bytes(
+                timeout=self.timeout, retry=self.retry
             )
         except api_exceptions.NotFound:
             return None
         except Exception as exc:
-            raise map_gcs_error(exc, f"cannot read checkpoint {uri}") from exc
-        try:
-            return parse_timestamp(text)
-        except ValueError as exc:
-            raise TerminalStageError(
-                f"checkpoint {uri} does not hold an RFC 3339 time "
-                f"(found {text.strip()[:40]!r}); fix or remove it"
-            ) from exc
+            raise map_gcs_error(exc, f"cannot read {self.uri_for(name)}") from exc
+        return data
 
-    def write_checkpoint(self, end: datetime) -> None:
-        """Replace the checkpoint object (a GCS write is atomic)."""
-        blob = self._bucket.blob(self.checkpoint_key)
+    def write_object(self, name: str, data: bytes) -> None:
+        """Replace object `<prefix><name>` (a GCS write is atomic)."""
+        blob = self._bucket.blob(self._key_for(name))
         try:
             blob.upload_from_string(
-                format_timestamp(end).encode(),
-                content_type="text/plain",
-                timeout=self.timeout,
-                retry=self.retry,
+                data, content_type="text/plain", timeout=self.timeout, retry=self.retry
             )
         except Exception as exc:
-            raise map_gcs_error(exc, f"cannot write checkpoint {self.checkpoint_key}") from exc
+            raise map_gcs_error(exc, f"cannot write {self.uri_for(name)}") from exc
 
     def check(self) -> None:
         """The bucket exists and an object can be written, read and deleted under the prefix."""
@@ -187,3 +174,80 @@ class GCSStage:
                 f"refusing to delete {uri!r}: it is not a staged object under {head}{self.prefix}"
             )
         return key
+
+
+# --- the plugin declarations (warehouses.plugin): the [gcs] section and the stage --------------
+
+from dataclasses import dataclass as _dataclass  # noqa: E402
+
+from syncd.config.keys import Key, Kind  # noqa: E402
+from warehouses.plugin import ConfigSection, StagePlugin, bucket_parts  # noqa: E402
+
+if TYPE_CHECKING:
+    from syncd.config.model import Settings
+
+
+@_dataclass(frozen=True)
+class GCSSettings:
+    bucket: str
+    endpoint_url: str
+
+    @property
+    def bucket_name(self) -> str:
+        return bucket_parts(self.bucket)[0]
+
+    @property
+    def key_prefix(self) -> str:
+        return bucket_parts(self.bucket)[1]
+
+
+SECTION = ConfigSection(
+    "gcs",
+    'Google Cloud Storage, where files are staged for BigQuery (Provider = "gcp").',
+    (
+        Key(
+            "gcs",
+            "Bucket",
+            Kind.STRING,
+            "",
+            'Bucket for staged files. Required with Provider "gcp".',
+            hauser=True,
+        ),
+        Key(
+            "gcs", "EndpointURL", Kind.URL, "", "Custom GCS endpoint (an emulator); empty = Google."
+        ),
+        Key(
+            "gcs",
+            "GCSOnly",
+            Kind.BOOL,
+            None,
+            "Stage to GCS only.",
+            deprecated='ORed into StorageOnly (with Provider "gcp", as in hauser)',
+            hauser=True,
+        ),
+    ),
+    GCSSettings,
+    required=("Bucket",),
+)
+
+
+def _build_stage(settings: Settings) -> GCSStage:
+    gcs: GCSSettings = settings.section("gcs")
+    from warehouses.registry import provider
+
+    # the client's default project: the one of the warehouse loading from here, if it names one
+    warehouse = provider(settings.provider).section
+    project = getattr(settings.section(warehouse.name), "project", "") if warehouse else ""
+    return GCSStage(
+        gcs.bucket_name,
+        gcs.key_prefix + settings.file_prefix,
+        project=project or None,
+        endpoint_url=gcs.endpoint_url,
+    )
+
+
+def _describe(settings: Settings) -> str:
+    return f"files in gs://{settings.section('gcs').bucket}"
+
+
+STAGE = StagePlugin("gcs", SECTION, _build_stage, storage_only_key="GCSOnly", describe=_describe)

@@ -1,8 +1,8 @@
-"""A local folder as the stage, and the StorageOnly checkpoint as hauser kept it.
+"""A local folder as the stage.
 
 Layout under `root`: every object at `root/<prefix><name>` (a prefix such as
-`hauser-uploads/` makes a sub-folder, `hauser-` a file-name prefix), and the checkpoint at
-`root/<prefix>.sync.hauser` holding the RFC 3339 end time, as hauser wrote it.
+`hauser-uploads/` makes a sub-folder, `hauser-` a file-name prefix); the StorageOnly checkpoint
+is the small object `.sync.hauser` (`warehouses.storage_only`), as hauser kept it.
 
 `put` is atomic: the object appears whole under its name or not at all. On the same
 filesystem it hard-links the source (no copy of multi-GB files); elsewhere it copies to a
@@ -20,19 +20,14 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import IO
 
 import structlog
 
 from syncd.errors import StageError, TerminalStageError, TransientStageError
-from syncd.timeutil import format_timestamp, parse_timestamp
 
 log = structlog.get_logger(__name__)
-
-#: hauser's checkpoint object name, after the FilePrefix.
-CHECKPOINT_NAME = ".sync.hauser"
 
 # OS errors that a later attempt may not meet again (a full disk gets space, a busy device frees).
 _TRANSIENT_ERRNOS = frozenset(
@@ -55,7 +50,7 @@ class LocalStage:
     def __init__(self, root: Path | str, prefix: str = "") -> None:
         self.root = Path(root).expanduser().absolute()
         self.prefix = prefix
-        self.checkpoint_path = self._path_for(CHECKPOINT_NAME)
+        self.folder = self._path_for("object").parent  # root, or the prefix's sub-folder
 
     def __repr__(self) -> str:
         return f"LocalStage(root={str(self.root)!r}, prefix={self.prefix!r})"
@@ -97,40 +92,38 @@ class LocalStage:
         except OSError as exc:
             raise stage_error(exc, f"cannot delete {path}") from exc
 
-    def read_checkpoint(self) -> datetime | None:
-        """The StorageOnly resume point, or None when no checkpoint exists yet."""
+    def uri_for(self, name: str) -> str:
+        """The absolute path of object `name`, as `put` returns it."""
+        return str(self._path_for(name))
+
+    def read_object(self, name: str) -> bytes | None:
+        """The bytes of `<prefix><name>`, or None when there is no such file."""
+        path = self._path_for(name)
         try:
-            text = self.checkpoint_path.read_text(encoding="utf-8")
+            return path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise stage_error(exc, f"cannot read checkpoint {self.checkpoint_path}") from exc
-        try:
-            return parse_timestamp(text)
-        except ValueError as exc:
-            raise TerminalStageError(
-                f"checkpoint {self.checkpoint_path} does not hold an RFC 3339 time "
-                f"(found {text.strip()[:40]!r}); fix or remove it"
-            ) from exc
+            raise stage_error(exc, f"cannot read {path}") from exc
 
-    def write_checkpoint(self, end: datetime) -> None:
-        """Replace the checkpoint atomically (temporary file, fsync, rename, fsync folder)."""
-        target = self.checkpoint_path
+    def write_object(self, name: str, data: bytes) -> None:
+        """Replace `<prefix><name>` atomically (temporary file, fsync, rename, fsync folder)."""
+        target = self._path_for(name)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with _temporary_next_to(target) as (tmp, handle):
-                handle.write(format_timestamp(end).encode())
+                handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
                 handle.close()
                 os.replace(tmp, target)
             _fsync_dir(target.parent)
         except OSError as exc:
-            raise stage_error(exc, f"cannot write checkpoint {target}") from exc
+            raise stage_error(exc, f"cannot write {target}") from exc
 
     def check(self) -> None:
         """The stage folder (and the prefix's sub-folder) exists or can be made, and is writable."""
-        folder = self.checkpoint_path.parent
+        folder = self.folder
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -209,3 +202,92 @@ def _is_within(path: Path, root: Path) -> bool:
     except ValueError:
         return False
     return ".." not in path.parts
+
+
+# --- the plugin declarations (warehouses.plugin): the [local] section, the stage and the
+# --- "local" provider (files only) -------------------------------------------------------------
+
+from dataclasses import dataclass as _dataclass  # noqa: E402
+from typing import TYPE_CHECKING as _TYPE_CHECKING  # noqa: E402
+
+from syncd.config.keys import Key, Kind  # noqa: E402
+from warehouses.plugin import (  # noqa: E402
+    ConfigSection,
+    SettleContext,
+    StagePlugin,
+    WarehousePlugin,
+)
+
+if _TYPE_CHECKING:
+    from syncd.config.model import Settings
+
+
+@_dataclass(frozen=True)
+class LocalSettings:
+    save_dir: Path
+    use_start_time: bool
+
+
+def _local_deprecated(ctx: SettleContext) -> None:
+    if ctx.explicit("[local] StartTime"):
+        ctx.warn(
+            "[local] StartTime is deprecated and ignored (as in hauser); use the top-level "
+            "StartTime, with [local] UseStartTime = true to force it"
+        )
+
+
+SECTION = ConfigSection(
+    "local",
+    'The local staging folder (Provider "local", "duckdb" and "postgres").',
+    (
+        Key(
+            "local",
+            "SaveDir",
+            Kind.PATH,
+            "syncd-data/files",
+            'Folder of staged files for Provider "local" (where they stay), "duckdb" and '
+            '"postgres".',
+            hauser=True,
+            new_meaning="hauser had no default and needed the folder to exist",
+        ),
+        Key(
+            "local",
+            "UseStartTime",
+            Kind.BOOL,
+            False,
+            "Start from StartTime even when a StorageOnly checkpoint exists (as hauser did for "
+            'Provider "local").',
+            hauser=True,
+        ),
+        Key(
+            "local",
+            "StartTime",
+            Kind.TIMESTAMP,
+            None,
+            "Unused since hauser v1.",
+            deprecated="ignored; use the top-level StartTime",
+            hauser=True,
+        ),
+    ),
+    LocalSettings,
+    derive=_local_deprecated,
+)
+
+
+def _build_stage(settings: Settings) -> LocalStage:
+    return LocalStage(settings.section("local").save_dir, settings.file_prefix)
+
+
+def _describe(settings: Settings) -> str:
+    return f"files in {settings.section('local').save_dir.resolve()}"
+
+
+STAGE = StagePlugin("local", SECTION, _build_stage, folder_keys=("SaveDir",), describe=_describe)
+
+PLUGIN = WarehousePlugin(
+    "local",
+    "files in [local] SaveDir only",
+    stage="local",
+    aliases=("local",),
+    storage_only=True,
+)

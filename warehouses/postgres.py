@@ -822,3 +822,106 @@ __all__ = [
     "reject_rows",
     "rejects_file",
 ]
+
+
+# --- the plugin declarations (warehouses.plugin): the [postgres] section and Provider "postgres" -
+
+from dataclasses import dataclass as _dataclass  # noqa: E402
+
+from syncd.config.keys import Key, Kind  # noqa: E402
+from syncd.config.secret import Secret  # noqa: E402
+from warehouses.plugin import (  # noqa: E402
+    ConfigSection,
+    SettleContext,
+    WarehousePlugin,
+    check_names,
+    table_keys,
+)
+
+if TYPE_CHECKING:
+    from syncd.config.model import Settings
+    from warehouses.base import Stage
+
+
+@_dataclass(frozen=True)
+class PostgresSettings:
+    host: str
+    port: int
+    user: str
+    password: Secret
+    db: str
+    database_schema: str
+    export_table: str
+    sync_table: str
+    rejects_table: str
+    ssl_mode: str | None  # None: the adapter decides from the host (default_sslmode)
+
+
+def _validate(ctx: SettleContext, provider: str) -> None:
+    check_names(ctx, "postgres", "DatabaseSchema")
+
+
+SECTION = ConfigSection(
+    "postgres",
+    'PostgreSQL, loaded with COPY FROM STDIN (Provider = "postgres").',
+    (
+        Key("postgres", "Host", Kind.STRING, "127.0.0.1", "Server host name or address."),
+        Key("postgres", "Port", Kind.PORT, 5432, "Server port."),
+        Key("postgres", "User", Kind.STRING, "", 'User name; required with Provider "postgres".'),
+        Key("postgres", "Password", Kind.SECRET, "", "Password."),
+        Key("postgres", "DB", Kind.STRING, "", 'Database name; required with Provider "postgres".'),
+        Key("postgres", "DatabaseSchema", Kind.STRING, "public", "Schema of the tables."),
+        *table_keys("postgres", hauser=False),
+        Key(
+            "postgres",
+            "SSLMode",
+            Kind.CHOICE,
+            None,
+            'libpq sslmode. Unset, it is "verify-full" (TLS, the server\'s certificate must '
+            "chain to a trusted CA, libpq's root.crt or PGSSLROOTCERT, and name the host; no "
+            "password goes to a server that refuses TLS), except when Host is this machine: "
+            "loopback (127.0.0.0/8, ::1, localhost) or a Unix socket (a path), where it is "
+            '"prefer". "prefer", "allow" and "require" let a man in the middle '
+            "read the password.",
+            choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+            default_doc='"verify-full"; "prefer" for a loopback host or a Unix socket',
+            example='"verify-full"',
+        ),
+    ),
+    PostgresSettings,
+    required=("User", "DB"),
+    validate=_validate,
+)
+
+
+def _build(settings: Settings, stage: Stage, read_only: bool) -> PostgresWarehouse:
+    pg: PostgresSettings = settings.section("postgres")
+    return PostgresWarehouse(
+        host=pg.host,
+        port=pg.port,
+        user=pg.user,
+        password=pg.password.reveal(),
+        dbname=pg.db,
+        sslmode=pg.ssl_mode,
+        schema=pg.database_schema,
+        export_table=pg.export_table,
+        sync_table=pg.sync_table,
+        rejects_table=pg.rejects_table,
+    )
+
+
+def _destination(settings: Settings) -> str:
+    pg: PostgresSettings = settings.section("postgres")
+    return f"PostgreSQL database {pg.db} on {pg.host}:{pg.port}"
+
+
+PLUGIN = WarehousePlugin(
+    "postgres",
+    "local folder + PostgreSQL",
+    stage="local",
+    section=SECTION,
+    build=_build,
+    destination=_destination,
+    extra="postgres",
+    drivers=("psycopg",),
+)

@@ -551,3 +551,241 @@ __all__ = [
     "redshift_dialect",
     "truncate_utf8",
 ]
+
+
+# --- the plugin declarations (warehouses.plugin): the [redshift] section and Provider "aws" -----
+
+from dataclasses import dataclass as _dataclass  # noqa: E402
+from datetime import timedelta as _timedelta  # noqa: E402
+from typing import TYPE_CHECKING as _TYPE_CHECKING  # noqa: E402
+
+from syncd.config.keys import Key, Kind  # noqa: E402
+from syncd.config.secret import Secret  # noqa: E402
+from syncd.errors import ConfigError  # noqa: E402
+from warehouses.plugin import (  # noqa: E402
+    ConfigSection,
+    SettleContext,
+    WarehousePlugin,
+    check_names,
+    table_keys,
+)
+
+if _TYPE_CHECKING:
+    from syncd.config.model import Settings
+    from warehouses.base import Stage
+
+
+@_dataclass(frozen=True)
+class RedshiftSettings:
+    host: str
+    port: int
+    db: str
+    user: str
+    password: Secret
+    database_schema: str
+    export_table: str
+    sync_table: str
+    rejects_table: str
+    credentials: Secret
+    iam_role: str
+    region: str  # resolved: [s3] Region when not set
+    varchar_max: int
+    ssl: bool
+    statement_timeout: _timedelta
+    custom_vars_type: Literal["varchar", "super"]
+
+    @property
+    def schema(self) -> str | None:
+        """The schema to qualify names with; None for hauser's "search_path" (unqualified)."""
+        return None if self.database_schema.lower() == "search_path" else self.database_schema
+
+
+def _derive(ctx: SettleContext) -> None:
+    if ctx.get("[redshift] Region") is None and ctx.ok("[s3] Region"):
+        ctx.set("[redshift] Region", ctx.get("[s3] Region"), "derived from [s3] Region")
+
+
+def _check(ctx: SettleContext) -> None:
+    varchar_max = ctx.get("[redshift] VarCharMax")
+    if ctx.ok("[redshift] VarCharMax") and not 1 <= varchar_max <= 65535:
+        ctx.problem("[redshift] VarCharMax", f"{varchar_max} is out of range; allowed: 1 to 65535")
+
+
+def _validate(ctx: SettleContext, provider: str) -> None:
+    schema = ctx.get("[redshift] DatabaseSchema")
+    check_names(
+        ctx, "redshift", *(() if str(schema).lower() == "search_path" else ("DatabaseSchema",))
+    )
+    if not ctx.ok("[redshift] Credentials", "[redshift] IAMRole"):
+        return
+    credentials, role = ctx.get("[redshift] Credentials"), ctx.get("[redshift] IAMRole")
+    if credentials and role:
+        ctx.problem("[redshift] Credentials", "and [redshift] IAMRole are both set; set one")
+    elif not credentials and not role:
+        ctx.problem(
+            "[redshift] IAMRole",
+            f"required with Provider '{provider}' (or [redshift] Credentials) so COPY can read S3",
+        )
+
+
+SECTION = ConfigSection(
+    "redshift",
+    'Amazon Redshift, loaded with COPY from S3 (Provider = "aws").',
+    (
+        Key(
+            "redshift",
+            "Host",
+            Kind.STRING,
+            "",
+            'Cluster endpoint; required with Provider "aws".',
+            hauser=True,
+        ),
+        Key(
+            "redshift",
+            "Port",
+            Kind.PORT,
+            5439,
+            "Cluster port (a number or, as hauser wrote it, a string).",
+            hauser=True,
+        ),
+        Key(
+            "redshift",
+            "DB",
+            Kind.STRING,
+            "",
+            'Database; required with Provider "aws".',
+            hauser=True,
+        ),
+        Key(
+            "redshift", "User", Kind.STRING, "", 'User; required with Provider "aws".', hauser=True
+        ),
+        Key("redshift", "Password", Kind.SECRET, "", "Password.", hauser=True),
+        Key(
+            "redshift",
+            "DatabaseSchema",
+            Kind.STRING,
+            "public",
+            'Schema of the tables; "search_path" leaves names unqualified (the search path '
+            "decides).",
+            hauser=True,
+            new_meaning="hauser required it",
+        ),
+        *table_keys("redshift", hauser=True),
+        Key(
+            "redshift",
+            "Credentials",
+            Kind.SECRET,
+            "",
+            'Authorization for COPY, e.g. "aws_iam_role=arn:aws:iam::123456789012:role/load". '
+            "Set this or IAMRole.",
+            hauser=True,
+        ),
+        Key(
+            "redshift",
+            "IAMRole",
+            Kind.STRING,
+            "",
+            "ARN of the IAM role COPY uses to read S3 (instead of Credentials).",
+        ),
+        Key(
+            "redshift",
+            "Region",
+            Kind.STRING,
+            None,
+            "Region of the S3 bucket, named in a CSV COPY. A Parquet COPY takes no Region: the "
+            'bucket must be in the cluster\'s Region (syncd refuses StagedFormat "parquet" when '
+            "this Region differs from the one in Host).",
+            default_doc="[s3] Region",
+            example='"us-east-2"',
+        ),
+        Key(
+            "redshift",
+            "VarCharMax",
+            Kind.INT,
+            65535,
+            "Longest string kept, in bytes; longer values are cut at a UTF-8 character boundary "
+            "(by the transform, whatever StagedFormat). A row whose CustomVars JSON text is over "
+            "65535 bytes (VARCHAR CustomVarsType) is quarantined: cut, it would not be JSON.",
+            hauser=True,
+            attr="varchar_max",
+            new_meaning="hauser had no default",
+        ),
+        Key(
+            "redshift",
+            "SSL",
+            Kind.BOOL,
+            True,
+            "Connect with SSL, verified against Redshift's certificates (turn off only for a "
+            "Redshift-compatible endpoint without SSL, such as a local stand-in).",
+        ),
+        Key(
+            "redshift",
+            "StatementTimeout",
+            Kind.DURATION,
+            "1h",
+            "Longest any one statement may take (Redshift's statement_timeout, set on every "
+            'connection; it counts the wait in the WLM queue too); "0" means no limit. A '
+            "statement cut off by it holds the batch at once, with the reason, rather than "
+            "retrying it into the same limit. There is no read timeout: TCP keepalive finds a "
+            "dead connection; opening one is limited to 30s.",
+        ),
+        Key(
+            "redshift",
+            "CustomVarsType",
+            Kind.CHOICE,
+            "varchar",
+            'Column type of CustomVars in a new table: "varchar" (JSON text, as hauser) or '
+            '"super" (Redshift\'s semi-structured type).',
+            choices=("varchar", "super"),
+        ),
+    ),
+    RedshiftSettings,
+    required=("Host", "DB", "User"),
+    derive=_derive,
+    check=_check,
+    validate=_validate,
+)
+
+
+def _build(settings: Settings, stage: Stage, read_only: bool) -> RedshiftWarehouse:
+    rs: RedshiftSettings = settings.section("redshift")
+    problem = parquet_region_problem(rs.host, rs.region)
+    if settings.staged_format == "parquet" and problem:
+        raise ConfigError([problem])
+    return RedshiftWarehouse(
+        host=rs.host,
+        port=rs.port,
+        database=rs.db,
+        user=rs.user,
+        password=rs.password.reveal(),
+        schema=rs.schema,
+        export_table=rs.export_table,
+        sync_table=rs.sync_table,
+        rejects_table=rs.rejects_table,
+        iam_role=rs.iam_role,
+        credentials=rs.credentials.reveal(),
+        region=rs.region,
+        varchar_max=rs.varchar_max,
+        custom_vars=rs.custom_vars_type,
+        ssl=rs.ssl,
+        statement_timeout=rs.statement_timeout.total_seconds(),
+    )
+
+
+def _destination(settings: Settings) -> str:
+    rs: RedshiftSettings = settings.section("redshift")
+    bucket = settings.section("s3").bucket
+    return f"Redshift database {rs.db} on {rs.host}:{rs.port}, staged in s3://{bucket}"
+
+
+PLUGIN = WarehousePlugin(
+    "aws",
+    "S3 + Redshift",
+    stage="s3",
+    section=SECTION,
+    build=_build,
+    destination=_destination,
+    aliases=("redshift",),
+    extra="aws",
+    drivers=("boto3", "redshift_connector"),
+)

@@ -1,48 +1,126 @@
-"""Build the stage and the warehouse a configuration names, importing drivers lazily.
+"""The plugins syncd knows, one line each, and building the stage and warehouse a config names.
 
-This is the one place that maps a provider's name to adapters; the core only sees the
-`Stage` and `Warehouse` protocols.
+A provider (`Provider = "<name>"`) maps to its module's `WarehousePlugin` and a stage name to its
+module's `StagePlugin`, as "module:ATTRIBUTE"; the module is imported when first needed. This is
+the one place that lists them: the config loader, the docs and the core read the declarations
+(`warehouses.plugin`), never a name. docs/plugins.md says how to add a warehouse.
 """
 
 from __future__ import annotations
 
-from syncd.config import Settings
+import functools
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
+
 from syncd.errors import ConfigError
-from warehouses.base import Stage, Warehouse
+from warehouses.plugin import StagePlugin, WarehousePlugin
+
+if TYPE_CHECKING:
+    from syncd.config.model import Settings
+    from warehouses.base import Stage, Warehouse
+
+#: Provider name -> its WarehousePlugin, in the order the docs list them.
+PROVIDERS: dict[str, str] = {
+    "duckdb": "warehouses.duckdb:PLUGIN",
+    "postgres": "warehouses.postgres:PLUGIN",
+    "local": "warehouses.local:PLUGIN",
+    "aws": "warehouses.redshift:PLUGIN",
+    "gcp": "warehouses.bigquery:PLUGIN",
+}
+
+#: Stage name -> its StagePlugin.
+STAGES: dict[str, str] = {
+    "local": "warehouses.local:STAGE",
+    "s3": "warehouses.s3:STAGE",
+    "gcs": "warehouses.gcs:STAGE",
+}
+
+#: The provider of a config that names none: the embedded one, needing no server.
+DEFAULT_PROVIDER = "duckdb"
+
+
+def _load(ref: str) -> Any:
+    module, _, attribute = ref.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def reset() -> None:
+    """Forget the loaded plugins: call after changing PROVIDERS or STAGES (tests do)."""
+    providers.cache_clear()
+    stages.cache_clear()
+
+
+@functools.cache
+def providers() -> tuple[WarehousePlugin, ...]:
+    """Every provider's declaration, in registry order."""
+    out = []
+    for name, ref in PROVIDERS.items():
+        plugin = _load(ref)
+        if not isinstance(plugin, WarehousePlugin) or plugin.provider != name:
+            raise TypeError(f"{ref} is not the WarehousePlugin of provider {name!r}")
+        out.append(plugin)
+    return tuple(out)
+
+
+@functools.cache
+def stages() -> tuple[StagePlugin, ...]:
+    """Every stage's declaration, in registry order."""
+    out = []
+    for name, ref in STAGES.items():
+        plugin = _load(ref)
+        if not isinstance(plugin, StagePlugin) or plugin.name != name:
+            raise TypeError(f"{ref} is not the StagePlugin of stage {name!r}")
+        out.append(plugin)
+    return tuple(out)
+
+
+def provider(name: str) -> WarehousePlugin:
+    for plugin in providers():
+        if plugin.provider == name:
+            return plugin
+    raise ConfigError([f"Provider: {name!r} is not supported by this version of syncd yet"])
+
+
+def stage_plugin(name: str) -> StagePlugin:
+    for plugin in stages():
+        if plugin.name == name:
+            return plugin
+    raise ConfigError([f"no stage {name!r} in this version of syncd"])
+
+
+def stage_of(settings: Settings) -> StagePlugin:
+    """The stage the configured provider uses."""
+    return stage_plugin(provider(settings.provider).stage_name(settings.get))
+
+
+def _missing_extra(plugin: WarehousePlugin, module: str) -> ConfigError:
+    extra = f"pip install 'syncd[{plugin.extra}]'" if plugin.extra else "install its drivers"
+    return ConfigError(
+        [
+            f"Provider: {plugin.provider!r} needs {module}, which is not installed; {extra}",
+        ]
+    )
+
+
+def _require_drivers(plugin: WarehousePlugin) -> None:
+    for module in plugin.drivers:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:  # a parent package is missing
+            found = False
+        if not found:
+            raise _missing_extra(plugin, module)
 
 
 def build_stage(settings: Settings) -> Stage:
-    """The stage for the provider: a local folder for duckdb, postgres and local; S3 for aws."""
-    if settings.provider in ("duckdb", "postgres", "local"):
-        from warehouses.local import LocalStage
-
-        return LocalStage(settings.local.save_dir, settings.file_prefix)
-    if settings.provider == "aws":
-        from warehouses.s3 import S3Stage
-
-        s3 = settings.s3
-        return S3Stage(
-            s3.bucket,
-            settings.file_prefix,
-            region=s3.region,
-            endpoint_url=s3.endpoint_url,
-            server_side_encryption=s3.server_side_encryption,
-            kms_key_id=s3.kms_key_id,
-            timeout=s3.timeout.total_seconds(),
-        )
-    if settings.provider == "gcp":
-        from warehouses.gcs import GCSStage
-
-        gcs = settings.gcs
-        return GCSStage(
-            gcs.bucket_name,
-            gcs.key_prefix + settings.file_prefix,
-            project=settings.bigquery.project or None,
-            endpoint_url=gcs.endpoint_url,
-        )
-    raise ConfigError(
-        [f"Provider: {settings.provider!r} is not supported by this version of syncd yet"]
-    )
+    """The stage the configured provider stages its files in."""
+    plugin = provider(settings.provider)
+    _require_drivers(plugin)
+    try:
+        return stage_of(settings).build(settings)
+    except ImportError as exc:
+        raise _missing_extra(plugin, exc.name or str(exc)) from exc
 
 
 def build_warehouse(settings: Settings, stage: Stage, *, read_only: bool = False) -> Warehouse:
@@ -51,100 +129,38 @@ def build_warehouse(settings: Settings, stage: Stage, *, read_only: bool = False
         from warehouses.storage_only import StorageOnlyWarehouse
 
         return StorageOnlyWarehouse(stage, use_start_time=settings.local.use_start_time)
-    if settings.provider == "duckdb":
-        from warehouses.duckdb import DuckDBWarehouse
-
-        db = settings.duckdb
-        return DuckDBWarehouse(
-            db.path,
-            export_table=db.export_table,
-            sync_table=db.sync_table,
-            rejects_table=db.rejects_table,
-            read_only=read_only,
-            lock_wait=db.lock_wait.total_seconds(),
-            reader_window=db.reader_window.total_seconds(),
+    plugin = provider(settings.provider)
+    _require_drivers(plugin)
+    if plugin.build is None:
+        raise ConfigError(
+            [f"Provider: {plugin.provider!r} loads no warehouse; it only stores files"]
         )
-    if settings.provider == "postgres":
-        from warehouses.postgres import PostgresWarehouse
-
-        pg = settings.postgres
-        return PostgresWarehouse(
-            host=pg.host,
-            port=pg.port,
-            user=pg.user,
-            password=pg.password.reveal(),
-            dbname=pg.db,
-            sslmode=pg.ssl_mode,
-            schema=pg.database_schema,
-            export_table=pg.export_table,
-            sync_table=pg.sync_table,
-            rejects_table=pg.rejects_table,
-        )
-    if settings.provider == "aws":
-        from warehouses.redshift import RedshiftWarehouse, parquet_region_problem
-
-        rs = settings.redshift
-        problem = parquet_region_problem(rs.host, rs.region)
-        if settings.staged_format == "parquet" and problem:
-            raise ConfigError([problem])
-        return RedshiftWarehouse(
-            host=rs.host,
-            port=rs.port,
-            database=rs.db,
-            user=rs.user,
-            password=rs.password.reveal(),
-            schema=rs.schema,
-            export_table=rs.export_table,
-            sync_table=rs.sync_table,
-            rejects_table=rs.rejects_table,
-            iam_role=rs.iam_role,
-            credentials=rs.credentials.reveal(),
-            region=rs.region,
-            varchar_max=rs.varchar_max,
-            custom_vars=rs.custom_vars_type,
-            ssl=rs.ssl,
-            statement_timeout=rs.statement_timeout.total_seconds(),
-        )
-    if settings.provider == "gcp":
-        from warehouses.bigquery import BigQueryWarehouse
-
-        bq = settings.bigquery
-        return BigQueryWarehouse(
-            bq.project,
-            bq.dataset,
-            export_table=bq.export_table,
-            sync_table=bq.sync_table,
-            rejects_table=bq.rejects_table,
-            location=bq.location,
-            partition_expiration=bq.partition_expiration,
-            clustering=bq.clustering,
-            require_partition_filter=bq.require_partition_filter,
-            endpoint_url=bq.endpoint_url,
-        )
-    raise ConfigError(
-        [f"Provider: {settings.provider!r} is not supported by this version of syncd yet"]
-    )
+    try:
+        return plugin.build(settings, stage, read_only)
+    except ImportError as exc:
+        raise _missing_extra(plugin, exc.name or str(exc)) from exc
 
 
 def destination(settings: Settings) -> str:
     """Where the configured provider writes the data, in a few words for a person (e.g. the
     note a command run on the defaults prints)."""
-    if settings.storage_only or settings.provider == "local":
-        return f"files in {settings.local.save_dir.resolve()}"
-    if settings.provider == "duckdb":
-        path = settings.duckdb.path
-        return (
-            "an in-memory DuckDB"
-            if str(path) == ":memory:"
-            else f"the DuckDB file {path.resolve()}"
-        )
-    if settings.provider == "postgres":
-        pg = settings.postgres
-        return f"PostgreSQL database {pg.db} on {pg.host}:{pg.port}"
-    if settings.provider == "aws":
-        rs = settings.redshift
-        return (
-            f"Redshift database {rs.db} on {rs.host}:{rs.port}, staged in s3://{settings.s3.bucket}"
-        )
-    bq = settings.bigquery
-    return f"BigQuery dataset {bq.dataset}, staged in gs://{settings.gcs.bucket}"
+    plugin = provider(settings.provider)
+    if settings.storage_only or plugin.destination is None:
+        return stage_of(settings).describe(settings)
+    return plugin.destination(settings)
+
+
+__all__ = [
+    "DEFAULT_PROVIDER",
+    "PROVIDERS",
+    "STAGES",
+    "build_stage",
+    "build_warehouse",
+    "destination",
+    "provider",
+    "providers",
+    "reset",
+    "stage_of",
+    "stage_plugin",
+    "stages",
+]

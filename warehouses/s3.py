@@ -7,7 +7,7 @@ wrote it.
 
 Uploads stream from disk with boto3's managed transfer (multipart above `MULTIPART_THRESHOLD`,
 parts of `MULTIPART_CHUNK`), so a multi-GB file never sits in memory; S3 makes an object
-visible whole or not at all, so `put` and `write_checkpoint` are atomic. Credentials come from
+visible whole or not at all, so `put` and `write_object` are atomic. Credentials come from
 the standard AWS chain (environment, profile, instance or task role); this module never sees
 or logs them. Every botocore/boto3 error is mapped in `map_s3_error`.
 """
@@ -15,22 +15,19 @@ or logs them. Every botocore/boto3 error is mapped in `map_s3_error`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from syncd.errors import StageError, TerminalStageError, TransientStageError
-from syncd.timeutil import format_timestamp, parse_timestamp
+from warehouses.plugin import bucket_parts
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 log = structlog.get_logger(__name__)
 
-#: hauser's checkpoint object name, after the FilePrefix.
-CHECKPOINT_NAME = ".sync.hauser"
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 MULTIPART_CHUNK = 16 * 1024 * 1024
 DEFAULT_TIMEOUT = 300.0
@@ -116,11 +113,10 @@ class S3Location:
 
 def split_bucket(bucket: str) -> tuple[str, str]:
     """hauser's `bucket/sub/path` as (bucket name, key prefix "sub/path/" or "")."""
-    name, _, path = bucket.strip().strip("/").partition("/")
-    path = path.strip("/")
+    name, prefix = bucket_parts(bucket)
     if not name:
         raise TerminalStageError("[s3] Bucket is empty")
-    return name, f"{path}/" if path else ""
+    return name, prefix
 
 
 class S3Stage:
@@ -146,7 +142,6 @@ class S3Stage:
         self.kms_key_id = kms_key_id
         self.timeout = timeout
         self._client = client or self._make_client()
-        self.checkpoint_key = self.key_for(CHECKPOINT_NAME)
 
     def __repr__(self) -> str:
         where = f", endpoint_url={self.endpoint_url!r}" if self.endpoint_url else ""
@@ -210,37 +205,31 @@ class S3Stage:
                 return
             raise map_s3_error(exc, f"cannot delete {uri}") from exc
 
-    def read_checkpoint(self) -> datetime | None:
-        """The StorageOnly resume point, or None when no checkpoint object exists yet."""
-        uri = S3Location(self.bucket, self.checkpoint_key).uri
+    def read_object(self, name: str) -> bytes | None:
+        """The bytes of object `<prefix><name>`, or None when there is no such object."""
+        key = self.key_for(name)
         try:
-            response = self._client.get_object(Bucket=self.bucket, Key=self.checkpoint_key)
-            text = response["Body"].read().decode("utf-8", errors="replace")
+            response = self._client.get_object(Bucket=self.bucket, Key=key)
+            data: bytes = response["Body"].read()
         except Exception as exc:
             if _is_missing(exc):
                 return None
-            raise map_s3_error(exc, f"cannot read checkpoint {uri}") from exc
-        try:
-            return parse_timestamp(text)
-        except ValueError as exc:
-            raise TerminalStageError(
-                f"checkpoint {uri} does not hold an RFC 3339 time "
-                f"(found {text.strip()[:40]!r}); fix or remove it"
-            ) from exc
+            raise map_s3_error(exc, f"cannot read {S3Location(self.bucket, key).uri}") from exc
+        return data
 
-    def write_checkpoint(self, end: datetime) -> None:
-        """Replace the checkpoint object (one PUT: S3 shows the old or the new, never half)."""
-        uri = S3Location(self.bucket, self.checkpoint_key).uri
+    def write_object(self, name: str, data: bytes) -> None:
+        """Replace object `<prefix><name>` (one PUT: S3 shows the old or the new, never half)."""
+        key = self.key_for(name)
         try:
             self._client.put_object(
                 Bucket=self.bucket,
-                Key=self.checkpoint_key,
-                Body=format_timestamp(end).encode(),
+                Key=key,
+                Body=data,
                 ContentType="text/plain",
                 **self._put_args(),
             )
         except Exception as exc:
-            raise map_s3_error(exc, f"cannot write checkpoint {uri}") from exc
+            raise map_s3_error(exc, f"cannot write {S3Location(self.bucket, key).uri}") from exc
 
     def check(self) -> None:
         """The bucket exists and is reachable, and an object can be written and removed."""
@@ -295,3 +284,128 @@ def _code(exc: Exception) -> str:
 
 def _is_missing(exc: Exception) -> bool:
     return _code(exc) in _MISSING_CODES
+
+
+# --- the plugin declarations (warehouses.plugin): the [s3] section and the stage -------------
+
+from datetime import timedelta as _timedelta  # noqa: E402
+
+from syncd.config.keys import Key, Kind  # noqa: E402
+from warehouses.plugin import ConfigSection, SettleContext, StagePlugin  # noqa: E402
+
+if TYPE_CHECKING:
+    from syncd.config.model import Settings
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    bucket: str
+    region: str
+    timeout: _timedelta
+    endpoint_url: str
+    server_side_encryption: str
+    kms_key_id: str
+
+    @property
+    def bucket_name(self) -> str:
+        """The bucket without hauser's optional path: "b/sub/path" -> "b"."""
+        return split_bucket(self.bucket)[0]
+
+    @property
+    def key_prefix(self) -> str:
+        """The path part of `bucket` as an object-name prefix: "b/sub/path" -> "sub/path/"."""
+        return split_bucket(self.bucket)[1]
+
+
+def _check_s3(ctx: SettleContext) -> None:
+    if ctx.ok("[s3] Timeout") and ctx.get("[s3] Timeout") <= _timedelta(0):
+        ctx.problem("[s3] Timeout", "must be more than 0s")
+
+
+def _validate_s3(ctx: SettleContext, provider: str) -> None:
+    sse = ctx.get("[s3] ServerSideEncryption")
+    if ctx.get("[s3] KMSKeyId") and sse != "aws:kms" and ctx.ok("[s3] KMSKeyId"):
+        ctx.problem("[s3] KMSKeyId", "is only used with ServerSideEncryption = 'aws:kms'")
+
+
+SECTION = ConfigSection(
+    "s3",
+    'Amazon S3, where files are staged for Redshift (Provider = "aws").',
+    (
+        Key(
+            "s3",
+            "Bucket",
+            Kind.STRING,
+            "",
+            'Bucket for staged files, optionally with a path: "bucket/sub/path". Required with '
+            'Provider "aws".',
+            hauser=True,
+        ),
+        Key(
+            "s3",
+            "Region",
+            Kind.STRING,
+            "",
+            "Region of the bucket; empty means the AWS SDK's default.",
+            hauser=True,
+        ),
+        Key(
+            "s3",
+            "Timeout",
+            Kind.DURATION,
+            "5m",
+            "Limit on one S3 operation.",
+            hauser=True,
+            new_meaning="hauser had no default",
+        ),
+        Key(
+            "s3",
+            "EndpointURL",
+            Kind.URL,
+            "",
+            "Custom S3 endpoint (MinIO, a local stand-in); empty = AWS.",
+        ),
+        Key(
+            "s3",
+            "ServerSideEncryption",
+            Kind.CHOICE,
+            "",
+            'Server-side encryption of staged objects: "" (bucket default), "AES256" or "aws:kms".',
+            choices=("", "AES256", "aws:kms"),
+        ),
+        Key("s3", "KMSKeyId", Kind.STRING, "", 'KMS key for ServerSideEncryption = "aws:kms".'),
+        Key(
+            "s3",
+            "S3Only",
+            Kind.BOOL,
+            None,
+            "Stage to S3 only.",
+            deprecated='ORed into StorageOnly (with Provider "aws", as in hauser)',
+            hauser=True,
+        ),
+    ),
+    S3Settings,
+    required=("Bucket",),
+    check=_check_s3,
+    validate=_validate_s3,
+)
+
+
+def _build_stage(settings: Settings) -> S3Stage:
+    s3: S3Settings = settings.section("s3")
+    return S3Stage(
+        s3.bucket,
+        settings.file_prefix,
+        region=s3.region,
+        endpoint_url=s3.endpoint_url,
+        server_side_encryption=s3.server_side_encryption,
+        kms_key_id=s3.kms_key_id,
+        timeout=s3.timeout.total_seconds(),
+    )
+
+
+def _describe(settings: Settings) -> str:
+    return f"files in s3://{settings.section('s3').bucket}"
+
+
+STAGE = StagePlugin("s3", SECTION, _build_stage, storage_only_key="S3Only", describe=_describe)

@@ -2,7 +2,8 @@
 
 The staged files are the product; the "warehouse" only keeps the sync point, as hauser did:
 the checkpoint object `<FilePrefix>.sync.hauser` next to the files, holding the end of the
-last committed batch. Files are named by the batch key, so a re-run overwrites rather than
+last committed batch as RFC 3339 text. This module reads and writes it (`read_checkpoint`,
+`write_checkpoint`) through the stage's plain small-object calls, so every stage keeps it alike. Files are named by the batch key, so a re-run overwrites rather than
 duplicates, and a commit is one atomic checkpoint write after the files are staged.
 
 What is and is not known in this mode:
@@ -28,9 +29,15 @@ from typing import Any
 import structlog
 
 from syncd.batch import StagedBatch, SyncRecord
-from syncd.errors import LoadError, StageError, TerminalLoadError, TransientLoadError
+from syncd.errors import (
+    LoadError,
+    StageError,
+    TerminalLoadError,
+    TerminalStageError,
+    TransientLoadError,
+)
 from syncd.fields import Column
-from syncd.timeutil import format_timestamp
+from syncd.timeutil import format_timestamp, parse_timestamp
 from warehouses.base import Capabilities, RollbackResult, Stage
 from warehouses.sql import day_start, days_between
 
@@ -38,6 +45,29 @@ log = structlog.get_logger(__name__)
 
 #: `SyncRecord.source` of a record known only from the checkpoint.
 CHECKPOINT_SOURCE = "checkpoint"
+
+#: hauser's checkpoint object name, after the FilePrefix.
+CHECKPOINT_NAME = ".sync.hauser"
+
+
+def read_checkpoint(stage: Stage) -> datetime | None:
+    """The StorageOnly resume point in `stage`, or None when there is no checkpoint yet."""
+    data = stage.read_object(CHECKPOINT_NAME)
+    if data is None:
+        return None
+    text = data.decode("utf-8", errors="replace")
+    try:
+        return parse_timestamp(text)
+    except ValueError as exc:
+        raise TerminalStageError(
+            f"checkpoint {stage.uri_for(CHECKPOINT_NAME)} does not hold an RFC 3339 time "
+            f"(found {text.strip()[:40]!r}); fix or remove it"
+        ) from exc
+
+
+def write_checkpoint(stage: Stage, end: datetime) -> None:
+    """Atomically replace the checkpoint in `stage` with `end`, as hauser wrote it."""
+    stage.write_object(CHECKPOINT_NAME, format_timestamp(end).encode())
 
 
 def _load_error(exc: StageError, action: str) -> LoadError:
@@ -87,7 +117,7 @@ class StorageOnlyWarehouse:
                 )
                 return
         try:
-            self.stage.write_checkpoint(record.end)
+            write_checkpoint(self.stage, record.end)
         except StageError as exc:
             raise _load_error(exc, f"cannot commit batch {record.batch_id}") from exc
         self._last = record
@@ -138,7 +168,7 @@ class StorageOnlyWarehouse:
             log.info("rollback: checkpoint already before the first day", first=str(first))
             return RollbackResult(days=days, rows_deleted=0, sync_rows_deleted=0)
         try:
-            self.stage.write_checkpoint(target)
+            write_checkpoint(self.stage, target)
         except StageError as exc:
             raise _load_error(exc, f"cannot roll back to {first}") from exc
         self._last = None
@@ -163,7 +193,7 @@ class StorageOnlyWarehouse:
 
     def _checkpoint(self) -> datetime | None:
         try:
-            return self.stage.read_checkpoint()
+            return read_checkpoint(self.stage)
         except StageError as exc:
             raise _load_error(exc, "cannot read the checkpoint") from exc
 

@@ -1,42 +1,21 @@
-"""The table of every configuration key: the one source for parsing, env overrides and docs.
+"""What a configuration key is, and the core's keys (the top level and [metrics]).
 
 Each `Key` says where it lives (top level or a `[section]`), its TOML spelling, its kind, its
-default written as a TOML value, and what it means. The loader, `reference_markdown()` and
-`example_toml()` all read this table, so the documentation cannot drift from the code.
+default written as a TOML value, and what it means. Warehouse and stage sections are declared
+by their plugins (`warehouses.plugin`); `syncd.config.table` joins them with these into the
+one table the loader, `reference_markdown()` and `example_toml()` read, so the documentation
+cannot drift from the code.
 """
 
 from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 ENV_PREFIX = "SYNCD_"
 FILE_SUFFIX = "_FILE"
-
-#: Sections in the order the docs and the example list them.
-SECTIONS: tuple[str, ...] = (
-    "duckdb",
-    "postgres",
-    "local",
-    "s3",
-    "redshift",
-    "gcs",
-    "bigquery",
-    "metrics",
-)
-
-SECTION_DOCS: dict[str, str] = {
-    "": "Top-level keys: the export API, the schedule, retries, staging and logging.",
-    "duckdb": 'The embedded DuckDB warehouse (Provider = "duckdb", the default).',
-    "postgres": 'PostgreSQL, loaded with COPY FROM STDIN (Provider = "postgres").',
-    "local": 'The local staging folder (Provider "local", "duckdb" and "postgres").',
-    "s3": 'Amazon S3, where files are staged for Redshift (Provider = "aws").',
-    "redshift": 'Amazon Redshift, loaded with COPY from S3 (Provider = "aws").',
-    "gcs": 'Google Cloud Storage, where files are staged for BigQuery (Provider = "gcp").',
-    "bigquery": 'Google BigQuery, loaded with load jobs from GCS (Provider = "gcp").',
-    "metrics": "The Prometheus metrics and health endpoint.",
-}
 
 
 class Kind(enum.Enum):
@@ -99,32 +78,10 @@ def _snake(name: str) -> str:
 
 K = Kind
 
-PROVIDERS = ("duckdb", "postgres", "local", "aws", "gcp")
-WAREHOUSE_ALIASES = {"local": "local", "redshift": "aws", "bigquery": "gcp"}
-
-
-def _tables(section: str, hauser: bool) -> tuple[Key, ...]:
-    """ExportTable, SyncTable and RejectsTable, the same in every warehouse section."""
-    return (
-        Key(
-            section, "ExportTable", K.STRING, "fsexport", "Table of exported events.", hauser=hauser
-        ),
-        Key(
-            section,
-            "SyncTable",
-            K.STRING,
-            "fssync",
-            "One row per committed batch; the resume point. A hauser SyncTable is continued.",
-            hauser=hauser,
-        ),
-        Key(
-            section,
-            "RejectsTable",
-            K.STRING,
-            "fsrejects",
-            "Rows that could not be loaded, with why.",
-        ),
-    )
+#: Stand-ins in TOP_LEVEL for the keys whose choices come from the plugins (`top_level`
+#: puts the real keys in their place).
+PROVIDER_SLOT = Key("", "Provider", K.CHOICE, None, "")
+WAREHOUSE_SLOT = Key("", "Warehouse", K.CHOICE, None, "")
 
 
 TOP_LEVEL: tuple[Key, ...] = (
@@ -191,18 +148,7 @@ TOP_LEVEL: tuple[Key, ...] = (
         attr="additional_http_headers",
         example='[{ Key = "X-Proxy-Token", Value = "<value>" }]',
     ),
-    Key(
-        "",
-        "Provider",
-        K.CHOICE,
-        "duckdb",
-        'Where files are staged and loaded: "duckdb" (local folder + embedded DuckDB), '
-        '"postgres" (local folder + PostgreSQL), "local" (files in [local] SaveDir only), '
-        '"aws" (S3 + Redshift), "gcp" (GCS + BigQuery).',
-        choices=PROVIDERS,
-        hauser=True,
-        new_meaning="hauser required it and knew local/aws/gcp only",
-    ),
+    PROVIDER_SLOT,
     Key(
         "",
         "StorageOnly",
@@ -403,16 +349,7 @@ TOP_LEVEL: tuple[Key, ...] = (
         choices=("debug", "info", "warning", "error", "critical"),
     ),
     # Deprecated hauser keys: read, mapped, and reported in LoadedSettings.warnings.
-    Key(
-        "",
-        "Warehouse",
-        K.CHOICE,
-        None,
-        'Old name of Provider: "local", "redshift" (= "aws"), "bigquery" (= "gcp").',
-        choices=tuple(WAREHOUSE_ALIASES),
-        deprecated="read as Provider (local -> local, redshift -> aws, bigquery -> gcp); ignored when Provider is set",
-        hauser=True,
-    ),
+    WAREHOUSE_SLOT,
     Key(
         "", "CheckInterval", K.DURATION, None, "Unused.", deprecated="unused; ignored", hauser=True
     ),
@@ -428,308 +365,47 @@ TOP_LEVEL: tuple[Key, ...] = (
     ),
 )
 
-SECTION_KEYS: tuple[Key, ...] = (
-    # [duckdb]
-    Key(
-        "duckdb",
-        "Path",
-        K.PATH,
-        "syncd-data/syncd.duckdb",
-        "The DuckDB database file. syncd opens it only for a commit (or to create tables, "
-        "repair, roll back, read its sync rows) and closes it after, so other processes can "
-        "query it read-only in between; a second syncd is kept out by the lock file beside it "
-        "(`<Path>.lock`).",
-    ),
-    Key(
-        "duckdb",
-        "LockWait",
-        K.DURATION,
-        "5m",
-        "How long a write waits for the file while another process (a reader such as "
-        "`duckdb -readonly`) has it open, retrying with backoff and saying so in the log and "
-        "the status; then the batch's attempt fails and is retried (or held) like any "
-        "other transient failure. 0s: do not wait.",
-    ),
-    Key(
-        "duckdb",
-        "ReaderWindow",
-        K.DURATION,
-        "1s",
-        "The least time the file stays closed between two of syncd's uses of it, so that a "
-        "reader retrying every second gets in even while batches commit back to back (a "
-        "backfill). Costs up to this much per commit while catching up; 0s: no pause.",
-    ),
-    *_tables("duckdb", hauser=False),
-    # [postgres]
-    Key("postgres", "Host", K.STRING, "127.0.0.1", "Server host name or address."),
-    Key("postgres", "Port", K.PORT, 5432, "Server port."),
-    Key("postgres", "User", K.STRING, "", 'User name; required with Provider "postgres".'),
-    Key("postgres", "Password", K.SECRET, "", "Password."),
-    Key("postgres", "DB", K.STRING, "", 'Database name; required with Provider "postgres".'),
-    Key("postgres", "DatabaseSchema", K.STRING, "public", "Schema of the tables."),
-    *_tables("postgres", hauser=False),
-    Key(
-        "postgres",
-        "SSLMode",
+
+@dataclass(frozen=True)
+class ProviderChoice:
+    """What the top-level keys say of one provider (from its plugin)."""
+
+    name: str
+    summary: str  # e.g. "S3 + Redshift"
+    aliases: tuple[str, ...] = ()  # hauser's `Warehouse` values read as this provider
+
+
+def top_level(providers: Sequence[ProviderChoice], default: str) -> tuple[Key, ...]:
+    """TOP_LEVEL with `Provider` and hauser's `Warehouse` written for these providers."""
+    choices = ", ".join(f'"{p.name}" ({p.summary})' for p in providers)
+    provider = Key(
+        "",
+        "Provider",
+        K.CHOICE,
+        default,
+        f"Where files are staged and loaded: {choices}.",
+        choices=tuple(p.name for p in providers),
+        hauser=True,
+        new_meaning="hauser required it and knew local/aws/gcp only",
+    )
+    aliases = {alias: p.name for p in providers for alias in p.aliases}
+    old = ", ".join(f'"{a}"' + ("" if a == p else f' (= "{p}")') for a, p in aliases.items())
+    mapping = ", ".join(f"{a} -> {p}" for a, p in aliases.items())
+    warehouse = Key(
+        "",
+        "Warehouse",
         K.CHOICE,
         None,
-        'libpq sslmode. Unset, it is "verify-full" (TLS, the server\'s certificate must '
-        "chain to a trusted CA, libpq's root.crt or PGSSLROOTCERT, and name the host; no "
-        "password goes to a server that refuses TLS), except when Host is this machine: "
-        "loopback (127.0.0.0/8, ::1, localhost) or a Unix socket (a path), where it is "
-        '"prefer". "prefer", "allow" and "require" let a man in the middle '
-        "read the password.",
-        choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
-        default_doc='"verify-full"; "prefer" for a loopback host or a Unix socket',
-        example='"verify-full"',
-    ),
-    # [local]
-    Key(
-        "local",
-        "SaveDir",
-        K.PATH,
-        "syncd-data/files",
-        'Folder of staged files for Provider "local" (where they stay), "duckdb" and "postgres".',
+        f"Old name of Provider: {old}.",
+        choices=tuple(aliases),
+        deprecated=f"read as Provider ({mapping}); ignored when Provider is set",
         hauser=True,
-        new_meaning="hauser had no default and needed the folder to exist",
-    ),
-    Key(
-        "local",
-        "UseStartTime",
-        K.BOOL,
-        False,
-        "Start from StartTime even when a StorageOnly checkpoint exists (as hauser did for "
-        'Provider "local").',
-        hauser=True,
-    ),
-    Key(
-        "local",
-        "StartTime",
-        K.TIMESTAMP,
-        None,
-        "Unused since hauser v1.",
-        deprecated="ignored; use the top-level StartTime",
-        hauser=True,
-    ),
-    # [s3]
-    Key(
-        "s3",
-        "Bucket",
-        K.STRING,
-        "",
-        'Bucket for staged files, optionally with a path: "bucket/sub/path". Required with '
-        'Provider "aws".',
-        hauser=True,
-    ),
-    Key(
-        "s3",
-        "Region",
-        K.STRING,
-        "",
-        "Region of the bucket; empty means the AWS SDK's default.",
-        hauser=True,
-    ),
-    Key(
-        "s3",
-        "Timeout",
-        K.DURATION,
-        "5m",
-        "Limit on one S3 operation.",
-        hauser=True,
-        new_meaning="hauser had no default",
-    ),
-    Key(
-        "s3", "EndpointURL", K.URL, "", "Custom S3 endpoint (MinIO, a local stand-in); empty = AWS."
-    ),
-    Key(
-        "s3",
-        "ServerSideEncryption",
-        K.CHOICE,
-        "",
-        'Server-side encryption of staged objects: "" (bucket default), "AES256" or "aws:kms".',
-        choices=("", "AES256", "aws:kms"),
-    ),
-    Key("s3", "KMSKeyId", K.STRING, "", 'KMS key for ServerSideEncryption = "aws:kms".'),
-    Key(
-        "s3",
-        "S3Only",
-        K.BOOL,
-        None,
-        "Stage to S3 only.",
-        deprecated='ORed into StorageOnly (with Provider "aws", as in hauser)',
-        hauser=True,
-    ),
-    # [redshift]
-    Key(
-        "redshift",
-        "Host",
-        K.STRING,
-        "",
-        'Cluster endpoint; required with Provider "aws".',
-        hauser=True,
-    ),
-    Key(
-        "redshift",
-        "Port",
-        K.PORT,
-        5439,
-        "Cluster port (a number or, as hauser wrote it, a string).",
-        hauser=True,
-    ),
-    Key("redshift", "DB", K.STRING, "", 'Database; required with Provider "aws".', hauser=True),
-    Key("redshift", "User", K.STRING, "", 'User; required with Provider "aws".', hauser=True),
-    Key("redshift", "Password", K.SECRET, "", "Password.", hauser=True),
-    Key(
-        "redshift",
-        "DatabaseSchema",
-        K.STRING,
-        "public",
-        'Schema of the tables; "search_path" leaves names unqualified (the search path decides).',
-        hauser=True,
-        new_meaning="hauser required it",
-    ),
-    *_tables("redshift", hauser=True),
-    Key(
-        "redshift",
-        "Credentials",
-        K.SECRET,
-        "",
-        'Authorization for COPY, e.g. "aws_iam_role=arn:aws:iam::123456789012:role/load". '
-        "Set this or IAMRole.",
-        hauser=True,
-    ),
-    Key(
-        "redshift",
-        "IAMRole",
-        K.STRING,
-        "",
-        "ARN of the IAM role COPY uses to read S3 (instead of Credentials).",
-    ),
-    Key(
-        "redshift",
-        "Region",
-        K.STRING,
-        None,
-        "Region of the S3 bucket, named in a CSV COPY. A Parquet COPY takes no Region: the "
-        'bucket must be in the cluster\'s Region (syncd refuses StagedFormat "parquet" when '
-        "this Region differs from the one in Host).",
-        default_doc="[s3] Region",
-        example='"us-east-2"',
-    ),
-    Key(
-        "redshift",
-        "VarCharMax",
-        K.INT,
-        65535,
-        "Longest string kept, in bytes; longer values are cut at a UTF-8 character boundary "
-        "(by the transform, whatever StagedFormat). A row whose CustomVars JSON text is over "
-        "65535 bytes (VARCHAR CustomVarsType) is quarantined: cut, it would not be JSON.",
-        hauser=True,
-        attr="varchar_max",
-        new_meaning="hauser had no default",
-    ),
-    Key(
-        "redshift",
-        "SSL",
-        K.BOOL,
-        True,
-        "Connect with SSL, verified against Redshift's certificates (turn off only for a "
-        "Redshift-compatible endpoint without SSL, such as a local stand-in).",
-    ),
-    Key(
-        "redshift",
-        "StatementTimeout",
-        K.DURATION,
-        "1h",
-        "Longest any one statement may take (Redshift's statement_timeout, set on every "
-        'connection; it counts the wait in the WLM queue too); "0" means no limit. A '
-        "statement cut off by it holds the batch at once, with the reason, rather than "
-        "retrying it into the same limit. There is no read timeout: TCP keepalive finds a "
-        "dead connection; opening one is limited to 30s.",
-    ),
-    Key(
-        "redshift",
-        "CustomVarsType",
-        K.CHOICE,
-        "varchar",
-        'Column type of CustomVars in a new table: "varchar" (JSON text, as hauser) or '
-        '"super" (Redshift\'s semi-structured type).',
-        choices=("varchar", "super"),
-    ),
-    # [gcs]
-    Key(
-        "gcs",
-        "Bucket",
-        K.STRING,
-        "",
-        'Bucket for staged files. Required with Provider "gcp".',
-        hauser=True,
-    ),
-    Key("gcs", "EndpointURL", K.URL, "", "Custom GCS endpoint (an emulator); empty = Google."),
-    Key(
-        "gcs",
-        "GCSOnly",
-        K.BOOL,
-        None,
-        "Stage to GCS only.",
-        deprecated='ORed into StorageOnly (with Provider "gcp", as in hauser)',
-        hauser=True,
-    ),
-    # [bigquery]
-    Key(
-        "bigquery",
-        "Project",
-        K.STRING,
-        "",
-        'Project of the dataset; required with Provider "gcp".',
-        hauser=True,
-    ),
-    Key(
-        "bigquery",
-        "Dataset",
-        K.STRING,
-        "",
-        'Dataset of the tables; required with Provider "gcp".',
-        hauser=True,
-    ),
-    *_tables("bigquery", hauser=True),
-    Key(
-        "bigquery",
-        "PartitionExpiration",
-        K.DURATION,
-        "0",
-        'Drop a day partition this long after the day\'s start; "0" keeps them forever. Days '
-        "older than this are not loaded (their rows would vanish at once): StartTime is not "
-        "reached before them and `backfill` refuses them.",
-        hauser=True,
-    ),
-    Key(
-        "bigquery", "Location", K.STRING, "", 'Location of jobs, e.g. "EU"; empty = the dataset\'s.'
-    ),
-    Key(
-        "bigquery",
-        "Clustering",
-        K.NAMES,
-        (),
-        "Columns the export table is clustered by when syncd creates it (at most 4).",
-    ),
-    Key(
-        "bigquery",
-        "RequirePartitionFilter",
-        K.BOOL,
-        False,
-        "Make BigQuery refuse any query over the export table without an EventStart filter "
-        "that prunes partitions (a guard against full scans; syncd's own statements all have "
-        "one). Turned on for an existing table too, never turned off by syncd.",
-    ),
-    Key(
-        "bigquery",
-        "EndpointURL",
-        K.URL,
-        "",
-        "Custom BigQuery endpoint (an emulator); empty = Google.",
-    ),
-    # [metrics]
+    )
+    slots = {PROVIDER_SLOT: provider, WAREHOUSE_SLOT: warehouse}
+    return tuple(slots.get(k, k) for k in TOP_LEVEL)
+
+
+METRICS_KEYS: tuple[Key, ...] = (
     Key(
         "metrics",
         "Address",
@@ -740,10 +416,11 @@ SECTION_KEYS: tuple[Key, ...] = (
     ),
 )
 
-KEYS: tuple[Key, ...] = TOP_LEVEL + SECTION_KEYS
 
-#: section -> lower-cased key name -> Key
-KEYS_BY_SECTION: dict[str, dict[str, Key]] = {
-    section: {k.name.lower(): k for k in KEYS if k.section == section}
-    for section in ("", *SECTIONS)
-}
+def __getattr__(name: str) -> object:
+    """`KEYS`: every key, the plugins' sections included (`syncd.config.table.key_table`)."""
+    if name == "KEYS":
+        from syncd.config.table import key_table
+
+        return key_table().keys
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

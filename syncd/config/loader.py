@@ -19,15 +19,7 @@ from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
-from syncd.config.keys import (
-    ENV_PREFIX,
-    FILE_SUFFIX,
-    KEYS,
-    KEYS_BY_SECTION,
-    SECTIONS,
-    Key,
-    Kind,
-)
+from syncd.config.keys import ENV_PREFIX, FILE_SUFFIX, Key, Kind
 from syncd.config.model import HttpHeader
 from syncd.config.secret import Secret
 from syncd.errors import ConfigError
@@ -87,7 +79,9 @@ def suggest(name: str, candidates: list[str]) -> str:
 
 def _elsewhere(name: str, section: str) -> str:
     """The hint "; did you mean '[s3] Bucket'?" when the key exists in another section."""
-    for other, keys in KEYS_BY_SECTION.items():
+    from syncd.config.table import key_table
+
+    for other, keys in key_table().by_section.items():
         if other != section and name.lower() in keys:
             return f"; did you mean '{keys[name.lower()].label}'?"
     return ""
@@ -95,6 +89,9 @@ def _elsewhere(name: str, section: str) -> str:
 
 def file_values(data: Mapping[str, Any], problems: list[str]) -> dict[Key, RawValue]:
     """Match the file's keys to the table, case-insensitively; report unknown and doubled keys."""
+    from syncd.config.table import key_table
+
+    by_section = key_table().by_section
     found: dict[Key, RawValue] = {}
     spelled: dict[Key, str] = {}
 
@@ -105,20 +102,20 @@ def file_values(data: Mapping[str, Any], problems: list[str]) -> dict[Key, RawVa
         found[k] = RawValue(value, "file", k.label)
         spelled[k] = given
 
-    sections = {s.lower(): s for s in SECTIONS}
+    sections = {s.lower(): s for s in by_section if s}
     for name, value in data.items():
         lower = name.lower()
-        if lower in KEYS_BY_SECTION[""]:
-            put(KEYS_BY_SECTION[""][lower], name, value)
+        if lower in by_section[""]:
+            put(by_section[""][lower], name, value)
         elif lower in sections:
             section = sections[lower]
             if not isinstance(value, dict):
                 problems.append(f"[{section}] must be a table (a [{section}] section)")
                 continue
             for sub, subvalue in value.items():
-                k = KEYS_BY_SECTION[section].get(sub.lower())
+                k = by_section[section].get(sub.lower())
                 if k is None:
-                    names = [c.name for c in KEYS_BY_SECTION[section].values()]
+                    names = [c.name for c in by_section[section].values()]
                     hint = suggest(sub, names) or _elsewhere(sub, section)
                     problems.append(f"unknown key '{sub}' in [{section}]{hint}")
                 else:
@@ -128,7 +125,7 @@ def file_values(data: Mapping[str, Any], problems: list[str]) -> dict[Key, RawVa
             hint = f"; did you mean [{sections[close[0]]}]?" if close else ""
             problems.append(f"unknown section [{name}]{hint}")
         else:
-            names = [c.name for c in KEYS_BY_SECTION[""].values()]
+            names = [c.name for c in by_section[""].values()]
             hint = suggest(name, names) or _elsewhere(name, "")
             problems.append(f"unknown key '{name}' in [top level]{hint}")
     return found
@@ -138,8 +135,11 @@ def env_values(
     env: Mapping[str, str], problems: list[str], warnings: list[str]
 ) -> dict[Key, RawValue]:
     """SYNCD_<KEY>, SYNCD_<SECTION>_<KEY> and their _FILE variants (empty means unset)."""
+    from syncd.config.table import key_table
+
+    keys = key_table().keys
     found: dict[Key, RawValue] = {}
-    for k in KEYS:
+    for k in keys:
         for var in (k.env_var, *k.extra_env):
             text = _env_text(env, var, problems)
             if text is not None:
@@ -148,7 +148,7 @@ def env_values(
                 where = f"{k.label} (from {used})"
                 found[k] = RawValue(_from_env_text(k, text, where, problems), origin, where)
                 break
-    known = {v for k in KEYS for v in (k.env_var, f"{k.env_var}{FILE_SUFFIX}")}
+    known = {v for k in keys for v in (k.env_var, f"{k.env_var}{FILE_SUFFIX}")}
     for var in sorted(env):
         if var.startswith(ENV_PREFIX) and var not in known and env[var]:
             if not var.startswith(ENV_NOT_SETTINGS):

@@ -1,140 +1,34 @@
 """The typed, frozen settings the rest of syncd reads.
 
 Field names are the TOML keys in snake case (`ExportDuration` -> `export_duration`, `[s3]
-Bucket` -> `settings.s3.bucket`), so a reader of the config file finds the field at once.
+Bucket` -> `settings.s3.bucket`), so a reader of the config file finds the field at once. A
+stage's or warehouse's section is the frozen dataclass its plugin declares
+(`warehouses.plugin.ConfigSection.settings_type`).
 Values are final: defaults applied, deprecated keys folded in, durations as `timedelta`,
 `StartTime` as an aware UTC datetime.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from syncd.batch import SourceKind
-from syncd.config.keys import KEYS, Key
+from syncd.config.keys import Key
 from syncd.config.secret import MASK, Secret
 from syncd.timeutil import format_duration, format_timestamp
 
-ProviderName = Literal["duckdb", "postgres", "local", "aws", "gcp"]
+ProviderName = str  # a name in warehouses.registry.PROVIDERS
 StagedFormatSetting = Literal["auto", "parquet", "csv", "ndjson"]
 LogFormat = Literal["auto", "json", "console"]
-
-
-def _split_bucket(bucket: str) -> tuple[str, str]:
-    name, _, path = bucket.strip("/").partition("/")
-    return name, f"{path.strip('/')}/" if path.strip("/") else ""
 
 
 @dataclass(frozen=True)
 class HttpHeader:
     key: str
     value: Secret
-
-
-@dataclass(frozen=True)
-class DuckDBSettings:
-    path: Path
-    lock_wait: timedelta
-    reader_window: timedelta
-    export_table: str
-    sync_table: str
-    rejects_table: str
-
-
-@dataclass(frozen=True)
-class PostgresSettings:
-    host: str
-    port: int
-    user: str
-    password: Secret
-    db: str
-    database_schema: str
-    export_table: str
-    sync_table: str
-    rejects_table: str
-    ssl_mode: str | None  # None: the adapter decides from the host (default_sslmode)
-
-
-@dataclass(frozen=True)
-class LocalSettings:
-    save_dir: Path
-    use_start_time: bool
-
-
-@dataclass(frozen=True)
-class S3Settings:
-    bucket: str
-    region: str
-    timeout: timedelta
-    endpoint_url: str
-    server_side_encryption: str
-    kms_key_id: str
-
-    @property
-    def bucket_name(self) -> str:
-        """The bucket without hauser's optional path: "b/sub/path" -> "b"."""
-        return _split_bucket(self.bucket)[0]
-
-    @property
-    def key_prefix(self) -> str:
-        """The path part of `bucket` as an object-name prefix: "b/sub/path" -> "sub/path/"."""
-        return _split_bucket(self.bucket)[1]
-
-
-@dataclass(frozen=True)
-class RedshiftSettings:
-    host: str
-    port: int
-    db: str
-    user: str
-    password: Secret
-    database_schema: str
-    export_table: str
-    sync_table: str
-    rejects_table: str
-    credentials: Secret
-    iam_role: str
-    region: str  # resolved: [s3] Region when not set
-    varchar_max: int
-    ssl: bool
-    statement_timeout: timedelta
-    custom_vars_type: Literal["varchar", "super"]
-
-    @property
-    def schema(self) -> str | None:
-        """The schema to qualify names with; None for hauser's "search_path" (unqualified)."""
-        return None if self.database_schema.lower() == "search_path" else self.database_schema
-
-
-@dataclass(frozen=True)
-class GCSSettings:
-    bucket: str
-    endpoint_url: str
-
-    @property
-    def bucket_name(self) -> str:
-        return _split_bucket(self.bucket)[0]
-
-    @property
-    def key_prefix(self) -> str:
-        return _split_bucket(self.bucket)[1]
-
-
-@dataclass(frozen=True)
-class BigQuerySettings:
-    project: str
-    dataset: str
-    export_table: str
-    sync_table: str
-    rejects_table: str
-    partition_expiration: timedelta  # 0 = partitions never expire
-    location: str
-    clustering: tuple[str, ...]
-    require_partition_filter: bool
-    endpoint_url: str
 
 
 @dataclass(frozen=True)
@@ -185,14 +79,36 @@ class Settings:
     held_retry_interval: timedelta
     log_format: LogFormat
     log_level: str
-    duckdb: DuckDBSettings
-    postgres: PostgresSettings
-    local: LocalSettings
-    s3: S3Settings
-    redshift: RedshiftSettings
-    gcs: GCSSettings
-    bigquery: BigQuerySettings
     metrics: MetricsSettings
+    #: The plugins' sections by name, each its plugin's frozen settings dataclass; read them
+    #: as `settings.section("s3")` or `settings.s3`.
+    sections: tuple[tuple[str, Any], ...] = ()
+
+    def section(self, name: str) -> Any:
+        """The settings of section `name` (a stage's or a warehouse's)."""
+        for section, value in self.sections:
+            if section == name:
+                return value
+        raise KeyError(f"no section [{name}] in the settings")
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails: `settings.s3` is `settings.section("s3")`.
+        for section, value in self.__dict__.get("sections", ()):
+            if section == name:
+                return value
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def with_section(self, name: str, value: Any) -> Settings:
+        """A copy with section `name` replaced by `value`."""
+        self.section(name)
+        sections = tuple((n, value if n == name else v) for n, v in self.sections)
+        return replace(self, sections=sections)
+
+    def get(self, label: str) -> Any:
+        """The settled value of a key by its label ("ExportDuration", "[s3] Bucket")."""
+        from syncd.config.table import key_table
+
+        return self.value_of(key_table().by_label[label])
 
     def reveal_http_headers(self) -> list[tuple[str, str]]:
         """AdditionalHttpHeader as (name, value) pairs, for the HTTP client only."""
@@ -206,7 +122,9 @@ class Settings:
     def redacted(self) -> dict[str, Any]:
         """Every setting by its TOML name, secrets masked: safe to print and to log."""
         out: dict[str, Any] = {}
-        for k in KEYS:
+        from syncd.config.table import key_table
+
+        for k in key_table().keys:
             if k.deprecated:
                 continue
             target = out.setdefault(k.section, {}) if k.section else out
@@ -237,17 +155,10 @@ def _display(value: object) -> object:
 
 
 __all__ = [
-    "BigQuerySettings",
-    "DuckDBSettings",
-    "GCSSettings",
     "HttpHeader",
-    "LocalSettings",
     "LogFormat",
     "MetricsSettings",
-    "PostgresSettings",
     "ProviderName",
-    "RedshiftSettings",
-    "S3Settings",
     "Settings",
     "StagedFormatSetting",
 ]

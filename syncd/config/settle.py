@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from syncd.config.keys import KEYS, WAREHOUSE_ALIASES, Key
+from syncd.config.keys import Key
 from syncd.config.loader import (
     Invalid,
     RawValue,
@@ -25,36 +25,23 @@ from syncd.config.loader import (
     file_values,
     is_empty,
     read_toml,
-    suggest,
 )
-from syncd.config.model import (
-    BigQuerySettings,
-    DuckDBSettings,
-    GCSSettings,
-    LocalSettings,
-    MetricsSettings,
-    PostgresSettings,
-    RedshiftSettings,
-    S3Settings,
-    Settings,
-    duration_text,
-)
+from syncd.config.model import MetricsSettings, Settings, duration_text
 from syncd.errors import ConfigError
-from syncd.fields import BATCH_ID, KNOWN_FIELDS, LOADED_AT
 from syncd.net import is_cleartext_remote_url
 from syncd.observability.logging import one_line
 from warehouses.base import validate_identifier
+
+if TYPE_CHECKING:
+    from syncd.config.table import KeyTable
+    from warehouses.plugin import ConfigSection, WarehousePlugin
 
 MIN_EXPORT_DURATION = timedelta(minutes=15)
 MAX_EXPORT_DURATION = timedelta(hours=24)
 MIN_EXPORT_DELAY = timedelta(hours=1)
 DEFAULT_EXPORT_DURATION = timedelta(hours=1)
 DEFAULT_EXPORT_DELAY = timedelta(hours=24)
-MAX_CLUSTERING_COLUMNS = 4  # BigQuery's limit
-CLUSTERABLE_COLUMNS = (*KNOWN_FIELDS, BATCH_ID.name, LOADED_AT.name)
 
-_BY_LABEL = {k.label: k for k in KEYS}
-_ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]*):(\d{1,5})$")
 _POSITIVE_DURATIONS = (
     "Backoff",
     "PollInterval",
@@ -62,14 +49,7 @@ _POSITIVE_DURATIONS = (
     "HttpTimeout",
     "DownloadTimeout",
     "HeldRetryInterval",
-    "[s3] Timeout",
 )
-_WAREHOUSE_SECTION = {
-    "duckdb": "duckdb",
-    "postgres": "postgres",
-    "aws": "redshift",
-    "gcp": "bigquery",
-}
 
 
 @dataclass(frozen=True)
@@ -109,22 +89,26 @@ def settings_from_mapping(
 
 
 class _Settle:
-    """One pass over the values of one load; rules read and write them by key label."""
+    """One pass over the values of one load; rules read and write them by key label. It is the
+    `warehouses.plugin.SettleContext` the plugins' rules see."""
 
     def __init__(
         self, given: dict[Key, RawValue], problems: list[str], warnings: list[str]
     ) -> None:
+        from syncd.config.table import key_table
+
+        self.table: KeyTable = key_table()
         self.problems = problems
         self.warnings = warnings
         self.values: dict[Key, object] = {}
         self.origins: dict[str, str] = {}
-        self.explicit: set[str] = set()
-        for k in KEYS:
+        self.given: set[str] = set()
+        for k in self.table.keys:
             raw = given.get(k)
             if raw is not None and not is_empty(raw.value):
                 self.values[k] = convert(k, raw, problems)
                 self.origins[k.label] = raw.origin
-                self.explicit.add(k.label)
+                self.given.add(k.label)
             elif k.default is None:
                 self.values[k] = None
                 if not k.deprecated:
@@ -134,29 +118,67 @@ class _Settle:
                 self.origins[k.label] = "default"
 
     def get(self, label: str) -> Any:
-        return self.values[_BY_LABEL[label]]
+        return self.values[self.table.by_label[label]]
 
     def set(self, label: str, value: object, origin: str) -> None:
-        self.values[_BY_LABEL[label]] = value
+        self.values[self.table.by_label[label]] = value
         self.origins[label] = origin
 
     def ok(self, *labels: str) -> bool:
         """True when these keys converted; rules on broken values would only add noise."""
         return not any(isinstance(self.get(label), Invalid) for label in labels)
 
+    def explicit(self, label: str) -> bool:
+        return label in self.given
+
     def problem(self, label: str, text: str) -> None:
         self.problems.append(f"{label}: {text}")
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+
+    def require(self, label: str, provider: str) -> None:
+        if self.ok(label) and not self.get(label):
+            self.problem(label, f"required with Provider '{provider}'")
+
+    def identifier(self, label: str) -> None:
+        value = self.get(label)
+        if self.ok(label) and value:
+            try:
+                validate_identifier(value, label)
+            except ConfigError as exc:
+                self.problems.extend(exc.problems)
+
+    def distinct_tables(self, labels: list[str]) -> None:
+        seen: dict[str, str] = {}
+        for label in labels:
+            name = str(self.get(label)).lower()
+            if name in seen:
+                self.problem(label, f"is the same table as {seen[name]}; use another name")
+            seen.setdefault(name, label)
+
+    # -- the provider and its sections --------------------------------------------------------
+
+    def _plugin(self) -> WarehousePlugin | None:
+        """The provider in use, when Provider converted."""
+        return self.table.provider(self.get("Provider")) if self.ok("Provider") else None
+
+    def _stage_section(self, plugin: WarehousePlugin) -> ConfigSection | None:
+        if plugin.stage_key and not self.ok(plugin.stage_key):
+            return None
+        stage = self.table.stage(plugin.stage_name(self.get))
+        return stage.section if stage else None
 
     # -- hauser's deprecated keys -----------------------------------------------------------
 
     def map_deprecated_keys(self) -> None:
-        given = self.explicit
+        given = self.given
         if "Warehouse" in given and self.ok("Warehouse"):
             warehouse = self.get("Warehouse")
             if "Provider" in given:
                 self.warnings.append("Warehouse is deprecated and ignored because Provider is set")
             else:
-                provider = WAREHOUSE_ALIASES[warehouse]
+                provider = self.table.aliases[warehouse]
                 self.set("Provider", provider, "Warehouse (deprecated)")
                 self.warnings.append(
                     f"Warehouse = '{warehouse}' is deprecated; read as Provider = '{provider}'"
@@ -170,24 +192,28 @@ class _Settle:
         for label in ("CheckInterval", "ListExportLimit"):
             if label in given:
                 self.warnings.append(f"{label} is deprecated and unused; ignored")
-        if "[local] StartTime" in given:
-            self.warnings.append(
-                "[local] StartTime is deprecated and ignored (as in hauser); use the top-level "
-                "StartTime, with [local] UseStartTime = true to force it"
-            )
-        if self.ok("Provider", "StorageOnly", "[s3] S3Only", "[gcs] GCSOnly"):
+        for section in self.table.sections:
+            if section.derive is not None:
+                section.derive(self)
+        flags = [
+            s.section.label(s.storage_only_key) for s in self.table.stages if s.storage_only_key
+        ]
+        if self.ok("Provider", "StorageOnly", *flags):
             self._fold_storage_only()
         if self.ok("GroupFilesByDay", "Source", "ExportDuration"):
             self._group_files_by_day()
 
     def _fold_storage_only(self) -> None:
         provider = self.get("Provider")
+        plugin = self.table.provider(provider)
+        in_use = plugin.stage_name(self.get) if self.ok(plugin.stage_key or "Provider") else ""
         storage_only = bool(self.get("StorageOnly"))
-        for label, owner in (("[s3] S3Only", "aws"), ("[gcs] GCSOnly", "gcp")):
-            if label not in self.explicit:
+        for stage in self.table.stages:
+            label = stage.section.label(stage.storage_only_key)
+            if not stage.storage_only_key or label not in self.given:
                 continue
             flag = bool(self.get(label))
-            if provider == owner:
+            if stage.name == in_use:
                 if flag and not storage_only:
                     storage_only = True
                     self.origins["StorageOnly"] = f"{label} (deprecated)"
@@ -200,20 +226,20 @@ class _Settle:
                     f"{label} is deprecated and has no effect with Provider '{provider}' "
                     "(as in hauser)"
                 )
-        if provider == "local":
-            if "StorageOnly" in self.explicit and not storage_only:
+        if plugin.storage_only:
+            if "StorageOnly" in self.given and not storage_only:
                 self.warnings.append(
-                    "StorageOnly = false is ignored: Provider 'local' only stores files"
+                    f"StorageOnly = false is ignored: Provider '{provider}' only stores files"
                 )
             storage_only = True
-            self.origins["StorageOnly"] = "Provider 'local'"
+            self.origins["StorageOnly"] = f"Provider '{provider}'"
         self.set("StorageOnly", storage_only, self.origins["StorageOnly"])
 
     def _group_files_by_day(self) -> None:
         if not self.get("GroupFilesByDay") or self.get("Source") != "segment":
             return
         duration = self.get("ExportDuration")
-        if "ExportDuration" in self.explicit and duration:
+        if "ExportDuration" in self.given and duration:
             self.warnings.append(
                 "GroupFilesByDay is deprecated and ignored because ExportDuration is set"
             )
@@ -230,11 +256,9 @@ class _Settle:
             self.set("ExportDelay", DEFAULT_EXPORT_DELAY, "default")
         if self.get("StateDir") is None and self.ok("TmpDir"):
             self.set("StateDir", self.get("TmpDir") / "syncd-state", "derived from TmpDir")
-        if self.get("[redshift] Region") is None and self.ok("[s3] Region"):
-            self.set("[redshift] Region", self.get("[s3] Region"), "derived from [s3] Region")
         if self.ok("SaveAsJson", "StagedFormat") and self.get("SaveAsJson"):
             staged = self.get("StagedFormat")
-            if staged != "auto" and "StagedFormat" in self.explicit:
+            if staged != "auto" and "StagedFormat" in self.given:
                 self.problem(
                     "StagedFormat",
                     f"'{staged}' conflicts with SaveAsJson = true (which stages NDJSON); "
@@ -248,6 +272,9 @@ class _Settle:
         self._check_cleartext_urls()
         self._check_schedule()
         self._check_counts()
+        for section in self.table.sections:
+            if section.check is not None:
+                section.check(self)
         self._check_storage()
         if self.ok("Provider", "StorageOnly"):
             self._check_provider(self.get("Provider"), bool(self.get("StorageOnly")))
@@ -306,20 +333,6 @@ class _Settle:
         ):
             if self.ok(label) and self.get(label) < least:
                 self.problem(label, f"{self.get(label)} is too small; the minimum is {least}")
-        varchar_max = self.get("[redshift] VarCharMax")
-        if self.ok("[redshift] VarCharMax") and not 1 <= varchar_max <= 65535:
-            self.problem(
-                "[redshift] VarCharMax", f"{varchar_max} is out of range; allowed: 1 to 65535"
-            )
-        address = self.get("[metrics] Address")
-        if self.ok("[metrics] Address") and address and address.lower() != "off":
-            match = _ADDRESS.match(address)
-            if not match or not 1 <= int(match.group(2)) <= 65535:
-                self.problem(
-                    "[metrics] Address",
-                    f"{address!r} must be host:port with a port from 1 to 65535, "
-                    "e.g. '127.0.0.1:9108', or 'off'",
-                )
 
     def _check_storage(self) -> None:
         prefix = self.get("FilePrefix")
@@ -329,109 +342,53 @@ class _Settle:
             self.problem(
                 "FilePrefix", f"{prefix!r} must be a relative name (no leading '/', no '..')"
             )
-        if self.ok("SaveAsJson", "Provider", "StorageOnly") and self.get("SaveAsJson"):
-            provider = self.get("Provider")
-            if provider not in ("local", "duckdb") and not self.get("StorageOnly"):
+        plugin = self._plugin()
+        if plugin and self.ok("SaveAsJson", "StorageOnly") and self.get("SaveAsJson"):
+            if not (plugin.loads_json or plugin.storage_only) and not self.get("StorageOnly"):
+                able = [
+                    f"'{p.provider}'"
+                    for p in sorted(self.table.providers, key=lambda p: not p.storage_only)
+                    if p.loads_json or p.storage_only
+                ]
+                names = " or ".join([", ".join(able[:-1]), able[-1]] if len(able) > 1 else able)
                 self.problem(
                     "SaveAsJson",
-                    f"true needs Provider 'local' or 'duckdb', or StorageOnly = true; "
-                    f"Provider '{provider}' cannot load JSON files",
+                    f"true needs Provider {names}, or StorageOnly = true; "
+                    f"Provider '{plugin.provider}' cannot load JSON files",
                 )
 
     def _check_provider(self, provider: str, storage_only: bool) -> None:
         """Required keys and valid names, for the provider in use only (hauser's example
         files keep placeholders in the sections of providers they do not use)."""
-        if provider == "aws":
-            self._require("[s3] Bucket", provider)
-            sse = self.get("[s3] ServerSideEncryption")
-            if self.get("[s3] KMSKeyId") and sse != "aws:kms" and self.ok("[s3] KMSKeyId"):
-                self.problem("[s3] KMSKeyId", "is only used with ServerSideEncryption = 'aws:kms'")
-        if provider == "gcp":
-            self._require("[gcs] Bucket", provider)
-        section = _WAREHOUSE_SECTION.get(provider)
-        if storage_only or section is None:
-            return
-        required = {
-            "postgres": ("User", "DB"),
-            "redshift": ("Host", "DB", "User"),
-            "bigquery": ("Project", "Dataset"),
-        }.get(section, ())
-        for name in required:
-            self._require(f"[{section}] {name}", provider)
-        names = [f"[{section}] {t}" for t in ("ExportTable", "SyncTable", "RejectsTable")]
-        if section in ("postgres", "redshift"):
-            schema = self.get(f"[{section}] DatabaseSchema")
-            if not (section == "redshift" and str(schema).lower() == "search_path"):
-                names.append(f"[{section}] DatabaseSchema")
-        if section == "bigquery":
-            names.append("[bigquery] Dataset")
-        for label in names:
-            self._identifier(label)
-        self._distinct_tables(names[:3])
-        if section == "redshift":
-            self._redshift_auth()
-        if section == "bigquery" and self.ok("[bigquery] Clustering"):
-            self._clustering(self.get("[bigquery] Clustering"))
-
-    def _require(self, label: str, provider: str) -> None:
-        if self.ok(label) and not self.get(label):
-            self.problem(label, f"required with Provider '{provider}'")
-
-    def _identifier(self, label: str) -> None:
-        value = self.get(label)
-        if self.ok(label) and value:
-            try:
-                validate_identifier(value, label)
-            except ConfigError as exc:
-                self.problems.extend(exc.problems)
-
-    def _distinct_tables(self, labels: list[str]) -> None:
-        seen: dict[str, str] = {}
-        for label in labels:
-            name = str(self.get(label)).lower()
-            if name in seen:
-                self.problem(label, f"is the same table as {seen[name]}; use another name")
-            seen.setdefault(name, label)
-
-    def _redshift_auth(self) -> None:
-        credentials, role = self.get("[redshift] Credentials"), self.get("[redshift] IAMRole")
-        if not self.ok("[redshift] Credentials", "[redshift] IAMRole"):
-            return
-        if credentials and role:
-            self.problem("[redshift] Credentials", "and [redshift] IAMRole are both set; set one")
-        elif not credentials and not role:
-            self.problem(
-                "[redshift] IAMRole",
-                "required with Provider 'aws' (or [redshift] Credentials) so COPY can read S3",
-            )
-
-    def _clustering(self, columns: tuple[str, ...]) -> None:
-        label = "[bigquery] Clustering"
-        if len(columns) > MAX_CLUSTERING_COLUMNS:
-            self.problem(label, f"has {len(columns)} columns; BigQuery allows at most 4")
-        for column in columns:
-            if column not in CLUSTERABLE_COLUMNS:
-                hint = suggest(column, list(CLUSTERABLE_COLUMNS))
-                self.problem(label, f"{column!r} is not a column of the export table{hint}")
+        plugin = self.table.provider(provider)
+        stage = self._stage_section(plugin)
+        in_use = [stage] if stage is not None else []
+        if plugin.section is not None and not storage_only:
+            in_use.append(plugin.section)
+        for section in in_use:
+            for name in section.required:
+                self.require(section.label(name), provider)
+            if section.validate is not None:
+                section.validate(self, provider)
 
     # -- the result -------------------------------------------------------------------------
 
     def build(self) -> Settings:
         def fields(section: str) -> dict[str, Any]:
             return {
-                k.field: self.values[k] for k in KEYS if k.section == section and not k.deprecated
+                k.field: self.values[k]
+                for k in self.table.keys
+                if k.section == section and not k.deprecated
             }
 
         return Settings(
             **fields(""),
-            duckdb=DuckDBSettings(**fields("duckdb")),
-            postgres=PostgresSettings(**fields("postgres")),
-            local=LocalSettings(**fields("local")),
-            s3=S3Settings(**fields("s3")),
-            redshift=RedshiftSettings(**fields("redshift")),
-            gcs=GCSSettings(**fields("gcs")),
-            bigquery=BigQuerySettings(**fields("bigquery")),
             metrics=MetricsSettings(**fields("metrics")),
+            sections=tuple(
+                (s.name, s.settings_type(**fields(s.name)))
+                for s in self.table.sections
+                if s.name != "metrics"
+            ),
         )
 
 
