@@ -63,7 +63,8 @@ from syncd.fields import BATCH_ID, Column, FieldType
 from syncd.timeutil import utcnow
 from warehouses import sql
 from warehouses.base import Capabilities
-from warehouses.postgres import DbApiWarehouse, is_transient_sqlstate, reject_rows, rejects_file
+from warehouses.dbapi import DbApiWarehouse
+from warehouses.postgres import is_transient_sqlstate, reject_rows, rejects_file
 from warehouses.sql import REDSHIFT, Dialect, Query, TableNames, render
 
 log = structlog.get_logger(__name__)
@@ -272,7 +273,7 @@ def redshift_dialect(
     types = dict(REDSHIFT.types)
     types[FieldType.STRING] = f"VARCHAR({varchar_max})"
     types[FieldType.JSON] = "SUPER" if super_json else f"VARCHAR({REDSHIFT_VARCHAR_MAX})"
-    return dataclasses.replace(REDSHIFT, types=types, fold_case=True)
+    return dataclasses.replace(REDSHIFT, types=types)
 
 
 def truncate_utf8(value: str, max_bytes: int) -> str:
@@ -291,7 +292,6 @@ class RedshiftWarehouse(DbApiWarehouse):
     """Implements `warehouses.base.Warehouse` on Amazon Redshift, loading from S3."""
 
     name = "Redshift"
-    param_style = "%s"  # redshift_connector.paramstyle is "format"
     lock_lease_table = True  # no enforced key, snapshot isolation: see DbApiWarehouse
     capabilities = Capabilities(
         staging_formats=("csv", "parquet"),
