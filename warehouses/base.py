@@ -37,8 +37,13 @@ def validate_identifier(name: str, what: str = "identifier") -> str:
     return name
 
 
-def quote_identifier(name: str, quote: str = '"') -> str:
-    """The one identifier-quoting function: validate, then quote (`"x"` or `` `x` ``)."""
+def quote_identifier(name: str, quote: str = '"', *, any_text: bool = False) -> str:
+    """The one identifier-quoting function: validate, then quote (`"x"` or `` `x` ``).
+
+    With `any_text`, `name` is data rather than a name syncd chose (a JSON key the columnar
+    transform reads as a struct field): any text, the quote character doubled."""
+    if any_text:
+        return f"{quote}{name.replace(quote, quote * 2)}{quote}"
     validate_identifier(name)
     return f"{quote}{name}{quote}"
 

@@ -220,12 +220,7 @@ class DuckDBWarehouse(DbApiCore):
 
     dialect = DUCKDB
     name = "DuckDB"
-    capabilities = Capabilities(
-        staging_formats=("parquet", "csv", "ndjson"),
-        transactional=True,
-        json_type=True,
-        remote_stage=False,
-    )
+    capabilities = Capabilities(staging_formats=("parquet", "csv", "ndjson"))
 
     def __init__(
         self,

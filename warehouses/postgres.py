@@ -113,12 +113,7 @@ class PostgresWarehouse(DbApiWarehouse):
     dialect = POSTGRES
     name = "PostgreSQL"
     fence_lock = " FOR SHARE"
-    capabilities = Capabilities(
-        staging_formats=("csv", "parquet", "ndjson"),
-        transactional=True,
-        json_type=True,
-        remote_stage=False,
-    )
+    capabilities = Capabilities(staging_formats=("csv", "parquet", "ndjson"))
 
     def __init__(
         self,

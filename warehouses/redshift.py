@@ -295,9 +295,6 @@ class RedshiftWarehouse(DbApiWarehouse):
     lock_lease_table = True  # no enforced key, snapshot isolation: see DbApiWarehouse
     capabilities = Capabilities(
         staging_formats=("csv", "parquet"),
-        transactional=True,
-        json_type=False,
-        remote_stage=True,
         csv_null=CSV_NULL,
     )
 
@@ -342,9 +339,7 @@ class RedshiftWarehouse(DbApiWarehouse):
         self.dialect = redshift_dialect()  # sync and rejects tables, the batch id
         self.export_dialect = redshift_dialect(varchar_max, super_json=super_json)
         if super_json:  # COPY parses CSV text into SUPER; Parquet strings would stay strings
-            self.capabilities = dataclasses.replace(
-                self.capabilities, staging_formats=("csv",), json_type=True
-            )
+            self.capabilities = dataclasses.replace(self.capabilities, staging_formats=("csv",))
         self.capabilities = dataclasses.replace(
             self.capabilities,
             max_string_bytes=varchar_max,
