@@ -173,7 +173,7 @@ class PostgresWarehouse(DbApiWarehouse):
     def _load(self, cursor: Any, staged: StagedBatch, record: SyncRecord) -> int:
         batch = staged.batch
         path = _local_file(staged.uri, batch.path)
-        names = sql.column_list(batch.columns)
+        names = sql.column_list(batch.columns, self.dialect)
         table = self.tables.qualified(self.tables.export)
         if batch.format == "ndjson":
             statement = render(_COPY_TEXT, self.dialect, table=table, columns=names)
@@ -192,13 +192,13 @@ class PostgresWarehouse(DbApiWarehouse):
             _COPY_TEXT,
             self.dialect,
             table=self.tables.qualified(self.tables.rejects),
-            columns=sql.column_list(sql.REJECTS_COLUMNS),
+            columns=sql.column_list(sql.REJECTS_COLUMNS, self.dialect),
         )
         rows = reject_rows(path, staged.batch.key.id, record.committed_at)
         return _copy_rows(cursor, statement, rows)
 
 
-# --- staged files as COPY input (also used by the Redshift stand-in) -------------------------
+# --- staged files as COPY input (the rejects also for Redshift's INSERTs) ---------------------
 
 
 def parquet_csv_chunks(

@@ -94,9 +94,7 @@ _COPY_CSV = (
 # must be in the cluster's Region, see `parquet_region_problem`.
 _COPY_PARQUET = "COPY {table} ({columns}) FROM {uri} {authorization} FORMAT AS PARQUET"
 _LAST_COPY_COUNT = "SELECT pg_last_copy_count()"
-_CREATE_TABLE = "CREATE TABLE IF NOT EXISTS {table} ({definitions})"
-_ADD_COLUMN = "ALTER TABLE {table} ADD COLUMN {definition}"
-_SORTKEY = "{create} SORTKEY ({EventStart})"
+_SORTKEY = " SORTKEY ({EventStart})"
 _LOAD_ERRORS = (
     "SELECT line_number, TRIM(colname), TRIM(err_reason), TRIM(filename) FROM stl_load_errors "
     "WHERE query = pg_last_copy_id() ORDER BY line_number LIMIT 3"
@@ -390,7 +388,7 @@ class RedshiftWarehouse(DbApiWarehouse):
             template,
             self.dialect,
             table=self.tables.qualified(self.tables.export),
-            columns=sql.column_list(batch.columns),
+            columns=sql.column_list(batch.columns, self.dialect),
             uri=quote_literal(staged.uri, "the staged URI"),
             authorization=authorization,
             region=region,
@@ -457,19 +455,17 @@ class RedshiftWarehouse(DbApiWarehouse):
         )
 
     def _create_export_table(self, qualified: str, columns: Sequence[Column]) -> Query:
-        definitions = ", ".join(self._definition(c) for c in columns)
-        create = render(_CREATE_TABLE, self.dialect, table=qualified, definitions=definitions)
-        return Query(render(_SORTKEY, self.dialect, create=create))
+        return sql.create_table(
+            self.dialect, qualified, columns, types=self._column_dialect, suffix=_SORTKEY
+        )
 
     def _add_column(self, qualified: str, column: Column, *, export: bool) -> Query:
-        if not export:
-            return sql.add_column(self.dialect, qualified, column)
-        definition = self._definition(column)
-        return Query(render(_ADD_COLUMN, self.dialect, table=qualified, definition=definition))
+        dialect = self._column_dialect(column) if export else self.dialect
+        return sql.add_column(dialect, qualified, column)
 
-    def _definition(self, column: Column) -> str:
-        dialect = self.dialect if column.name in _FULL_WIDTH else self.export_dialect
-        return sql.column_definition(dialect, column)
+    def _column_dialect(self, column: Column) -> Dialect:
+        """The export table's types: VarCharMax and the CustomVars type, but the batch id."""
+        return self.dialect if column.name in _FULL_WIDTH else self.export_dialect
 
     def _load(self, cursor: Any, staged: StagedBatch, record: SyncRecord) -> int:
         if staged.batch.format not in ("csv", "parquet"):
@@ -506,7 +502,7 @@ class RedshiftWarehouse(DbApiWarehouse):
             _INSERT_REJECTS,
             self.dialect,
             self.tables,
-            columns=sql.column_list(sql.REJECTS_COLUMNS),
+            columns=sql.column_list(sql.REJECTS_COLUMNS, self.dialect),
             rows=", ".join([one] * len(rows)),
         )
         self._execute(cursor, Query(statement, tuple(v for row in rows for v in row)))

@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import re
 import string
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -126,18 +126,11 @@ POSTGRES = Dialect(
 )
 
 #: hauser's Redshift types; CustomVars stays text as in hauser's tables (`redshift_dialect`
-#: makes the configured variant: VarCharMax, SUPER).
-REDSHIFT = Dialect(
+#: makes the configured variant: VarCharMax, SUPER). Names fold to lower case, quoted or not.
+REDSHIFT = replace(
+    POSTGRES,
     name="redshift",
-    types={
-        _I: "BIGINT",
-        _F: "DOUBLE PRECISION",
-        _S: "VARCHAR(65535)",
-        _T: "TIMESTAMP",
-        FieldType.JSON: "VARCHAR(65535)",
-    },
-    param="%s",
-    paramstyle="format",
+    types={**POSTGRES.types, _S: "VARCHAR(65535)", FieldType.JSON: "VARCHAR(65535)"},
     fold_case=True,
 )
 
@@ -233,14 +226,11 @@ def render(template: str, d: Dialect, t: TableNames | None = None, **fragments: 
     return template.format_map(values)
 
 
-def column_list(
-    columns: Sequence[Column] | Sequence[str], d: Dialect | None = None, alias: str = ""
-) -> str:
+def column_list(columns: Sequence[Column] | Sequence[str], d: Dialect, alias: str = "") -> str:
     """`"a", "b"` (or `alias."a", ...`): quoted column names for an INSERT or SELECT list, in
-    the dialect's quote character (`"` without one)."""
-    quote = d.quote if d is not None else '"'
+    the dialect's quote character."""
     names = [c.name if isinstance(c, Column) else c for c in columns]
-    return ", ".join(f"{alias}{quote_identifier(n, quote)}" for n in names)
+    return ", ".join(f"{alias}{quote_identifier(n, d.quote)}" for n in names)
 
 
 # --- DDL -------------------------------------------------------------------------------------
@@ -257,12 +247,24 @@ def column_definition(d: Dialect, column: Column) -> str:
     return f"{quote_identifier(column.name, d.quote)} {d.column_type(column.type)}"
 
 
-def create_table(d: Dialect, qualified_table: str, columns: Sequence[Column]) -> Query:
-    definitions = ", ".join(column_definition(d, c) for c in columns)
-    return Query(render(_CREATE_TABLE, d, table=qualified_table, definitions=definitions))
+def create_table(
+    d: Dialect,
+    qualified_table: str,
+    columns: Sequence[Column],
+    *,
+    types: Callable[[Column], Dialect] | None = None,
+    suffix: str = "",
+) -> Query:
+    """CREATE TABLE IF NOT EXISTS; `types` picks the dialect whose type a column gets (Redshift's
+    export table: VarCharMax but for the batch id), `suffix` is rendered after the column list
+    (e.g. " SORTKEY ({EventStart})")."""
+    definitions = ", ".join(column_definition(types(c) if types else d, c) for c in columns)
+    create = render(_CREATE_TABLE, d, table=qualified_table, definitions=definitions)
+    return Query(create + render(suffix, d))
 
 
 def add_column(d: Dialect, qualified_table: str, column: Column) -> Query:
+    """ALTER TABLE ADD COLUMN, the column typed in `d`."""
     definition = column_definition(d, column)
     return Query(render(_ADD_COLUMN, d, table=qualified_table, definition=definition))
 
@@ -359,7 +361,7 @@ def insert_sync_row(
         _INSERT_SYNC_ROW,
         d,
         t,
-        columns=column_list(SYNC_COLUMNS),
+        columns=column_list(SYNC_COLUMNS, d),
         placeholders=d.placeholders(len(SYNC_COLUMNS)),
     )
     return Query(sql, values)
