@@ -44,7 +44,14 @@ from syncd.lease import LeaseHolder
 from syncd.timeutil import utcnow
 from syncd.transform.convert import batch_window
 from warehouses import sql
-from warehouses.base import Capabilities, RollbackResult, quote_identifier, validate_identifier
+from warehouses.base import (
+    Capabilities,
+    RollbackResult,
+    check_commit,
+    close_quietly,
+    quote_identifier,
+    validate_identifier,
+)
 from warehouses.lease_sql import TableLease
 from warehouses.sql import POSTGRES, Dialect, Query, TableNames, render
 
@@ -135,20 +142,13 @@ class DbApiCore(ABC):
     def _drop_connection(self) -> None:
         """Forget a broken connection, so that the next call reconnects."""
         con, self._con = self._con, None
-        if con is not None:
-            try:
-                con.close()
-            except Exception as exc:
-                log.debug("close of a broken connection failed", error=str(exc))
+        close_quietly(con, "a broken connection")
 
     def _cursor(self, con: Any) -> Any:
         return con.cursor()
 
     def _close_cursor(self, cursor: Any) -> None:
-        try:
-            cursor.close()
-        except Exception as exc:  # a cursor of a dead connection
-            log.debug("cursor close failed", error=str(exc))
+        close_quietly(cursor, "a cursor")
 
     def _begin(self, cursor: Any) -> None:
         """Open the transaction (the drivers here open one with the first statement)."""
@@ -193,12 +193,7 @@ class DbApiCore(ABC):
         batch = staged.batch
         batch_id = batch.key.id
         action = f"commit batch {batch_id}"
-        if record.batch_id != batch_id:
-            raise TerminalLoadError(
-                f"sync record {record.batch_id!r} does not belong to batch {batch_id!r}"
-            )
-        if batch.format not in self.capabilities.staging_formats:
-            raise TerminalLoadError(f"{self.name} cannot load staged format {batch.format!r}")
+        check_commit(staged, record, self.capabilities, self.name)
         d, t = self.dialect, self.tables
         with self._lock, self._session(action):
             try:
@@ -297,11 +292,7 @@ class DbApiCore(ABC):
     def close(self) -> None:
         with self._lock:
             con, self._con = self._con, None
-            if con is not None:
-                try:
-                    con.close()
-                except Exception as exc:  # closing a broken connection is not news
-                    log.debug("close failed", error=str(exc))
+            close_quietly(con, "the connection")
 
     # --- the round trip (`syncd check --round-trip`) ---------------------------------------
 

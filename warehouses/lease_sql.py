@@ -18,7 +18,7 @@ import structlog
 
 from syncd.lease import LeaseHolder, held_by_error, holder_values, naive_utc, owner_is_gone
 from syncd.timeutil import utcnow
-from warehouses.base import quote_identifier
+from warehouses.base import close_quietly, quote_identifier
 from warehouses.sql import POSTGRES, render
 
 log = structlog.get_logger(__name__)
@@ -206,7 +206,7 @@ class TableLease:
                 self._drop()
             raise
         finally:
-            _close(cursor)
+            close_quietly(cursor, "a lease cursor")
 
     def _first(self, cursor: Any) -> tuple[Any, ...] | None:
         cursor.execute(self._sql(_READ), (self.name,))
@@ -218,18 +218,8 @@ class TableLease:
         try:
             return self._first(cursor)
         finally:
-            _close(cursor)
+            close_quietly(cursor, "a lease cursor")
 
     def _drop(self) -> None:
-        try:
-            if self._con is not None:
-                self._con.close()
-        except Exception:  # already broken
-            log.debug("closing a broken lease connection failed")
-        self._con = None
-
-
-def _close(cursor: Any) -> None:
-    close = getattr(cursor, "close", None)
-    if close is not None:
-        close()
+        con, self._con = self._con, None
+        close_quietly(con, "the lease connection")

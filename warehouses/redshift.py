@@ -62,7 +62,7 @@ from syncd.errors import LoadError, TerminalLoadError, TransientLoadError
 from syncd.fields import BATCH_ID, Column, FieldType
 from syncd.timeutil import utcnow
 from warehouses import sql
-from warehouses.base import Capabilities
+from warehouses.base import Capabilities, close_quietly
 from warehouses.dbapi import DbApiWarehouse
 from warehouses.postgres import is_transient_sqlstate, reject_rows, rejects_file
 from warehouses.sql import REDSHIFT, Dialect, Query, TableNames, render
@@ -224,13 +224,6 @@ def _lift_read_timeout(con: Any) -> None:
     sock.settimeout(None)
 
 
-def _close_quietly(con: Any) -> None:
-    try:
-        con.close()
-    except Exception as exc:  # the connection is being thrown away
-        log.debug("close failed", error=str(exc))
-
-
 def quote_literal(value: str, what: str) -> str:
     """A SQL string literal for COPY (which takes no parameters): quotes doubled, no controls."""
     if any(ord(ch) < 32 for ch in value):
@@ -336,10 +329,10 @@ class RedshiftWarehouse(DbApiWarehouse):
         super_json = custom_vars == "super"
         self.dialect = redshift_dialect()  # sync and rejects tables, the batch id
         self.export_dialect = redshift_dialect(varchar_max, super_json=super_json)
-        if super_json:  # COPY parses CSV text into SUPER; Parquet strings would stay strings
-            self.capabilities = dataclasses.replace(self.capabilities, staging_formats=("csv",))
         self.capabilities = dataclasses.replace(
             self.capabilities,
+            # COPY parses CSV text into SUPER; Parquet strings would stay strings
+            staging_formats=("csv",) if super_json else self.capabilities.staging_formats,
             max_string_bytes=varchar_max,
             # VARCHAR(65535) JSON text: a longer document would fail the COPY (Parquet) or be
             # cut into broken JSON (CSV's TRUNCATECOLUMNS); SUPER takes far larger documents
@@ -430,7 +423,7 @@ class RedshiftWarehouse(DbApiWarehouse):
                 cursor.execute(statement)
             con.commit()
         except Exception as exc:
-            _close_quietly(con)
+            close_quietly(con, "the connection")
             if isinstance(exc, LoadError):
                 raise
             raise self._map_error(exc, f"cannot set up the session at {where}") from exc
