@@ -14,18 +14,18 @@ warehouse, the one thing both daemons share:
   `<path>.lock` for its whole life instead; the lock goes with the process (a dead daemon
   leaves no stale lock), and a second writer's constructor raises `LockedError` naming the
   holder's PID. `DuckDBWarehouse` needs no lease methods.
-- PostgreSQL and Redshift: `warehouses.lease_sql.TableLease`, one row in `<SyncTable>_lease`
-  on a connection of its own (autocommit, so lease statements never mix with a batch's
-  transaction). Taking the lease is one transaction that reads the rows, decides, deletes
-  what it read and inserts its own row; a row whose `ExpiresAt` has passed belongs to a dead or hung daemon and is taken
-  over. Of two daemons taking it at once exactly one wins: on PostgreSQL by the enforced
-  primary key and DELETE's row locks; on Redshift, which enforces no key and whose snapshot
-  isolation lets two transactions both read "no row", by `LOCK` of the lease table at the
-  start of every lease transaction. Readers order the rows, so all name the same holder.
+- PostgreSQL and Redshift: `warehouses.lease_sql.TableLease`, one row in `<SyncTable>_lease` on
+  a connection of its own (autocommit, so lease statements never mix with a batch's
+  transaction). Taking the lease is one transaction that reads the rows, decides, deletes what
+  it read and inserts its own row; a row whose `ExpiresAt` has passed belongs to a dead or hung
+  daemon and is taken over. Of two daemons taking it at once exactly one wins: on PostgreSQL by
+  the enforced primary key and DELETE's row locks; on Redshift, which enforces no key and whose
+  snapshot isolation lets two transactions both read "no row", by `LOCK` of the lease table at
+  the start of every lease transaction. Readers order the rows, so all name the same holder.
   For fencing, `DbApiWarehouse.commit_batch` runs `TableLease.fence_query()` (PostgreSQL with
-  FOR SHARE, so a takeover waits for the commit; Redshift after a `LOCK` of the lease table
-  as the commit's first statement) and refuses to commit when the holder is no longer this
-  one (once the warehouse object has acquired the lease).
+  FOR SHARE, so a takeover waits for the commit; Redshift after a `LOCK` of the lease table as
+  the commit's first statement) and refuses to commit when the holder is no longer this one
+  (once the warehouse object has acquired the lease).
 - BigQuery: the same row in a `<SyncTable>_lease` table, written by DML (conditional UPDATE /
   INSERT); BigQuery aborts one of two conflicting DML statements, which gives the same
   exactly-one-winner rule. See `warehouses.bigquery` (CREATE TABLE AS SELECT makes the row,
