@@ -14,18 +14,18 @@ warehouse, the one thing both daemons share:
   `<path>.lock` for its whole life instead; the lock goes with the process (a dead daemon
   leaves no stale lock), and a second writer's constructor raises `LockedError` naming the
   holder's PID. `DuckDBWarehouse` needs no lease methods.
-- PostgreSQL and Redshift: `TableLease` below, one row in `<SyncTable>_lease` on a connection of
-  its own (autocommit, so lease statements never mix with a batch's transaction). Taking the
-  lease is one transaction that reads the rows, decides, deletes what it read and inserts its
-  own row; a row whose `ExpiresAt` has passed belongs to a dead or hung daemon and is taken
-  over. Of two daemons taking it at once exactly one wins: on PostgreSQL by the enforced
-  primary key and DELETE's row locks; on Redshift, which enforces no key and whose snapshot
-  isolation lets two transactions both read "no row", by `LOCK` of the lease table at the
-  start of every lease transaction. Readers order the rows, so all name the same holder.
+- PostgreSQL and Redshift: `warehouses.lease_sql.TableLease`, one row in `<SyncTable>_lease` on
+  a connection of its own (autocommit, so lease statements never mix with a batch's
+  transaction). Taking the lease is one transaction that reads the rows, decides, deletes what
+  it read and inserts its own row; a row whose `ExpiresAt` has passed belongs to a dead or hung
+  daemon and is taken over. Of two daemons taking it at once exactly one wins: on PostgreSQL by
+  the enforced primary key and DELETE's row locks; on Redshift, which enforces no key and whose
+  snapshot isolation lets two transactions both read "no row", by `LOCK` of the lease table at
+  the start of every lease transaction. Readers order the rows, so all name the same holder.
   For fencing, `DbApiWarehouse.commit_batch` runs `TableLease.fence_query()` (PostgreSQL with
-  FOR SHARE, so a takeover waits for the commit; Redshift after a `LOCK` of the lease table
-  as the commit's first statement) and refuses to commit when the holder is no longer this
-  one (once the warehouse object has acquired the lease).
+  FOR SHARE, so a takeover waits for the commit; Redshift after a `LOCK` of the lease table as
+  the commit's first statement) and refuses to commit when the holder is no longer this one
+  (once the warehouse object has acquired the lease).
 - BigQuery: the same row in a `<SyncTable>_lease` table, written by DML (conditional UPDATE /
   INSERT); BigQuery aborts one of two conflicting DML statements, which gives the same
   exactly-one-winner rule. See `warehouses.bigquery` (CREATE TABLE AS SELECT makes the row,
@@ -51,17 +51,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
 from syncd.errors import LockedError
 from syncd.state import pid_alive
 from syncd.timeutil import UTC, format_timestamp, utcnow
-from warehouses.base import quote_identifier
 
 log = structlog.get_logger(__name__)
-_T = TypeVar("_T")
 
 #: How long a lease lasts without renewal; it is renewed every third of it.
 DEFAULT_LEASE_TTL = timedelta(minutes=5)
@@ -178,37 +176,6 @@ class LeaseKeeper:
                 log.warning("lease renewal failed; retrying", error=str(exc))
 
 
-_CREATE = (
-    "CREATE TABLE IF NOT EXISTS {t} ("
-    '"Name" VARCHAR(128) NOT NULL PRIMARY KEY, "HolderId" VARCHAR(64) NOT NULL, '
-    '"Holder" VARCHAR(512) NOT NULL, "Host" VARCHAR(255) NOT NULL, "Pid" BIGINT NOT NULL, '
-    '"StartedAt" TIMESTAMP NOT NULL, "AcquiredAt" TIMESTAMP NOT NULL, '
-    '"ExpiresAt" TIMESTAMP NOT NULL)'
-)
-_LOCK = "LOCK {t}"
-_INSERT = (
-    'INSERT INTO {t} ("Name", "HolderId", "Holder", "Host", "Pid", "StartedAt", "AcquiredAt", '
-    '"ExpiresAt") VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})'
-)
-_CLEAR = 'DELETE FROM {t} WHERE "Name" = {p}'
-_RENEW = 'UPDATE {t} SET "ExpiresAt" = {p} WHERE "Name" = {p} AND "HolderId" = {p}'
-#: Every row of the lease, the holder first: the latest acquired (ties by id), so that every
-#: reader names the same holder even if an older syncd left two rows (Redshift does not
-#: enforce the key, and returns unordered rows in any order).
-_READ = (
-    'SELECT "HolderId", "Holder", "ExpiresAt", "Host", "Pid", "StartedAt" FROM {t} '
-    'WHERE "Name" = {p} ORDER BY "AcquiredAt" DESC, "HolderId"'
-)
-_FENCE = (
-    'SELECT "HolderId", "Holder" FROM {t} WHERE "Name" = {p} ORDER BY "AcquiredAt" DESC, "HolderId"'
-)
-_RELEASE = 'DELETE FROM {t} WHERE "Name" = {p} AND "HolderId" = {p}'
-
-
-class _LeaseMoved(Exception):
-    """Another syncd changed the lease between this transaction's read and its write."""
-
-
 def holder_values(holder: LeaseHolder, now: datetime, ttl: timedelta) -> tuple[Any, ...]:
     """HolderId, Holder, Host, Pid, StartedAt, AcquiredAt, ExpiresAt of a lease row (naive UTC)."""
     return (
@@ -229,182 +196,6 @@ def owner_is_gone(owner: tuple[Any, ...] | None) -> bool:
     return holder_is_gone(str(owner[3]), int(owner[4]), owner[5])
 
 
-class TableLease:
-    """`LeasedWarehouse` over one row of a lease table, for SQL warehouses (DB-API drivers).
-
-    `connect` returns a new connection in autocommit mode (psycopg `autocommit=True`,
-    redshift_connector `autocommit = True`); transactions are opened with BEGIN here. `param`
-    is the driver's placeholder (`%s`, or `?` for DuckDB). `name` tells apart several syncs in
-    one schema (use the SyncTable's name). Times are naive UTC, as syncd stores them.
-
-    Taking the lease is one transaction that reads the row, decides, and writes: it deletes
-    the rows it read and inserts its own. With `lock_table` (Redshift) every lease transaction
-    starts with `LOCK` of the table, so they run one at a time: Redshift enforces no key and
-    its snapshot isolation lets two transactions that each read "no row" both insert one.
-    Without it (PostgreSQL) the enforced key and the row locks of DELETE decide: the loser's
-    DELETE finds fewer rows than it read, or its INSERT breaks the key, and it rolls back.
-    """
-
-    def __init__(
-        self,
-        connect: Callable[[], Any],
-        table: str,
-        name: str,
-        *,
-        schema: str | None = None,
-        param: str = "%s",
-        clock: Callable[[], datetime] = utcnow,
-        lock_table: bool = False,
-    ) -> None:
-        qualified = quote_identifier(table)
-        self.table = f"{quote_identifier(schema)}.{qualified}" if schema else qualified
-        self.name = name
-        self.lock_table = lock_table
-        self._param = param
-        self._connect = connect
-        self._clock = clock
-        self._con: Any = None
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"TableLease(table={self.table!r}, name={self.name!r})"
-
-    def acquire_lease(self, holder: LeaseHolder, ttl: timedelta) -> None:
-        now = self._clock()
-        values = holder_values(holder, now, ttl)
-        with self._lock:
-            self._create()
-            try:
-                owner = self._run(lambda cursor: self._take(cursor, holder, values, now))
-            except Exception as exc:  # another syncd moved the lease under us: who has it now?
-                owner = self._read()
-                if owner is None or owner[0] == holder.id:
-                    raise
-                log.debug("lease taken by another syncd meanwhile", error=str(exc))
-        if owner is not None:
-            raise held_by_error(self.name, owner, "cannot start")
-
-    def renew_lease(self, holder: LeaseHolder, ttl: timedelta) -> None:
-        expires = naive_utc(self._clock() + ttl)
-
-        def renew(cursor: Any) -> tuple[Any, ...] | None:
-            cursor.execute(self._sql(_RENEW), (expires, self.name, holder.id))
-            return self._first(cursor)
-
-        with self._lock:
-            owner = self._run(renew)
-        if owner is None or owner[0] != holder.id:
-            raise held_by_error(self.name, owner, "lease lost")
-
-    def release_lease(self, holder: LeaseHolder) -> None:
-        with self._lock:
-            self._run(lambda cursor: cursor.execute(self._sql(_RELEASE), (self.name, holder.id)))
-            self._drop()
-
-    def close(self) -> None:
-        """Close the lease's connection (the row stays until it expires or is released)."""
-        with self._lock:
-            self._drop()
-
-    def lock_query(self) -> str:
-        """`LOCK` of the lease table, for the start of a commit transaction (Redshift)."""
-        return self._sql(_LOCK)
-
-    def fence_query(self, lock: str = "") -> tuple[str, tuple[Any, ...]]:
-        """SQL (and parameters) that reads the lease's (HolderId, Holder) rows, the holder first:
-        a commit transaction whose first row is not its own must roll back. `lock` is appended (e.g.
-        " FOR SHARE", so that a takeover waits for the commit)."""
-        return self._sql(_FENCE) + lock, (self.name,)
-
-    def holder(self) -> str | None:
-        """Who holds the lease now (for `status`), or None."""
-        with self._lock:
-            owner = self._read()
-        return None if owner is None else str(owner[1])
-
-    # -- internals ---------------------------------------------------------------------------
-
-    def _take(
-        self, cursor: Any, holder: LeaseHolder, values: tuple[Any, ...], now: datetime
-    ) -> tuple[Any, ...] | None:
-        """Inside the lease transaction: take the lease if it is free, ours, stale or held by
-        a dead process on this host; else return its owner."""
-        cursor.execute(self._sql(_READ), (self.name,))
-        rows = [tuple(row) for row in cursor.fetchall()]
-        owner = rows[0] if rows else None
-        if owner is not None and owner[0] != holder.id:
-            expires = owner[2]
-            stale = isinstance(expires, datetime) and naive_utc(expires) < naive_utc(now)
-            if not stale and not owner_is_gone(owner):
-                return owner
-            log.warning(
-                "taking over the lease", holder=owner[1], reason="stale" if stale else "dead"
-            )
-        cursor.execute(self._sql(_CLEAR), (self.name,))
-        if cursor.rowcount is not None and 0 <= cursor.rowcount != len(rows):
-            raise _LeaseMoved(f"read {len(rows)} lease rows, deleted {cursor.rowcount}")
-        cursor.execute(self._sql(_INSERT), (self.name, *values))
-        return None
-
-    def _create(self) -> None:
-        """CREATE TABLE IF NOT EXISTS, once more if a daemon starting alongside made it first
-        (two concurrent creates can collide in the catalog)."""
-        try:
-            self._run(lambda cursor: cursor.execute(self._sql(_CREATE)), lock=False)
-        except Exception as exc:
-            log.debug("creating the lease table collided; again", error=str(exc))
-            self._run(lambda cursor: cursor.execute(self._sql(_CREATE)), lock=False)
-
-    def _sql(self, template: str) -> str:
-        return template.replace("{t}", self.table).replace("{p}", self._param)
-
-    def _connection(self) -> Any:
-        if self._con is None:
-            self._con = self._connect()
-        return self._con
-
-    def _run(self, body: Callable[[Any], _T], *, lock: bool = True) -> _T:
-        """`body(cursor)` in one transaction, which starts with LOCK of the table when
-        `lock_table` (and `lock`) say so."""
-        con = self._connection()
-        cursor = con.cursor()
-        try:
-            cursor.execute("BEGIN")
-            if lock and self.lock_table:
-                cursor.execute(self._sql(_LOCK))
-            result = body(cursor)
-            cursor.execute("COMMIT")
-            return result
-        except BaseException:
-            try:
-                cursor.execute("ROLLBACK")
-            except Exception:  # the connection may be gone; the next call reconnects
-                self._drop()
-            raise
-        finally:
-            _close(cursor)
-
-    def _first(self, cursor: Any) -> tuple[Any, ...] | None:
-        cursor.execute(self._sql(_READ), (self.name,))
-        rows = cursor.fetchall()
-        return tuple(rows[0]) if rows else None
-
-    def _read(self) -> tuple[Any, ...] | None:
-        cursor = self._connection().cursor()
-        try:
-            return self._first(cursor)
-        finally:
-            _close(cursor)
-
-    def _drop(self) -> None:
-        try:
-            if self._con is not None:
-                self._con.close()
-        except Exception:  # already broken
-            log.debug("closing a broken lease connection failed")
-        self._con = None
-
-
 def naive_utc(moment: datetime) -> datetime:
     """Naive UTC, the way syncd's tables store time."""
     return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
@@ -412,9 +203,3 @@ def naive_utc(moment: datetime) -> datetime:
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _close(cursor: Any) -> None:
-    close = getattr(cursor, "close", None)
-    if close is not None:
-        close()

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from syncd.atomic import write_atomic as write_atomic  # also imported from here by cli, ratelimit
 from syncd.batch import SyncRecord
 from syncd.observability.logging import safe_values
 from syncd.timeutil import format_timestamp, parse_timestamp
@@ -46,21 +46,6 @@ class DaemonStatus:
     settles_held: list[HeldBatch] = field(default_factory=list)
     unsettled: int = 0
     settle_rows_gained: int = 0
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so readers see the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _encode(obj: Any) -> Any:

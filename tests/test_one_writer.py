@@ -22,9 +22,10 @@ from e2e_support import API_KEY, HOUR, batch_counts, export_rows, sync_rows, wri
 
 from syncd.cli import EXIT_LOCKED
 from syncd.errors import LockedError
-from syncd.lease import LeaseHolder, LeaseKeeper, TableLease
+from syncd.lease import LeaseHolder, LeaseKeeper
 from syncd.simulator import Simulator, SimulatorConfig
 from syncd.timeutil import UTC, utcnow
+from warehouses.lease_sql import TableLease
 
 T0 = datetime(2026, 11, 2, 12, tzinfo=UTC)
 TTL = timedelta(seconds=60)

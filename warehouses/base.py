@@ -14,10 +14,14 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import structlog
+
 from syncd.batch import StagedBatch, StagedFormat, SyncRecord
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, TerminalLoadError
 from syncd.fields import Column
 from syncd.timeutil import UTC
+
+log = structlog.get_logger(__name__)
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,126}$")
 
@@ -37,8 +41,13 @@ def validate_identifier(name: str, what: str = "identifier") -> str:
     return name
 
 
-def quote_identifier(name: str, quote: str = '"') -> str:
-    """The one identifier-quoting function: validate, then quote (`"x"` or `` `x` ``)."""
+def quote_identifier(name: str, quote: str = '"', *, any_text: bool = False) -> str:
+    """The one identifier-quoting function: validate, then quote (`"x"` or `` `x` ``).
+
+    With `any_text`, `name` is data rather than a name syncd chose (a JSON key the columnar
+    transform reads as a struct field): any text, the quote character doubled."""
+    if any_text:
+        return f"{quote}{name.replace(quote, quote * 2)}{quote}"
     validate_identifier(name)
     return f"{quote}{name}{quote}"
 
@@ -48,9 +57,6 @@ class Capabilities:
     """What a warehouse can do; the core decides on these, not on names."""
 
     staging_formats: tuple[StagedFormat, ...]  # first is preferred
-    transactional: bool = True  # load + sync row in one transaction
-    json_type: bool = False  # CustomVars as a native JSON type
-    remote_stage: bool = False  # loads from the stage (S3/GCS) rather than a local file
     #: Longest string value a column keeps, in UTF-8 bytes (None: no limit). The transform cuts
     #: longer strings at a character boundary, whatever the staged format, so no load fails on
     #: them; the round-trip check counts such a cut as a documented change.
@@ -79,6 +85,31 @@ def first_kept_day(capabilities: Capabilities, now: datetime) -> date | None:
     if capabilities.retention is None:
         return None
     return (now.astimezone(UTC) - capabilities.retention).date() + timedelta(days=1)
+
+
+def check_commit(
+    staged: StagedBatch, record: SyncRecord, capabilities: Capabilities, warehouse: str
+) -> None:
+    """What every `Warehouse.commit_batch` checks first: the sync record is the batch's, and
+    the warehouse loads the batch's staged format. Raises TerminalLoadError."""
+    batch_id = staged.batch.key.id
+    if record.batch_id != batch_id:
+        raise TerminalLoadError(
+            f"sync record {record.batch_id!r} does not belong to batch {batch_id!r}"
+        )
+    if staged.batch.format not in capabilities.staging_formats:
+        raise TerminalLoadError(f"{warehouse} cannot load staged format {staged.batch.format!r}")
+
+
+def close_quietly(resource: Any, what: str) -> None:
+    """Close a connection or cursor that is being thrown away (broken, or done with): a
+    failure to close it is logged, never raised."""
+    if resource is None:
+        return
+    try:
+        resource.close()
+    except Exception as exc:  # a broken connection's close is not news
+        log.debug(f"closing {what} failed", error=str(exc))
 
 
 @dataclass(frozen=True)

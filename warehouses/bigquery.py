@@ -133,9 +133,6 @@ class BigQueryWarehouse:
 
     capabilities = Capabilities(
         staging_formats=("parquet", "ndjson"),  # not CSV: see bigquery_jobs.SOURCE_FORMATS
-        transactional=True,
-        json_type=True,
-        remote_stage=True,
     )
 
     def __init__(

@@ -1,10 +1,11 @@
 """DuckDB, the embedded default warehouse: one file, one writer process.
 
-A commit is one DuckDB transaction: delete this batch's earlier rows, rejects and sync row (a
-re-run after a crash; in a backfill also its window's old rows, `sql.replace_window`),
-bulk-load the staged file with `INSERT INTO t (columns) SELECT ... FROM read_parquet /
-read_csv / read_json(?)`, check the row count, load the rejects, insert the sync row, commit.
-Any failure rolls all of it back.
+A commit is one DuckDB transaction, `warehouses.dbapi.DbApiCore`'s as for PostgreSQL and
+Redshift: delete this batch's earlier rows, rejects and sync row (a re-run after a crash; in a
+backfill also its window's old rows, `sql.replace_window`), bulk-load the staged file with
+`INSERT INTO t (columns) SELECT ... FROM read_parquet / read_csv / read_json(?)` (this
+module's `_load`), check the row count, load the rejects, insert the sync row, commit. Any
+failure rolls all of it back.
 
 Every value travels as a parameter, staged file paths included: DuckDB accepts `?` as the path
 of its table functions and even as the `columns` map of `read_json`. Those functions treat the
@@ -48,12 +49,10 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import secrets
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -62,7 +61,6 @@ from urllib.parse import unquote, urlparse
 import duckdb
 import structlog
 
-import syncd
 from syncd.batch import StagedBatch, StagedFormat, SyncRecord
 from syncd.errors import (
     LoadError,
@@ -71,10 +69,10 @@ from syncd.errors import (
     TerminalLoadError,
     TransientLoadError,
 )
-from syncd.fields import BATCH_ID, LOADED_AT, Column, FieldType
-from syncd.transform.convert import batch_window
+from syncd.fields import BATCH_ID, Column, FieldType
 from warehouses import sql
-from warehouses.base import Capabilities, RollbackResult, WaitListener, quote_identifier
+from warehouses.base import Capabilities, WaitListener, quote_identifier
+from warehouses.dbapi import DbApiCore
 from warehouses.sql import DUCKDB, Query, TableNames, render
 
 log = structlog.get_logger(__name__)
@@ -131,7 +129,6 @@ _LOAD_REJECTS = (
     "INSERT INTO {rejects} ({SyncdBatchId}, {Position}, {Reason}, {Raw}, {RejectedAt}) "
     "SELECT {p}, {position}, {reason}, {raw}, {p} FROM {source}"
 )
-_CAN_WRITE = "CREATE TABLE {probe} ({ok} INTEGER)"
 _SET_UTC = "SET TimeZone = 'UTC'"
 
 
@@ -217,15 +214,13 @@ class WriterLock:
             self._fd = None
 
 
-class DuckDBWarehouse:
-    """Implements `warehouses.base.Warehouse` on a DuckDB file (or `:memory:`)."""
+class DuckDBWarehouse(DbApiCore):
+    """Implements `warehouses.base.Warehouse` on a DuckDB file (or `:memory:`): the commit,
+    consistency and rollback of `DbApiCore`, with the file open for one operation at a time."""
 
-    capabilities = Capabilities(
-        staging_formats=("parquet", "csv", "ndjson"),
-        transactional=True,
-        json_type=True,
-        remote_stage=False,
-    )
+    dialect = DUCKDB
+    name = "DuckDB"
+    capabilities = Capabilities(staging_formats=("parquet", "csv", "ndjson"))
 
     def __init__(
         self,
@@ -245,7 +240,7 @@ class DuckDBWarehouse:
         configuration's default is 1 s; none here, for tests and tools). `monotonic`
         and `pause` (sleep up to n seconds; True when stopped) stand in for the clock in tests;
         by default the pause is a wait on the stop event given to `report_waits`."""
-        self.tables = TableNames(export=export_table, sync=sync_table, rejects=rejects_table)
+        super().__init__(TableNames(export=export_table, sync=sync_table, rejects=rejects_table))
         self.path = str(path)
         self.read_only = read_only
         self.lock_wait = lock_wait
@@ -255,8 +250,6 @@ class DuckDBWarehouse:
         self._pause = pause
         self._stop = threading.Event()
         self._listener: WaitListener | None = None
-        self._lock = threading.RLock()
-        self._con: duckdb.DuckDBPyConnection | None = None
         self._writer: WriterLock | None = None
         self._closed = False
         if self.path == MEMORY:
@@ -305,152 +298,15 @@ class DuckDBWarehouse:
     ) -> None:
         self.close()
 
-    # --- Warehouse ---------------------------------------------------------------------------
-
-    def ensure_tables(self, columns: Sequence[Column]) -> tuple[Column, ...]:
-        """Create or reconcile the export, sync and rejects tables; return the export columns.
-
-        An existing table keeps its columns and their order; missing columns are added at the
-        end. The columns the sync SQL relies on (EventStart, SyncdBatchId, SyncdLoadedAt) are
-        always present afterwards.
-        """
-        self._require_writable("ensure the tables")
-        with self._lock, self._transaction("ensure the tables"):
-            export = self._reconcile(self.tables.export, sql.with_required(columns))
-            self._reconcile(self.tables.sync, sql.SYNC_COLUMNS)
-            self._reconcile(self.tables.rejects, sql.REJECTS_COLUMNS)
-        return export
-
-    def commit_batch(
-        self, staged: StagedBatch, record: SyncRecord, *, replace: bool = False
-    ) -> None:
-        """Replace this batch's rows, rejects and sync row in one transaction; with `replace`
-        (a backfill), also the old rows of its window (`sql.replace_window`)."""
-        self._require_writable("commit a batch")
-        batch = staged.batch
-        batch_id = batch.key.id
-        if record.batch_id != batch_id:
-            raise TerminalLoadError(
-                f"sync record {record.batch_id!r} does not belong to batch {batch_id!r}"
-            )
-        if batch.format not in self.capabilities.staging_formats:
-            raise TerminalLoadError(f"DuckDB cannot load staged format {batch.format!r}")
-        data_path = _local_path(staged.uri, batch.path)
-        rejects_path = (
-            _local_path(staged.rejects_uri, batch.rejects_path)
-            if staged.rejects_uri is not None or batch.rejects_path is not None
-            else None
-        )
-        action = f"commit batch {batch_id}"
-        with self._lock, self._transaction(action):
-            window = batch_window(batch.key)
-            for query in sql.delete_batch(DUCKDB, self.tables, batch_id, window):
-                self._execute(query)
-            if replace and window is not None:
-                *others, rows_q = sql.replace_window(DUCKDB, self.tables, window)
-                for query in others:
-                    self._execute(query)
-                going_on = sql.going_on_rows(DUCKDB, self.tables, window)
-                for old_id, n in self._connection.execute(
-                    going_on.sql, list(going_on.params)
-                ).fetchall():
-                    self._execute(sql.lower_rows_loaded(DUCKDB, self.tables, old_id, int(n)))
-                log.info("window's old rows deleted", batch=batch_id, rows=self._count(rows_q))
-            loaded = self._load_rows(batch.format, data_path, batch.columns, batch_id, record)
-            if loaded != batch.rows:
-                raise TerminalLoadError(
-                    f"{action}: the staged file holds {loaded} rows, the batch says {batch.rows}"
-                )
-            rejected = 0
-            if rejects_path is not None:
-                rejected = self._load_rejects(rejects_path, batch_id, record)
-                if rejected != batch.rejected:
-                    raise TerminalLoadError(
-                        f"{action}: the rejects file holds {rejected} rows, "
-                        f"the batch says {batch.rejected}"
-                    )
-            self._execute(
-                sql.insert_sync_row(
-                    DUCKDB, self.tables, record, loaded, rejected, syncd.__version__
-                )
-            )
-
-    def sync_records(self, since: datetime | None = None) -> list[SyncRecord]:
-        """Committed batches ending after `since`, oldest first; none before the first commit."""
-        with self._lock, self._session("read sync rows"):
-            present = [name for name, _ in self._columns(self.tables.sync)]
-            if not present:
-                return []
-            query = sql.select_sync_rows(DUCKDB, self.tables, since, present)
-            rows = self._fetch(query, "read sync rows")
-        return [sql.record_from_row(row) for row in rows]
-
-    def inconsistent_days(self, since: date) -> list[date]:
-        """Days from `since` whose rows and sync rows disagree (see `sql.inconsistent_days`)."""
-        lo = sql.day_start(since)
-        with self._lock, self._session("check day consistency"):
-            bounded = sql.only_segment_batches(self.sync_records(lo), lo)
-            if not self._columns(self.tables.sync) or not self._columns(self.tables.export):
-                return []
-            rows = self._fetch(
-                sql.inconsistent_days(DUCKDB, self.tables, since, bounded), "check day consistency"
-            )
-        return [row[0] for row in rows]
-
-    def rollback_days(
-        self, first: date, last: date, *, keep: Collection[str] = ()
-    ) -> RollbackResult:
-        """Delete the rows, rejects and sync rows of days first..last in one transaction, but
-        the batches named in `keep`."""
-        self._require_writable("roll back days")
-        if last < first:
-            raise TerminalLoadError(f"cannot roll back: last day {last} is before {first}")
-        lo, hi = sql.day_start(first), sql.day_start(last + timedelta(1))
-        action = f"roll back {first}..{last}"
-        with self._lock, self._session(action):
-            rows_end = sql.segment_rows_end(self.sync_records(lo), lo, hi)
-            queries = sql.rollback_days(DUCKDB, self.tables, first, last, rows_end, keep)
-            export_q, rejects_q, sync_q = queries
-            with self._transaction(action):
-                rows_deleted = self._count(export_q)
-                rejects_deleted = self._count(rejects_q)
-                sync_rows_deleted = self._count(sync_q)
-        return sql.rolled_back(
-            first, last, rows_deleted, sync_rows_deleted, rejects_deleted, kept=len(keep)
-        )
-
-    def create_views(self) -> None:
-        """`warehouses.base.MakesViews`: create or replace the views in one transaction."""
-        from warehouses.views import view_statements
-
-        self._require_writable("create the views")
-        with self._lock, self._transaction("create the views"):
-            columns = [name for name, _ in self._columns(self.tables.export)]
-            for statement in view_statements("duckdb", self.tables.export, columns=columns):
-                self._execute(Query(statement))
-
-    def check(self) -> None:
-        """The file opens; unless read-only, a table can be created (then rolled back)."""
-        with self._lock, self._session("read the database"):
-            self._fetch(Query("SELECT 1"), "read the database")
-            if self.read_only:
-                return
-            with self._transaction("write to the database"):
-                probe = quote_identifier(f"syncd_write_probe_{secrets.token_hex(6)}")
-                self._execute(Query(render(_CAN_WRITE, DUCKDB, probe=probe)))
-                raise _RollbackProbe  # leave nothing behind
-
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            if self._con is not None:
-                self._con.close()
-                self._con = None
+            super().close()
             if self._writer is not None:
                 self._writer.release()
                 self._writer = None
 
-    # --- internals ---------------------------------------------------------------------------
+    # --- hooks of DbApiCore: the file open for one operation at a time ---------------------
 
     @contextmanager
     def _session(self, action: str) -> Iterator[None]:
@@ -566,98 +422,44 @@ class DuckDBWarehouse:
             log.debug("no ICU extension: DuckDB's time zone is UTC already")
         return con
 
-    def _require_writable(self, action: str) -> None:
-        if self.read_only:
-            raise TerminalLoadError(f"cannot {action}: {self.path} is open read-only")
-
-    @property
     def _connection(self) -> duckdb.DuckDBPyConnection:
         """The open session's connection (callers are inside `_session`)."""
         if self._con is None:
             raise TerminalLoadError(f"{self.path} is not open: no session")  # a bug, not I/O
-        return self._con
+        con: duckdb.DuckDBPyConnection = self._con
+        return con
 
-    @contextmanager
-    def _transaction(self, action: str) -> Iterator[None]:
-        """BEGIN ... COMMIT in a session; any exception rolls back, DuckDB's mapped to
-        LoadError."""
-        with self._session(action):
-            con = self._connection
-            try:
-                con.begin()
-            except duckdb.Error as exc:
-                raise map_duckdb_error(exc, action) from exc
-            try:
-                yield
-                con.commit()
-            except _RollbackProbe:
-                self._rollback()
-            except duckdb.Error as exc:
-                self._rollback()
-                raise map_duckdb_error(exc, action) from exc
-            except BaseException:
-                self._rollback()
-                raise
+    def _drop_connection(self) -> None:
+        """Nothing to drop: the session closes the file after each operation, and an in-memory
+        database lives as long as its one connection."""
+        return
 
-    def _rollback(self) -> None:
-        try:
-            self._connection.rollback()
-        except duckdb.Error:
-            log.debug("rollback: no transaction left to roll back")
+    def _cursor(self, con: Any) -> Any:
+        """The connection itself: a DuckDB cursor is another connection, in another
+        transaction."""
+        return con
 
-    def _execute(self, query: Query) -> None:
-        self._connection.execute(query.sql, list(query.params))
+    def _close_cursor(self, cursor: Any) -> None:
+        return
 
-    def _count(self, query: Query) -> int:
-        """Run an INSERT or DELETE and return the rows it touched."""
-        row = self._connection.execute(query.sql, list(query.params)).fetchone()
-        return int(row[0]) if row else 0
+    def _begin(self, cursor: Any) -> None:
+        cursor.begin()
 
-    def _fetch(self, query: Query, action: str) -> list[tuple[Any, ...]]:
-        try:
-            return list(self._connection.execute(query.sql, list(query.params)).fetchall())
-        except duckdb.Error as exc:
-            raise map_duckdb_error(exc, action) from exc
+    def _map_error(self, exc: Exception, action: str) -> LoadError:
+        if isinstance(exc, duckdb.Error):
+            return map_duckdb_error(exc, action)
+        if isinstance(exc, OSError):
+            return TransientLoadError(f"{action}: {exc.strerror or exc}")
+        return TerminalLoadError(f"{action}: {type(exc).__name__}: {exc}")
 
-    def _columns(self, table: str) -> list[tuple[str, str]]:
-        query = sql.table_columns(DUCKDB, table, schema=None)
-        return [(str(n), str(t)) for n, t in self._fetch(query, f"read the columns of {table}")]
-
-    def _reconcile(self, table: str, wanted: Sequence[Column]) -> tuple[Column, ...]:
-        """Create `table` with `wanted`, or add the columns it lacks; return its columns."""
-        existing = self._columns(table)
-        qualified = self.tables.qualified(table)
-        if not existing:
-            self._execute(sql.create_table(DUCKDB, qualified, wanted))
-            return tuple(wanted)
-        added = sql.missing_columns([n for n, _ in existing], wanted, DUCKDB.fold_case)
-        for column in added:
-            self._execute(sql.add_column(DUCKDB, qualified, column))
-        if added:
-            log.info("columns added", table=table, columns=[c.name for c in added])
-        current = tuple(Column(name, sql.field_type_of(type_)) for name, type_ in existing)
-        return (*current, *added)
-
-    def _load_rows(
-        self,
-        fmt: StagedFormat,
-        path: Path,
-        columns: Sequence[Column],
-        batch_id: str,
-        record: SyncRecord,
-    ) -> int:
-        """INSERT ... SELECT the staged file by column name; return the rows inserted."""
-        file_columns = [c for c in columns if c.name.lower() != BATCH_ID.name.lower()]
-        has_loaded_at = any(c.name.lower() == LOADED_AT.name.lower() for c in file_columns)
-        expressions = [_select_expression(fmt, c) for c in file_columns]
-        targets = [c.name for c in file_columns]
-        params: list[Any] = [batch_id]
-        expressions.append("{p}")
-        targets.append(BATCH_ID.name)
-        if not has_loaded_at:
-            expressions.append("{p}")
-            targets.append(LOADED_AT.name)
-            params.append(sql.to_db_timestamp(record.committed_at))
+    def _load(self, cursor: Any, staged: StagedBatch, record: SyncRecord) -> int:
+        """INSERT ... SELECT the staged file by column name; return the rows inserted.
+        SyncdBatchId is set from the batch key, whatever the file holds."""
+        batch = staged.batch
+        fmt, path = batch.format, _local_path(staged.uri, batch.path)
+        file_columns = [c for c in batch.columns if c.name.lower() != BATCH_ID.name.lower()]
+        expressions = [*(_select_expression(fmt, c) for c in file_columns), DUCKDB.placeholder()]
+        targets = [*(c.name for c in file_columns), BATCH_ID.name]
         source_params: list[Any] = [str(path)]
         if fmt == "csv":
             source_params.append(_compression_of(path))
@@ -668,68 +470,38 @@ class DuckDBWarehouse:
             _LOAD_ROWS,
             DUCKDB,
             self.tables,
-            targets=sql.column_list(targets),
-            expressions=", ".join(e.replace("{p}", DUCKDB.param) for e in expressions),
-            source=_SOURCES[fmt].replace("{p}", DUCKDB.param),
+            targets=sql.column_list(targets, DUCKDB),
+            expressions=", ".join(expressions),
+            source=render(_SOURCES[fmt], DUCKDB),
         )
-        return self._count(Query(statement, (*params, *source_params)))
+        return self._execute(cursor, Query(statement, (batch.key.id, *source_params)))
 
-    def _load_rejects(self, path: Path, batch_id: str, record: SyncRecord) -> int:
-        source = _SOURCES["ndjson"].replace("{p}", DUCKDB.param)
+    def _load_rejects(self, cursor: Any, staged: StagedBatch, record: SyncRecord) -> int:
+        batch = staged.batch
+        if staged.rejects_uri is None and batch.rejects_path is None:
+            return 0
+        path = _local_path(staged.rejects_uri, batch.rejects_path)
+        source = render(_SOURCES["ndjson"], DUCKDB)
         statement = render(_LOAD_REJECTS, DUCKDB, self.tables, source=source)
         params = (
-            batch_id,
+            batch.key.id,
             sql.to_db_timestamp(record.committed_at),
             str(path),
             _REJECT_KEYS,
             _compression_of(path),
         )
-        return self._count(Query(statement, params))
-
-    # --- the round trip (`syncd check --round-trip`) ---------------------------------------
-
-    def read_rows(self, batch_id: str) -> list[dict[str, Any]]:
-        """The export rows of one batch, typed as stored (see `Warehouse.read_rows`)."""
-        with self._lock, self._session(f"read the rows of {batch_id}"):
-            columns = [
-                Column(name, sql.field_type_of(type_))
-                for name, type_ in self._columns(self.tables.export)
-            ]
-            statement = render(
-                "SELECT {columns} FROM {export} WHERE {SyncdBatchId} = {p}",
-                DUCKDB,
-                self.tables,
-                columns=sql.column_list(columns),
-            )
-            rows = self._fetch(Query(statement, (batch_id,)), f"read the rows of {batch_id}")
-        return [
-            {c.name: sql.stored_value(v, c.type) for c, v in zip(columns, row, strict=True)}
-            for row in rows
-        ]
-
-    def drop_tables(self) -> None:
-        """Drop the export, sync and rejects tables, if they exist, in one transaction."""
-        self._require_writable("drop the tables")
-        with self._lock, self._transaction("drop the tables"):
-            for table in (self.tables.export, self.tables.sync, self.tables.rejects):
-                qualified = self.tables.qualified(table)
-                self._execute(
-                    Query(render("DROP TABLE IF EXISTS {table}", DUCKDB, table=qualified))
-                )
-
-
-class _RollbackProbe(Exception):
-    """Ends the write probe of `check` by rolling its transaction back."""
+        return self._execute(cursor, Query(statement, params))
 
 
 def _select_expression(fmt: StagedFormat, column: Column) -> str:
     """How one staged column is read, by name."""
-    quoted = quote_identifier(column.name)
     if fmt == "csv":
-        return _CSV_EXPRESSIONS[column.type].replace("{column}", quoted)
-    if fmt == "ndjson":
-        return _NDJSON_EXPRESSIONS.get(column.type, "{column}").replace("{column}", quoted)
-    return quoted
+        template = _CSV_EXPRESSIONS[column.type]
+    elif fmt == "ndjson":
+        template = _NDJSON_EXPRESSIONS.get(column.type, "{column}")
+    else:
+        template = "{column}"
+    return render(template, DUCKDB, column=quote_identifier(column.name, DUCKDB.quote))
 
 
 def _local_path(uri: str | None, fallback: Path | None) -> Path:
@@ -762,6 +534,7 @@ def _compression_of(path: Path) -> str:
 # --- the plugin declarations (warehouses.plugin): the [duckdb] section and Provider "duckdb" -----
 
 from dataclasses import dataclass as _dataclass  # noqa: E402
+from datetime import timedelta  # noqa: E402
 from typing import TYPE_CHECKING as _TYPE_CHECKING  # noqa: E402
 
 from syncd.config.keys import Key, Kind  # noqa: E402

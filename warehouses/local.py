@@ -18,13 +18,11 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import IO
 
 import structlog
 
+from syncd.atomic import atomic_write, fsync_dir, fsync_file, write_atomic
 from syncd.errors import StageError, TerminalStageError, TransientStageError
 
 log = structlog.get_logger(__name__)
@@ -67,16 +65,12 @@ class LocalStage:
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.exists() and os.path.samefile(source, target):
                 return str(target)
-            _fsync_file(source)
-            if not self._link(source, target):
-                with _temporary_next_to(target) as (tmp, handle):
-                    with source.open("rb") as src:
-                        shutil.copyfileobj(src, handle, length=1024 * 1024)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                    handle.close()
-                    os.replace(tmp, target)
-            _fsync_dir(target.parent)
+            fsync_file(source)
+            if self._link(source, target):
+                fsync_dir(target.parent)
+            else:
+                with atomic_write(target) as handle, source.open("rb") as src:
+                    shutil.copyfileobj(src, handle, length=1024 * 1024)
         except OSError as exc:
             raise stage_error(exc, f"cannot stage {source} as {target}") from exc
         log.debug("staged", uri=str(target))
@@ -111,13 +105,7 @@ class LocalStage:
         target = self._path_for(name)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            with _temporary_next_to(target) as (tmp, handle):
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-                handle.close()
-                os.replace(tmp, target)
-            _fsync_dir(target.parent)
+            write_atomic(target, data)
         except OSError as exc:
             raise stage_error(exc, f"cannot write {target}") from exc
 
@@ -164,36 +152,6 @@ class LocalStage:
         finally:
             tmp.unlink(missing_ok=True)
         return True
-
-
-@contextmanager
-def _temporary_next_to(target: Path) -> Iterator[tuple[Path, IO[bytes]]]:
-    """A temporary file in `target`'s folder (same filesystem, so the rename is atomic)."""
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    tmp = Path(name)
-    handle = os.fdopen(fd, "wb")
-    try:
-        yield tmp, handle
-    finally:
-        handle.close()
-        tmp.unlink(missing_ok=True)
-
-
-def _fsync_file(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _is_within(path: Path, root: Path) -> bool:

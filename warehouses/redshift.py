@@ -62,8 +62,9 @@ from syncd.errors import LoadError, TerminalLoadError, TransientLoadError
 from syncd.fields import BATCH_ID, Column, FieldType
 from syncd.timeutil import utcnow
 from warehouses import sql
-from warehouses.base import Capabilities
-from warehouses.postgres import DbApiWarehouse, is_transient_sqlstate, reject_rows, rejects_file
+from warehouses.base import Capabilities, close_quietly
+from warehouses.dbapi import DbApiWarehouse
+from warehouses.postgres import is_transient_sqlstate, reject_rows, rejects_file
 from warehouses.sql import REDSHIFT, Dialect, Query, TableNames, render
 
 log = structlog.get_logger(__name__)
@@ -93,9 +94,7 @@ _COPY_CSV = (
 # must be in the cluster's Region, see `parquet_region_problem`.
 _COPY_PARQUET = "COPY {table} ({columns}) FROM {uri} {authorization} FORMAT AS PARQUET"
 _LAST_COPY_COUNT = "SELECT pg_last_copy_count()"
-_CREATE_TABLE = "CREATE TABLE IF NOT EXISTS {table} ({definitions})"
-_ADD_COLUMN = "ALTER TABLE {table} ADD COLUMN {definition}"
-_SORTKEY = "{create} SORTKEY ({EventStart})"
+_SORTKEY = " SORTKEY ({EventStart})"
 _LOAD_ERRORS = (
     "SELECT line_number, TRIM(colname), TRIM(err_reason), TRIM(filename) FROM stl_load_errors "
     "WHERE query = pg_last_copy_id() ORDER BY line_number LIMIT 3"
@@ -225,13 +224,6 @@ def _lift_read_timeout(con: Any) -> None:
     sock.settimeout(None)
 
 
-def _close_quietly(con: Any) -> None:
-    try:
-        con.close()
-    except Exception as exc:  # the connection is being thrown away
-        log.debug("close failed", error=str(exc))
-
-
 def quote_literal(value: str, what: str) -> str:
     """A SQL string literal for COPY (which takes no parameters): quotes doubled, no controls."""
     if any(ord(ch) < 32 for ch in value):
@@ -272,7 +264,7 @@ def redshift_dialect(
     types = dict(REDSHIFT.types)
     types[FieldType.STRING] = f"VARCHAR({varchar_max})"
     types[FieldType.JSON] = "SUPER" if super_json else f"VARCHAR({REDSHIFT_VARCHAR_MAX})"
-    return dataclasses.replace(REDSHIFT, types=types, fold_case=True)
+    return dataclasses.replace(REDSHIFT, types=types)
 
 
 def truncate_utf8(value: str, max_bytes: int) -> str:
@@ -291,13 +283,9 @@ class RedshiftWarehouse(DbApiWarehouse):
     """Implements `warehouses.base.Warehouse` on Amazon Redshift, loading from S3."""
 
     name = "Redshift"
-    param_style = "%s"  # redshift_connector.paramstyle is "format"
     lock_lease_table = True  # no enforced key, snapshot isolation: see DbApiWarehouse
     capabilities = Capabilities(
         staging_formats=("csv", "parquet"),
-        transactional=True,
-        json_type=False,
-        remote_stage=True,
         csv_null=CSV_NULL,
     )
 
@@ -341,12 +329,10 @@ class RedshiftWarehouse(DbApiWarehouse):
         super_json = custom_vars == "super"
         self.dialect = redshift_dialect()  # sync and rejects tables, the batch id
         self.export_dialect = redshift_dialect(varchar_max, super_json=super_json)
-        if super_json:  # COPY parses CSV text into SUPER; Parquet strings would stay strings
-            self.capabilities = dataclasses.replace(
-                self.capabilities, staging_formats=("csv",), json_type=True
-            )
         self.capabilities = dataclasses.replace(
             self.capabilities,
+            # COPY parses CSV text into SUPER; Parquet strings would stay strings
+            staging_formats=("csv",) if super_json else self.capabilities.staging_formats,
             max_string_bytes=varchar_max,
             # VARCHAR(65535) JSON text: a longer document would fail the COPY (Parquet) or be
             # cut into broken JSON (CSV's TRUNCATECOLUMNS); SUPER takes far larger documents
@@ -395,7 +381,7 @@ class RedshiftWarehouse(DbApiWarehouse):
             template,
             self.dialect,
             table=self.tables.qualified(self.tables.export),
-            columns=sql.column_list(batch.columns),
+            columns=sql.column_list(batch.columns, self.dialect),
             uri=quote_literal(staged.uri, "the staged URI"),
             authorization=authorization,
             region=region,
@@ -437,7 +423,7 @@ class RedshiftWarehouse(DbApiWarehouse):
                 cursor.execute(statement)
             con.commit()
         except Exception as exc:
-            _close_quietly(con)
+            close_quietly(con, "the connection")
             if isinstance(exc, LoadError):
                 raise
             raise self._map_error(exc, f"cannot set up the session at {where}") from exc
@@ -462,19 +448,17 @@ class RedshiftWarehouse(DbApiWarehouse):
         )
 
     def _create_export_table(self, qualified: str, columns: Sequence[Column]) -> Query:
-        definitions = ", ".join(self._definition(c) for c in columns)
-        create = render(_CREATE_TABLE, self.dialect, table=qualified, definitions=definitions)
-        return Query(render(_SORTKEY, self.dialect, create=create))
+        return sql.create_table(
+            self.dialect, qualified, columns, types=self._column_dialect, suffix=_SORTKEY
+        )
 
     def _add_column(self, qualified: str, column: Column, *, export: bool) -> Query:
-        if not export:
-            return sql.add_column(self.dialect, qualified, column)
-        definition = self._definition(column)
-        return Query(render(_ADD_COLUMN, self.dialect, table=qualified, definition=definition))
+        dialect = self._column_dialect(column) if export else self.dialect
+        return sql.add_column(dialect, qualified, column)
 
-    def _definition(self, column: Column) -> str:
-        dialect = self.dialect if column.name in _FULL_WIDTH else self.export_dialect
-        return sql.column_definition(dialect, column)
+    def _column_dialect(self, column: Column) -> Dialect:
+        """The export table's types: VarCharMax and the CustomVars type, but the batch id."""
+        return self.dialect if column.name in _FULL_WIDTH else self.export_dialect
 
     def _load(self, cursor: Any, staged: StagedBatch, record: SyncRecord) -> int:
         if staged.batch.format not in ("csv", "parquet"):
@@ -511,7 +495,7 @@ class RedshiftWarehouse(DbApiWarehouse):
             _INSERT_REJECTS,
             self.dialect,
             self.tables,
-            columns=sql.column_list(sql.REJECTS_COLUMNS),
+            columns=sql.column_list(sql.REJECTS_COLUMNS, self.dialect),
             rows=", ".join([one] * len(rows)),
         )
         self._execute(cursor, Query(statement, tuple(v for row in rows for v in row)))

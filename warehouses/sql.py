@@ -1,10 +1,11 @@
-"""SQL shared by the SQL warehouses (DuckDB now; PostgreSQL and Redshift to come).
+"""The SQL of the SQL warehouses (DuckDB, PostgreSQL, Redshift; BigQuery's dialect too).
 
-Everything a dialect does differently is data in a `Dialect`: column type names, the
-parameter placeholder, identifier case folding. Every builder returns a `Query`: SQL text from
-a constant template filled by `render` (which quotes every name it inserts through
-`warehouses.base.quote_identifier`), plus the values that travel as parameters. No value ever
-reaches the SQL text.
+Everything a dialect does differently is data in a `Dialect`: the identifier quote character,
+the parameter placeholder and style, column type names, JSON and timestamp spellings,
+identifier case folding. Every builder returns a `Query`: SQL text from a constant template
+filled by `render` (the one renderer: it quotes every name it inserts through
+`warehouses.base.quote_identifier`, the one quoting function), plus the values that travel as
+parameters. No value ever reaches the SQL text.
 
 Timestamps are stored as naive UTC (`TIMESTAMP` without time zone), as hauser did;
 `to_db_timestamp` / `from_db_timestamp` convert at the edge.
@@ -15,8 +16,8 @@ from __future__ import annotations
 import json
 import re
 import string
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -83,20 +84,31 @@ class Dialect:
 
     name: str
     types: Mapping[FieldType, str]  # column type for each FieldType
-    param: str = "?"  # placeholder: "?" (DuckDB) or "%s" (psycopg, redshift_connector)
+    #: The placeholder of a positional parameter: "?" (DuckDB) or "%s" (psycopg,
+    #: redshift_connector); "@" for BigQuery, whose parameters are named (`@name` in the
+    #: template itself: `render` refuses `{p}` for it).
+    param: str = "?"
+    paramstyle: str = "qmark"  # PEP 249 paramstyle: "qmark", "format" or "named"
     fold_case: bool = False  # identifiers match case-insensitively even when quoted
+    quote: str = '"'  # the identifier quote character
 
     def column_type(self, type_: FieldType) -> str:
         return self.types[type_]
 
     def placeholders(self, count: int) -> str:
-        return ", ".join([self.param] * count)
+        return ", ".join([self.placeholder()] * count)
+
+    def placeholder(self) -> str:
+        if self.paramstyle == "named":
+            raise ValueError(f"{self.name} takes named parameters: write @name in the template")
+        return self.param
 
 
 DUCKDB = Dialect(
     name="duckdb",
     types={_I: "BIGINT", _F: "DOUBLE", _S: "VARCHAR", _T: "TIMESTAMP", FieldType.JSON: "JSON"},
     param="?",
+    paramstyle="qmark",
     fold_case=True,
 )
 
@@ -110,19 +122,25 @@ POSTGRES = Dialect(
         FieldType.JSON: "JSONB",
     },
     param="%s",
+    paramstyle="format",
 )
 
-#: hauser's Redshift types; CustomVars stays text as in hauser's tables.
-REDSHIFT = Dialect(
+#: hauser's Redshift types; CustomVars stays text as in hauser's tables (`redshift_dialect`
+#: makes the configured variant: VarCharMax, SUPER). Names fold to lower case, quoted or not.
+REDSHIFT = replace(
+    POSTGRES,
     name="redshift",
-    types={
-        _I: "BIGINT",
-        _F: "DOUBLE PRECISION",
-        _S: "VARCHAR(65535)",
-        _T: "TIMESTAMP",
-        FieldType.JSON: "VARCHAR(65535)",
-    },
-    param="%s",
+    types={**POSTGRES.types, _S: "VARCHAR(65535)", FieldType.JSON: "VARCHAR(65535)"},
+    fold_case=True,
+)
+
+#: BigQuery's GoogleSQL: backtick-quoted names, named parameters (`@name`), its type names.
+BIGQUERY = Dialect(
+    name="bigquery",
+    types={_I: "INT64", _F: "FLOAT64", _S: "STRING", _T: "TIMESTAMP", FieldType.JSON: "JSON"},
+    param="@",
+    paramstyle="named",
+    quote="`",
 )
 
 # Catalog type names (information_schema.columns.data_type of DuckDB, PostgreSQL, Redshift)
@@ -174,11 +192,11 @@ class TableNames:
         if self.schema is not None:
             validate_identifier(self.schema, "DatabaseSchema")
 
-    def qualified(self, table: str) -> str:
-        """`"schema"."table"` or `"table"`, quoted."""
+    def qualified(self, table: str, quote: str = '"') -> str:
+        """`"schema"."table"` or `"table"`, quoted with `quote`."""
         if self.schema is None:
-            return quote_identifier(table)
-        return f"{quote_identifier(self.schema)}.{quote_identifier(table)}"
+            return quote_identifier(table, quote)
+        return f"{quote_identifier(self.schema, quote)}.{quote_identifier(table, quote)}"
 
 
 _TABLE_FIELDS = ("export", "sync", "rejects")
@@ -190,7 +208,8 @@ def render(template: str, d: Dialect, t: TableNames | None = None, **fragments: 
     `{p}` becomes the dialect's parameter placeholder; `{export}`, `{sync}`, `{rejects}` the
     quoted (qualified) table names of `t`; a field named in `fragments` takes that fragment
     (built by this module from quoted identifiers and dialect type names); any other field is
-    a column name and is quoted by `quote_identifier`. Values never pass through here.
+    a column name and is quoted by `quote_identifier` with the dialect's quote character.
+    Values never pass through here.
     """
     values: dict[str, str] = {}
     for _, name, _, _ in string.Formatter().parse(template):
@@ -199,18 +218,19 @@ def render(template: str, d: Dialect, t: TableNames | None = None, **fragments: 
         if name in fragments:
             values[name] = fragments[name]
         elif name == "p":
-            values[name] = d.param
+            values[name] = d.placeholder()
         elif name in _TABLE_FIELDS and t is not None:
-            values[name] = t.qualified(getattr(t, name))
+            values[name] = t.qualified(getattr(t, name), d.quote)
         else:
-            values[name] = quote_identifier(name)
+            values[name] = quote_identifier(name, d.quote)
     return template.format_map(values)
 
 
-def column_list(columns: Sequence[Column] | Sequence[str]) -> str:
-    """`"a", "b"`: quoted column names for an INSERT or SELECT list."""
+def column_list(columns: Sequence[Column] | Sequence[str], d: Dialect, alias: str = "") -> str:
+    """`"a", "b"` (or `alias."a", ...`): quoted column names for an INSERT or SELECT list, in
+    the dialect's quote character."""
     names = [c.name if isinstance(c, Column) else c for c in columns]
-    return ", ".join(quote_identifier(n) for n in names)
+    return ", ".join(f"{alias}{quote_identifier(n, d.quote)}" for n in names)
 
 
 # --- DDL -------------------------------------------------------------------------------------
@@ -224,15 +244,27 @@ _TABLE_COLUMNS = (
 
 
 def column_definition(d: Dialect, column: Column) -> str:
-    return f"{quote_identifier(column.name)} {d.column_type(column.type)}"
+    return f"{quote_identifier(column.name, d.quote)} {d.column_type(column.type)}"
 
 
-def create_table(d: Dialect, qualified_table: str, columns: Sequence[Column]) -> Query:
-    definitions = ", ".join(column_definition(d, c) for c in columns)
-    return Query(render(_CREATE_TABLE, d, table=qualified_table, definitions=definitions))
+def create_table(
+    d: Dialect,
+    qualified_table: str,
+    columns: Sequence[Column],
+    *,
+    types: Callable[[Column], Dialect] | None = None,
+    suffix: str = "",
+) -> Query:
+    """CREATE TABLE IF NOT EXISTS; `types` picks the dialect whose type a column gets (Redshift's
+    export table: VarCharMax but for the batch id), `suffix` is rendered after the column list
+    (e.g. " SORTKEY ({EventStart})")."""
+    definitions = ", ".join(column_definition(types(c) if types else d, c) for c in columns)
+    create = render(_CREATE_TABLE, d, table=qualified_table, definitions=definitions)
+    return Query(create + render(suffix, d))
 
 
 def add_column(d: Dialect, qualified_table: str, column: Column) -> Query:
+    """ALTER TABLE ADD COLUMN, the column typed in `d`."""
     definition = column_definition(d, column)
     return Query(render(_ADD_COLUMN, d, table=qualified_table, definition=definition))
 
@@ -245,8 +277,8 @@ def table_columns(d: Dialect, table: str, schema: str | None) -> Query:
     sql = render(
         _TABLE_COLUMNS,
         d,
-        name_match=name_match.replace("{p}", d.param),
-        schema_match=schema_match.replace("{p}", d.param),
+        name_match=render(name_match, d),
+        schema_match=render(schema_match, d),
     )
     return Query(sql, params)
 
@@ -329,7 +361,7 @@ def insert_sync_row(
         _INSERT_SYNC_ROW,
         d,
         t,
-        columns=column_list(SYNC_COLUMNS),
+        columns=column_list(SYNC_COLUMNS, d),
         placeholders=d.placeholders(len(SYNC_COLUMNS)),
     )
     return Query(sql, values)
@@ -351,9 +383,9 @@ def select_sync_rows(
     """
     have = None if present is None else {n.lower() for n in present}
     selected = ", ".join(
-        quote_identifier(c.name)
+        quote_identifier(c.name, d.quote)
         if have is None or c.name.lower() in have
-        else f"NULL AS {quote_identifier(c.name)}"
+        else f"NULL AS {quote_identifier(c.name, d.quote)}"
         for c in SYNC_COLUMNS
     )
     where = render(_AFTER, d) if since is not None else ""
@@ -676,3 +708,12 @@ def stored_value(value: Any, type_: FieldType) -> Any:
     if type_ is FieldType.JSON and not isinstance(value, str):
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     return value
+
+
+def as_date(value: Any) -> date:
+    """A DATE column's value (a date, a datetime or ISO text, by driver) as a date."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])

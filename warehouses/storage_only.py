@@ -81,9 +81,6 @@ class StorageOnlyWarehouse:
 
     capabilities = Capabilities(
         staging_formats=("parquet", "csv", "ndjson"),
-        transactional=False,  # nothing is loaded; the checkpoint write alone is atomic
-        json_type=False,
-        remote_stage=False,
     )
 
     def __init__(self, stage: Stage, *, use_start_time: bool = False) -> None:

@@ -71,6 +71,7 @@ from syncd.transform.transform import (
     write_outputs,
 )
 from syncd.transform.writers import arrow_schema
+from warehouses.base import quote_identifier
 
 log = structlog.get_logger(__name__)
 
@@ -278,7 +279,7 @@ def _sql_text(value: str) -> str:
 
 
 def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+    return quote_identifier(name, any_text=True)
 
 
 class _QueryPlan:
