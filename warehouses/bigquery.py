@@ -330,7 +330,7 @@ class BigQueryWarehouse:
         from warehouses.views import view_statements
 
         columns = [c.name for c in self._table_columns(self.tables.export)]
-        for statement in view_statements("bigquery", self.tables.export, self.dataset, columns):
+        for statement in view_statements(sql.BIGQUERY, self.tables.export, self.dataset, columns):
             self._query(statement, (), "create the views")
 
     def check(self) -> None:

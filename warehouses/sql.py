@@ -91,6 +91,10 @@ class Dialect:
     paramstyle: str = "qmark"  # PEP 249 paramstyle: "qmark", "format" or "named"
     fold_case: bool = False  # identifiers match case-insensitively even when quoted
     quote: str = '"'  # the identifier quote character
+    #: CREATE OR REPLACE VIEW may change a view's columns (DuckDB, BigQuery); otherwise
+    #: (PostgreSQL, Redshift) a view is dropped and created in one transaction
+    #: (`warehouses.views`).
+    replace_view_changes_columns: bool = False
 
     def column_type(self, type_: FieldType) -> str:
         return self.types[type_]
@@ -110,6 +114,7 @@ DUCKDB = Dialect(
     param="?",
     paramstyle="qmark",
     fold_case=True,
+    replace_view_changes_columns=True,
 )
 
 POSTGRES = Dialect(
@@ -141,7 +146,11 @@ BIGQUERY = Dialect(
     param="@",
     paramstyle="named",
     quote="`",
+    replace_view_changes_columns=True,
 )
+
+#: The dialects by name (`Dialect.name`), for what names its warehouse's dialect.
+DIALECTS: Mapping[str, Dialect] = {d.name: d for d in (DUCKDB, POSTGRES, REDSHIFT, BIGQUERY)}
 
 # Catalog type names (information_schema.columns.data_type of DuckDB, PostgreSQL, Redshift)
 # mapped back to a FieldType, by their leading word(s). Anything else reads as STRING.
@@ -194,9 +203,15 @@ class TableNames:
 
     def qualified(self, table: str, quote: str = '"') -> str:
         """`"schema"."table"` or `"table"`, quoted with `quote`."""
-        if self.schema is None:
-            return quote_identifier(table, quote)
-        return f"{quote_identifier(self.schema, quote)}.{quote_identifier(table, quote)}"
+        return qualified_name(table, self.schema, quote)
+
+
+def qualified_name(name: str, schema: str | None, quote: str = '"') -> str:
+    """`"schema"."name"` or `"name"` (a table or view; BigQuery's schema is its dataset),
+    quoted with `quote`."""
+    if schema is None:
+        return quote_identifier(name, quote)
+    return f"{quote_identifier(schema, quote)}.{quote_identifier(name, quote)}"
 
 
 _TABLE_FIELDS = ("export", "sync", "rejects")
