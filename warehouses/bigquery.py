@@ -280,9 +280,9 @@ class BigQueryWarehouse:
         present = {c.name.lower() for c in self._table_columns(self.tables.sync)}
         if not present:
             return []
-        text = bigquery_sql.select_sync_rows(self._sql, present, since is not None)
+        query = sql.select_sync_rows(sql.BIGQUERY, self._sql.in_dataset, since, present)
         params = [("since", "TIMESTAMP", since)] if since is not None else []
-        rows = self._query(text, params, "read sync rows")
+        rows = self._query(query.sql, params, "read sync rows")
         return [sql.record_from_row(row) for row in rows]
 
     def inconsistent_days(self, since: date) -> list[date]:
@@ -296,8 +296,8 @@ class BigQueryWarehouse:
             return []
         lo = sql.day_start(since)
         bounded = sql.only_segment_batches(self.sync_records(since=lo), lo)
-        text = bigquery_sql.inconsistent_days(self._sql, bounded)
-        rows = self._query(text, [("lo", "TIMESTAMP", lo)], "check days")
+        query = sql.inconsistent_days(sql.BIGQUERY, self._sql.in_dataset, since, bounded)
+        rows = self._query(query.sql, [("lo", "TIMESTAMP", lo)], "check days")
         return [row[0] for row in rows]
 
     def rollback_days(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
 from datetime import datetime, timedelta
 
 from syncd.batch import BatchKey
@@ -22,7 +23,6 @@ from syncd.errors import TerminalLoadError
 from syncd.fields import BATCH_ID, LOADED_AT, Column, FieldType
 from syncd.timeutil import UTC
 from warehouses import sql
-from warehouses.base import quote_identifier
 
 #: Staged type -> target type: the SELECT expression that converts.
 _CONVERSIONS: dict[tuple[str, str], str] = {
@@ -64,25 +64,6 @@ _INSERT_REJECTS = (
     "FROM {rejects_data} AS r CROSS JOIN {row} AS v;\n"
 )
 _INSERT_ROW = "INSERT INTO {table} ({columns}) VALUES ({parameters})"
-_SELECT_SYNC_ROWS = "SELECT {columns} FROM {sync}{where} ORDER BY {BundleEndTime}, {Processed}"
-_AFTER = " WHERE {BundleEndTime} > @since"
-
-# A day disagrees when it holds rows of a batch without a sync row (dated by EventStart), or
-# a sync row whose RowsLoaded differs from its rows present (dated by BatchStart).
-_INCONSISTENT_DAYS = (
-    "SELECT DISTINCT x.day FROM ("
-    "SELECT CAST(e.{EventStart} AS DATE) AS day FROM {export} AS e "
-    "WHERE e.{SyncdBatchId} IS NOT NULL AND e.{EventStart} >= @lo "
-    "AND NOT EXISTS (SELECT 1 FROM {sync} AS s WHERE s.{SyncdBatchId} = e.{SyncdBatchId}) "
-    "UNION DISTINCT "
-    "SELECT CAST(s.{BatchStart} AS DATE) AS day FROM {sync} AS s "
-    "LEFT JOIN (SELECT {SyncdBatchId} AS batch_id, COUNT(*) AS n FROM {export} "
-    "WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {sync} WHERE {BatchStart} >= @lo)"
-    "{rows_after_lo} GROUP BY {SyncdBatchId}) AS c ON c.batch_id = s.{SyncdBatchId} "
-    "WHERE s.{SyncdBatchId} IS NOT NULL AND s.{BatchStart} >= @lo "
-    "AND COALESCE(c.n, 0) <> COALESCE(s.{RowsLoaded}, 0)"
-    ") AS x ORDER BY x.day"
-)
 
 # Rollback of days [lo, hi). The bounds are TIMESTAMP literals made from datetimes
 # (`timestamp`): BigQuery eliminates partitions only on constant filters, and the emulator
@@ -174,6 +155,11 @@ class Tables:
 
     def q(self, table: str) -> str:
         return sql.qualified_name(table, self.dataset, sql.BIGQUERY.quote)
+
+    @property
+    def in_dataset(self) -> sql.TableNames:
+        """The tables qualified by the dataset, for the queries `warehouses.sql` builds."""
+        return dataclass_replace(self.names, schema=self.dataset)
 
     @property
     def export(self) -> str:
@@ -291,32 +277,6 @@ def replace_window(t: Tables, key: BatchKey) -> str:
 def staged_range(data: str) -> str:
     """The EventStart range of a staging table (quoted)."""
     return sql.render(_STAGED_RANGE, sql.BIGQUERY, data=data)
-
-
-def select_sync_rows(t: Tables, present: Collection[str], since: bool) -> str:
-    """The sync rows (`@since`: ending after it), every column of `sql.SYNC_COLUMNS`: those
-    the table lacks (`present`, lower case) as typed NULLs."""
-    selected = ", ".join(
-        quote_identifier(c.name, sql.BIGQUERY.quote)
-        if c.name.lower() in present
-        else f"CAST(NULL AS {sql.BIGQUERY.column_type(c.type)}) AS "
-        f"{quote_identifier(c.name, sql.BIGQUERY.quote)}"
-        for c in sql.SYNC_COLUMNS
-    )
-    where = sql.render(_AFTER, sql.BIGQUERY) if since else ""
-    return sql.render(_SELECT_SYNC_ROWS, sql.BIGQUERY, columns=selected, sync=t.sync, where=where)
-
-
-def inconsistent_days(t: Tables, bounded: bool) -> str:
-    """The days from `@lo` whose rows and sync rows disagree (rows counted from `@lo` on when
-    `bounded`)."""
-    return sql.render(
-        _INCONSISTENT_DAYS,
-        sql.BIGQUERY,
-        export=t.export,
-        sync=t.sync,
-        rows_after_lo=sql.render(" AND {EventStart} >= @lo", sql.BIGQUERY) if bounded else "",
-    )
 
 
 @dataclass(frozen=True)
