@@ -293,48 +293,24 @@ def rollback(
 ) -> Rollback:
     """Delete the rows, rejects and sync rows of days [lo, hi) but the batches in `keep`; the
     export rows bounded by EventStart in [lo, rows_end) (unbounded when None: legacy)."""
-    names = {
-        "export": t.export,
-        "sync": t.sync,
-        "rejects": t.rejects,
-        "lo": timestamp(lo),
-        "hi": timestamp(hi),
-    }
+    tables = t.in_dataset
+    bounds = {"lo": timestamp(lo), "hi": timestamp(hi)}
+
+    def fill(template: str, **fragments: str) -> str:
+        return sql.render(template, sql.BIGQUERY, tables, **bounds, **fragments)
+
     kept = ", ".join(literal(k) for k in keep)
-    batches = sql.render(
-        _BATCHES_IN_DAYS,
-        sql.BIGQUERY,
-        None,
-        kept=sql.render(_NOT_KEPT, sql.BIGQUERY, kept=kept) if kept else "",
-        **names,
-    )
-    export_where = sql.render(
-        _ROLLBACK_EXPORT_WHERE,
-        sql.BIGQUERY,
-        None,
-        batches_in_days=batches,
-        rows_in="TRUE" if rows_end is None else rows_in(lo, rows_end),
-        **names,
-    )
-    sync_where = sql.render(
-        _ROLLBACK_SYNC_WHERE,
-        sql.BIGQUERY,
-        None,
-        kept=sql.render(_NULL_OR_NOT_KEPT, sql.BIGQUERY, kept=kept) if kept else "",
-        **names,
-    )
-    script = sql.render(
-        _ROLLBACK,
-        sql.BIGQUERY,
-        None,
-        export_where=export_where,
-        sync_where=sync_where,
-        batches_in_days=batches,
-        **names,
+    batches = fill(_BATCHES_IN_DAYS, kept=fill(_NOT_KEPT, kept=kept) if kept else "")
+    rows = "TRUE" if rows_end is None else rows_in(lo, rows_end)
+    export_where = fill(_ROLLBACK_EXPORT_WHERE, batches_in_days=batches, rows_in=rows)
+    sync_kept = fill(_NULL_OR_NOT_KEPT, kept=kept) if kept else ""
+    sync_where = fill(_ROLLBACK_SYNC_WHERE, kept=sync_kept)
+    script = fill(
+        _ROLLBACK, export_where=export_where, sync_where=sync_where, batches_in_days=batches
     )
     return Rollback(
-        count_rows=sql.render(_COUNT_WHERE, sql.BIGQUERY, table=t.export, where=export_where),
-        count_sync_rows=sql.render(_COUNT_WHERE, sql.BIGQUERY, table=t.sync, where=sync_where),
+        count_rows=fill(_COUNT_WHERE, table=t.export, where=export_where),
+        count_sync_rows=fill(_COUNT_WHERE, table=t.sync, where=sync_where),
         script=script,
     )
 
