@@ -468,8 +468,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     records: list[Any] = []
     data = safe_values(_status_data(settings, records_out=records))  # texts from the network
     if args.html:
+        from syncd.atomic import write_atomic
         from syncd.observability.statuspage import status_html
-        from syncd.state import write_atomic
 
         write_atomic(Path(args.html), status_html(settings, data, records).encode())
         _write_out(f"wrote the status page to {safe_text(args.html)}\n")

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from syncd.atomic import write_atomic as write_atomic  # also imported from here by cli, ratelimit
+from syncd.atomic import write_atomic
 from syncd.batch import SyncRecord
 from syncd.observability.logging import safe_values
 from syncd.timeutil import format_timestamp, parse_timestamp

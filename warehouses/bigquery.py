@@ -65,10 +65,10 @@ from syncd.fields import Column, FieldType
 from syncd.lease import LeaseHolder
 from syncd.timeutil import utcnow
 from warehouses import bigquery_sql, google_cloud, sql
-from warehouses.base import Capabilities, RollbackResult, validate_identifier
+from warehouses.base import Capabilities, RollbackResult, check_commit, validate_identifier
 from warehouses.bigquery_jobs import JOB_TIMEOUT, Jobs, load_job_id, map_bigquery_error
 from warehouses.bigquery_lease import Lease
-from warehouses.bigquery_sql import BQ_TYPES, StagingTables
+from warehouses.bigquery_sql import StagingTables
 from warehouses.plugin import lazy_import
 
 if TYPE_CHECKING:
@@ -98,8 +98,9 @@ _FIELD_TYPES: dict[str, FieldType] = {
     "DATETIME": FieldType.TIMESTAMP,
     "JSON": FieldType.JSON,
 }
-#: How each staged format carries a FieldType, where it differs from BQ_TYPES: Parquet holds
-#: naive UTC timestamps (BigQuery's DATETIME) and JSON as text.
+#: How each staged format carries a FieldType, where it differs from its BigQuery column type
+#: (`sql.BIGQUERY.column_type`): Parquet holds naive UTC timestamps (BigQuery's DATETIME) and
+#: JSON as text.
 _STAGED_TYPES: dict[StagedFormat, dict[FieldType, str]] = {
     "parquet": {FieldType.TIMESTAMP: "DATETIME", FieldType.JSON: "STRING"},
     "ndjson": {},
@@ -222,12 +223,7 @@ class BigQueryWarehouse:
         also the old rows of its window: `bigquery_sql.replace_window`); drop staging."""
         batch = staged.batch
         batch_id = batch.key.id
-        if record.batch_id != batch_id:
-            raise TerminalLoadError(
-                f"sync record {record.batch_id!r} does not belong to batch {batch_id!r}"
-            )
-        if batch.format not in self.capabilities.staging_formats:
-            raise TerminalLoadError(f"BigQuery cannot load staged format {batch.format!r}")
+        check_commit(staged, record, self.capabilities, "BigQuery")
         _require_gcs(staged.uri)
         if not self._export_types:
             self._export_types = {
@@ -284,9 +280,9 @@ class BigQueryWarehouse:
         present = {c.name.lower() for c in self._table_columns(self.tables.sync)}
         if not present:
             return []
-        text = bigquery_sql.select_sync_rows(self._sql, present, since is not None)
+        query = sql.select_sync_rows(sql.BIGQUERY, self._sql.in_dataset, since, present)
         params = [("since", "TIMESTAMP", since)] if since is not None else []
-        rows = self._query(text, params, "read sync rows")
+        rows = self._query(query.sql, params, "read sync rows")
         return [sql.record_from_row(row) for row in rows]
 
     def inconsistent_days(self, since: date) -> list[date]:
@@ -300,8 +296,8 @@ class BigQueryWarehouse:
             return []
         lo = sql.day_start(since)
         bounded = sql.only_segment_batches(self.sync_records(since=lo), lo)
-        text = bigquery_sql.inconsistent_days(self._sql, bounded)
-        rows = self._query(text, [("lo", "TIMESTAMP", lo)], "check days")
+        query = sql.inconsistent_days(sql.BIGQUERY, self._sql.in_dataset, since, bounded)
+        rows = self._query(query.sql, [("lo", "TIMESTAMP", lo)], "check days")
         return [row[0] for row in rows]
 
     def rollback_days(
@@ -330,7 +326,7 @@ class BigQueryWarehouse:
         from warehouses.views import view_statements
 
         columns = [c.name for c in self._table_columns(self.tables.export)]
-        for statement in view_statements("bigquery", self.tables.export, self.dataset, columns):
+        for statement in view_statements(sql.BIGQUERY, self.tables.export, self.dataset, columns):
             self._query(statement, (), "create the views")
 
     def check(self) -> None:
@@ -588,7 +584,7 @@ class BigQueryWarehouse:
         names = [f"v{i}" for i in range(len(columns))]
         text = bigquery_sql.insert_row(self._sql.q(table), [c.name for c in columns], names)
         params = [
-            (name, BQ_TYPES[c.type], value)
+            (name, sql.BIGQUERY.column_type(c.type), value)
             for name, c, value in zip(names, columns, values, strict=True)
         ]
         self._query(text, params, f"write staging table {table}")
@@ -664,7 +660,10 @@ class BigQueryWarehouse:
 def _schema(columns: Iterable[Column]) -> list[bigquery.SchemaField]:
     from google.cloud import bigquery
 
-    return [bigquery.SchemaField(c.name, BQ_TYPES[c.type], mode="NULLABLE") for c in columns]
+    return [
+        bigquery.SchemaField(c.name, sql.BIGQUERY.column_type(c.type), mode="NULLABLE")
+        for c in columns
+    ]
 
 
 def _field_type_of(bq_type: str) -> FieldType:
@@ -673,7 +672,7 @@ def _field_type_of(bq_type: str) -> FieldType:
 
 
 def _staged_type(fmt: StagedFormat, type_: FieldType) -> str:
-    return _STAGED_TYPES[fmt].get(type_, BQ_TYPES[type_])
+    return _STAGED_TYPES[fmt].get(type_, sql.BIGQUERY.column_type(type_))
 
 
 def _require_gcs(uri: str) -> None:

@@ -1,9 +1,9 @@
 """All of BigQuery's SQL text: constant templates and the functions that fill them.
 
-Every statement the BigQuery warehouse, its jobs and its lease run is built here, so rendering
-through a shared `warehouses.sql.Dialect` (backtick quotes, `@name` parameters) later changes
-this module only. `render` fills a template: named fragments as given, every other field a
-column name quoted through `warehouses.base.quote_identifier`. Values travel as query
+Every statement the BigQuery warehouse, its jobs and its lease run is built here, rendered by
+`warehouses.sql.render` through `warehouses.sql.BIGQUERY` (backtick quotes, `@name`
+parameters written in the templates, its type names): named fragments as given, every other
+field a column name quoted through `warehouses.base.quote_identifier`. Values travel as query
 parameters (`@name`), except where BigQuery needs constants: partition bounds are TIMESTAMP
 literals made from datetimes (`timestamp`: BigQuery eliminates partitions only on constant
 filters, and the emulator ignores parameters inside scripts), and the lease fence and the kept
@@ -13,9 +13,9 @@ batches of a rollback carry checked plain words (`literal`).
 from __future__ import annotations
 
 import re
-import string
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
 from datetime import datetime, timedelta
 
 from syncd.batch import BatchKey
@@ -23,16 +23,7 @@ from syncd.errors import TerminalLoadError
 from syncd.fields import BATCH_ID, LOADED_AT, Column, FieldType
 from syncd.timeutil import UTC
 from warehouses import sql
-from warehouses.base import quote_identifier
 
-#: BigQuery column types of the FieldTypes.
-BQ_TYPES: dict[FieldType, str] = {
-    FieldType.INT64: "INT64",
-    FieldType.FLOAT: "FLOAT64",
-    FieldType.STRING: "STRING",
-    FieldType.TIMESTAMP: "TIMESTAMP",
-    FieldType.JSON: "JSON",
-}
 #: Staged type -> target type: the SELECT expression that converts.
 _CONVERSIONS: dict[tuple[str, str], str] = {
     ("DATETIME", "TIMESTAMP"): "TIMESTAMP({column})",
@@ -73,25 +64,6 @@ _INSERT_REJECTS = (
     "FROM {rejects_data} AS r CROSS JOIN {row} AS v;\n"
 )
 _INSERT_ROW = "INSERT INTO {table} ({columns}) VALUES ({parameters})"
-_SELECT_SYNC_ROWS = "SELECT {columns} FROM {sync}{where} ORDER BY {BundleEndTime}, {Processed}"
-_AFTER = " WHERE {BundleEndTime} > @since"
-
-# A day disagrees when it holds rows of a batch without a sync row (dated by EventStart), or
-# a sync row whose RowsLoaded differs from its rows present (dated by BatchStart).
-_INCONSISTENT_DAYS = (
-    "SELECT DISTINCT x.day FROM ("
-    "SELECT CAST(e.{EventStart} AS DATE) AS day FROM {export} AS e "
-    "WHERE e.{SyncdBatchId} IS NOT NULL AND e.{EventStart} >= @lo "
-    "AND NOT EXISTS (SELECT 1 FROM {sync} AS s WHERE s.{SyncdBatchId} = e.{SyncdBatchId}) "
-    "UNION DISTINCT "
-    "SELECT CAST(s.{BatchStart} AS DATE) AS day FROM {sync} AS s "
-    "LEFT JOIN (SELECT {SyncdBatchId} AS batch_id, COUNT(*) AS n FROM {export} "
-    "WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {sync} WHERE {BatchStart} >= @lo)"
-    "{rows_after_lo} GROUP BY {SyncdBatchId}) AS c ON c.batch_id = s.{SyncdBatchId} "
-    "WHERE s.{SyncdBatchId} IS NOT NULL AND s.{BatchStart} >= @lo "
-    "AND COALESCE(c.n, 0) <> COALESCE(s.{RowsLoaded}, 0)"
-    ") AS x ORDER BY x.day"
-)
 
 # Rollback of days [lo, hi). The bounds are TIMESTAMP literals made from datetimes
 # (`timestamp`): BigQuery eliminates partitions only on constant filters, and the emulator
@@ -152,20 +124,6 @@ _LEASE_FENCE = (
 PROBE = "SELECT 1"
 
 
-def render(template: str, **fragments: str) -> str:
-    """Fill a constant template: named fragments as given, every other field a quoted column."""
-    values: dict[str, str] = {}
-    for _, name, _, _ in string.Formatter().parse(template):
-        if name is None or name in values:
-            continue
-        values[name] = fragments[name] if name in fragments else quote_identifier(name, "`")
-    return template.format_map(values)
-
-
-def columns(names: Iterable[str]) -> str:
-    return ", ".join(quote_identifier(n, "`") for n in names)
-
-
 def literal(word: str) -> str:
     """A string literal of a checked plain word (identifier, holder id, fixed text)."""
     if not re.fullmatch(r"[A-Za-z0-9_.: -]+", word):
@@ -185,7 +143,7 @@ def timestamp(value: datetime) -> str:
 
 def rows_in(lo: datetime, hi: datetime) -> str:
     """EventStart in [lo, hi), constant bounds."""
-    return render(_ROWS_IN, lo=timestamp(lo), hi=timestamp(hi))
+    return sql.render(_ROWS_IN, sql.BIGQUERY, lo=timestamp(lo), hi=timestamp(hi))
 
 
 @dataclass(frozen=True)
@@ -196,7 +154,12 @@ class Tables:
     names: sql.TableNames
 
     def q(self, table: str) -> str:
-        return f"{quote_identifier(self.dataset, '`')}.{quote_identifier(table, '`')}"
+        return sql.qualified_name(table, self.dataset, sql.BIGQUERY.quote)
+
+    @property
+    def in_dataset(self) -> sql.TableNames:
+        """The tables qualified by the dataset, for the queries `warehouses.sql` builds."""
+        return dataclass_replace(self.names, schema=self.dataset)
 
     @property
     def export(self) -> str:
@@ -222,10 +185,11 @@ class StagingTables:
 
 def insert_row(table: str, names: Sequence[str], parameters: Sequence[str]) -> str:
     """Insert one row of `@parameters` into `table` (quoted)."""
-    return render(
+    return sql.render(
         _INSERT_ROW,
+        sql.BIGQUERY,
         table=table,
-        columns=columns(names),
+        columns=sql.column_list(names, sql.BIGQUERY),
         parameters=", ".join(f"@{p}" for p in parameters),
     )
 
@@ -248,16 +212,16 @@ def commit_script(
     for column in batch_columns:
         if column.name.lower() == BATCH_ID.name.lower():
             continue
-        target_type = BQ_TYPES[target_types.get(column.name.lower(), column.type)]
-        source = f"s.{quote_identifier(column.name, '`')}"
+        target_type = sql.BIGQUERY.column_type(target_types.get(column.name.lower(), column.type))
+        source = sql.column_list([column.name], sql.BIGQUERY, "s.")
         conversion = _CONVERSIONS.get((staged_types[column.name], target_type), "{column}")
         targets.append(column.name)
         expressions.append(conversion.replace("{column}", source))
     targets.append(BATCH_ID.name)
-    expressions.append(f"v.{quote_identifier(BATCH_ID.name, '`')}")
+    expressions.append(sql.column_list([BATCH_ID], sql.BIGQUERY, "v."))
     if not any(c.name.lower() == LOADED_AT.name.lower() for c in batch_columns):
         targets.append(LOADED_AT.name)
-        expressions.append("v.`Processed`")
+        expressions.append(sql.column_list(["Processed"], sql.BIGQUERY, "v."))
     tables = {
         "export": t.export,
         "rejects": t.rejects,
@@ -266,15 +230,19 @@ def commit_script(
         "row": t.q(staging.row),
         "rejects_data": t.q(staging.rejects),
     }
-    return render(
+    return sql.render(
         _COMMIT,
+        sql.BIGQUERY,
+        None,
         fence=fence,
-        targets=columns(targets),
+        targets=sql.column_list(targets, sql.BIGQUERY),
         expressions=", ".join(expressions),
-        insert_rejects=render(_INSERT_REJECTS, **tables) if has_rejects else "",
+        insert_rejects=sql.render(_INSERT_REJECTS, sql.BIGQUERY, None, **tables)
+        if has_rejects
+        else "",
         replace=replace,
         rows_in=batch_rows_in,
-        sync_columns=columns(c.name for c in sql.SYNC_COLUMNS),
+        sync_columns=sql.column_list(sql.SYNC_COLUMNS, sql.BIGQUERY),
         **tables,
     )
 
@@ -285,16 +253,21 @@ def replace_window(t: Tables, key: BatchKey) -> str:
     if key.source != sql.SEGMENT_SOURCE:
         return ""
     lo = sql.day_start(key.start.astimezone(UTC).date())
-    inside = render(
-        _ENDING_IN_WINDOW, lo=timestamp(lo), start=timestamp(key.start), end=timestamp(key.end)
+    inside = sql.render(
+        _ENDING_IN_WINDOW,
+        sql.BIGQUERY,
+        lo=timestamp(lo),
+        start=timestamp(key.start),
+        end=timestamp(key.end),
     )
-    return render(
+    return sql.render(
         _REPLACE_WINDOW,
+        sql.BIGQUERY,
         export=t.export,
         sync=t.sync,
         rejects=t.rejects,
         inside=inside,
-        going_on=render(_GOING_ON, lo=timestamp(lo), end=timestamp(key.end)),
+        going_on=sql.render(_GOING_ON, sql.BIGQUERY, lo=timestamp(lo), end=timestamp(key.end)),
         rows_in=rows_in(key.start, key.end),
         lo=timestamp(lo),
         hi=timestamp(lo + timedelta(days=1)),
@@ -303,31 +276,7 @@ def replace_window(t: Tables, key: BatchKey) -> str:
 
 def staged_range(data: str) -> str:
     """The EventStart range of a staging table (quoted)."""
-    return render(_STAGED_RANGE, data=data)
-
-
-def select_sync_rows(t: Tables, present: Collection[str], since: bool) -> str:
-    """The sync rows (`@since`: ending after it), every column of `sql.SYNC_COLUMNS`: those
-    the table lacks (`present`, lower case) as typed NULLs."""
-    selected = ", ".join(
-        quote_identifier(c.name, "`")
-        if c.name.lower() in present
-        else f"CAST(NULL AS {BQ_TYPES[c.type]}) AS {quote_identifier(c.name, '`')}"
-        for c in sql.SYNC_COLUMNS
-    )
-    where = render(_AFTER) if since else ""
-    return render(_SELECT_SYNC_ROWS, columns=selected, sync=t.sync, where=where)
-
-
-def inconsistent_days(t: Tables, bounded: bool) -> str:
-    """The days from `@lo` whose rows and sync rows disagree (rows counted from `@lo` on when
-    `bounded`)."""
-    return render(
-        _INCONSISTENT_DAYS,
-        export=t.export,
-        sync=t.sync,
-        rows_after_lo=render(" AND {EventStart} >= @lo") if bounded else "",
-    )
+    return sql.render(_STAGED_RANGE, sql.BIGQUERY, data=data)
 
 
 @dataclass(frozen=True)
@@ -344,43 +293,34 @@ def rollback(
 ) -> Rollback:
     """Delete the rows, rejects and sync rows of days [lo, hi) but the batches in `keep`; the
     export rows bounded by EventStart in [lo, rows_end) (unbounded when None: legacy)."""
-    names = {
-        "export": t.export,
-        "sync": t.sync,
-        "rejects": t.rejects,
-        "lo": timestamp(lo),
-        "hi": timestamp(hi),
-    }
+    tables = t.in_dataset
+    bounds = {"lo": timestamp(lo), "hi": timestamp(hi)}
+
+    def fill(template: str, **fragments: str) -> str:
+        return sql.render(template, sql.BIGQUERY, tables, **bounds, **fragments)
+
     kept = ", ".join(literal(k) for k in keep)
-    batches = render(_BATCHES_IN_DAYS, kept=render(_NOT_KEPT, kept=kept) if kept else "", **names)
-    export_where = render(
-        _ROLLBACK_EXPORT_WHERE,
-        batches_in_days=batches,
-        rows_in="TRUE" if rows_end is None else rows_in(lo, rows_end),
-        **names,
-    )
-    sync_where = render(
-        _ROLLBACK_SYNC_WHERE, kept=render(_NULL_OR_NOT_KEPT, kept=kept) if kept else "", **names
-    )
-    script = render(
-        _ROLLBACK,
-        export_where=export_where,
-        sync_where=sync_where,
-        batches_in_days=batches,
-        **names,
+    batches = fill(_BATCHES_IN_DAYS, kept=fill(_NOT_KEPT, kept=kept) if kept else "")
+    rows = "TRUE" if rows_end is None else rows_in(lo, rows_end)
+    export_where = fill(_ROLLBACK_EXPORT_WHERE, batches_in_days=batches, rows_in=rows)
+    sync_kept = fill(_NULL_OR_NOT_KEPT, kept=kept) if kept else ""
+    sync_where = fill(_ROLLBACK_SYNC_WHERE, kept=sync_kept)
+    script = fill(
+        _ROLLBACK, export_where=export_where, sync_where=sync_where, batches_in_days=batches
     )
     return Rollback(
-        count_rows=render(_COUNT_WHERE, table=t.export, where=export_where),
-        count_sync_rows=render(_COUNT_WHERE, table=t.sync, where=sync_where),
+        count_rows=fill(_COUNT_WHERE, table=t.export, where=export_where),
+        count_sync_rows=fill(_COUNT_WHERE, table=t.sync, where=sync_where),
         script=script,
     )
 
 
-def read_rows(t: Tables, names: Iterable[str]) -> str:
+def read_rows(t: Tables, names: Sequence[str]) -> str:
     """The export rows of batch `@batch_id`."""
-    return render(
+    return sql.render(
         "SELECT {columns} FROM {export} WHERE {SyncdBatchId} = @batch_id",
-        columns=columns(names),
+        sql.BIGQUERY,
+        columns=sql.column_list(names, sql.BIGQUERY),
         export=t.export,
     )
 
@@ -390,30 +330,31 @@ def read_rows(t: Tables, names: Iterable[str]) -> str:
 
 def lease_create(lease: str, name: str) -> str:
     """Create the lease table (quoted) with its one free row for SyncTable `name`."""
-    return render(_LEASE_CREATE, lease=lease, name=literal(name), never=_NEVER)
+    return sql.render(_LEASE_CREATE, sql.BIGQUERY, lease=lease, name=literal(name), never=_NEVER)
 
 
 def lease_take(lease: str, *, from_previous: bool = False) -> str:
     """Take the row when free, stale or ours (`from_previous`: when `@previous` holds it)."""
-    return render(_LEASE_TAKE_FROM if from_previous else _LEASE_TAKE, lease=lease)
+    return sql.render(_LEASE_TAKE_FROM if from_previous else _LEASE_TAKE, sql.BIGQUERY, lease=lease)
 
 
 def lease_renew(lease: str) -> str:
-    return render(_LEASE_RENEW, lease=lease)
+    return sql.render(_LEASE_RENEW, sql.BIGQUERY, lease=lease)
 
 
 def lease_release(lease: str) -> str:
-    return render(_LEASE_RELEASE, lease=lease, never=_NEVER)
+    return sql.render(_LEASE_RELEASE, sql.BIGQUERY, lease=lease, never=_NEVER)
 
 
 def lease_read(lease: str) -> str:
-    return render(_LEASE_READ, lease=lease)
+    return sql.render(_LEASE_READ, sql.BIGQUERY, lease=lease)
 
 
 def lease_fence(lease: str, name: str, holder_id: str) -> str:
     """The commit script's check that `holder_id` still holds the lease: ERROR() otherwise."""
-    return render(
+    return sql.render(
         _LEASE_FENCE,
+        sql.BIGQUERY,
         lease=lease,
         name=literal(name),
         holder_id=literal(holder_id),

@@ -15,9 +15,8 @@ from collections.abc import Sequence
 
 from syncd.fields import EXPORT_FIELDS, LEGACY_FIELDS, MOBILE_FIELDS, TRACE_COLUMNS, Column
 from syncd.fields import FieldType as T
-from warehouses.bigquery_sql import BQ_TYPES
 from warehouses.redshift import REDSHIFT_VARCHAR_MAX, redshift_dialect
-from warehouses.sql import DUCKDB, POSTGRES, REJECTS_COLUMNS, SYNC_COLUMNS
+from warehouses.sql import BIGQUERY, DUCKDB, POSTGRES, REJECTS_COLUMNS, SYNC_COLUMNS
 
 #: Column name -> (meaning, example value as a query shows it).
 DESCRIPTIONS: dict[str, tuple[str, str]] = {
@@ -175,7 +174,7 @@ def _types(t: T) -> tuple[str, str, str, str]:
     redshift = _REDSHIFT.column_type(t)
     if t is T.JSON:
         redshift += " or " + _REDSHIFT_SUPER.column_type(t)
-    return DUCKDB.column_type(t), POSTGRES.column_type(t), redshift, BQ_TYPES[t]
+    return DUCKDB.column_type(t), POSTGRES.column_type(t), redshift, BIGQUERY.column_type(t)
 
 
 def _table(columns: Sequence[Column], note: dict[str, str] | None = None) -> list[str]:

@@ -177,12 +177,12 @@ class PostgresWarehouse(DbApiWarehouse):
         table = self.tables.qualified(self.tables.export)
         if batch.format == "ndjson":
             statement = render(_COPY_TEXT, self.dialect, table=table, columns=names)
-            return _copy_rows(cursor, statement, _ndjson_rows(path, batch.columns))
+            return _copy(cursor, statement, _ndjson_rows(path, batch.columns))
         header = "MATCH" if batch.format == "csv" and _server_version(cursor) >= 150000 else "true"
         statement = render(_COPY_CSV, self.dialect, table=table, columns=names, header=header)
         if batch.format == "csv":
-            return _copy_chunks(cursor, statement, _gunzipped_chunks(path))
-        return _copy_chunks(cursor, statement, parquet_csv_chunks(path, batch.columns))
+            return _copy(cursor, statement, _gunzipped_chunks(path))
+        return _copy(cursor, statement, parquet_csv_chunks(path, batch.columns))
 
     def _load_rejects(self, cursor: Any, staged: StagedBatch, record: SyncRecord) -> int:
         path = rejects_file(staged)
@@ -195,7 +195,7 @@ class PostgresWarehouse(DbApiWarehouse):
             columns=sql.column_list(sql.REJECTS_COLUMNS, self.dialect),
         )
         rows = reject_rows(path, staged.batch.key.id, record.committed_at)
-        return _copy_rows(cursor, statement, rows)
+        return _copy(cursor, statement, rows)
 
 
 # --- staged files as COPY input (the rejects also for Redshift's INSERTs) ---------------------
@@ -292,17 +292,15 @@ def _local_file(uri: str | None, fallback: Path | None) -> Path:
     return fallback
 
 
-def _copy_chunks(cursor: Any, statement: str, chunks: Iterator[bytes]) -> int:
+def _copy(cursor: Any, statement: str, data: Iterator[bytes] | Iterator[tuple[Any, ...]]) -> int:
+    """Run a COPY ... FROM STDIN with `data`: chunks of a file in the statement's format
+    (bytes) or rows (tuples, COPY's text format); the rows copied."""
     with cursor.copy(statement) as copy:
-        for chunk in chunks:
-            copy.write(chunk)
-    return int(cursor.rowcount)
-
-
-def _copy_rows(cursor: Any, statement: str, rows: Iterator[tuple[Any, ...]]) -> int:
-    with cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(row)
+        for item in data:
+            if isinstance(item, bytes):
+                copy.write(item)
+            else:
+                copy.write_row(item)
     return int(cursor.rowcount)
 
 

@@ -91,6 +91,11 @@ class Dialect:
     paramstyle: str = "qmark"  # PEP 249 paramstyle: "qmark", "format" or "named"
     fold_case: bool = False  # identifiers match case-insensitively even when quoted
     quote: str = '"'  # the identifier quote character
+    #: CREATE OR REPLACE VIEW may change a view's columns (DuckDB, BigQuery); otherwise
+    #: (PostgreSQL, Redshift) a view is dropped and created in one transaction
+    #: (`warehouses.views`).
+    replace_view_changes_columns: bool = False
+    union_distinct: str = "UNION"  # a UNION that drops duplicate rows
 
     def column_type(self, type_: FieldType) -> str:
         return self.types[type_]
@@ -98,9 +103,12 @@ class Dialect:
     def placeholders(self, count: int) -> str:
         return ", ".join([self.placeholder()] * count)
 
-    def placeholder(self) -> str:
+    def placeholder(self, name: str = "") -> str:
+        """The placeholder of a parameter; a named one (`@name`) only with its `name`."""
         if self.paramstyle == "named":
-            raise ValueError(f"{self.name} takes named parameters: write @name in the template")
+            if not name:
+                raise ValueError(f"{self.name} takes named parameters: write @name in the template")
+            return f"{self.param}{validate_identifier(name, 'parameter')}"
         return self.param
 
 
@@ -110,6 +118,7 @@ DUCKDB = Dialect(
     param="?",
     paramstyle="qmark",
     fold_case=True,
+    replace_view_changes_columns=True,
 )
 
 POSTGRES = Dialect(
@@ -141,7 +150,12 @@ BIGQUERY = Dialect(
     param="@",
     paramstyle="named",
     quote="`",
+    replace_view_changes_columns=True,
+    union_distinct="UNION DISTINCT",
 )
+
+#: The dialects by name (`Dialect.name`), for what names its warehouse's dialect.
+DIALECTS: Mapping[str, Dialect] = {d.name: d for d in (DUCKDB, POSTGRES, REDSHIFT, BIGQUERY)}
 
 # Catalog type names (information_schema.columns.data_type of DuckDB, PostgreSQL, Redshift)
 # mapped back to a FieldType, by their leading word(s). Anything else reads as STRING.
@@ -194,9 +208,15 @@ class TableNames:
 
     def qualified(self, table: str, quote: str = '"') -> str:
         """`"schema"."table"` or `"table"`, quoted with `quote`."""
-        if self.schema is None:
-            return quote_identifier(table, quote)
-        return f"{quote_identifier(self.schema, quote)}.{quote_identifier(table, quote)}"
+        return qualified_name(table, self.schema, quote)
+
+
+def qualified_name(name: str, schema: str | None, quote: str = '"') -> str:
+    """`"schema"."name"` or `"name"` (a table or view; BigQuery's schema is its dataset),
+    quoted with `quote`."""
+    if schema is None:
+        return quote_identifier(name, quote)
+    return f"{quote_identifier(schema, quote)}.{quote_identifier(name, quote)}"
 
 
 _TABLE_FIELDS = ("export", "sync", "rejects")
@@ -379,16 +399,17 @@ def select_sync_rows(
     """Sync rows (SYNC_COLUMNS order) ending after `since`, oldest first.
 
     `present` names the sync table's columns when it may still be hauser's (not reconciled
-    yet, e.g. read by the status command): syncd's missing columns then read as NULL.
+    yet, e.g. read by the status command): syncd's missing columns then read as typed NULLs.
+    A dialect with named parameters (BigQuery) takes `since` as `@since`.
     """
     have = None if present is None else {n.lower() for n in present}
     selected = ", ".join(
         quote_identifier(c.name, d.quote)
         if have is None or c.name.lower() in have
-        else f"NULL AS {quote_identifier(c.name, d.quote)}"
+        else f"CAST(NULL AS {d.column_type(c.type)}) AS {quote_identifier(c.name, d.quote)}"
         for c in SYNC_COLUMNS
     )
-    where = render(_AFTER, d) if since is not None else ""
+    where = render(_AFTER, d, p=d.placeholder("since")) if since is not None else ""
     params = (to_db_timestamp(since),) if since is not None else ()
     return Query(render(_SELECT_SYNC_ROWS, d, t, columns=selected, where=where), params)
 
@@ -451,7 +472,7 @@ _INCONSISTENT_DAYS = (
     "SELECT CAST(e.{EventStart} AS DATE) AS day FROM {export} e "
     "WHERE e.{SyncdBatchId} IS NOT NULL AND e.{EventStart} >= {p} "
     "AND NOT EXISTS (SELECT 1 FROM {sync} s WHERE s.{SyncdBatchId} = e.{SyncdBatchId}) "
-    "UNION "
+    "{union} "
     # sync rows whose RowsLoaded differs from the rows present, dated by BatchStart
     "SELECT CAST(s.{BatchStart} AS DATE) AS day FROM {sync} s "
     "LEFT JOIN (SELECT {SyncdBatchId} AS batch_id, COUNT(*) AS n FROM {export} "
@@ -548,12 +569,17 @@ def inconsistent_days(d: Dialect, t: TableNames, since: date, bounded: bool = Fa
     batch (dated by BatchStart). hauser-era rows carry no batch id and cannot be checked.
     `bounded` (every batch from `since` on is a segment batch: `segment_rows_end`) counts only
     rows from `since` on, so a sort key or partitions on EventStart bound the scan.
+    Every parameter is `since`'s start: a dialect with named parameters (BigQuery) takes it
+    as `@lo`.
     """
     lo = to_db_timestamp(day_start(since))
+    p = d.placeholder("lo")
+    union = d.union_distinct
     if bounded:
-        text = render(_INCONSISTENT_DAYS, d, t, rows_after_lo=render(" AND {EventStart} >= {p}", d))
+        after_lo = render(" AND {EventStart} >= {p}", d, p=p)
+        text = render(_INCONSISTENT_DAYS, d, t, p=p, union=union, rows_after_lo=after_lo)
         return Query(text, (lo, lo, lo, lo))
-    return Query(render(_INCONSISTENT_DAYS, d, t, rows_after_lo=""), (lo, lo, lo))
+    return Query(render(_INCONSISTENT_DAYS, d, t, p=p, union=union, rows_after_lo=""), (lo, lo, lo))
 
 
 def rollback_days(

@@ -1,12 +1,14 @@
 """Ready-to-analyze views over the export table, in each warehouse's own SQL.
 
 `fs_sessions`, `fs_pageviews`, `fs_clicks`, `fs_custom_events` and `fs_users` (docs/views.md
-documents their columns). Each view is written once below as a SQL template; what the
-warehouses spell differently is in `SPELLINGS`, keyed by dialect name ("duckdb", "postgres",
-"redshift", "bigquery"): how an identifier is quoted, the floating-point type, and how a view
-is replaced. The views lean on SQL the four share (GROUP BY, CASE, COUNT(DISTINCT ...), and
-FIRST_VALUE over an explicit window frame, which Redshift requires), so the spelling table
-stays small; it is self-contained so it can be folded into `warehouses.sql.Dialect`.
+documents their columns). Each view is written once below as a SQL template, rendered by
+`warehouses.sql.render` through the warehouse's `warehouses.sql.Dialect` ("duckdb",
+"postgres", "redshift", "bigquery"): what the warehouses spell differently there is how an
+identifier is quoted (`Dialect.quote`), the floating-point type
+(`Dialect.column_type(FieldType.FLOAT)`), and how a view is replaced
+(`Dialect.replace_view_changes_columns`). The views lean on SQL the four share (GROUP BY,
+CASE, COUNT(DISTINCT ...), and FIRST_VALUE over an explicit window frame, which Redshift
+requires), so nothing else differs.
 
 Durations come from the export's own millisecond fields (EventSessionOffset, PageDuration),
 never from timestamp arithmetic, so every warehouse computes the same figures.
@@ -23,12 +25,13 @@ protocol (`warehouses.base`), which runs `view_statements` for its dialect in a 
 
 from __future__ import annotations
 
-import string
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 
 from syncd.errors import TerminalLoadError
-from warehouses.base import MakesViews, quote_identifier, validate_identifier
+from syncd.fields import FieldType
+from warehouses import sql
+from warehouses.base import MakesViews, validate_identifier
+from warehouses.sql import Dialect
 
 VIEW_NAMES: tuple[str, ...] = (
     "fs_sessions",
@@ -38,25 +41,6 @@ VIEW_NAMES: tuple[str, ...] = (
     "fs_users",
 )
 
-
-@dataclass(frozen=True)
-class ViewSpelling:
-    """What one warehouse spells differently in the views."""
-
-    name: str
-    quote: str  # identifier quote: '"' or '`'
-    float_type: str
-    #: CREATE OR REPLACE VIEW may change the view's columns (DuckDB, BigQuery); otherwise
-    #: (PostgreSQL, Redshift) the view is dropped and created in one transaction.
-    replace_changes_columns: bool
-
-
-SPELLINGS: Mapping[str, ViewSpelling] = {
-    "duckdb": ViewSpelling("duckdb", '"', "DOUBLE", True),
-    "postgres": ViewSpelling("postgres", '"', "DOUBLE PRECISION", False),
-    "redshift": ViewSpelling("redshift", '"', "DOUBLE PRECISION", False),
-    "bigquery": ViewSpelling("bigquery", "`", "FLOAT64", True),
-}
 
 _CLICK = "{EventType} = 'click'"
 _FRUSTRATED = (
@@ -105,7 +89,7 @@ FROM (
     {_first("PageRefererUrl", _SESSION, _SESSION_ORDER)} AS {{FirstReferrer}}
   FROM {{export}}
 ) ev
-GROUP BY {_SESSION}"""  # noqa: S608 - a constant template; names quoted by _fill
+GROUP BY {_SESSION}"""  # noqa: S608 - a constant template; names quoted by sql.render
 
 _PAGEVIEWS = f"""SELECT {_SESSION}, {{PageId}},
   MIN({{PageStart}}) AS {{PageStart}},
@@ -117,7 +101,7 @@ _PAGEVIEWS = f"""SELECT {_SESSION}, {{PageId}},
   COUNT(*) AS {{Events}},
   SUM(CASE WHEN {_CLICK} THEN 1 ELSE 0 END) AS {{Clicks}}
 FROM {{export}}
-GROUP BY {_SESSION}, {{PageId}}"""  # noqa: S608 - a constant template; names quoted by _fill
+GROUP BY {_SESSION}, {{PageId}}"""  # noqa: S608 - a constant template; names quoted by sql.render
 
 _CLICKS = f"""SELECT {_SESSION}, {{PageId}}, {{EventStart}}, {{PageUrl}},
   {{EventTargetText}} AS {{TargetText}},
@@ -127,14 +111,14 @@ _CLICKS = f"""SELECT {_SESSION}, {{PageId}}, {{EventStart}}, {{PageUrl}},
   COALESCE({{EventModError}}, 0) AS {{Error}},
   CASE WHEN {_FRUSTRATED} THEN 1 ELSE 0 END AS {{Frustrated}}
 FROM {{export}}
-WHERE {_CLICK}"""  # noqa: S608 - a constant template; names quoted by _fill
+WHERE {_CLICK}"""  # noqa: S608 - a constant template; names quoted by sql.render
 
 _CUSTOM_EVENTS = f"""SELECT {_SESSION}, {{PageId}}, {{EventStart}},
   {{EventCustomName}} AS {{Name}},
   {{PageUrl}},
   {{CustomVars}} AS {{Vars}}
 FROM {{export}}
-WHERE {{EventType}} = 'custom'"""  # noqa: S608 - a constant template; names quoted by _fill
+WHERE {{EventType}} = 'custom'"""  # noqa: S608 - a constant template; names quoted by sql.render
 
 _USER_ORDER = "{EventStart} DESC, {SessionId} DESC, {PageId} DESC"
 
@@ -152,7 +136,7 @@ _IDENTITY = f"""SELECT {{IndvId}},
       {_first("UserEmail", "{IndvId}", _USER_ORDER)} AS {{LatestEmail}}
     FROM {{export}}
   ) latest
-  GROUP BY {{IndvId}}"""  # noqa: S608 - a constant template; names quoted by _fill
+  GROUP BY {{IndvId}}"""  # noqa: S608 - a constant template; names quoted by sql.render
 
 #: What each individual did, from the events.
 _ACTIVITY = """SELECT {IndvId},
@@ -181,31 +165,12 @@ _BODIES: Mapping[str, str] = {
 }
 
 
-def _fill(template: str, spelling: ViewSpelling, fragments: Mapping[str, str]) -> str:
-    """Fill a template: a field named in `fragments` takes it, any other is a quoted name."""
-    values: dict[str, str] = {}
-    for _, name, _, _ in string.Formatter().parse(template):
-        if name is None or name in values:
-            continue
-        if name in fragments:
-            values[name] = fragments[name]
-        else:
-            values[name] = quote_identifier(name, spelling.quote)
-    return template.format_map(values)
-
-
-def _qualified(name: str, schema: str | None, quote: str) -> str:
-    if schema is None:
-        return quote_identifier(name, quote)
-    return f"{quote_identifier(schema, quote)}.{quote_identifier(name, quote)}"
-
-
 #: A legacy-bundle table (`Source = "legacy"`) holds the selector under its old name.
 _LEGACY_SELECTOR = "EventTargetSelectorTok"
 
 
 def view_sql(
-    dialect: str,
+    dialect: str | Dialect,
     view: str,
     export_table: str,
     schema: str | None = None,
@@ -215,32 +180,35 @@ def view_sql(
     dataset), in the dialect's SQL. `columns`: the export table's columns, when known: a
     legacy table's `EventTargetSelectorTok` fills `TargetSelector` where the new name is
     NULL."""
-    spelling = _spelling(dialect)
+    d = _dialect(dialect)
     validate_identifier(export_table, "ExportTable")
     legacy = _LEGACY_SELECTOR.lower() in {c.lower() for c in columns}
     selector = "COALESCE({EventTargetSelector}, {EventTargetSelectorTok})"
     fragments = {
-        "export": _qualified(export_table, schema, spelling.quote),
-        "float": spelling.float_type,
-        "selector": _fill(selector if legacy else "{EventTargetSelector}", spelling, {}),
+        "export": sql.qualified_name(export_table, schema, d.quote),
+        "float": d.column_type(FieldType.FLOAT),
+        "selector": sql.render(selector if legacy else "{EventTargetSelector}", d),
     }
     if view == "fs_users":
-        fragments["activity"] = _fill(_ACTIVITY, spelling, fragments)
-        fragments["identity"] = _fill(_IDENTITY, spelling, fragments)
-    return _fill(_BODIES[view], spelling, fragments)
+        fragments["activity"] = sql.render(_ACTIVITY, d, None, **fragments)
+        fragments["identity"] = sql.render(_IDENTITY, d, None, **fragments)
+    return sql.render(_BODIES[view], d, None, **fragments)
 
 
 def view_statements(
-    dialect: str, export_table: str, schema: str | None = None, columns: Collection[str] = ()
+    dialect: str | Dialect,
+    export_table: str,
+    schema: str | None = None,
+    columns: Collection[str] = (),
 ) -> list[str]:
     """Every statement that creates or replaces the views, in order (run them in one
     transaction where the warehouse has one); `columns` as for `view_sql`."""
-    spelling = _spelling(dialect)
+    d = _dialect(dialect)
     statements = []
     for view in VIEW_NAMES:
-        name = _qualified(view, schema, spelling.quote)
-        body = view_sql(dialect, view, export_table, schema, columns)
-        if spelling.replace_changes_columns:
+        name = sql.qualified_name(view, schema, d.quote)
+        body = view_sql(d, view, export_table, schema, columns)
+        if d.replace_view_changes_columns:
             statements.append(f"CREATE OR REPLACE VIEW {name} AS\n{body}")
         else:
             statements.append(f"DROP VIEW IF EXISTS {name}")
@@ -248,12 +216,15 @@ def view_statements(
     return statements
 
 
-def _spelling(dialect: str) -> ViewSpelling:
+def _dialect(dialect: str | Dialect) -> Dialect:
+    """The Dialect itself, or the one of that name (`warehouses.sql.DIALECTS`)."""
+    if isinstance(dialect, Dialect):
+        return dialect
     try:
-        return SPELLINGS[dialect]
+        return sql.DIALECTS[dialect]
     except KeyError:
         raise TerminalLoadError(
-            f"no views for the {dialect!r} warehouse (views exist for {', '.join(SPELLINGS)})"
+            f"no views for the {dialect!r} warehouse (views exist for {', '.join(sql.DIALECTS)})"
         ) from None
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import structlog
 
+from syncd.atomic import write_atomic
 from syncd.errors import TransientSourceError
 from syncd.sources.retry import MAX_RETRY_AFTER
-from syncd.state import write_atomic
 
 log = structlog.get_logger(__name__)
 
