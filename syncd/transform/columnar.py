@@ -61,7 +61,6 @@ from syncd.transform.convert import (
 )
 from syncd.transform.reader import GZIP_MAGIC, MAX_ROW_BYTES, Unparsed, parse_exact, parse_row
 from syncd.transform.rules import NO_RULES, OutputRules
-from syncd.transform.table_writers import BackgroundTableWriter, TableWriter, open_table_writer
 from syncd.transform.transform import (
     DEFAULT_BLOCK_ROWS,
     OutputFiles,
@@ -70,7 +69,7 @@ from syncd.transform.transform import (
     transform_file,
     write_outputs,
 )
-from syncd.transform.writers import arrow_schema
+from syncd.transform.writers import BackgroundWriter, TableWriter, arrow_schema, open_writer
 
 log = structlog.get_logger(__name__)
 
@@ -168,8 +167,8 @@ def transform_columnar(
         layouts = [_sniff(path) for path in sources]
         out_dir.mkdir(parents=True, exist_ok=True)
         _remove(files.partial_rejects)
-        writer = BackgroundTableWriter(
-            open_table_writer(fmt, files.partial, columns, csv_null=rules.csv_null), depth=1
+        writer = BackgroundWriter(
+            open_writer(fmt, files.partial, columns, csv_null=rules.csv_null), depth=1
         )
     except OSError as exc:
         raise TransformError(f"cannot transform batch {key.id}: {exc}") from exc
