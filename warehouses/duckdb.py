@@ -237,6 +237,8 @@ class DuckDBWarehouse:
         read_only: bool = False,
         lock_wait: float = DEFAULT_LOCK_WAIT,
         reader_window: float = 0.0,
+        memory_limit: str | None = None,
+        threads: int = 0,
         monotonic: Callable[[], float] = time.monotonic,
         pause: Callable[[float], bool] | None = None,
     ) -> None:
@@ -250,6 +252,12 @@ class DuckDBWarehouse:
         self.read_only = read_only
         self.lock_wait = lock_wait
         self.reader_window = reader_window
+        # DuckDB's memory_limit and threads for every connection (None / 0: DuckDB's defaults)
+        self._config: dict[str, str | bool | int | float | list[str]] = {}
+        if memory_limit:
+            self._config["memory_limit"] = memory_limit
+        if threads > 0:
+            self._config["threads"] = threads
         self._closed_at: float | None = None
         self._monotonic = monotonic
         self._pause = pause
@@ -543,7 +551,7 @@ class DuckDBWarehouse:
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         try:
-            con = duckdb.connect(self.path, read_only=self.read_only)
+            con = duckdb.connect(self.path, read_only=self.read_only, config=self._config)
         except duckdb.Error as exc:
             locked = _lock_error(exc, self.path)
             if locked is not None:

@@ -63,6 +63,8 @@ def build_warehouse(settings: Settings, stage: Stage, *, read_only: bool = False
             read_only=read_only,
             lock_wait=db.lock_wait.total_seconds(),
             reader_window=db.reader_window.total_seconds(),
+            memory_limit=db.memory_limit,
+            threads=db.threads,
         )
     if settings.provider == "postgres":
         from warehouses.postgres import PostgresWarehouse

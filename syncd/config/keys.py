@@ -450,6 +450,24 @@ SECTION_KEYS: tuple[Key, ...] = (
         "reader retrying every second gets in even while batches commit back to back (a "
         "backfill). Costs up to this much per commit while catching up; 0s: no pause.",
     ),
+    Key(
+        "duckdb",
+        "MemoryLimit",
+        K.STRING,
+        "256MB",
+        "DuckDB's memory limit for syncd's connection to the file (its `memory_limit`, such as "
+        '"256MB" or "2GB"); a commit that needs more spills to `<Path>.tmp`. DuckDB\'s own '
+        "default, 80 % of the machine's memory, would let the daemon grow far past what it "
+        "needs (docs/sizing.md).",
+    ),
+    Key(
+        "duckdb",
+        "Threads",
+        K.INT,
+        0,
+        "Threads of syncd's DuckDB connection to the file (DuckDB's `threads`); each holds "
+        "its own buffers. 0: one per core, DuckDB's default.",
+    ),
     *_tables("duckdb", hauser=False),
     # [postgres]
     Key("postgres", "Host", K.STRING, "127.0.0.1", "Server host name or address."),

@@ -39,6 +39,8 @@ class DuckDBSettings:
     path: Path
     lock_wait: timedelta
     reader_window: timedelta
+    memory_limit: str
+    threads: int
     export_table: str
     sync_table: str
     rejects_table: str

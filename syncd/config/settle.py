@@ -55,6 +55,7 @@ CLUSTERABLE_COLUMNS = (*KNOWN_FIELDS, BATCH_ID.name, LOADED_AT.name)
 
 _BY_LABEL = {k.label: k for k in KEYS}
 _ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]*):(\d{1,5})$")
+_MEMORY = re.compile(r"\s*[0-9]+(\.[0-9]+)?\s*(B|[KMGT]i?B)\s*", re.IGNORECASE)
 _POSITIVE_DURATIONS = (
     "Backoff",
     "PollInterval",
@@ -303,9 +304,16 @@ class _Settle:
             ("MaxBatchAttempts", 1),
             ("Lookahead", 0),
             ("ApiRequestsPerSecond", 1),
+            ("[duckdb] Threads", 0),
         ):
             if self.ok(label) and self.get(label) < least:
                 self.problem(label, f"{self.get(label)} is too small; the minimum is {least}")
+        memory_limit = self.get("[duckdb] MemoryLimit")
+        if self.ok("[duckdb] MemoryLimit") and not _MEMORY.fullmatch(memory_limit):
+            self.problem(
+                "[duckdb] MemoryLimit",
+                f"{memory_limit!r} must be a size such as '256MB' or '2GB' (KB, MB, GB, TB)",
+            )
         varchar_max = self.get("[redshift] VarCharMax")
         if self.ok("[redshift] VarCharMax") and not 1 <= varchar_max <= 65535:
             self.problem(

@@ -77,8 +77,14 @@ log = structlog.get_logger(__name__)
 FAST_FORMATS: frozenset[StagedFormat] = frozenset(("parquet", "csv"))
 #: Files (compressed bytes, all sources of a batch) below this take the reference path.
 FAST_PATH_MIN_BYTES = 256 << 10
-#: DuckDB's memory cap for one transform (it streams; this bounds its buffers).
-DUCKDB_MEMORY_LIMIT = "256MB"
+#: DuckDB's memory cap for one transform (it streams; this bounds its buffers). The JSON
+#: reader's buffers and the query's vectors fit in 128 MB at the same CPU time as 256 MB
+#: (docs/benchmark.md: the peak RSS of a million rows went from 409 to 212 MB with this and
+#: `_ARROW_BATCH_ROWS`); a query that needs more hands the file to the reference path.
+DUCKDB_MEMORY_LIMIT = "128MB"
+#: Most rows in one Arrow batch out of DuckDB (one Parquet row group): a batch is held by the
+#: query, by the writer's queue and by the writer at once.
+_ARROW_BATCH_ROWS = 10_000
 #: Rows longer than this go to the reference path (which quarantines rows over 16 MiB).
 MAX_FAST_ROW_BYTES = 2 << 20
 #: Bytes at the head of each file whose rows tell the custom keys to expect.
@@ -527,7 +533,9 @@ def _transform_source(
                     f"maximum_object_size={MAX_FAST_ROW_BYTES})"
                 )
                 try:
-                    reader = connection.sql(plan.query(source_sql)).to_arrow_reader(block_rows)
+                    reader = connection.sql(plan.query(source_sql)).to_arrow_reader(
+                        min(block_rows, _ARROW_BATCH_ROWS)
+                    )
                     for batch in _batches(reader):
                         table, count = _finish_batch(
                             batch, plan, converter, rejects, offset + seen, layout == "array"
