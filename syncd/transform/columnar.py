@@ -77,11 +77,11 @@ log = structlog.get_logger(__name__)
 FAST_FORMATS: frozenset[StagedFormat] = frozenset(("parquet", "csv"))
 #: Files (compressed bytes, all sources of a batch) below this take the reference path.
 FAST_PATH_MIN_BYTES = 256 << 10
-#: DuckDB's memory cap for one transform (it streams; this bounds its buffers). The JSON
-#: reader's buffers and the query's vectors fit in 128 MB at the same CPU time as 256 MB
-#: (docs/benchmark.md: the peak RSS of a million rows went from 409 to 212 MB with this and
-#: `_ARROW_BATCH_ROWS`); a query that needs more hands the file to the reference path.
-DUCKDB_MEMORY_LIMIT = "128MB"
+#: DuckDB's memory cap for one transform (it streams; this bounds its buffers). With two
+#: threads the query needs about 224 MB (the JSON reader's buffers and the typed vectors of
+#: each thread; docs/benchmark.md): below that DuckDB runs out at the first rows and every
+#: file would take the reference path.
+DUCKDB_MEMORY_LIMIT = "256MB"
 #: Most rows in one Arrow batch out of DuckDB (one Parquet row group): a batch is held by the
 #: query, by the writer's queue and by the writer at once.
 _ARROW_BATCH_ROWS = 10_000
