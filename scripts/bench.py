@@ -443,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", default="parquet", choices=["parquet", "csv"])
     parser.add_argument("--no-reference", action="store_true", help="skip the slow reference path")
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end run")
+    parser.add_argument("--no-transform", action="store_true", help="skip the transform figures")
     parser.add_argument("--backfill", action="store_true", help="also the backfill scenario")
     parser.add_argument("--backfill-days", type=int, default=30, help="days of 1-hour windows")
     parser.add_argument(
@@ -467,7 +468,9 @@ def main(argv: list[str] | None = None) -> int:
         figures = [bench_soak(work, options.soak_windows, options.soak_events)]
         print_figure(figures[-1])
         return _write(options.out, args, figures)
-    figures = bench_transforms(cache, work, events, paths, options.format)
+    figures = []
+    if not options.no_transform:
+        figures += bench_transforms(cache, work, events, paths, options.format)
     if options.scale > 1:
         figures += bench_transforms(
             cache, work, events * options.scale, ["fast"], options.format, f" x{options.scale}"
