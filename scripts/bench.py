@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench.py --quick          # 50,000 events, for CI (< 60 s)
     .venv/bin/python scripts/bench.py --scale 4        # also the fast path at 4x the events
     .venv/bin/python scripts/bench.py --backfill       # also 30 days of 1-hour windows
+    .venv/bin/python scripts/bench.py --soak           # only: `syncd run` over 200 windows
 
 Every figure stands beside a baseline measured in the same run on the same file: the time of
 `gzip -dc FILE > /dev/null`, the floor of one gzip stream on one core. Transforms run in a child
@@ -22,6 +23,7 @@ import os
 import platform
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -152,13 +154,15 @@ def _transform_in_child(which: str, source: str, out_dir: str, fmt: str) -> None
     from syncd.batch import BatchKey
     from syncd.fields import export_columns
     from syncd.transform import transform_file
-    from syncd.transform.columnar import transform
+    from syncd.transform.columnar import transform_columnar
 
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     # a legacy bundle: its rows are loaded whatever their EventStart (a segment window would
     # quarantine the hours past its end)
     key = BatchKey(DATA_START, DATA_START + timedelta(days=1), source="legacy", bundle_ids=(1,))
-    fn = transform if which == "fast" else transform_file
+    # the fast path alone: a file it hands to the reference path (say DuckDB ran out of its
+    # memory limit) fails the figure instead of timing the reference path under its name
+    fn = transform_columnar if which == "fast" else transform_file
     batch = fn(key, Path(source), Path(out_dir), export_columns(), fmt, utcnow())  # type: ignore[arg-type]
     print(json.dumps({"rows": batch.rows, "rejected": batch.rejected}))
     batch.path.unlink()
@@ -325,6 +329,80 @@ def bench_backfill(work: Path, days: int, events_per_hour: int) -> Figure:
     )
 
 
+SOAK_SAMPLE_AT = 20  # the window whose RSS the last one is compared with
+
+
+def _rss_mb(pid: int) -> float:
+    """The process's resident set now (VmRSS), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def bench_soak(work: Path, windows: int, events_per_hour: int) -> Figure:
+    """`syncd run` (the daemon, a child process) over `windows` 1-hour windows into DuckDB: its
+    resident memory after each commit, window `SOAK_SAMPLE_AT` against the last."""
+    import signal
+
+    from syncd.simulator import Simulator, SimulatorConfig
+
+    now = utcnow().replace(minute=0, second=0, microsecond=0)
+    start = now - timedelta(hours=windows + 1)  # ExportDelay keeps the last hour back
+    config = SimulatorConfig(api_key=API_KEY, events_per_hour=events_per_hour, seed=SEED)
+    rss: list[float] = []
+    rows = 0
+    with Simulator(config) as sim:
+        directory = work / "soak"
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        config_path = e2e_config(directory, sim.url, sim.legacy_url, start)
+        argv = [sys.executable, "-m", "syncd", "run", "-c", str(config_path)]
+        argv += ["--log-format", "json", "--log-level", "info"]
+        started = time.perf_counter()
+        child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert child.stdout is not None
+        try:
+            for line in child.stdout:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("event") == "batch committed":
+                    rss.append(_rss_mb(child.pid))
+                    rows += int(event.get("rows", 0))
+                if len(rss) >= windows or str(event.get("event", "")).startswith("caught up"):
+                    break
+                if event.get("level") == "error":
+                    print(f"soak: {line.decode().strip()}", file=sys.stderr)
+        finally:
+            seconds = time.perf_counter() - started
+            child.send_signal(signal.SIGTERM)
+            child.stdout.close()
+            _, _, usage = os.wait4(child.pid, 0)
+    if len(rss) < min(windows, SOAK_SAMPLE_AT + 1):
+        raise SystemExit(f"soak: syncd committed only {len(rss)} of {windows} windows")
+    # RSS after a commit moves by a window's buffers (tens of MB) from one commit to the next:
+    # the medians of the 10 commits around window SOAK_SAMPLE_AT and of the last 10 compare
+    early = statistics.median(rss[max(0, SOAK_SAMPLE_AT - 5) : SOAK_SAMPLE_AT + 5])
+    late = statistics.median(rss[-10:])
+    growth = late / early - 1
+    return Figure(
+        name=f"soak run ({len(rss)} windows)",
+        events=rows,
+        seconds=seconds,
+        baseline_seconds=0.0,
+        peak_rss_mb=usage.ru_maxrss / 1024,
+        rows=rows,
+        note=(
+            f"RSS around window {SOAK_SAMPLE_AT} {early:.0f} MB, over the last 10 "
+            f"{late:.0f} MB ({growth:+.1%}; target <= +10%); "
+            f"{events_per_hour:,} events a window"
+        ),
+        extra={"rss_mb_after_each_commit": [round(r, 1) for r in rss], "growth": round(growth, 4)},
+    )
+
+
 # -- output ----------------------------------------------------------------------------------
 
 
@@ -337,9 +415,12 @@ def print_header() -> None:
 
 def print_figure(f: Figure) -> None:
     rss = f"{f.peak_rss_mb:.0f} MB" if f.peak_rss_mb is not None else "-"
+    baseline, ratio = (
+        (f"{f.baseline_seconds:>9.2f}", f"{f.ratio:>5.2f}x") if f.baseline_seconds else ("-", "-")
+    )
     print(
-        f"{f.name:<38} {f.events:>10,} {f.seconds:>8.2f} {f.baseline_seconds:>9.2f} "
-        f"{f.ratio:>5.2f}x {rss:>9}  {f.note}",
+        f"{f.name:<38} {f.events:>10,} {f.seconds:>8.2f} {baseline:>9} {ratio:>6} {rss:>9}  "
+        f"{f.note}",
         flush=True,
     )
 
@@ -362,8 +443,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", default="parquet", choices=["parquet", "csv"])
     parser.add_argument("--no-reference", action="store_true", help="skip the slow reference path")
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end run")
+    parser.add_argument("--no-transform", action="store_true", help="skip the transform figures")
     parser.add_argument("--backfill", action="store_true", help="also the backfill scenario")
     parser.add_argument("--backfill-days", type=int, default=30, help="days of 1-hour windows")
+    parser.add_argument(
+        "--soak", action="store_true", help="only the soak: `syncd run` over 200 windows"
+    )
+    parser.add_argument("--soak-windows", type=int, default=200, help="windows of the soak")
+    parser.add_argument(
+        "--soak-events", type=int, default=10_000, help="events a window in the soak"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "bench.json")
     options = parser.parse_args(args)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -375,7 +464,13 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     paths = ["fast"] if options.no_reference else ["reference", "fast"]
     print_header()
-    figures = bench_transforms(cache, work, events, paths, options.format)
+    if options.soak:
+        figures = [bench_soak(work, options.soak_windows, options.soak_events)]
+        print_figure(figures[-1])
+        return _write(options.out, args, figures)
+    figures = []
+    if not options.no_transform:
+        figures += bench_transforms(cache, work, events, paths, options.format)
     if options.scale > 1:
         figures += bench_transforms(
             cache, work, events * options.scale, ["fast"], options.format, f" x{options.scale}"
@@ -386,14 +481,18 @@ def main(argv: list[str] | None = None) -> int:
     if options.backfill:
         figures.append(bench_backfill(work, options.backfill_days, 200 if options.quick else 2_000))
         print_figure(figures[-1])
+    return _write(options.out, args, figures)
+
+
+def _write(out: Path, args: list[str], figures: list[Figure]) -> int:
     result = {
         "command": shlex.join([Path(sys.executable).name, "scripts/bench.py", *args]),
         "measured_at": format_timestamp(utcnow()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "figures": [{**asdict(f), "ratio": round(f.ratio, 3)} for f in figures],
     }
-    options.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwritten: {options.out}")
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwritten: {out}")
     return 0
 
 

@@ -24,6 +24,7 @@ reader has its file open) tells the pipeline, which shows the wait in the status
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import random
@@ -220,7 +221,10 @@ class Pipeline:
         self._rng = random.Random()
         self._ahead: dict[BatchKey, Future[Prepared]] = {}
         self._executor: ThreadPoolExecutor | None = None
-        # one transform at a time: it uses every core already, and each holds its own buffers
+        # one transform at a time: it uses every core already, and each holds its own DuckDB
+        # buffers; nor beside a commit that loads a local file (DuckDB's runs in this process,
+        # up to its MemoryLimit), so the daemon's peak is the larger of the two, not their sum
+        # (docs/benchmark.md); a remote load (S3, GCS) leaves transforms free
         self._transforming = threading.Lock()
         self._shown: tuple[str, str, datetime | None] = ("starting", "", None)
         if isinstance(warehouse, ReportsWaits):
@@ -556,9 +560,11 @@ class Pipeline:
         if self.stop.is_set():
             raise _Stopped()
         replace = self.replace or key.settle
-        self._step(
-            key, "commit", lambda: self.warehouse.commit_batch(staged, record, replace=replace)
-        )
+        in_process = self.warehouse.capabilities.loads_in_process
+        with self._transforming if in_process else contextlib.nullcontext():
+            self._step(
+                key, "commit", lambda: self.warehouse.commit_batch(staged, record, replace=replace)
+            )
         if replaced:
             self.records = [r for r in self.records if r not in replaced]
         self.records.append(record)

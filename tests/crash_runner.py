@@ -103,7 +103,7 @@ def install_before_transform(crash: CrashPoint) -> None:
 
 
 class _CrashingWriter:
-    """A block writer that reaches the crash point after its rows are written."""
+    """A staged-file writer that reaches the crash point after its rows are written."""
 
     def __init__(self, inner: Any, crash: CrashPoint) -> None:
         self._inner = inner
@@ -121,8 +121,8 @@ class _CrashingWriter:
 def install_transform(crash: CrashPoint) -> None:
     """Crash once rows are written, on the reference path and on the fast path alike."""
     for module, name in (
-        (syncd.transform.transform, "open_block_writer"),
-        (syncd.transform.columnar, "open_table_writer"),
+        (syncd.transform.transform, "open_writer"),
+        (syncd.transform.columnar, "open_writer"),
     ):
         original = getattr(module, name)
 

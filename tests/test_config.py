@@ -429,6 +429,11 @@ def test_a_key_given_twice_in_different_case_is_an_error() -> None:
             "underscores, starting with a letter or underscore (at most 127 characters)",
         ),
         (
+            {"duckdb": {"MemoryLimit": "lots"}},
+            "[duckdb] MemoryLimit: 'lots' must be a size such as '256MB' or '2GB' (KB, MB, GB, TB)",
+        ),
+        ({"duckdb": {"Threads": -1}}, "[duckdb] Threads: -1 is too small; the minimum is 0"),
+        (
             {"duckdb": {"SyncTable": "FSEXPORT"}},
             "[duckdb] SyncTable: is the same table as [duckdb] ExportTable; use another name",
         ),

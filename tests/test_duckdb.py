@@ -91,6 +91,14 @@ def test_duckdb_fills_the_warehouse_protocol(warehouse: DuckDBWarehouse) -> None
     assert isinstance(warehouse, Warehouse)
 
 
+def test_memory_limit_and_threads_reach_every_connection(db_path: Path) -> None:
+    settings = "SELECT current_setting('memory_limit'), current_setting('threads')"
+    with DuckDBWarehouse(db_path, memory_limit="256MiB", threads=1) as wh:
+        wh.ensure_tables(export_columns())  # a session: the file is open only inside one
+        with wh._lock, wh._session("read its settings"):
+            assert wh._connection().execute(settings).fetchall() == [("256.0 MiB", 1)]
+
+
 def test_ensure_tables_on_a_fresh_file_returns_the_requested_columns(db_path: Path) -> None:
     with DuckDBWarehouse(db_path) as wh:
         assert wh.ensure_tables(export_columns()) == export_columns()

@@ -26,7 +26,7 @@ from syncd.simulator.events import HOUR_MS, EventGenerator, to_ms
 from syncd.transform import columnar, transform_file
 from syncd.transform.columnar import NeedsReference, transform, transform_columnar
 from syncd.transform.rules import NO_RULES, OutputRules
-from syncd.transform.table_writers import BackgroundTableWriter
+from syncd.transform.writers import BackgroundWriter
 
 SAMPLES = Path("/work/shared/samples")
 KEY = BatchKey(datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2024, 1, 2, tzinfo=timezone.utc))
@@ -400,7 +400,7 @@ def _table(n: int) -> pa.Table:
 
 def test_background_writer_writes_every_table_in_order() -> None:
     inner = _Recording()
-    writer = BackgroundTableWriter(inner, depth=1)
+    writer = BackgroundWriter(inner, depth=1)
     for n in range(1, 6):
         writer.write(_table(n))
     writer.close()
@@ -409,7 +409,7 @@ def test_background_writer_writes_every_table_in_order() -> None:
 
 def test_background_writer_raises_the_inner_failure_and_never_closes_short() -> None:
     inner = _Recording(fail_at=2)
-    writer = BackgroundTableWriter(inner, depth=1)
+    writer = BackgroundWriter(inner, depth=1)
     with pytest.raises(OSError, match="No space left"):
         for n in range(1, 50):
             writer.write(_table(n))

@@ -75,6 +75,10 @@ class Capabilities:
     retention: timedelta | None = None
     #: The setting that gives `retention`, for messages (e.g. "[bigquery] PartitionExpiration").
     retention_setting: str = ""
+    #: The load runs inside syncd's own process (an embedded database such as DuckDB), so its
+    #: memory adds to the daemon's: the core never runs it beside a transform, and the daemon's
+    #: peak is the larger of the two, not their sum.
+    loads_in_process: bool = False
 
 
 def first_kept_day(capabilities: Capabilities, now: datetime) -> date | None:

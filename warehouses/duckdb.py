@@ -220,7 +220,7 @@ class DuckDBWarehouse(DbApiCore):
 
     dialect = DUCKDB
     name = "DuckDB"
-    capabilities = Capabilities(staging_formats=("parquet", "csv", "ndjson"))
+    capabilities = Capabilities(staging_formats=("parquet", "csv", "ndjson"), loads_in_process=True)
 
     def __init__(
         self,
@@ -232,6 +232,8 @@ class DuckDBWarehouse(DbApiCore):
         read_only: bool = False,
         lock_wait: float = DEFAULT_LOCK_WAIT,
         reader_window: float = 0.0,
+        memory_limit: str | None = None,
+        threads: int = 0,
         monotonic: Callable[[], float] = time.monotonic,
         pause: Callable[[float], bool] | None = None,
     ) -> None:
@@ -245,6 +247,12 @@ class DuckDBWarehouse(DbApiCore):
         self.read_only = read_only
         self.lock_wait = lock_wait
         self.reader_window = reader_window
+        # DuckDB's memory_limit and threads for every connection (None / 0: DuckDB's defaults)
+        self._config: dict[str, str | bool | int | float | list[str]] = {}
+        if memory_limit:
+            self._config["memory_limit"] = memory_limit
+        if threads > 0:
+            self._config["threads"] = threads
         self._closed_at: float | None = None
         self._monotonic = monotonic
         self._pause = pause
@@ -409,7 +417,7 @@ class DuckDBWarehouse(DbApiCore):
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         try:
-            con = duckdb.connect(self.path, read_only=self.read_only)
+            con = duckdb.connect(self.path, read_only=self.read_only, config=self._config)
         except duckdb.Error as exc:
             locked = _lock_error(exc, self.path)
             if locked is not None:
@@ -556,9 +564,26 @@ class DuckDBSettings:
     path: Path
     lock_wait: timedelta
     reader_window: timedelta
+    memory_limit: str
+    threads: int
     export_table: str
     sync_table: str
     rejects_table: str
+
+
+_MEMORY = re.compile(r"\s*[0-9]+(\.[0-9]+)?\s*(B|[KMGT]i?B)\s*", re.IGNORECASE)
+
+
+def _check(ctx: SettleContext) -> None:
+    threads = ctx.get("[duckdb] Threads")
+    if ctx.ok("[duckdb] Threads") and threads < 0:
+        ctx.problem("[duckdb] Threads", f"{threads} is too small; the minimum is 0")
+    memory_limit = ctx.get("[duckdb] MemoryLimit")
+    if ctx.ok("[duckdb] MemoryLimit") and not _MEMORY.fullmatch(memory_limit):
+        ctx.problem(
+            "[duckdb] MemoryLimit",
+            f"{memory_limit!r} must be a size such as '256MB' or '2GB' (KB, MB, GB, TB)",
+        )
 
 
 def _validate(ctx: SettleContext, provider: str) -> None:
@@ -598,9 +623,28 @@ SECTION = ConfigSection(
             "reader retrying every second gets in even while batches commit back to back (a "
             "backfill). Costs up to this much per commit while catching up; 0s: no pause.",
         ),
+        Key(
+            "duckdb",
+            "MemoryLimit",
+            Kind.STRING,
+            "256MB",
+            "DuckDB's memory limit for syncd's connection to the file (its `memory_limit`, such as "
+            '"256MB" or "2GB"); a commit that needs more spills to `<Path>.tmp`. DuckDB\'s own '
+            "default, 80 % of the machine's memory, would let the daemon grow far past what it "
+            "needs (docs/sizing.md).",
+        ),
+        Key(
+            "duckdb",
+            "Threads",
+            Kind.INT,
+            0,
+            "Threads of syncd's DuckDB connection to the file (DuckDB's `threads`); each holds "
+            "its own buffers. 0: one per core, DuckDB's default.",
+        ),
         *table_keys("duckdb", hauser=False),
     ),
     DuckDBSettings,
+    check=_check,
     validate=_validate,
 )
 
@@ -615,6 +659,8 @@ def _build(settings: Settings, stage: Stage, read_only: bool) -> DuckDBWarehouse
         read_only=read_only,
         lock_wait=db.lock_wait.total_seconds(),
         reader_window=db.reader_window.total_seconds(),
+        memory_limit=db.memory_limit,
+        threads=db.threads,
     )
 
 

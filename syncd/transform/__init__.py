@@ -18,7 +18,7 @@ from syncd.transform.transform import (
     rejects_path,
     transform_file,
 )
-from syncd.transform.writers import EXTENSIONS, arrow_schema, open_block_writer
+from syncd.transform.writers import EXTENSIONS, arrow_schema, open_writer
 
 __all__ = [
     "DEFAULT_BLOCK_ROWS",
@@ -28,8 +28,8 @@ __all__ = [
     "RowConverter",
     "RowRejected",
     "arrow_schema",
-    "open_block_writer",
     "open_export",
+    "open_writer",
     "output_path",
     "parse_rfc3339",
     "rejects_path",

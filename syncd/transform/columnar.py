@@ -61,7 +61,6 @@ from syncd.transform.convert import (
 )
 from syncd.transform.reader import GZIP_MAGIC, MAX_ROW_BYTES, Unparsed, parse_exact, parse_row
 from syncd.transform.rules import NO_RULES, OutputRules
-from syncd.transform.table_writers import BackgroundTableWriter, TableWriter, open_table_writer
 from syncd.transform.transform import (
     DEFAULT_BLOCK_ROWS,
     OutputFiles,
@@ -70,7 +69,7 @@ from syncd.transform.transform import (
     transform_file,
     write_outputs,
 )
-from syncd.transform.writers import arrow_schema
+from syncd.transform.writers import BackgroundWriter, TableWriter, arrow_schema, open_writer
 from warehouses.base import quote_identifier
 
 log = structlog.get_logger(__name__)
@@ -79,8 +78,14 @@ log = structlog.get_logger(__name__)
 FAST_FORMATS: frozenset[StagedFormat] = frozenset(("parquet", "csv"))
 #: Files (compressed bytes, all sources of a batch) below this take the reference path.
 FAST_PATH_MIN_BYTES = 256 << 10
-#: DuckDB's memory cap for one transform (it streams; this bounds its buffers).
+#: DuckDB's memory cap for one transform (it streams; this bounds its buffers). With two
+#: threads the query needs about 224 MB (the JSON reader's buffers and the typed vectors of
+#: each thread; docs/benchmark.md): below that DuckDB runs out at the first rows and every
+#: file would take the reference path.
 DUCKDB_MEMORY_LIMIT = "256MB"
+#: Most rows in one Arrow batch out of DuckDB (one Parquet row group): a batch is held by the
+#: query, by the writer's queue and by the writer at once.
+_ARROW_BATCH_ROWS = 10_000
 #: Rows longer than this go to the reference path (which quarantines rows over 16 MiB).
 MAX_FAST_ROW_BYTES = 2 << 20
 #: Bytes at the head of each file whose rows tell the custom keys to expect.
@@ -169,8 +174,8 @@ def transform_columnar(
         layouts = [_sniff(path) for path in sources]
         out_dir.mkdir(parents=True, exist_ok=True)
         _remove(files.partial_rejects)
-        writer = BackgroundTableWriter(
-            open_table_writer(fmt, files.partial, columns, csv_null=rules.csv_null), depth=1
+        writer = BackgroundWriter(
+            open_writer(fmt, files.partial, columns, csv_null=rules.csv_null), depth=1
         )
     except OSError as exc:
         raise TransformError(f"cannot transform batch {key.id}: {exc}") from exc
@@ -529,7 +534,9 @@ def _transform_source(
                     f"maximum_object_size={MAX_FAST_ROW_BYTES})"
                 )
                 try:
-                    reader = connection.sql(plan.query(source_sql)).to_arrow_reader(block_rows)
+                    reader = connection.sql(plan.query(source_sql)).to_arrow_reader(
+                        min(block_rows, _ARROW_BATCH_ROWS)
+                    )
                     for batch in _batches(reader):
                         table, count = _finish_batch(
                             batch, plan, converter, rejects, offset + seen, layout == "array"

@@ -27,7 +27,13 @@ from syncd.timeutil import UTC
 from syncd.transform.convert import NeedsExactParse, RowConverter, RowRejected, batch_window
 from syncd.transform.reader import RAW_LIMIT, ExportRow, open_export, parse_exact, row_text
 from syncd.transform.rules import NO_RULES, OutputRules
-from syncd.transform.writers import EXTENSIONS, BlockWriter, open_block_writer
+from syncd.transform.writers import (
+    EXTENSIONS,
+    TableWriter,
+    arrow_schema,
+    open_writer,
+    rows_to_table,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -99,7 +105,7 @@ def _convert(converter: RowConverter, row: ExportRow) -> list[Any]:
 def _write_rows(
     sources: Sequence[Path],
     converter: RowConverter,
-    writer: BlockWriter,
+    writer: TableWriter,
     rejects: RejectSink,
     block_rows: int,
 ) -> int:
@@ -108,6 +114,7 @@ def _write_rows(
     Positions in the quarantine count across all sources, as if they were one file. A block
     is written every `block_rows` rows or `BLOCK_BYTES` of source text, whichever comes first.
     """
+    schema = arrow_schema(converter.columns)
     written = 0
     offset = 0
     block: list[list[Any]] = []
@@ -124,11 +131,11 @@ def _write_rows(
                     continue
                 block_bytes += len(row.raw) if row.raw is not None else 0
                 if len(block) >= block_rows or block_bytes >= BLOCK_BYTES:
-                    writer.write(block)
+                    writer.write(rows_to_table(block, schema))
                     written += len(block)
                     block, block_bytes = [], 0
         offset += seen
-    writer.write(block)
+    writer.write(rows_to_table(block, schema))
     return written + len(block)
 
 
@@ -271,7 +278,7 @@ def transform_file(
         source_bytes = sum(path.stat().st_size for path in sources)
         out_dir.mkdir(parents=True, exist_ok=True)
         _remove(files.partial_rejects)  # left by a crashed attempt; this one may have none
-        writer = open_block_writer(fmt, files.partial, columns, csv_null=rules.csv_null)
+        writer = open_writer(fmt, files.partial, columns, csv_null=rules.csv_null)
     except OSError as exc:
         raise TransformError(f"cannot transform batch {key.id}: {exc}") from exc
     counts = write_outputs(
