@@ -9,8 +9,6 @@ forgotten only after the batch is committed. Exports live about 7 days, so entri
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -20,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from syncd.atomic import write_atomic
 from syncd.timeutil import format_timestamp, parse_timestamp, utcnow
 
 log = structlog.get_logger(__name__)
@@ -118,33 +117,7 @@ class OperationStore:
             "version": _FORMAT_VERSION,
             "operations": {k: _encode(op) for k, op in sorted(self._entries.items())},
         }
-        data = json.dumps(document, indent=2, sort_keys=True).encode("utf-8")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (where the platform allows opening a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        write_atomic(self.path, json.dumps(document, indent=2, sort_keys=True).encode("utf-8"))
 
 
 def _encode(op: PendingOperation) -> dict[str, Any]:
