@@ -17,6 +17,7 @@ docs/cloud-conformance.md, "Snowflake"):
   stand-in (moto) at `--s3-endpoint`: the statement must name a STORAGE_INTEGRATION that exists
   (`--integrations`) or CREDENTIALS = (AWS_KEY_ID = ... AWS_SECRET_KEY = ...), as Snowflake
   refuses a private bucket without either; the path is a prefix, as in Snowflake;
+- a NULL TIMESTAMP in a result reaches the client as NULL (fakesnow sent 1970-01-01);
 - MATCH_BY_COLUMN_NAME = CASE_SENSITIVE matches the table's column names as stored (fakesnow
   upper-cased them, so a quoted mixed-case column never matched).
 """
@@ -32,10 +33,12 @@ import urllib.parse
 from typing import Any
 
 import boto3
-
+import fakesnow.arrow as arrow_mod
 import fakesnow.copy_into as copy_mod
 import fakesnow.cursor as cursor_mod
 import fakesnow.server as server_mod
+import pyarrow as pa
+import pyarrow.compute as pc
 import snowflake.connector.errors as sf_errors
 import uvicorn
 from sqlglot import exp
@@ -49,13 +52,17 @@ LOAD_METADATA_DAYS = 64
 _original_copy_into = copy_mod.copy_into
 _clock_offset = datetime.timedelta()
 _clock_lock = threading.Lock()
-_settings: dict[str, Any] = {"s3_endpoint": "", "integrations": frozenset(), "integration_keys": ("", "")}
+_settings: dict[str, Any] = {
+    "s3_endpoint": "",
+    "integrations": frozenset(),
+    "integration_keys": ("", ""),
+}
 _mirror = tempfile.mkdtemp(prefix="snowflake_standin_s3_")
 
 
 def now() -> datetime.datetime:
     with _clock_lock:
-        return datetime.datetime.now(datetime.UTC) + _clock_offset
+        return datetime.datetime.now(datetime.timezone.utc) + _clock_offset
 
 
 def _error(msg: str, errno: int, sqlstate: str) -> sf_errors.ProgrammingError:
@@ -65,13 +72,17 @@ def _error(msg: str, errno: int, sqlstate: str) -> sf_errors.ProgrammingError:
 def _bool_option(param: exp.CopyParameter) -> bool:
     value = param.expression
     if isinstance(value, exp.Boolean):
-        return bool(value.this)
+        return value.this is True
     if value is None:
         return True
-    text = value.name.upper()
+    text = str(value.name).upper()
     if text in ("TRUE", "FALSE"):
         return text == "TRUE"
-    raise _error(f"SQL compilation error:\ninvalid value [{value.sql()}] for parameter '{param.this.name}'", 1008, "22023")
+    raise _error(
+        f"SQL compilation error:\ninvalid value [{value.sql()}] for parameter '{param.this.name}'",
+        1008,
+        "22023",
+    )
 
 
 def _pop_options(expr: exp.Copy) -> tuple[bool, bool, list[str]]:
@@ -116,8 +127,11 @@ def _check_authorization(expr: exp.Copy, source: str) -> tuple[str, str]:
                 3001,
                 "42501",
             )
-        return _settings["integration_keys"]
-    keys = {p.this.name.upper(): p.args["value"].name for p in credentials.args.get("credentials") or []}
+        key_id, secret = _settings["integration_keys"]
+        return str(key_id), str(secret)
+    keys = {
+        p.this.name.upper(): p.args["value"].name for p in credentials.args.get("credentials") or []
+    }
     if not {"AWS_KEY_ID", "AWS_SECRET_KEY"} <= set(keys):
         raise _error(
             "SQL compilation error:\nCREDENTIALS need AWS_KEY_ID and AWS_SECRET_KEY", 1008, "22023"
@@ -161,17 +175,29 @@ def _download(client: Any, url: str) -> str:
     return local
 
 
-def _loaded_at(meta: Any, catalog: str, schema: str, table: str, url: str) -> datetime.datetime | None:
+def _history(catalog: str) -> str:
+    """The load history table of a database (fakesnow's), its name quoted."""
+    quoted = exp.to_identifier(catalog, quoted=True).sql("duckdb")
+    return f"{quoted}._fs_information_schema._fs_load_history"
+
+
+def _loaded_at(
+    meta: Any, catalog: str, schema: str, table: str, url: str
+) -> datetime.datetime | None:
     meta.execute(
-        f"SELECT MAX(LAST_LOAD_TIME) FROM {catalog}._fs_information_schema._fs_load_history "
+        f"SELECT MAX(LAST_LOAD_TIME) FROM {_history(catalog)} "  # noqa: S608 - quoted name
         "WHERE FILE_NAME = ? AND TABLE_NAME = ? AND SCHEMA_NAME = ? AND STATUS = 'LOADED'",
         [url, table, schema],
     )
     row = meta.fetchone()
     if not row or row[0] is None:
         return None
-    value = row[0] if isinstance(row[0], datetime.datetime) else datetime.datetime.fromisoformat(str(row[0]))
-    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+    value = (
+        row[0]
+        if isinstance(row[0], datetime.datetime)
+        else datetime.datetime.fromisoformat(str(row[0]))
+    )
+    return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
 
 
 def copy_into(
@@ -195,11 +221,28 @@ def copy_into(
         client = _s3(keys)
         candidates = _s3_objects(client, source, files)
     elif source.startswith("@"):
-        stage_url = copy_mod.stage_url_from_var(source[1:], duck_conn, current_database, current_schema, table_stages, table)
-        urls = copy_mod._source_urls(stage_url, files) if files else copy_mod._source_glob(stage_url, duck_conn)
-        candidates = [(u, datetime.datetime.fromtimestamp(os.path.getmtime(copy_mod.stage.file_path(u)), datetime.UTC)) for u in urls if os.path.exists(copy_mod.stage.file_path(u))]
+        stage_url = copy_mod.stage_url_from_var(
+            source[1:], duck_conn, current_database, current_schema, table_stages, table
+        )
+        urls = (
+            copy_mod._source_urls(stage_url, files)
+            if files
+            else copy_mod._source_glob(stage_url, duck_conn)
+        )
+        candidates = [
+            (
+                u,
+                datetime.datetime.fromtimestamp(
+                    os.path.getmtime(copy_mod.stage.file_path(u)), datetime.timezone.utc
+                ),
+            )
+            for u in urls
+            if os.path.exists(copy_mod.stage.file_path(u))
+        ]
     else:
-        raise _error(f"SQL compilation error:\ninvalid URL prefix found in: '{source}'", 1011, "42601")
+        raise _error(
+            f"SQL compilation error:\ninvalid URL prefix found in: '{source}'", 1011, "42601"
+        )
 
     at = now()
     horizon = at - datetime.timedelta(days=LOAD_METADATA_DAYS)
@@ -217,14 +260,19 @@ def copy_into(
             local = _download(client, url) if client is not None else url
             one = expr.copy()
             one.set("files", [exp.Table(this=exp.Literal.string(local))])
-            one.append("params", exp.CopyParameter(this=exp.Var(this="FORCE"), expression=exp.Boolean(this=True)))
-            _original_copy_into(duck_conn, current_database, current_schema, one, table_stages, params)
+            one.append(
+                "params",
+                exp.CopyParameter(this=exp.Var(this="FORCE"), expression=exp.Boolean(this=True)),
+            )
+            _original_copy_into(
+                duck_conn, current_database, current_schema, one, table_stages, params
+            )
             for row in duck_conn.fetchall():
                 results.append((url if url.startswith("s3://") else row[0], *row[1:]))
                 loaded.append((url, int(row[3] or 0)))
         for url, rows in loaded:
             meta.execute(
-                f"INSERT INTO {catalog}._fs_information_schema._fs_load_history VALUES "
+                f"INSERT INTO {_history(catalog)} VALUES "  # noqa: S608 - quoted name
                 "(?, ?, ?, ?, 'LOADED', ?, ?, NULL, NULL, NULL, NULL, 0, 1)",
                 [schema, url, table.name, at.isoformat(), rows, rows],
             )
@@ -234,16 +282,33 @@ def copy_into(
         sql = "SELECT 'Copy executed with 0 files processed.' AS status"
         duck_conn.execute(sql)
         return sql
-    columns = ("file", "status", "rows_parsed", "rows_loaded", "error_limit", "errors_seen", "first_error",
-               "first_error_line", "first_error_character", "first_error_column_name")
-    sql = exp.select("*").from_(exp.values(results, alias="t", columns=columns)).sql(dialect="duckdb")
+    columns = (
+        "file",
+        "status",
+        "rows_parsed",
+        "rows_loaded",
+        "error_limit",
+        "errors_seen",
+        "first_error",
+        "first_error_line",
+        "first_error_character",
+        "first_error_column_name",
+    )
+    sql = (
+        exp.select("*").from_(exp.values(results, alias="t", columns=columns)).sql(dialect="duckdb")
+    )
     duck_conn.execute(sql)
-    return sql
+    return str(sql)
 
 
-def _get_table_columns(table: exp.Table, duck_conn: Any, current_database: str | None, current_schema: str | None) -> list[str]:
+def _get_table_columns(
+    table: exp.Table, duck_conn: Any, current_database: str | None, current_schema: str | None
+) -> list[str]:
     """The table's column names as stored (fakesnow upper-cased them)."""
-    return [name for name, _ in copy_mod._describe_table(table, duck_conn, current_database, current_schema)]
+    return [
+        name
+        for name, _ in copy_mod._describe_table(table, duck_conn, current_database, current_schema)
+    ]
 
 
 def _match_parquet_columns(parquet: list[str], target: list[str], mode: Any) -> dict[str, str]:
@@ -253,6 +318,21 @@ def _match_parquet_columns(parquet: list[str], target: list[str], mode: Any) -> 
         return {col: col for col in target if col in parquet}
     lookup = {name.upper(): name for name in parquet}
     return {col: lookup[col.upper()] for col in target if col.upper() in lookup}
+
+
+_original_timestamp_struct = arrow_mod.timestamp_to_sf_struct
+
+
+def timestamp_to_sf_struct(ts: Any) -> Any:
+    """fakesnow's timestamp result column with its NULLs kept (it sent NULL as 1970-01-01)."""
+    if isinstance(ts, pa.ChunkedArray):
+        ts = ts.combine_chunks()
+    mask = pc.is_null(ts)
+    if not pc.any(mask).as_py():
+        return _original_timestamp_struct(ts)
+    filled = _original_timestamp_struct(pc.fill_null(ts, pa.scalar(0, type=ts.type)))
+    children = [filled.field(i) for i in range(filled.type.num_fields)]
+    return pa.StructArray.from_arrays(children, fields=list(filled.type), mask=mask)
 
 
 async def move_clock(request: Request) -> JSONResponse:
@@ -282,6 +362,7 @@ def main() -> None:
     _settings["s3_endpoint"] = args.s3_endpoint.rstrip("/")
     _settings["integrations"] = frozenset(n for n in args.integrations.split(",") if n)
     cursor_mod.copy_into = copy_into
+    arrow_mod.timestamp_to_sf_struct = timestamp_to_sf_struct
     copy_mod._get_table_columns = _get_table_columns
     copy_mod._match_parquet_columns = _match_parquet_columns
     server_mod.app.router.routes.append(Route("/standin/clock", move_clock, methods=["POST"]))

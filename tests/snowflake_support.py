@@ -1,0 +1,105 @@
+"""The Snowflake stand-in for the tests: fakesnow's server (standins/snowflake.py) reading
+s3:// from the shared moto S3 server.
+
+It starts once per test process, on 127.0.0.1 and a free port, the first time a test asks for
+it, and stops (by its handle) when the process exits. Each test gets a fresh schema, so tests
+never see each other's tables. A stand-in that cannot start fails the test with the reason.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from aws_support import _shared, new_bucket, s3_stage, shared_moto
+
+from standins.moto_s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY
+from standins.snowflake import (
+    ACCOUNT,
+    DATABASE,
+    INTEGRATION,
+    PASSWORD,
+    USER,
+    SnowflakeStandin,
+    start_snowflake_standin,
+)
+from warehouses.s3 import S3Stage
+from warehouses.snowflake import SnowflakeWarehouse
+
+
+def shared_snowflake() -> SnowflakeStandin:
+    def start() -> SnowflakeStandin:
+        log = Path(tempfile.mkdtemp(prefix="syncd-fakesnow-")) / "fakesnow.log"
+        return start_snowflake_standin(log, s3_endpoint=shared_moto().endpoint_url)
+
+    return _shared("Snowflake (fakesnow)", start, lambda s: s.stop())
+
+
+def new_schema() -> str:
+    return f"S_{secrets.token_hex(4).upper()}"
+
+
+def snowflake_warehouse(schema: str | None = None, **options: Any) -> SnowflakeWarehouse:
+    """A SnowflakeWarehouse on the shared stand-in, in a fresh schema, reading S3 with the
+    storage integration the stand-in knows (or the options given)."""
+    standin = shared_snowflake()
+    settings: dict[str, Any] = {"storage_integration": INTEGRATION, **options}
+    if "aws_key_id" in settings:
+        settings.pop("storage_integration")
+    if "private_key_file" not in settings:
+        settings.setdefault("password", PASSWORD)
+    return SnowflakeWarehouse(
+        account=ACCOUNT,
+        user=USER,
+        database=DATABASE,
+        schema=schema or new_schema(),
+        host="127.0.0.1",
+        port=standin.port,
+        protocol="http",
+        login_timeout=30,
+        **settings,
+    )
+
+
+def snowflake_over_s3(folder: Path) -> tuple[SnowflakeWarehouse, S3Stage]:
+    return snowflake_warehouse(), s3_stage()
+
+
+def credentials_options() -> dict[str, str]:
+    """COPY with the S3 stand-in's keys instead of a storage integration."""
+    return {"aws_key_id": ACCESS_KEY_ID, "aws_secret_key": SECRET_ACCESS_KEY}
+
+
+def snowflake_overrides(schema: str, bucket: str) -> dict[str, object]:
+    """Config keys for syncd on the Snowflake stand-in over the moto bucket `bucket`."""
+    standin = shared_snowflake()
+    moto = shared_moto()
+    return {
+        "Provider": "snowflake",
+        "StagedFormat": "parquet",
+        "s3.Bucket": bucket,
+        "s3.Region": "us-east-1",
+        "s3.EndpointURL": moto.endpoint_url,
+        "snowflake.Account": ACCOUNT,
+        "snowflake.User": USER,
+        "snowflake.Password": PASSWORD,
+        "snowflake.Database": DATABASE,
+        "snowflake.Schema": schema,
+        "snowflake.StorageIntegration": INTEGRATION,
+        "snowflake.Host": "127.0.0.1",
+        "snowflake.Port": standin.port,
+        "snowflake.Protocol": "http",
+    }
+
+
+__all__ = [
+    "credentials_options",
+    "new_bucket",
+    "new_schema",
+    "shared_snowflake",
+    "snowflake_over_s3",
+    "snowflake_overrides",
+    "snowflake_warehouse",
+]
