@@ -42,6 +42,9 @@ def register_secrets(settings: Settings) -> None:
         settings.redshift.password,
         settings.redshift.credentials,
         settings.postgres.password,
+        settings.snowflake.password,
+        settings.snowflake.private_key_passphrase,
+        settings.snowflake.aws_secret_key,
         *(h.value for h in settings.additional_http_headers),
     ):
         register_secret(secret.reveal())

@@ -17,7 +17,9 @@ def build_stage(settings: Settings) -> Stage:
         from warehouses.local import LocalStage
 
         return LocalStage(settings.local.save_dir, settings.file_prefix)
-    if settings.provider == "aws":
+    if settings.provider == "aws" or (
+        settings.provider == "snowflake" and settings.snowflake.stage == "s3"
+    ):
         from warehouses.s3 import S3Stage
 
         s3 = settings.s3
@@ -30,7 +32,7 @@ def build_stage(settings: Settings) -> Stage:
             kms_key_id=s3.kms_key_id,
             timeout=s3.timeout.total_seconds(),
         )
-    if settings.provider == "gcp":
+    if settings.provider in ("gcp", "snowflake"):
         from warehouses.gcs import GCSStage
 
         gcs = settings.gcs
@@ -105,6 +107,33 @@ def build_warehouse(settings: Settings, stage: Stage, *, read_only: bool = False
             ssl=rs.ssl,
             statement_timeout=rs.statement_timeout.total_seconds(),
         )
+    if settings.provider == "snowflake":
+        from pathlib import Path
+
+        from warehouses.snowflake import SnowflakeWarehouse
+
+        sf = settings.snowflake
+        return SnowflakeWarehouse(
+            account=sf.account,
+            user=sf.user,
+            database=sf.database,
+            password=sf.password.reveal(),
+            private_key_file=Path(sf.private_key_file) if sf.private_key_file else None,
+            private_key_passphrase=sf.private_key_passphrase.reveal(),
+            role=sf.role,
+            warehouse=sf.warehouse,
+            schema=sf.database_schema,
+            export_table=sf.export_table,
+            sync_table=sf.sync_table,
+            rejects_table=sf.rejects_table,
+            stage=sf.stage,
+            storage_integration=sf.storage_integration,
+            aws_key_id=sf.aws_key_id,
+            aws_secret_key=sf.aws_secret_key.reveal(),
+            host=sf.host,
+            port=sf.port if sf.host else 0,
+            protocol=sf.protocol if sf.host else "",
+        )
     if settings.provider == "gcp":
         from warehouses.bigquery import BigQueryWarehouse
 
@@ -146,5 +175,9 @@ def destination(settings: Settings) -> str:
         return (
             f"Redshift database {rs.db} on {rs.host}:{rs.port}, staged in s3://{settings.s3.bucket}"
         )
+    if settings.provider == "snowflake":
+        sf = settings.snowflake
+        bucket = f"s3://{settings.s3.bucket}" if sf.stage == "s3" else f"gs://{settings.gcs.bucket}"
+        return f"Snowflake database {sf.database}.{sf.database_schema}, staged in {bucket}"
     bq = settings.bigquery
     return f"BigQuery dataset {bq.dataset}, staged in gs://{settings.gcs.bucket}"

@@ -23,6 +23,7 @@ SECTIONS: tuple[str, ...] = (
     "redshift",
     "gcs",
     "bigquery",
+    "snowflake",
     "metrics",
 )
 
@@ -35,6 +36,7 @@ SECTION_DOCS: dict[str, str] = {
     "redshift": 'Amazon Redshift, loaded with COPY from S3 (Provider = "aws").',
     "gcs": 'Google Cloud Storage, where files are staged for BigQuery (Provider = "gcp").',
     "bigquery": 'Google BigQuery, loaded with load jobs from GCS (Provider = "gcp").',
+    "snowflake": 'Snowflake, loaded with COPY INTO from Parquet staged in S3 or GCS (Provider = "snowflake").',
     "metrics": "The Prometheus metrics and health endpoint.",
 }
 
@@ -99,7 +101,7 @@ def _snake(name: str) -> str:
 
 K = Kind
 
-PROVIDERS = ("duckdb", "postgres", "local", "aws", "gcp")
+PROVIDERS = ("duckdb", "postgres", "local", "aws", "gcp", "snowflake")
 WAREHOUSE_ALIASES = {"local": "local", "redshift": "aws", "bigquery": "gcp"}
 
 
@@ -198,7 +200,7 @@ TOP_LEVEL: tuple[Key, ...] = (
         "duckdb",
         'Where files are staged and loaded: "duckdb" (local folder + embedded DuckDB), '
         '"postgres" (local folder + PostgreSQL), "local" (files in [local] SaveDir only), '
-        '"aws" (S3 + Redshift), "gcp" (GCS + BigQuery).',
+        '"aws" (S3 + Redshift), "gcp" (GCS + BigQuery), "snowflake" (S3 or GCS + Snowflake).',
         choices=PROVIDERS,
         hauser=True,
         new_meaning="hauser required it and knew local/aws/gcp only",
@@ -719,6 +721,85 @@ SECTION_KEYS: tuple[Key, ...] = (
         K.URL,
         "",
         "Custom BigQuery endpoint (an emulator); empty = Google.",
+    ),
+    # [snowflake]
+    Key(
+        "snowflake",
+        "Account",
+        K.STRING,
+        "",
+        'Account identifier, e.g. "myorg-myaccount"; required with Provider "snowflake".',
+    ),
+    Key("snowflake", "User", K.STRING, "", 'User; required with Provider "snowflake".'),
+    Key("snowflake", "Password", K.SECRET, "", "Password (or use PrivateKeyFile)."),
+    Key(
+        "snowflake",
+        "PrivateKeyFile",
+        K.STRING,
+        "",
+        "PEM private key for key-pair authentication (instead of Password).",
+        example='"/run/secrets/snowflake_key.p8"',
+    ),
+    Key(
+        "snowflake",
+        "PrivateKeyPassphrase",
+        K.SECRET,
+        "",
+        "Passphrase of an encrypted PrivateKeyFile.",
+    ),
+    Key("snowflake", "Role", K.STRING, "", "Role of the session; empty = the user's default."),
+    Key(
+        "snowflake",
+        "Warehouse",
+        K.STRING,
+        "",
+        "Virtual warehouse that runs the loads; empty = the user's default.",
+    ),
+    Key("snowflake", "Database", K.STRING, "", 'Database; required with Provider "snowflake".'),
+    Key(
+        "snowflake",
+        "Schema",
+        K.STRING,
+        "PUBLIC",
+        "Schema of the tables, used quoted (exactly as written: Snowflake's default schema is "
+        "PUBLIC, upper case).",
+        attr="database_schema",
+    ),
+    *_tables("snowflake", hauser=False),
+    Key(
+        "snowflake",
+        "Stage",
+        K.CHOICE,
+        "s3",
+        'Where files are staged: "s3" ([s3] Bucket, read by COPY INTO as an external location) '
+        'or "gcs" ([gcs] Bucket, through a StorageIntegration).',
+        choices=("s3", "gcs"),
+    ),
+    Key(
+        "snowflake",
+        "StorageIntegration",
+        K.STRING,
+        "",
+        "Storage integration COPY INTO reads the bucket with (required for GCS; for S3, set "
+        "this or AwsKeyId and AwsSecretKey).",
+    ),
+    Key("snowflake", "AwsKeyId", K.STRING, "", "S3 access key COPY INTO reads the bucket with."),
+    Key("snowflake", "AwsSecretKey", K.SECRET, "", "Secret of AwsKeyId."),
+    Key(
+        "snowflake",
+        "Host",
+        K.STRING,
+        "",
+        "Endpoint host instead of <Account>.snowflakecomputing.com (a stand-in, PrivateLink).",
+    ),
+    Key("snowflake", "Port", K.PORT, 443, "Endpoint port."),
+    Key(
+        "snowflake",
+        "Protocol",
+        K.CHOICE,
+        "https",
+        'Endpoint protocol; "http" only for a local stand-in.',
+        choices=("https", "http"),
     ),
     # [metrics]
     Key(

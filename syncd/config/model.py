@@ -18,7 +18,7 @@ from syncd.config.keys import KEYS, Key
 from syncd.config.secret import MASK, Secret
 from syncd.timeutil import format_duration, format_timestamp
 
-ProviderName = Literal["duckdb", "postgres", "local", "aws", "gcp"]
+ProviderName = Literal["duckdb", "postgres", "local", "aws", "gcp", "snowflake"]
 StagedFormatSetting = Literal["auto", "parquet", "csv", "ndjson"]
 LogFormat = Literal["auto", "json", "console"]
 
@@ -138,6 +138,29 @@ class BigQuerySettings:
 
 
 @dataclass(frozen=True)
+class SnowflakeSettings:
+    account: str
+    user: str
+    password: Secret
+    private_key_file: str
+    private_key_passphrase: Secret
+    role: str
+    warehouse: str
+    database: str
+    database_schema: str
+    export_table: str
+    sync_table: str
+    rejects_table: str
+    stage: Literal["s3", "gcs"]
+    storage_integration: str
+    aws_key_id: str
+    aws_secret_key: Secret
+    host: str
+    port: int
+    protocol: str
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     address: str  # "off" = no endpoint
 
@@ -191,6 +214,7 @@ class Settings:
     redshift: RedshiftSettings
     gcs: GCSSettings
     bigquery: BigQuerySettings
+    snowflake: SnowflakeSettings
     metrics: MetricsSettings
 
     def reveal_http_headers(self) -> list[tuple[str, str]]:
@@ -246,6 +270,7 @@ __all__ = [
     "PostgresSettings",
     "ProviderName",
     "RedshiftSettings",
+    "SnowflakeSettings",
     "S3Settings",
     "Settings",
     "StagedFormatSetting",

@@ -37,6 +37,7 @@ from syncd.config.model import (
     RedshiftSettings,
     S3Settings,
     Settings,
+    SnowflakeSettings,
     duration_text,
 )
 from syncd.errors import ConfigError
@@ -69,6 +70,7 @@ _WAREHOUSE_SECTION = {
     "postgres": "postgres",
     "aws": "redshift",
     "gcp": "bigquery",
+    "snowflake": "snowflake",
 }
 
 
@@ -348,6 +350,8 @@ class _Settle:
                 self.problem("[s3] KMSKeyId", "is only used with ServerSideEncryption = 'aws:kms'")
         if provider == "gcp":
             self._require("[gcs] Bucket", provider)
+        if provider == "snowflake":
+            self._snowflake(storage_only)
         section = _WAREHOUSE_SECTION.get(provider)
         if storage_only or section is None:
             return
@@ -355,10 +359,13 @@ class _Settle:
             "postgres": ("User", "DB"),
             "redshift": ("Host", "DB", "User"),
             "bigquery": ("Project", "Dataset"),
+            "snowflake": ("Account", "User", "Database"),
         }.get(section, ())
         for name in required:
             self._require(f"[{section}] {name}", provider)
         names = [f"[{section}] {t}" for t in ("ExportTable", "SyncTable", "RejectsTable")]
+        if section == "snowflake":
+            names.append("[snowflake] Schema")
         if section in ("postgres", "redshift"):
             schema = self.get(f"[{section}] DatabaseSchema")
             if not (section == "redshift" and str(schema).lower() == "search_path"):
@@ -405,6 +412,39 @@ class _Settle:
                 "required with Provider 'aws' (or [redshift] Credentials) so COPY can read S3",
             )
 
+    def _snowflake(self, storage_only: bool) -> None:
+        """Provider "snowflake": the stage's bucket, and how COPY INTO and the session log in."""
+        stage = self.get("[snowflake] Stage")
+        self._require("[gcs] Bucket" if stage == "gcs" else "[s3] Bucket", "snowflake")
+        if storage_only:
+            return
+        integration = self.get("[snowflake] StorageIntegration")
+        keys = self.get("[snowflake] AwsKeyId"), self.get("[snowflake] AwsSecretKey").reveal()
+        if integration:
+            self._identifier("[snowflake] StorageIntegration")
+        if stage == "gcs" and not integration:
+            self.problem("[snowflake] StorageIntegration", "required with Stage = 'gcs'")
+        elif stage == "s3" and not integration and not all(keys):
+            self.problem(
+                "[snowflake] StorageIntegration",
+                "required with Stage = 's3' (or [snowflake] AwsKeyId and AwsSecretKey) so "
+                "COPY INTO can read S3",
+            )
+        elif integration and any(keys):
+            self.problem(
+                "[snowflake] StorageIntegration", "and [snowflake] AwsKeyId are both set; set one"
+            )
+        password = self.get("[snowflake] Password").reveal()
+        key_file = self.get("[snowflake] PrivateKeyFile")
+        if password and key_file:
+            self.problem(
+                "[snowflake] Password", "and [snowflake] PrivateKeyFile are both set; set one"
+            )
+        elif not password and not key_file:
+            self.problem(
+                "[snowflake] Password", "required with Provider 'snowflake' (or PrivateKeyFile)"
+            )
+
     def _clustering(self, columns: tuple[str, ...]) -> None:
         label = "[bigquery] Clustering"
         if len(columns) > MAX_CLUSTERING_COLUMNS:
@@ -431,6 +471,7 @@ class _Settle:
             redshift=RedshiftSettings(**fields("redshift")),
             gcs=GCSSettings(**fields("gcs")),
             bigquery=BigQuerySettings(**fields("bigquery")),
+            snowflake=SnowflakeSettings(**fields("snowflake")),
             metrics=MetricsSettings(**fields("metrics")),
         )
 
