@@ -111,7 +111,9 @@ def _check_authorization(expr: exp.Copy, source: str) -> tuple[str, str]:
     expr.set("credentials", None)
     if not source.startswith(("s3://", "gcs://", "azure://")):
         return "", ""
-    if credentials is None:
+    if credentials is None or not (
+        credentials.args.get("storage") or credentials.args.get("credentials")
+    ):
         raise _error(
             f"Failure using stage area. Cause: [Access Denied (Status Code: 403; Error Code: "
             f"AccessDenied)] for {source}: no STORAGE_INTEGRATION or CREDENTIALS",
@@ -255,7 +257,7 @@ def copy_into(
             if not force:
                 if last is not None and last > horizon:
                     continue  # loaded in the last 64 days: skipped, silently
-                if last is None and modified <= horizon and not uncertain:
+                if modified <= horizon and not uncertain:
                     continue  # too old to know: skipped unless LOAD_UNCERTAIN_FILES
             local = _download(client, url) if client is not None else url
             one = expr.copy()
