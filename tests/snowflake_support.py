@@ -45,7 +45,12 @@ def snowflake_warehouse(schema: str | None = None, **options: Any) -> SnowflakeW
     """A SnowflakeWarehouse on the shared stand-in, in a fresh schema, reading S3 with the
     storage integration the stand-in knows (or the options given)."""
     standin = shared_snowflake()
-    settings: dict[str, Any] = {"storage_integration": INTEGRATION, **options}
+    settings: dict[str, Any] = {
+        "storage_integration": INTEGRATION,
+        "port": standin.port,
+        "login_timeout": 30,
+        **options,
+    }
     if "aws_key_id" in settings:
         settings.pop("storage_integration")
     if "private_key_file" not in settings:
@@ -56,9 +61,7 @@ def snowflake_warehouse(schema: str | None = None, **options: Any) -> SnowflakeW
         database=DATABASE,
         schema=schema or new_schema(),
         host="127.0.0.1",
-        port=standin.port,
         protocol="http",
-        login_timeout=30,
         **settings,
     )
 
