@@ -253,9 +253,7 @@ def test_snowflake_errors_are_sorted(errno: int, kind: str, transient: bool) -> 
     assert map_snowflake_error(exc, "commit").transient is transient
 
 
-def test_a_local_file_is_refused(
-    staged_files: StagedFiles, stage: S3Stage
-) -> None:
+def test_a_local_file_is_refused(staged_files: StagedFiles, stage: S3Stage) -> None:
     wh = snowflake_warehouse()
     wh.ensure_tables(export_columns())
     staged = stage_batch(staged_files, stage)
