@@ -1,6 +1,10 @@
 """The Snowflake stand-in for the tests: fakesnow's server (standins/snowflake.py) reading
 s3:// from the shared moto S3 server.
 
+Also a crash runner: `python tests/snowflake_support.py POINT[@N] once -c syncd.toml` is
+`tests/crash_runner.py` with one more point, `sf_loaded` (COPY INTO and the CustomVars
+conversion done inside the open commit transaction).
+
 It starts once per test process, on 127.0.0.1 and a free port, the first time a test asks for
 it, and stops (by its handle) when the process exits. Each test gets a fresh schema, so tests
 never see each other's tables. A stand-in that cannot start fails the test with the reason.
@@ -97,6 +101,26 @@ def snowflake_overrides(schema: str, bucket: str) -> dict[str, object]:
     }
 
 
+def snowflake_rows(schema: str, table: str = "fsexport") -> list[dict[str, Any]]:
+    """Every row of a table on the stand-in, keyed by column name (syncd's spelling, as
+    stored: every name is quoted)."""
+    con = shared_snowflake().connect(schema=schema)
+    try:
+        cursor = con.cursor()
+        cursor.execute(f'SELECT * FROM "{schema}"."{table}"')  # noqa: S608 - test names
+        names = [d[0] for d in cursor.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    finally:
+        con.close()
+
+
+def _install_sf_loaded(crash: Any) -> None:
+    """`sf_loaded`: COPY INTO ran inside the open commit transaction; nothing committed yet."""
+    import crash_runner
+
+    crash_runner._after(SnowflakeWarehouse, "_load", crash, lambda _: True)
+
+
 __all__ = [
     "credentials_options",
     "new_bucket",
@@ -104,5 +128,15 @@ __all__ = [
     "shared_snowflake",
     "snowflake_over_s3",
     "snowflake_overrides",
+    "snowflake_rows",
     "snowflake_warehouse",
 ]
+
+
+if __name__ == "__main__":
+    import sys
+
+    import crash_runner
+
+    crash_runner.POINTS["sf_loaded"] = _install_sf_loaded
+    sys.exit(crash_runner.main(sys.argv[1:]))
