@@ -56,6 +56,7 @@ CI_SETTINGS = {
     "postgres": ci_settings("postgres", kills=3, days=2, max_delay=3.0),
     "redshift": ci_settings("redshift", kills=3, days=1, max_delay=4.5),
     "bigquery": ci_settings("bigquery", kills=2, days=1, max_delay=5.0),
+    "snowflake": ci_settings("snowflake", kills=5, days=1, max_delay=6.0),
 }
 
 
