@@ -226,11 +226,12 @@ def copy_into(
         stage_url = copy_mod.stage_url_from_var(
             source[1:], duck_conn, current_database, current_schema, table_stages, table
         )
-        urls = (
-            copy_mod._source_urls(stage_url, files)
-            if files
-            else copy_mod._source_glob(stage_url, duck_conn)
-        )
+        if files and copy_mod.stage.is_internal(stage_url):  # fakesnow wanted a URL scheme
+            urls = [os.path.join(stage_url, name) for name in files]
+        elif files:
+            urls = copy_mod._source_urls(stage_url, files)
+        else:
+            urls = copy_mod._source_glob(stage_url, duck_conn)
         candidates = [
             (
                 u,

@@ -29,6 +29,7 @@ from standins.snowflake import (
     SnowflakeStandin,
     start_snowflake_standin,
 )
+from warehouses.local import LocalStage
 from warehouses.s3 import S3Stage
 from warehouses.snowflake import SnowflakeWarehouse
 
@@ -50,7 +51,7 @@ def snowflake_warehouse(schema: str | None = None, **options: Any) -> SnowflakeW
     storage integration the stand-in knows (or the options given)."""
     standin = shared_snowflake()
     settings: dict[str, Any] = {
-        "storage_integration": INTEGRATION,
+        "storage_integration": "" if options.get("stage") == "internal" else INTEGRATION,
         "port": standin.port,
         "login_timeout": 30,
         **options,
@@ -74,27 +75,37 @@ def snowflake_over_s3(folder: Path) -> tuple[SnowflakeWarehouse, S3Stage]:
     return snowflake_warehouse(), s3_stage()
 
 
+def snowflake_over_internal(folder: Path) -> tuple[SnowflakeWarehouse, LocalStage]:
+    """Staged in a local folder, uploaded with PUT to the table's own stage."""
+    return snowflake_warehouse(stage="internal"), LocalStage(folder / "stage")
+
+
 def credentials_options() -> dict[str, str]:
     """COPY with the S3 stand-in's keys instead of a storage integration."""
     return {"aws_key_id": ACCESS_KEY_ID, "aws_secret_key": SECRET_ACCESS_KEY}
 
 
-def snowflake_overrides(schema: str, bucket: str) -> dict[str, object]:
-    """Config keys for syncd on the Snowflake stand-in over the moto bucket `bucket`."""
+def snowflake_overrides(schema: str, bucket: str = "") -> dict[str, object]:
+    """Config keys for syncd on the Snowflake stand-in over the moto bucket `bucket`, or over
+    the table's internal stage when no bucket is given."""
     standin = shared_snowflake()
-    moto = shared_moto()
+    staging: dict[str, object] = {"snowflake.Stage": "internal"}
+    if bucket:
+        staging = {
+            "s3.Bucket": bucket,
+            "s3.Region": "us-east-1",
+            "s3.EndpointURL": shared_moto().endpoint_url,
+            "snowflake.StorageIntegration": INTEGRATION,
+        }
     return {
         "Provider": "snowflake",
         "StagedFormat": "parquet",
-        "s3.Bucket": bucket,
-        "s3.Region": "us-east-1",
-        "s3.EndpointURL": moto.endpoint_url,
+        **staging,
         "snowflake.Account": ACCOUNT,
         "snowflake.User": USER,
         "snowflake.Password": PASSWORD,
         "snowflake.Database": DATABASE,
         "snowflake.Schema": schema,
-        "snowflake.StorageIntegration": INTEGRATION,
         "snowflake.Host": "127.0.0.1",
         "snowflake.Port": standin.port,
         "snowflake.Protocol": "http",
@@ -126,6 +137,7 @@ __all__ = [
     "new_bucket",
     "new_schema",
     "shared_snowflake",
+    "snowflake_over_internal",
     "snowflake_over_s3",
     "snowflake_overrides",
     "snowflake_rows",

@@ -73,6 +73,10 @@ def snowflake_over_s3(folder: Path) -> Adapter:
     return Adapter(*snowflake_support.snowflake_over_s3(folder))
 
 
+def snowflake_over_internal(folder: Path) -> Adapter:
+    return Adapter(*snowflake_support.snowflake_over_internal(folder))
+
+
 ADAPTERS = [
     pytest.param(duckdb_over_local, id="duckdb"),
     pytest.param(storage_only_over_local, id="storage-only"),
@@ -80,6 +84,7 @@ ADAPTERS = [
     pytest.param(storage_only_over_s3, id="storage-only-s3"),
     pytest.param(redshift_over_s3, id="redshift"),
     pytest.param(snowflake_over_s3, id="snowflake"),
+    pytest.param(snowflake_over_internal, id="snowflake-internal"),
     pytest.param(bigquery_over_gcs, id="bigquery"),
     pytest.param(storage_only_over_gcs, id="storage-only-gcs"),
 ]

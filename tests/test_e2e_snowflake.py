@@ -94,6 +94,18 @@ def test_a_rolled_back_day_is_loaded_again_from_the_same_file_names(
     assert_rows_equal(snowflake_rows(schema), expected_segment_rows(sim, WINDOWS))
 
 
+def test_over_the_internal_stage_the_table_equals_the_simulators_events(
+    tmp_path: Path, sim: Simulator, schema: str
+) -> None:
+    files = write_config(tmp_path, sim, START, snowflake_overrides(schema))
+    assert once(files) == EXIT_OK
+    assert_rows_equal(snowflake_rows(schema), expected_segment_rows(sim, WINDOWS))
+    day = ["--day", "2026-11-02"]
+    assert run_cli(["rollback", "-c", str(files.config), *day, "--yes"]) == EXIT_OK
+    assert once(files) == EXIT_OK
+    assert_rows_equal(snowflake_rows(schema), expected_segment_rows(sim, WINDOWS))
+
+
 #: A few points across a batch: each kills the second batch (the first is committed).
 CRASH_POINTS = ("staged", "sf_loaded", "committed")
 

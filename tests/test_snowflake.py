@@ -277,3 +277,43 @@ def test_the_config_builds_the_snowflake_warehouse_over_s3() -> None:
     del data["snowflake"]["StorageIntegration"]
     with pytest.raises(ConfigError, match="StorageIntegration"):
         settings_from_mapping(data, env={})
+
+
+def test_the_internal_stage_puts_the_file_into_the_tables_own_stage(
+    staged_files: StagedFiles, tmp_path: Path
+) -> None:
+    wh = snowflake_warehouse(stage="internal")
+    assert wh.capabilities.remote_stage is False
+    assert wh._table_stage() == f'@"{wh.tables.schema}"."%fsexport"'
+    wh.ensure_tables(export_columns())
+    staged = staged_files.in_place(stage_batch_locally(staged_files))
+    record = record_for(staged.batch, staged.uri)
+    wh.commit_batch(staged, record)
+    wh.rollback_days(date(2024, 3, 1), date(2024, 3, 1))
+    wh.commit_batch(staged, record)  # the same file name again: loaded, not skipped
+    assert len(wh.read_rows(staged.batch.key.id)) == 3
+    s3 = StagedBatch(batch=staged.batch, uri="s3://bucket/x.parquet", rejects_uri=None)
+    with pytest.raises(TerminalLoadError, match="uploads a local file"):
+        wh.commit_batch(s3, record)
+    wh.close()
+
+
+def stage_batch_locally(staged_files: StagedFiles) -> TransformedBatch:
+    key = staged_files.key("2024-03-01T00:00:00Z")
+    rejects = [{"position": 3, "reason": "not an object", "raw": "42"}]
+    return staged_files.write(key, staged_files.rows(key, 3), "parquet", rejects)
+
+
+def test_the_config_builds_the_internal_stage_without_a_bucket() -> None:
+    from warehouses.local import LocalStage
+
+    data: dict[str, Any] = {}
+    for dotted, value in snowflake_overrides(new_schema()).items():
+        section, _, name = dotted.rpartition(".")
+        (data.setdefault(section, {}) if section else data)[name] = value
+    settings = settings_from_mapping(data, env={}).settings
+    stage = build_stage(settings)
+    assert isinstance(stage, LocalStage)
+    wh = build_warehouse(settings, stage)
+    assert isinstance(wh, SnowflakeWarehouse) and wh.capabilities.remote_stage is False
+    wh.close()

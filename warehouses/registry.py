@@ -13,7 +13,9 @@ from warehouses.base import Stage, Warehouse
 
 def build_stage(settings: Settings) -> Stage:
     """The stage for the provider: a local folder for duckdb, postgres and local; S3 for aws."""
-    if settings.provider in ("duckdb", "postgres", "local"):
+    if settings.provider in ("duckdb", "postgres", "local") or (
+        settings.provider == "snowflake" and settings.snowflake.stage == "internal"
+    ):
         from warehouses.local import LocalStage
 
         return LocalStage(settings.local.save_dir, settings.file_prefix)
@@ -177,7 +179,11 @@ def destination(settings: Settings) -> str:
         )
     if settings.provider == "snowflake":
         sf = settings.snowflake
-        bucket = f"s3://{settings.s3.bucket}" if sf.stage == "s3" else f"gs://{settings.gcs.bucket}"
-        return f"Snowflake database {sf.database}.{sf.database_schema}, staged in {bucket}"
+        staged = {
+            "s3": f"s3://{settings.s3.bucket}",
+            "gcs": f"gs://{settings.gcs.bucket}",
+            "internal": "the table's own stage",
+        }[sf.stage]
+        return f"Snowflake database {sf.database}.{sf.database_schema}, staged in {staged}"
     bq = settings.bigquery
     return f"BigQuery dataset {bq.dataset}, staged in gs://{settings.gcs.bucket}"

@@ -25,7 +25,9 @@ FLOAT, timestamps TIMESTAMP_NTZ holding UTC (as hauser's tables), CustomVars VAR
 
 Stages: "s3" (an external location, read with a storage integration or with the S3 keys given
 in the COPY, which are then a literal in the statement: never logged, and every error passes
-through `redact`), "gcs" (a storage integration only, as Snowflake requires for GCS).
+through `redact`), "gcs" (a storage integration only, as Snowflake requires for GCS), or
+"internal": the transform's local file is uploaded with PUT to the export table's own stage
+(`@"<schema>"."%<table>"`) inside the commit, then loaded with FILES = ('<name>') and PURGE.
 
 Authentication: a password, or a key pair (PrivateKeyFile, PEM, optionally encrypted with
 PrivateKeyPassphrase); the key is read and handed to the driver as PKCS#8 DER.
@@ -33,6 +35,7 @@ PrivateKeyPassphrase); the key is read and handed to the driver as PKCS#8 DER.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets as _secrets
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -54,7 +57,7 @@ from warehouses.sql import Dialect, Query, TableNames, render
 
 log = structlog.get_logger(__name__)
 
-StageKind = Literal["s3", "gcs"]
+StageKind = Literal["s3", "gcs", "internal"]
 
 #: Snowflake's longest VARCHAR, in bytes.
 SNOWFLAKE_VARCHAR_MAX = 16 * 1024 * 1024
@@ -77,6 +80,11 @@ SNOWFLAKE = Dialect(
 _COPY = (
     "COPY INTO {table} FROM {uri} {authorization} FILE_FORMAT = (TYPE = PARQUET) "
     "MATCH_BY_COLUMN_NAME = CASE_SENSITIVE FORCE = TRUE"
+)
+_PUT = "PUT {file} {stage} AUTO_COMPRESS = FALSE OVERWRITE = TRUE"
+_COPY_INTERNAL = (
+    "COPY INTO {table} FROM {stage} FILES = ({name}) FILE_FORMAT = (TYPE = PARQUET) "
+    "MATCH_BY_COLUMN_NAME = CASE_SENSITIVE FORCE = TRUE PURGE = TRUE"
 )
 _PARSE_JSON = (
     "UPDATE {export} SET {column} = PARSE_JSON({column}::STRING) "
@@ -195,9 +203,11 @@ class SnowflakeWarehouse(DbApiWarehouse):
             TableNames(export=export_table, sync=sync_table, rejects=rejects_table, schema=schema),
             lease_clock=lease_clock,
         )
-        if stage == "gcs" and not storage_integration:
+        if stage == "internal":
+            self.capabilities = dataclasses.replace(self.capabilities, remote_stage=False)
+        elif stage == "gcs" and not storage_integration:
             raise TerminalLoadError('[snowflake] Stage = "gcs" needs a StorageIntegration')
-        if stage == "s3" and not storage_integration and not (aws_key_id and aws_secret_key):
+        elif stage == "s3" and not storage_integration and not (aws_key_id and aws_secret_key):
             raise TerminalLoadError(
                 '[snowflake] Stage = "s3" needs a StorageIntegration, or AwsKeyId and AwsSecretKey'
             )
@@ -268,14 +278,33 @@ class SnowflakeWarehouse(DbApiWarehouse):
 
     def _load(self, cursor: Any, staged: StagedBatch, record: SyncRecord) -> int:
         batch = staged.batch
-        uri = self._external_uri(staged.uri)
-        statement = render(
-            _COPY,
-            self.dialect,
-            table=self.tables.qualified(self.tables.export),
-            uri=quote_literal(uri, "the staged file's URI"),
-            authorization=self._authorization(),
-        )
+        table = self.tables.qualified(self.tables.export)
+        if self._stage == "internal":
+            path = _local_path(staged.uri)
+            stage = self._table_stage()
+            put = render(
+                _PUT,
+                self.dialect,
+                file=quote_literal(path.resolve().as_uri(), "the staged file's path"),
+                stage=stage,
+            )
+            cursor.execute(put)
+            cursor.fetchall()
+            statement = render(
+                _COPY_INTERNAL,
+                self.dialect,
+                table=table,
+                stage=stage,
+                name=quote_literal(path.name, "the staged file's name"),
+            )
+        else:
+            statement = render(
+                _COPY,
+                self.dialect,
+                table=table,
+                uri=quote_literal(self._external_uri(staged.uri), "the staged file's URI"),
+                authorization=self._authorization(),
+            )
         cursor.execute(statement)
         loaded = _rows_loaded(cursor)
         for column in batch.columns:
@@ -321,6 +350,14 @@ class SnowflakeWarehouse(DbApiWarehouse):
                 self._execute(cursor, Query(render(_CREATE_PROBE, self.dialect, probe=probe)))
                 self._execute(cursor, Query(render(_DROP_PROBE, self.dialect, probe=probe)))
 
+    def _table_stage(self) -> str:
+        """The export table's own stage: `@"<schema>"."%<table>"`."""
+        name = quote_identifier(self.tables.export)
+        stage = f'"%{name[1:]}'
+        if self.tables.schema is not None:
+            stage = f"{quote_identifier(self.tables.schema)}.{stage}"
+        return f"@{stage}"
+
     def _authorization(self) -> str:
         if self._integration:
             return f"STORAGE_INTEGRATION = {self._integration}"
@@ -337,6 +374,19 @@ class SnowflakeWarehouse(DbApiWarehouse):
             f"Snowflake with Stage = {self._stage!r} cannot load {uri!r}: stage the files in "
             f"{'S3' if self._stage == 's3' else 'GCS'}"
         )
+
+
+def _local_path(uri: str) -> Path:
+    """The local file of an internal-stage batch (a path or a file:// URI)."""
+    if uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(uri).path))
+    if "://" in uri:
+        raise TerminalLoadError(
+            f"Snowflake with Stage = 'internal' cannot load {uri!r}: it uploads a local file"
+        )
+    return Path(uri)
 
 
 def _rows_loaded(cursor: Any) -> int:

@@ -771,9 +771,10 @@ SECTION_KEYS: tuple[Key, ...] = (
         "Stage",
         K.CHOICE,
         "s3",
-        'Where files are staged: "s3" ([s3] Bucket, read by COPY INTO as an external location) '
-        'or "gcs" ([gcs] Bucket, through a StorageIntegration).',
-        choices=("s3", "gcs"),
+        'Where files are staged: "s3" ([s3] Bucket, read by COPY INTO as an external location), '
+        '"gcs" ([gcs] Bucket, through a StorageIntegration) or "internal" (the export table\'s '
+        "own Snowflake stage: each file is uploaded with PUT from [local] SaveDir).",
+        choices=("s3", "gcs", "internal"),
     ),
     Key(
         "snowflake",

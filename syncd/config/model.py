@@ -151,7 +151,7 @@ class SnowflakeSettings:
     export_table: str
     sync_table: str
     rejects_table: str
-    stage: Literal["s3", "gcs"]
+    stage: Literal["s3", "gcs", "internal"]
     storage_integration: str
     aws_key_id: str
     aws_secret_key: Secret

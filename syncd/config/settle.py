@@ -415,14 +415,21 @@ class _Settle:
     def _snowflake(self, storage_only: bool) -> None:
         """Provider "snowflake": the stage's bucket, and how COPY INTO and the session log in."""
         stage = self.get("[snowflake] Stage")
-        self._require("[gcs] Bucket" if stage == "gcs" else "[s3] Bucket", "snowflake")
+        if stage != "internal":
+            self._require("[gcs] Bucket" if stage == "gcs" else "[s3] Bucket", "snowflake")
+        elif storage_only:
+            self.problem(
+                "[snowflake] Stage", "'internal' stages in Snowflake: not with StorageOnly"
+            )
         if storage_only:
             return
         integration = self.get("[snowflake] StorageIntegration")
         keys = self.get("[snowflake] AwsKeyId"), self.get("[snowflake] AwsSecretKey").reveal()
         if integration:
             self._identifier("[snowflake] StorageIntegration")
-        if stage == "gcs" and not integration:
+        if stage == "internal":
+            pass  # PUT and COPY from the table's own stage need no storage authorization
+        elif stage == "gcs" and not integration:
             self.problem("[snowflake] StorageIntegration", "required with Stage = 'gcs'")
         elif stage == "s3" and not integration and not all(keys):
             self.problem(
