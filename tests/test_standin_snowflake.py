@@ -1,5 +1,8 @@
 """The Snowflake stand-in keeps the rules of Snowflake's documentation that syncd relies on
-(docs/cloud-conformance.md, "Snowflake"): each test here fails on plain fakesnow."""
+(docs/cloud-conformance.md, "Snowflake"). Load metadata (after a rollback, FORCE = FALSE, 64
+days and LOAD_UNCERTAIN_FILES), the external location's authorization and prefix, the
+CASE_SENSITIVE match and NULL timestamps are `standins/snowflake_server.py`'s additions; the DDL
+commit and the folding of unquoted names are fakesnow's own, tested so that they stay."""
 
 from __future__ import annotations
 
