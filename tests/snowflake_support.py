@@ -136,6 +136,7 @@ __all__ = [
     "credentials_options",
     "new_bucket",
     "new_schema",
+    "s3_stage",
     "shared_snowflake",
     "snowflake_over_internal",
     "snowflake_over_s3",

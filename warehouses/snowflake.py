@@ -91,6 +91,11 @@ _PARSE_JSON = (
     "WHERE {SyncdBatchId} = {p} AND {column} IS NOT NULL"
 )
 _INSERT_REJECTS = "INSERT INTO {rejects} ({columns}) VALUES ({placeholders})"
+#: First half of the commit's fence: Snowflake locks no row by reading it, so the commit touches
+#: its own lease row; a takeover's DELETE of the lease then waits for the commit to end.
+_TOUCH_LEASE = (
+    "UPDATE {lease} SET {ExpiresAt} = {ExpiresAt} WHERE {Name} = {p} AND {HolderId} = {p}"
+)
 _CREATE_PROBE = "CREATE TABLE {probe} ({ok} INTEGER)"
 _DROP_PROBE = "DROP TABLE IF EXISTS {probe}"
 
@@ -357,6 +362,16 @@ class SnowflakeWarehouse(DbApiWarehouse):
         if self.tables.schema is not None:
             stage = f"{quote_identifier(self.tables.schema)}.{stage}"
         return f"@{stage}"
+
+    def _fence(self, cursor: Any, action: str) -> None:
+        """The lease fence, made to hold until COMMIT: an UPDATE of this holder's own lease row
+        (DML takes the lease table's lock, which a takeover's DELETE must wait for), then the
+        read of the holder that refuses the commit when another syncd took over."""
+        holder, lease = self._lease_holder, self._lease
+        if holder is not None and lease is not None:
+            touch = render(_TOUCH_LEASE, self.dialect, lease=lease.table)
+            self._execute(cursor, Query(touch, (lease.name, holder.id)))
+        super()._fence(cursor, action)
 
     def _authorization(self) -> str:
         if self._integration:
