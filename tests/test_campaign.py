@@ -5,7 +5,8 @@ restarted, then checked against the simulator's events.
 
 The long run is `scripts/campaign.py` (see docs/reliability.md); both use
 `tests/campaign_support.py`. BigQuery and Redshift backfill one day instead of two, to keep
-the whole file at about a minute (10 to 20 s a warehouse).
+the whole file at about a minute (10 to 20 s a warehouse); Snowflake too, with 5 kills (its runs
+spend more of their time logging in, so fewer kills meet too few API faults; about 30 s).
 """
 
 from __future__ import annotations
