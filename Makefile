@@ -41,7 +41,7 @@ bench-quick: $(BIN)/.installed
 lock: $(BIN)/.installed
 	CUSTOM_COMPILE_COMMAND="make lock" PIP_CONFIG_FILE=/dev/null $(BIN)/pip-compile --quiet \
 		--generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
-		--extra aws --extra gcp --extra postgres -o requirements.lock pyproject.toml
+		--extra aws --extra gcp --extra postgres --extra snowflake -o requirements.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

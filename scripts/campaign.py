@@ -35,7 +35,13 @@ from campaign_support import CampaignSettings, run_campaign, summary_table  # no
 
 #: Kill delays (seconds) per warehouse: up to about one clean backfill run of two days
 #: (measured: DuckDB 6.5 s, PostgreSQL 6.1 s, Redshift 7.6 s, BigQuery 16.8 s).
-MAX_DELAY = {"duckdb": 6.5, "postgres": 6.0, "redshift": 7.5, "bigquery": 16.0}
+MAX_DELAY = {
+    "duckdb": 6.5,
+    "postgres": 6.0,
+    "redshift": 7.5,
+    "bigquery": 16.0,
+    "snowflake": 7.5,
+}
 #: Seconds between two API faults planned, per warehouse (unless --fault-gap): denser where
 #: runs are short, so that each backfill meets every kind.
 FAULT_GAP = {
@@ -43,6 +49,7 @@ FAULT_GAP = {
     "postgres": (0.1, 0.4),
     "redshift": (0.2, 0.8),
     "bigquery": (0.2, 0.8),
+    "snowflake": (0.2, 0.8),
 }
 
 

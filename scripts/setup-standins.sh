@@ -3,6 +3,7 @@
 # - Debian's chromium: the status page tests load the page in a real headless browser
 #   (installed as root when /usr/bin/chromium is absent; apt-get update first).
 # - The BigQuery emulator's own virtualenv; see standins/bigquery.py for why.
+# - The Snowflake stand-in's (fakesnow) own virtualenv; see standins/snowflake.py for why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x /usr/bin/chromium ]; then
@@ -14,4 +15,5 @@ if [ ! -x /usr/bin/chromium ]; then
     apt-get update -qq
     apt-get install -y -qq chromium
 fi
+"${PYTHON:-.venv/bin/python}" -m standins.snowflake
 exec "${PYTHON:-.venv/bin/python}" -m standins.bigquery

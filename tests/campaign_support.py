@@ -58,7 +58,7 @@ from syncd.timeutil import UTC, format_timestamp
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
-WAREHOUSES = ("duckdb", "postgres", "redshift", "bigquery")
+WAREHOUSES = ("duckdb", "postgres", "redshift", "bigquery", "snowflake")
 #: The backfill starts at a UTC midnight; "now" is frozen 90 minutes after its end, so with
 #: ExportDelay 1h every window of the backfill is ready and no later one is.
 BACKFILL_START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -166,6 +166,24 @@ def _bigquery_target() -> Target:
     )
 
 
+def _snowflake_target() -> Target:
+    from aws_support import new_bucket, shared_moto
+    from snowflake_support import new_schema, snowflake_overrides, snowflake_rows
+
+    moto, schema = shared_moto(), new_schema()
+    overrides = snowflake_overrides(schema, new_bucket(moto))
+
+    def read(root: Path, table: str) -> list[dict[str, Any]]:
+        import snowflake.connector.errors
+
+        try:
+            return snowflake_rows(schema, table)
+        except snowflake.connector.errors.ProgrammingError:  # killed before the table existed
+            return []
+
+    return Target(overrides, TESTS / "snowflake_support.py", dict(moto.environment()), read)
+
+
 def _rows_or_empty(read: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """A table's rows; none when syncd was killed before it created the table."""
     import psycopg
@@ -181,6 +199,7 @@ TARGETS: dict[str, Callable[[], Target]] = {
     "postgres": _postgres_target,
     "redshift": _redshift_target,
     "bigquery": _bigquery_target,
+    "snowflake": _snowflake_target,
 }
 
 

@@ -392,7 +392,7 @@ def test_a_key_given_twice_in_different_case_is_an_error() -> None:
         ),
         (
             {"Provider": "azure"},
-            "Provider: 'azure' is not one of 'duckdb', 'postgres', 'local', 'aws', 'gcp'",
+            "Provider: 'azure' is not one of 'duckdb', 'postgres', 'local', 'aws', 'gcp', 'snowflake'",
         ),
         ({"Source": "bundles"}, "Source: 'bundles' is not one of 'segment', 'legacy'"),
         ({"LogFormat": "xml"}, "LogFormat: 'xml' is not one of 'auto', 'json', 'console'"),

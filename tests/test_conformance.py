@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import aws_support
 import gcp_support
 import pytest
+import snowflake_support
 
 from syncd.batch import StagedBatch, StagedFormat, SyncRecord, TransformedBatch
 from syncd.errors import TerminalLoadError
@@ -68,12 +69,22 @@ def redshift_over_s3(folder: Path) -> Adapter:
     return Adapter(*aws_support.redshift_over_s3(folder))
 
 
+def snowflake_over_s3(folder: Path) -> Adapter:
+    return Adapter(*snowflake_support.snowflake_over_s3(folder))
+
+
+def snowflake_over_internal(folder: Path) -> Adapter:
+    return Adapter(*snowflake_support.snowflake_over_internal(folder))
+
+
 ADAPTERS = [
     pytest.param(duckdb_over_local, id="duckdb"),
     pytest.param(storage_only_over_local, id="storage-only"),
     pytest.param(postgres_over_local, id="postgres"),
     pytest.param(storage_only_over_s3, id="storage-only-s3"),
     pytest.param(redshift_over_s3, id="redshift"),
+    pytest.param(snowflake_over_s3, id="snowflake"),
+    pytest.param(snowflake_over_internal, id="snowflake-internal"),
     pytest.param(bigquery_over_gcs, id="bigquery"),
     pytest.param(storage_only_over_gcs, id="storage-only-gcs"),
 ]

@@ -108,7 +108,7 @@ def test_the_lock_pins_every_runtime_dependency_within_its_range() -> None:
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = list(project["dependencies"])
-    for extra in ("aws", "gcp", "postgres"):
+    for extra in ("aws", "gcp", "postgres", "snowflake"):
         wanted += project["optional-dependencies"][extra]
     locked = _locked()
     problems = []

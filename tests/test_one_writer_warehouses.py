@@ -209,7 +209,7 @@ def _postgres(in_schema: str, clock: Clock) -> list[Any]:
     return [make(), make()]
 
 
-@pytest.fixture(params=["postgres", "redshift", "bigquery"])
+@pytest.fixture(params=["postgres", "redshift", "bigquery", "snowflake"])
 def daemons(request: pytest.FixtureRequest, staged_files: StagedFiles) -> Iterator[Daemons]:
     clock = Clock()
     columns: tuple[Column, ...] = staged_files.columns
@@ -235,6 +235,22 @@ def daemons(request: pytest.FixtureRequest, staged_files: StagedFiles) -> Iterat
             key = staged_files.key(start)
             batch = staged_files.write(key, staged_files.rows(key, 3), "csv")
             staged = StagedBatch(batch, s3.put(batch.path, batch.path.name), None)
+            warehouse.commit_batch(staged, _record(staged))
+            return _record(staged)
+
+    elif request.param == "snowflake":
+        import snowflake_support
+
+        schema_name = snowflake_support.new_schema()
+        pair = [
+            snowflake_support.snowflake_warehouse(schema_name, lease_clock=clock) for _ in range(2)
+        ]
+        s3_stage = snowflake_support.s3_stage()
+
+        def commit(warehouse: Any, start: str) -> SyncRecord:
+            key = staged_files.key(start)
+            batch = staged_files.write(key, staged_files.rows(key, 3), "parquet")
+            staged = StagedBatch(batch, s3_stage.put(batch.path, batch.path.name), None)
             warehouse.commit_batch(staged, _record(staged))
             return _record(staged)
 

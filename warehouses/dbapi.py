@@ -285,7 +285,7 @@ class DbApiCore(ABC):
             with self._transaction("create the views") as cursor:
                 columns = [name for name, _ in self._columns(cursor, self.tables.export)]
                 for statement in view_statements(
-                    self.dialect.name, self.tables.export, self.tables.schema, columns
+                    self.dialect, self.tables.export, self.tables.schema, columns
                 ):
                     self._execute(cursor, Query(statement))
 

@@ -132,7 +132,7 @@ class WarehousePlugin:
     build: Callable[[Settings, Stage, bool], Warehouse] | None = None
     #: Where the data goes, in a few words ("the DuckDB file /data/syncd.duckdb").
     destination: Callable[[Settings], str] | None = None
-    #: A key (label) whose value names the stage instead of `stage`, e.g. a future
+    #: A key (label) whose value names the stage instead of `stage`, e.g.
     #: `[snowflake] Stage = "s3" | "gcs" | "internal"`.
     stage_key: str = ""
     #: hauser's `Warehouse = "<alias>"` values read as this provider.
@@ -154,9 +154,17 @@ class WarehousePlugin:
     demo_config: Callable[[Path], str] | None = None
     demo_summary: Callable[[Settings], tuple[str, str]] | None = None
 
+    #: Values of `stage_key` that name a registered stage by another name, as (value, stage):
+    #: Snowflake's ("internal", "local") keeps files in the local folder for the warehouse to
+    #: upload to its own stage.
+    stage_aliases: tuple[tuple[str, str], ...] = ()
+
     def stage_name(self, get: Callable[[str], Any]) -> str:
         """The stage in use; `get` reads a value by key label."""
-        return str(get(self.stage_key)) if self.stage_key else self.stage
+        if not self.stage_key:
+            return self.stage
+        value = str(get(self.stage_key))
+        return dict(self.stage_aliases).get(value, value)
 
 
 def table_keys(section: str, *, hauser: bool) -> tuple[Key, ...]:

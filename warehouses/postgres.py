@@ -309,7 +309,6 @@ def _server_version(cursor: Any) -> int:
 
 
 __all__ = [
-    "DbApiWarehouse",  # its home is warehouses.dbapi; still importable from here
     "PostgresWarehouse",
     "default_sslmode",
     "is_transient_sqlstate",

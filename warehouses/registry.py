@@ -27,6 +27,7 @@ PROVIDERS: dict[str, str] = {
     "local": "warehouses.local:PLUGIN",
     "aws": "warehouses.redshift:PLUGIN",
     "gcp": "warehouses.bigquery:PLUGIN",
+    "snowflake": "warehouses.snowflake:PLUGIN",
 }
 
 #: Stage name -> its StagePlugin.

@@ -164,12 +164,12 @@ _TYPE_FAMILIES: tuple[tuple[re.Pattern[str], FieldType], ...] = (
     (
         re.compile(
             r"^(BIGINT|INTEGER|INT|INT2|INT4|INT8|INT64|SMALLINT|TINYINT|HUGEINT|UBIGINT|"
-            r"UINTEGER|USMALLINT|UTINYINT|UHUGEINT|LONG)\b"
+            r"UINTEGER|USMALLINT|UTINYINT|UHUGEINT|LONG|NUMBER)\b"
         ),
         _I,
     ),
     (re.compile(r"^(DOUBLE|FLOAT|FLOAT4|FLOAT8|REAL|DECIMAL|NUMERIC)\b"), _F),
-    (re.compile(r"^(JSON|JSONB|SUPER)\b"), FieldType.JSON),
+    (re.compile(r"^(JSON|JSONB|SUPER|VARIANT)\b"), FieldType.JSON),
 )
 
 
