@@ -20,6 +20,7 @@ from syncd.config.table import key_table
 from syncd.errors import ConfigError
 from syncd.fields import dropped_fields, export_columns
 from syncd.observability.logging import register_secret
+from syncd.people import PeopleSync, PeopleWarehouse
 from syncd.pipeline import BatchSource, Pipeline, PipelineHooks, PipelineOptions
 from syncd.planner import WindowPlan
 from syncd.sources.batches import LegacySource, SegmentSource
@@ -222,8 +223,9 @@ def build_app(
     )
     if settings.create_views:
         hooks = [*hooks, ViewsAtStart(warehouse)]
+    source = build_source(settings, client)
     pipeline = Pipeline(
-        build_source(settings, client),
+        source,
         stage,
         warehouse,
         export_columns(settings.source, settings.include_mobile_apps_fields),
@@ -232,5 +234,29 @@ def build_app(
         hooks=hooks,
         stop=stop,
         clock=clock,
+        people=build_people(settings, source, stage, warehouse),
     )
     return App(settings, client, stage, warehouse, pipeline, http)
+
+
+def build_people(
+    settings: Settings, source: BatchSource, stage: Stage, warehouse: Warehouse
+) -> PeopleSync | None:
+    """ExportIndividuals: the people table's sync (`syncd.people`), sharing the events'
+    fetcher (one store of in-flight operations); None when off."""
+    if not settings.export_individuals:
+        return None
+    if not isinstance(source, SegmentSource):
+        raise ConfigError(['ExportIndividuals: exports individuals: needs Source "segment"'])
+    if not isinstance(warehouse, PeopleWarehouse):
+        raise ConfigError(
+            [f"ExportIndividuals: Provider {settings.provider!r} keeps no people table"]
+        )
+    return PeopleSync(
+        source.fetcher,
+        warehouse,
+        stage,
+        settings.individuals_table,
+        settings.state_dir / "work" / "people",
+        keep_staged=settings.keep_staged_files,
+    )

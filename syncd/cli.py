@@ -186,6 +186,9 @@ def cmd_run(args: argparse.Namespace, *, until_caught_up: bool) -> int:
     if summary.held is not None and until_caught_up:
         _err(f"batch {summary.held.batch_id} is held: {summary.held.error}")
         return EXIT_FAILED
+    if summary.people_error and until_caught_up:
+        _err(f"a people batch failed (tried again next run): {summary.people_error}")
+        return EXIT_FAILED
     return EXIT_OK
 
 

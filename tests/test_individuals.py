@@ -1,0 +1,218 @@
+"""ExportIndividuals end to end: `syncd once` against the simulator keeps the people table
+(`syncd.people`) equal to the simulator's individuals exports, the most recent export winning,
+with its own bookkeeping (`<IndividualsTable>_sync`); a replay changes nothing.
+
+The expectation is computed here from `Simulator.expected_individuals`, independently of
+syncd's transform: per window, oldest first, each individual's row replaces the one before.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_support import (
+    API_KEY,
+    SyncdFiles,
+    export_rows,
+    hour_windows,
+    read_table,
+    run_cli,
+    sync_rows,
+    write_config,
+)
+
+from syncd.cli import EXIT_CONFIG, EXIT_OK
+from syncd.people import PeopleBatch, people_batch_id, read_individuals
+from syncd.simulator import Simulator, SimulatorConfig
+from syncd.timeutil import UTC
+
+START = datetime(2026, 11, 1, 21, tzinfo=UTC)
+#: The first run sees three windows (21:00..00:00), the second five (..02:00).
+FIRST_NOW = datetime(2026, 11, 2, 1, 30, tzinfo=UTC)
+SECOND_NOW = datetime(2026, 11, 2, 3, 30, tzinfo=UTC)
+FIRST = hour_windows(START, datetime(2026, 11, 2, 0, tzinfo=UTC))
+ALL = hour_windows(START, datetime(2026, 11, 2, 2, tzinfo=UTC))
+EVENTS_PER_HOUR = 150
+#: Individuals come back across windows (with other user vars): "most recent wins" matters.
+RETURNING = 40
+IDENTITY = ("UserId", "UserCreated", "UserAppKey", "UserDisplayName", "UserEmail")
+
+
+def _naive(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC).replace(tzinfo=None)
+
+
+def expected_people(
+    sim: Simulator, windows: Sequence[tuple[datetime, datetime]]
+) -> dict[int, dict[str, Any]]:
+    """IndvId -> the row of the latest window the individual has events in."""
+    people: dict[int, dict[str, Any]] = {}
+    for start, end in windows:
+        for raw in sim.expected_individuals(start, end):
+            people[int(raw["IndvId"])] = {
+                "UserId": raw.get("UserId"),
+                "UserCreated": _naive(raw["UserCreated"]) if raw.get("UserCreated") else None,
+                "UserAppKey": raw.get("UserAppKey"),
+                "UserDisplayName": raw.get("UserDisplayName"),
+                "UserEmail": raw.get("UserEmail"),
+                "UserVars": {k: v for k, v in raw.items() if k.startswith("user_")},
+                "SyncdExportEnd": end.replace(tzinfo=None),
+                "SyncdBatchId": people_batch_id(start, end),
+            }
+    return people
+
+
+def _as_json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def stored_people(rows: Sequence[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The people table's rows keyed like `expected_people` (names folded by the warehouse
+    matched back to syncd's spelling)."""
+    spelled = {n.lower(): n for n in ("IndvId", *IDENTITY, "UserVars", "SyncdExportEnd")}
+    spelled["syncdbatchid"] = "SyncdBatchId"
+    out: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        named = {spelled.get(k.lower(), k): v for k, v in row.items()}
+        created = named["UserCreated"]
+        if isinstance(created, datetime) and created.tzinfo is not None:
+            created = created.astimezone(UTC).replace(tzinfo=None)
+        end = named["SyncdExportEnd"]
+        if isinstance(end, datetime) and end.tzinfo is not None:
+            end = end.astimezone(UTC).replace(tzinfo=None)
+        out[int(named["IndvId"])] = {
+            **{k: named[k] for k in ("UserId", "UserAppKey", "UserDisplayName", "UserEmail")},
+            "UserCreated": created,
+            "UserVars": _as_json(named["UserVars"]),
+            "SyncdExportEnd": end,
+            "SyncdBatchId": named["SyncdBatchId"],
+        }
+    return out
+
+
+def assert_people_equal(
+    stored: dict[int, dict[str, Any]], expected: dict[int, dict[str, Any]]
+) -> None:
+    assert sorted(stored) == sorted(expected)
+    for indv_id, row in expected.items():
+        assert stored[indv_id] == row, indv_id
+
+
+# -- DuckDB ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    config = SimulatorConfig(
+        api_key=API_KEY, events_per_hour=EVENTS_PER_HOUR, returning_individuals=RETURNING
+    )
+    with Simulator(config) as s:
+        yield s
+
+
+def duckdb_files(tmp_path: Path, sim: Simulator, **extra: object) -> SyncdFiles:
+    return write_config(tmp_path, sim, START, {"ExportIndividuals": True, **extra})
+
+
+def once(files: SyncdFiles, now: datetime) -> int:
+    return run_cli(["once", "-c", str(files.config)], now=now)
+
+
+def test_the_expectation_has_individuals_in_several_windows(sim: Simulator) -> None:
+    """The "most recent wins" tests below mean something: people recur across windows, and
+    their user vars differ between them."""
+    seen: dict[int, list[dict[str, Any]]] = {}
+    for start, end in ALL:
+        for raw in sim.expected_individuals(start, end):
+            seen.setdefault(int(raw["IndvId"]), []).append(raw)
+    recurring = [rows for rows in seen.values() if len(rows) > 1]
+    assert len(recurring) >= 5
+    assert any(
+        {k: v for k, v in a.items() if k.startswith("user_")}
+        != {k: v for k, v in b.items() if k.startswith("user_")}
+        for a, b, *_ in recurring
+    )
+
+
+def test_duckdb_people_table_follows_the_exports(tmp_path: Path, sim: Simulator) -> None:
+    files = duckdb_files(tmp_path, sim)
+    assert once(files, FIRST_NOW) == EXIT_OK
+    people = stored_people(read_table(files.duckdb, "fsindividuals"))
+    assert_people_equal(people, expected_people(sim, FIRST))
+    bookkeeping = read_table(files.duckdb, "fsindividuals_sync", order_by="WindowStart")
+    assert [r["SyncdBatchId"] for r in bookkeeping] == [people_batch_id(*w) for w in FIRST]
+    assert [r["RowsLoaded"] for r in bookkeeping] == [
+        len(sim.expected_individuals(*w)) for w in FIRST
+    ]
+    # the events' own bookkeeping never sees a people batch
+    assert {r["SyncdSource"] for r in sync_rows(files.duckdb)} == {"segment"}
+
+    # a later run: newer windows' values win for the people seen again
+    assert once(files, SECOND_NOW) == EXIT_OK
+    people = stored_people(read_table(files.duckdb, "fsindividuals"))
+    assert_people_equal(people, expected_people(sim, ALL))
+    assert len(read_table(files.duckdb, "fsindividuals_sync")) == len(ALL)
+    assert len(export_rows(files.duckdb)) == sum(len(sim.expected_events(*w)) for w in ALL)
+
+    # nothing left behind: no in-flight operation, no spool or work file
+    state = files.state_dir
+    assert not list((state / "spool").glob("individuals-*"))
+    assert "individuals" not in (state / "operations.json").read_text()
+
+    # caught up, a run changes nothing
+    before = read_table(files.duckdb, "fsindividuals", order_by="IndvId")
+    assert once(files, SECOND_NOW) == EXIT_OK
+    assert read_table(files.duckdb, "fsindividuals", order_by="IndvId") == before
+
+
+def _batch(sim: Simulator, tmp_path: Path, window: tuple[datetime, datetime]) -> PeopleBatch:
+    """The people batch syncd would commit for `window`, from the simulator's rows."""
+    start, end = window
+    path = tmp_path / f"{people_batch_id(start, end)}.ndjson"
+    path.write_text(
+        "".join(json.dumps(r) + "\n" for r in sim.expected_individuals(start, end)),
+        encoding="utf-8",
+    )
+    now = datetime(2026, 11, 3, tzinfo=UTC)
+    rows = read_individuals(path, people_batch_id(start, end), end, now)
+    return PeopleBatch(people_batch_id(start, end), start, end, "op", now, rows)
+
+
+def test_duckdb_replay_and_an_older_export_change_nothing(tmp_path: Path, sim: Simulator) -> None:
+    """A committed batch committed again is a no-op; an older window's batch committed after
+    a newer one never overwrites the newer rows (and is recorded)."""
+    from warehouses.duckdb import DuckDBWarehouse
+
+    wh = DuckDBWarehouse(tmp_path / "p.duckdb", reader_window=0)
+    try:
+        wh.ensure_people_tables("people")
+        wh.ensure_people_tables("people")  # reconciling again is harmless
+        newer = _batch(sim, tmp_path, ALL[-1])
+        assert wh.commit_people("people", newer) is True
+        assert wh.commit_people("people", newer) is False
+        older = _batch(sim, tmp_path, ALL[-2])
+        assert wh.commit_people("people", older) is True
+        assert wh.people_batch_ids("people") == {newer.batch_id, older.batch_id}
+        stored = stored_people(read_table(tmp_path / "p.duckdb", "people"))
+        expected = expected_people(sim, [ALL[-2], ALL[-1]])
+        assert_people_equal(stored, expected)
+        assert any(r["SyncdBatchId"] == older.batch_id for r in stored.values())
+    finally:
+        wh.close()
+
+
+def test_export_individuals_is_refused_with_storage_only(tmp_path: Path, sim: Simulator) -> None:
+    files = write_config(tmp_path, sim, START, {"ExportIndividuals": True, "Provider": "local"})
+    assert run_cli(["once", "-c", str(files.config)], now=FIRST_NOW) == EXIT_CONFIG
+
+
+def test_individuals_table_must_be_another_table(tmp_path: Path, sim: Simulator) -> None:
+    files = duckdb_files(tmp_path, sim, IndividualsTable="fsexport")
+    assert run_cli(["once", "-c", str(files.config)], now=FIRST_NOW) == EXIT_CONFIG
+    files = duckdb_files(tmp_path / "b", sim, IndividualsTable="no-such name")
+    assert run_cli(["once", "-c", str(files.config)], now=FIRST_NOW) == EXIT_CONFIG
