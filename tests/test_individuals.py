@@ -6,15 +6,28 @@ The expectation is computed here from `Simulator.expected_individuals`, independ
 syncd's transform: per window, oldest first, each individual's row replaces the one before.
 """
 
+# ruff: noqa: F811 - fixtures are imported by name from aws_support
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_support import (  # noqa: F401 - fixtures
+    AwsEnv,
+    aws,
+    aws_overrides,
+    bucket,
+    moto_s3,
+    postgres,
+    postgres_overrides,
+    redshift_proxy,
+    schema,
+    warehouse_rows,
+)
 from e2e_support import (
     API_KEY,
     SyncdFiles,
@@ -26,6 +39,7 @@ from e2e_support import (
     write_config,
 )
 
+from standins.redshift_proxy import RedshiftProxy
 from syncd.cli import EXIT_CONFIG, EXIT_OK
 from syncd.people import PeopleBatch, people_batch_id, read_individuals
 from syncd.simulator import Simulator, SimulatorConfig
@@ -139,35 +153,78 @@ def test_the_expectation_has_individuals_in_several_windows(sim: Simulator) -> N
     )
 
 
-def test_duckdb_people_table_follows_the_exports(tmp_path: Path, sim: Simulator) -> None:
-    files = duckdb_files(tmp_path, sim)
+#: Reads a table of the warehouse under test: (table) -> rows as dicts.
+TableReader = Callable[[str], list[dict[str, Any]]]
+
+
+def check_people_follow_the_exports(
+    files: SyncdFiles, sim: Simulator, read: TableReader, segment_rows: Callable[[], int]
+) -> None:
+    """Two `once` runs (three windows, then five), then a run with nothing new: the people
+    table equals the simulator's individuals, the most recent export winning; one people sync
+    row per window; the SyncTable holds segment batches only."""
     assert once(files, FIRST_NOW) == EXIT_OK
-    people = stored_people(read_table(files.duckdb, "fsindividuals"))
-    assert_people_equal(people, expected_people(sim, FIRST))
-    bookkeeping = read_table(files.duckdb, "fsindividuals_sync", order_by="WindowStart")
-    assert [r["SyncdBatchId"] for r in bookkeeping] == [people_batch_id(*w) for w in FIRST]
-    assert [r["RowsLoaded"] for r in bookkeeping] == [
+    assert_people_equal(stored_people(read("fsindividuals")), expected_people(sim, FIRST))
+    bookkeeping = sorted(
+        ({k.lower(): v for k, v in r.items()} for r in read("fsindividuals_sync")),
+        key=lambda r: r["windowstart"],
+    )
+    assert [r["syncdbatchid"] for r in bookkeeping] == [people_batch_id(*w) for w in FIRST]
+    assert [r["rowsloaded"] for r in bookkeeping] == [
         len(sim.expected_individuals(*w)) for w in FIRST
     ]
-    # the events' own bookkeeping never sees a people batch
-    assert {r["SyncdSource"] for r in sync_rows(files.duckdb)} == {"segment"}
 
-    # a later run: newer windows' values win for the people seen again
+    # a later run: the newer windows' values win for the individuals seen again
     assert once(files, SECOND_NOW) == EXIT_OK
-    people = stored_people(read_table(files.duckdb, "fsindividuals"))
-    assert_people_equal(people, expected_people(sim, ALL))
-    assert len(read_table(files.duckdb, "fsindividuals_sync")) == len(ALL)
-    assert len(export_rows(files.duckdb)) == sum(len(sim.expected_events(*w)) for w in ALL)
+    assert_people_equal(stored_people(read("fsindividuals")), expected_people(sim, ALL))
+    assert len(read("fsindividuals_sync")) == len(ALL)
+    assert segment_rows() == sum(len(sim.expected_events(*w)) for w in ALL)
 
-    # nothing left behind: no in-flight operation, no spool or work file
+    # nothing left behind: no in-flight operation, no spool file
     state = files.state_dir
     assert not list((state / "spool").glob("individuals-*"))
     assert "individuals" not in (state / "operations.json").read_text()
 
     # caught up, a run changes nothing
-    before = read_table(files.duckdb, "fsindividuals", order_by="IndvId")
+    before = stored_people(read("fsindividuals"))
     assert once(files, SECOND_NOW) == EXIT_OK
-    assert read_table(files.duckdb, "fsindividuals", order_by="IndvId") == before
+    assert stored_people(read("fsindividuals")) == before
+    assert len(read("fsindividuals_sync")) == len(ALL)
+
+
+def test_duckdb_people_table_follows_the_exports(tmp_path: Path, sim: Simulator) -> None:
+    files = duckdb_files(tmp_path, sim)
+    check_people_follow_the_exports(
+        files,
+        sim,
+        lambda table: read_table(files.duckdb, table),
+        lambda: len(export_rows(files.duckdb)),
+    )
+    # the events' own bookkeeping never sees a people batch
+    assert {r["SyncdSource"] for r in sync_rows(files.duckdb)} == {"segment"}
+
+
+def test_postgres_people_table_follows_the_exports(
+    tmp_path: Path, sim: Simulator, aws: AwsEnv
+) -> None:
+    overrides = {**postgres_overrides(aws.postgres, aws.schema), "ExportIndividuals": True}
+    files = write_config(tmp_path, sim, START, overrides)
+    check_people_follow_the_exports(
+        files, sim, lambda table: warehouse_rows(aws, table), lambda: len(warehouse_rows(aws))
+    )
+    assert {r["SyncdSource"] for r in warehouse_rows(aws, "fssync")} == {"segment"}
+
+
+def test_redshift_people_table_follows_the_exports(
+    tmp_path: Path, sim: Simulator, aws: AwsEnv, redshift_proxy: RedshiftProxy
+) -> None:
+    overrides = {**aws_overrides(aws), "ExportIndividuals": True}
+    files = write_config(tmp_path, sim, START, overrides)
+    check_people_follow_the_exports(
+        files, sim, lambda table: warehouse_rows(aws, table), lambda: len(warehouse_rows(aws))
+    )
+    assert {r["SyncdSource"] for r in warehouse_rows(aws, "fssync")} == {"segment"}
+    assert not [k for k in aws.keys() if "individuals" in k]  # nothing staged for people
 
 
 def _batch(sim: Simulator, tmp_path: Path, window: tuple[datetime, datetime]) -> PeopleBatch:
