@@ -227,6 +227,42 @@ def test_redshift_people_table_follows_the_exports(
     assert not [k for k in aws.keys() if "individuals" in k]  # nothing staged for people
 
 
+@pytest.fixture
+def short_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in's 500 fails in seconds, not after the client's 600 s of retries."""
+    import gcp_support
+
+    import warehouses.google_cloud
+
+    monkeypatch.setattr(warehouses.google_cloud, "RETRY_DEADLINE", gcp_support.FAST_RETRY_DEADLINE)
+
+
+def test_bigquery_people_table_follows_the_exports(
+    tmp_path: Path, sim: Simulator, short_retries: None
+) -> None:
+    import gcp_support
+
+    bucket, dataset = gcp_support.new_bucket(), gcp_support.new_dataset()
+    overrides: dict[str, object] = {
+        "Provider": "gcp",
+        "gcs.Bucket": bucket,
+        "gcs.EndpointURL": gcp_support.shared_gcs().endpoint,
+        "bigquery.Project": gcp_support.PROJECT,
+        "bigquery.Dataset": dataset,
+        "bigquery.EndpointURL": gcp_support.shared_bigquery().endpoint,
+        "ExportIndividuals": True,
+    }
+    files = write_config(tmp_path, sim, START, overrides)
+    check_people_follow_the_exports(
+        files,
+        sim,
+        lambda table: gcp_support.bq_rows(dataset, table),
+        lambda: len(gcp_support.bq_rows(dataset, "fsexport")),
+    )
+    # the staged people files are gone after their commits
+    assert not [n for n in gcp_support.object_names(bucket) if "individuals" in n]
+
+
 def _batch(sim: Simulator, tmp_path: Path, window: tuple[datetime, datetime]) -> PeopleBatch:
     """The people batch syncd would commit for `window`, from the simulator's rows."""
     start, end = window

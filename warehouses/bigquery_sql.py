@@ -419,3 +419,55 @@ def lease_fence(lease: str, name: str, holder_id: str) -> str:
         holder_id=literal(holder_id),
         lost=literal(LEASE_LOST),
     )
+
+
+# --- the people table (ExportIndividuals, `syncd.people`) -------------------------------------
+
+# One people batch, from its staging tables (`data`: the staged NDJSON, `row`: its sync row),
+# in one transaction and without IF (scripts stay plain statements): unless the batch's sync
+# row is there already, the stored rows of its individuals that no newer export wrote are
+# deleted; then its rows are inserted for the individuals the table no longer holds (on a
+# replay: none), and its sync row unless it is there. `end` is the export's end (a literal).
+_PEOPLE_COMMIT = """BEGIN TRANSACTION;
+DELETE FROM {people} WHERE {IndvId} IN (SELECT {IndvId} FROM {data}) AND {SyncdExportEnd} <= {end} AND NOT EXISTS (SELECT 1 FROM {sync} WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {row}));
+INSERT INTO {people} ({targets}) SELECT {expressions} FROM {data} AS s WHERE s.{IndvId} NOT IN (SELECT {IndvId} FROM {people});
+INSERT INTO {sync} ({sync_columns}) SELECT {sync_columns} FROM {row} WHERE NOT EXISTS (SELECT 1 FROM {sync} WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {row}));
+{fence}COMMIT TRANSACTION;"""
+_PEOPLE_COMMITTED = "SELECT COUNT(*) FROM {sync} WHERE {SyncdBatchId} = @batch_id"
+_PEOPLE_BATCHES = "SELECT {SyncdBatchId} FROM {sync}"
+
+
+def people_staged_type(type_: FieldType) -> str:
+    """How the staged NDJSON carries a people column: JSON as its text."""
+    return "STRING" if type_ == FieldType.JSON else BQ_TYPES[type_]
+
+
+def people_commit(people: str, sync: str, data: str, row: str, end: datetime, fence: str) -> str:
+    """The commit script of one people batch (quoted table names; see `_PEOPLE_COMMIT`)."""
+    targets: list[str] = []
+    expressions: list[str] = []
+    for column in sql.PEOPLE_COLUMNS:
+        source = f"s.{quote_identifier(column.name, '`')}"
+        key = (people_staged_type(column.type), BQ_TYPES[column.type])
+        targets.append(column.name)
+        expressions.append(_CONVERSIONS.get(key, "{column}").replace("{column}", source))
+    return render(
+        _PEOPLE_COMMIT,
+        people=people,
+        sync=sync,
+        data=data,
+        row=row,
+        end=timestamp(end),
+        fence=fence,
+        targets=columns(targets),
+        expressions=", ".join(expressions),
+        sync_columns=columns(c.name for c in sql.PEOPLE_SYNC_COLUMNS),
+    )
+
+
+def people_committed(sync: str) -> str:
+    return render(_PEOPLE_COMMITTED, sync=sync)
+
+
+def people_batches(sync: str) -> str:
+    return render(_PEOPLE_BATCHES, sync=sync)
