@@ -179,13 +179,14 @@ class ViewsAtStart(PipelineHooks):
     """`CreateViews = true`: create or replace the views (`warehouses.views`) once the tables
     are ready at start-up. A failure is logged as a warning (the sync goes on without them)."""
 
-    def __init__(self, warehouse: Warehouse) -> None:
+    def __init__(self, warehouse: Warehouse, people_table: str | None = None) -> None:
         self.warehouse = warehouse
+        self.people_table = people_table
 
     def after_start(self, records: Sequence[SyncRecord]) -> None:
         from warehouses.views import create_views
 
-        names = create_views(self.warehouse)
+        names = create_views(self.warehouse, self.people_table)
         log.info("views created or replaced", views=names)
 
 
@@ -222,7 +223,7 @@ def build_app(
         dropped_fields=dropped_fields(settings.include_mobile_apps_fields),
     )
     if settings.create_views:
-        hooks = [*hooks, ViewsAtStart(warehouse)]
+        hooks = [*hooks, ViewsAtStart(warehouse, people_table(settings))]
     source = build_source(settings, client)
     pipeline = Pipeline(
         source,
@@ -237,6 +238,11 @@ def build_app(
         people=build_people(settings, source, stage, warehouse),
     )
     return App(settings, client, stage, warehouse, pipeline, http)
+
+
+def people_table(settings: Settings) -> str | None:
+    """The people table when ExportIndividuals keeps one (fs_users reads it), else None."""
+    return settings.individuals_table if settings.export_individuals else None
 
 
 def build_people(

@@ -531,7 +531,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_views(args: argparse.Namespace) -> int:
+    from syncd.app import people_table
     from syncd.fields import export_columns
+    from syncd.people import PeopleWarehouse
     from warehouses.registry import build_stage, build_warehouse
     from warehouses.views import create_views
 
@@ -541,7 +543,10 @@ def cmd_views(args: argparse.Namespace) -> int:
         warehouse.ensure_tables(
             export_columns(settings.source, settings.include_mobile_apps_fields)
         )
-        names = create_views(warehouse)
+        people = people_table(settings)
+        if people is not None and isinstance(warehouse, PeopleWarehouse):
+            warehouse.ensure_people_tables(people)  # fs_users reads it
+        names = create_views(warehouse, people)
     finally:
         warehouse.close()
     print(f"created or replaced {len(names)} views: {', '.join(names)} (see docs/views.md)")

@@ -54,6 +54,7 @@ ALL = hour_windows(START, datetime(2026, 11, 2, 2, tzinfo=UTC))
 EVENTS_PER_HOUR = 150
 #: Individuals come back across windows (with other user vars): "most recent wins" matters.
 RETURNING = 40
+PEOPLE_KEYS: dict[str, object] = {"ExportIndividuals": True, "CreateViews": True}
 IDENTITY = ("UserId", "UserCreated", "UserAppKey", "UserDisplayName", "UserEmail")
 
 
@@ -130,7 +131,7 @@ def sim() -> Iterator[Simulator]:
 
 
 def duckdb_files(tmp_path: Path, sim: Simulator, **extra: object) -> SyncdFiles:
-    return write_config(tmp_path, sim, START, {"ExportIndividuals": True, **extra})
+    return write_config(tmp_path, sim, START, {**PEOPLE_KEYS, **extra})
 
 
 def once(files: SyncdFiles, now: datetime) -> int:
@@ -191,6 +192,19 @@ def check_people_follow_the_exports(
     assert stored_people(read("fsindividuals")) == before
     assert len(read("fsindividuals_sync")) == len(ALL)
 
+    # CreateViews: fs_users takes who each individual is from the people table
+    users = {int(_lower(u)["indvid"]): _lower(u) for u in read("fs_users")}
+    assert sorted(users) == sorted(before)
+    for indv_id, person in before.items():
+        shown = users[indv_id]
+        assert [shown[k.lower()] for k in ("UserId", *IDENTITY[2:])] == [
+            person[k] for k in ("UserId", *IDENTITY[2:])
+        ]
+
+
+def _lower(row: dict[str, Any]) -> dict[str, Any]:
+    return {k.lower(): v for k, v in row.items()}
+
 
 def test_duckdb_people_table_follows_the_exports(tmp_path: Path, sim: Simulator) -> None:
     files = duckdb_files(tmp_path, sim)
@@ -203,11 +217,27 @@ def test_duckdb_people_table_follows_the_exports(tmp_path: Path, sim: Simulator)
     # the events' own bookkeeping never sees a people batch
     assert {r["SyncdSource"] for r in sync_rows(files.duckdb)} == {"segment"}
 
+    # fs_users shows the people table's identity, not the events': change one person's name
+    import duckdb
+
+    some = next(iter(stored_people(read_table(files.duckdb, "fsindividuals"))))
+    with duckdb.connect(str(files.duckdb)) as con:
+        con.execute(
+            'UPDATE fsindividuals SET "UserDisplayName" = ? WHERE "IndvId" = ?', ["Renamed", some]
+        )
+    users = read_table(files.duckdb, "fs_users")
+    assert [u["UserDisplayName"] for u in users if u["IndvId"] == some] == ["Renamed"]
+    # and an individual the people table does not hold (yet) keeps the events' identity
+    with duckdb.connect(str(files.duckdb)) as con:
+        con.execute('DELETE FROM fsindividuals WHERE "IndvId" = ?', [some])
+    users = read_table(files.duckdb, "fs_users")
+    assert [u["UserDisplayName"] for u in users if u["IndvId"] == some] not in ([], ["Renamed"])
+
 
 def test_postgres_people_table_follows_the_exports(
     tmp_path: Path, sim: Simulator, aws: AwsEnv
 ) -> None:
-    overrides = {**postgres_overrides(aws.postgres, aws.schema), "ExportIndividuals": True}
+    overrides = {**postgres_overrides(aws.postgres, aws.schema), **PEOPLE_KEYS}
     files = write_config(tmp_path, sim, START, overrides)
     check_people_follow_the_exports(
         files, sim, lambda table: warehouse_rows(aws, table), lambda: len(warehouse_rows(aws))
@@ -218,7 +248,7 @@ def test_postgres_people_table_follows_the_exports(
 def test_redshift_people_table_follows_the_exports(
     tmp_path: Path, sim: Simulator, aws: AwsEnv, redshift_proxy: RedshiftProxy
 ) -> None:
-    overrides = {**aws_overrides(aws), "ExportIndividuals": True}
+    overrides = {**aws_overrides(aws), **PEOPLE_KEYS}
     files = write_config(tmp_path, sim, START, overrides)
     check_people_follow_the_exports(
         files, sim, lambda table: warehouse_rows(aws, table), lambda: len(warehouse_rows(aws))
@@ -250,7 +280,7 @@ def test_bigquery_people_table_follows_the_exports(
         "bigquery.Project": gcp_support.PROJECT,
         "bigquery.Dataset": dataset,
         "bigquery.EndpointURL": gcp_support.shared_bigquery().endpoint,
-        "ExportIndividuals": True,
+        **PEOPLE_KEYS,
     }
     files = write_config(tmp_path, sim, START, overrides)
     check_people_follow_the_exports(

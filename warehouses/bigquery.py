@@ -327,12 +327,16 @@ class BigQueryWarehouse:
         self._query(statements.script, (), action)
         return sql.rolled_back(first, last, rows_deleted, sync_rows_deleted, kept=len(keep))
 
-    def create_views(self) -> None:
-        """`warehouses.base.MakesViews`: create or replace the views, one DDL job each."""
+    def create_views(self, people_table: str | None = None) -> None:
+        """`warehouses.base.MakesViews`: create or replace the views, one DDL job each
+        (`fs_users` over `people_table` too, when given)."""
         from warehouses.views import view_statements
 
         columns = [c.name for c in self._table_columns(self.tables.export)]
-        for statement in view_statements("bigquery", self.tables.export, self.dataset, columns):
+        statements = view_statements(
+            "bigquery", self.tables.export, self.dataset, columns, people_table
+        )
+        for statement in statements:
             self._query(statement, (), "create the views")
 
     # --- the people table (`syncd.people`) ----------------------------------------------------

@@ -278,9 +278,10 @@ class DbApiCore(ABC):
             first, last, rows_deleted, sync_rows_deleted, rejects_deleted, kept=len(keep)
         )
 
-    def create_views(self) -> None:
+    def create_views(self, people_table: str | None = None) -> None:
         """`warehouses.base.MakesViews`: create or replace the analysis views over the export
-        table (`warehouses.views`, in this dialect) in one transaction."""
+        table (`warehouses.views`, in this dialect; `fs_users` over `people_table` too, when
+        given) in one transaction."""
         from warehouses.views import view_statements
 
         self._require_writable("create the views")
@@ -288,7 +289,7 @@ class DbApiCore(ABC):
             with self._transaction("create the views") as cursor:
                 columns = [name for name, _ in self._columns(cursor, self.tables.export)]
                 for statement in view_statements(
-                    self.dialect.name, self.tables.export, self.tables.schema, columns
+                    self.dialect.name, self.tables.export, self.tables.schema, columns, people_table
                 ):
                     self._execute(cursor, Query(statement))
 
