@@ -10,7 +10,7 @@ syncd's transform: per window, oldest first, each individual's row replaces the 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from e2e_support import (
     sync_rows,
     write_config,
 )
+from people_support import IDENTITY, assert_people_equal, expected_people, stored_people
 
 from standins.redshift_proxy import RedshiftProxy
 from syncd.cli import EXIT_CONFIG, EXIT_OK
@@ -55,67 +56,6 @@ EVENTS_PER_HOUR = 150
 #: Individuals come back across windows (with other user vars): "most recent wins" matters.
 RETURNING = 40
 PEOPLE_KEYS: dict[str, object] = {"ExportIndividuals": True, "CreateViews": True}
-IDENTITY = ("UserId", "UserCreated", "UserAppKey", "UserDisplayName", "UserEmail")
-
-
-def _naive(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC).replace(tzinfo=None)
-
-
-def expected_people(
-    sim: Simulator, windows: Sequence[tuple[datetime, datetime]]
-) -> dict[int, dict[str, Any]]:
-    """IndvId -> the row of the latest window the individual has events in."""
-    people: dict[int, dict[str, Any]] = {}
-    for start, end in windows:
-        for raw in sim.expected_individuals(start, end):
-            people[int(raw["IndvId"])] = {
-                "UserId": raw.get("UserId"),
-                "UserCreated": _naive(raw["UserCreated"]) if raw.get("UserCreated") else None,
-                "UserAppKey": raw.get("UserAppKey"),
-                "UserDisplayName": raw.get("UserDisplayName"),
-                "UserEmail": raw.get("UserEmail"),
-                "UserVars": {k: v for k, v in raw.items() if k.startswith("user_")},
-                "SyncdExportEnd": end.replace(tzinfo=None),
-                "SyncdBatchId": people_batch_id(start, end),
-            }
-    return people
-
-
-def _as_json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
-def stored_people(rows: Sequence[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    """The people table's rows keyed like `expected_people` (names folded by the warehouse
-    matched back to syncd's spelling)."""
-    spelled = {n.lower(): n for n in ("IndvId", *IDENTITY, "UserVars", "SyncdExportEnd")}
-    spelled["syncdbatchid"] = "SyncdBatchId"
-    out: dict[int, dict[str, Any]] = {}
-    for row in rows:
-        named = {spelled.get(k.lower(), k): v for k, v in row.items()}
-        created = named["UserCreated"]
-        if isinstance(created, datetime) and created.tzinfo is not None:
-            created = created.astimezone(UTC).replace(tzinfo=None)
-        end = named["SyncdExportEnd"]
-        if isinstance(end, datetime) and end.tzinfo is not None:
-            end = end.astimezone(UTC).replace(tzinfo=None)
-        out[int(named["IndvId"])] = {
-            **{k: named[k] for k in ("UserId", "UserAppKey", "UserDisplayName", "UserEmail")},
-            "UserCreated": created,
-            "UserVars": _as_json(named["UserVars"]),
-            "SyncdExportEnd": end,
-            "SyncdBatchId": named["SyncdBatchId"],
-        }
-    return out
-
-
-def assert_people_equal(
-    stored: dict[int, dict[str, Any]], expected: dict[int, dict[str, Any]]
-) -> None:
-    assert sorted(stored) == sorted(expected)
-    for indv_id, row in expected.items():
-        assert stored[indv_id] == row, indv_id
 
 
 # -- DuckDB ------------------------------------------------------------------------------------
