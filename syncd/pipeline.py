@@ -23,9 +23,10 @@ reader has its file open) tells the pipeline, which shows the wait in the status
 
 With ExportIndividuals (`people`: `syncd.people.PeopleSync`), a people round runs after each
 commit and whenever the loop is caught up: the individuals export of every committed window
-that has no people batch yet, each committed with its own bookkeeping. A failed people batch is
-logged, shown in the status detail and tried again at the next round; it never holds up the
-events (`RunSummary.people_error`: `syncd once` exits 1 with it).
+that has no people batch yet, each committed with its own bookkeeping. A transient failure is
+retried after its backoff (up to MaxBatchAttempts); a people batch that still fails is logged,
+shown in the status detail and tried again at the next round; it never holds the events back
+for longer (`RunSummary.people_error`: `syncd once` exits 1 with it).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from syncd.batch import (
 from syncd.errors import SyncdError, TransformError
 from syncd.fields import Column
 from syncd.observability.logging import safe_text
-from syncd.people import PeopleSync
+from syncd.people import PeopleBatch, PeopleSync
 from syncd.planner import contiguous_end, covering_before
 from syncd.sources.retry import RetryPolicy
 from syncd.state import DaemonStatus, HeldBatch, StatusFile
@@ -493,18 +494,35 @@ class Pipeline:
             return
         summary.people_error = ""
         for start, end in self.people.pending(self.records):
-            if self.stop.is_set():
-                return
-            try:
-                batch = self.people.process(start, end, self.clock())
-            except Exception as exc:  # never stops the events; retried next round
-                message = _describe(exc)
-                summary.people_error = message
-                log.error("people batch failed; tried again at the next round", error=message)
-                self._publish("loading", f"people batch failed: {message}")
+            batch = self._people_batch(start, end, summary)
+            if batch is None:
                 return
             summary.people_batches += 1
             summary.people_rows += len(batch.rows)
+
+    def _people_batch(
+        self, start: datetime, end: datetime, summary: RunSummary
+    ) -> PeopleBatch | None:
+        """One people batch, a transient failure retried after its backoff (as a batch's, up
+        to MaxBatchAttempts); None when it failed for this round (or a stop was asked for)."""
+        assert self.people is not None
+        for attempt in range(1, self.options.max_attempts + 1):
+            if self.stop.is_set():
+                return None
+            try:
+                return self.people.process(start, end, self.clock())
+            except Exception as exc:  # never stops the events; retried next round at worst
+                message = _describe(exc)
+                transient = (isinstance(exc, SyncdError) and exc.transient) or _disk_full(exc)
+                if transient and attempt < self.options.max_attempts:
+                    log.warning("people batch failed; will retry", attempt=attempt, error=message)
+                    self.stop.wait(self._backoff(attempt))
+                    continue
+                summary.people_error = message
+                log.error("people batch failed; tried again at the next round", error=message)
+                self._publish("loading", f"people batch failed: {message}")
+                return None
+        return None
 
     # -- one batch -------------------------------------------------------------------------
 
