@@ -24,8 +24,14 @@ A crash before 4 loses nothing (the window has no people sync row, so it is plan
 its export resumed); 4 is atomic; a crash after it duplicates nothing (the sync row makes the
 replay a no-op). The people bookkeeping lives apart from the SyncTable, so the sync point, the
 consistency check, `rollback`, `status` and hauser's reader of the SyncTable are unchanged. A
-failed people batch never holds up the events: it is logged, shown in the status detail, and
-tried again at the next round.
+people batch's transient failure is retried after its backoff (up to MaxBatchAttempts); one
+that still fails never holds up the events: it is logged, shown in the status detail, and
+tried again at the next round (`syncd once` exits 1 saying so).
+
+A settle (SettleAfter) replaces a window's events but not its people batch (same window, same
+people batch id); a backfill into windows of another layout gives them people batches of their
+own, and the most recent export still wins. DB-API warehouses commit the rows as parameters
+(multi-row INSERTs in `warehouses.sql.PEOPLE_CHUNK`s), BigQuery from the staged NDJSON.
 """
 
 from __future__ import annotations

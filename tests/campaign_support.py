@@ -643,7 +643,8 @@ def run_campaign(
                 f"faults {format_faults(result.faults)}, held {result.held_runs}, "
                 f"bad rows {sum(result.bad_rows.values())}, lost {result.rows_lost}, "
                 f"duplicated {result.rows_duplicated}, sync ok {result.sync_rows_ok}, "
-                f"rejects ok {result.rejects_ok}, problems {len(result.problems)}"
+                f"rejects ok {result.rejects_ok}, people ok {result.people_ok}, "
+                f"problems {len(result.problems)}"
             )
         last = rounds[-1]
         if not (last.kills or last.held_runs) and last.final_exit == 0 and len(rounds) > 3:
