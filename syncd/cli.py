@@ -182,6 +182,7 @@ def cmd_run(args: argparse.Namespace, *, until_caught_up: bool) -> int:
         rows=summary.rows,
         rejected=summary.rejected,
         seconds=round(summary.seconds, 1),
+        **({"people_batches": summary.people_batches} if app.pipeline.people else {}),
     )
     if summary.held is not None and until_caught_up:
         _err(f"batch {summary.held.batch_id} is held: {summary.held.error}")

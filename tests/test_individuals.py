@@ -279,3 +279,17 @@ def test_individuals_table_must_be_another_table(tmp_path: Path, sim: Simulator)
     assert run_cli(["once", "-c", str(files.config)], now=FIRST_NOW) == EXIT_CONFIG
     files = duckdb_files(tmp_path / "b", sim, IndividualsTable="no-such name")
     assert run_cli(["once", "-c", str(files.config)], now=FIRST_NOW) == EXIT_CONFIG
+
+
+def test_syncd_views_makes_fs_users_over_the_people_table(tmp_path: Path, sim: Simulator) -> None:
+    """`syncd views` before any batch: the people table is created, fs_users reads it."""
+    import duckdb
+
+    files = duckdb_files(tmp_path, sim, CreateViews=False)
+    assert run_cli(["views", "-c", str(files.config)]) == EXIT_OK
+    with duckdb.connect(str(files.duckdb), read_only=True) as con:
+        row = con.execute(
+            "SELECT sql FROM duckdb_views() WHERE view_name = 'fs_users'"
+        ).fetchone()
+    assert row is not None and "fsindividuals" in row[0]
+    assert read_table(files.duckdb, "fs_users") == []
