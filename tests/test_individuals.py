@@ -288,8 +288,6 @@ def test_syncd_views_makes_fs_users_over_the_people_table(tmp_path: Path, sim: S
     files = duckdb_files(tmp_path, sim, CreateViews=False)
     assert run_cli(["views", "-c", str(files.config)]) == EXIT_OK
     with duckdb.connect(str(files.duckdb), read_only=True) as con:
-        row = con.execute(
-            "SELECT sql FROM duckdb_views() WHERE view_name = 'fs_users'"
-        ).fetchone()
+        row = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'fs_users'").fetchone()
     assert row is not None and "fsindividuals" in row[0]
     assert read_table(files.duckdb, "fs_users") == []
