@@ -87,6 +87,8 @@ def test_the_expectation_has_individuals_in_several_windows(sim: Simulator) -> N
             seen.setdefault(int(raw["IndvId"]), []).append(raw)
     recurring = [rows for rows in seen.values() if len(rows) > 1]
     assert len(recurring) >= 5
+    for rows in recurring:  # who an individual is stays the same in every window
+        assert len({tuple(r.get(k) for k in IDENTITY) for r in rows}) == 1
     assert any(
         {k: v for k, v in a.items() if k.startswith("user_")}
         != {k: v for k, v in b.items() if k.startswith("user_")}

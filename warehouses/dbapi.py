@@ -333,7 +333,12 @@ class DbApiCore(ABC):
             done = self._fetch(cursor, sql.people_committed(d, people, sync_table, batch.batch_id))
             if int(done[0][0]):
                 return False
-            newer = {int(r[0]) for r in self._fetch(cursor, sql.people_newer(d, people, batch.end))}
+            ids = [int(r[0]) for r in batch.rows]
+            newer = {
+                int(row[0])
+                for query in sql.people_newer(d, people, batch.end, ids)
+                for row in self._fetch(cursor, query)
+            }
             rows = [r for r in batch.rows if r[0] not in newer]
             for query in sql.people_upsert(d, people, sync_table, rows, batch.sync_row()):
                 self._execute(cursor, query)

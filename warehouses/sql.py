@@ -754,7 +754,9 @@ PEOPLE_SYNC_COLUMNS: tuple[Column, ...] = (
 PEOPLE_CHUNK = 200
 
 _PEOPLE_COMMITTED = "SELECT COUNT(*) FROM {sync} WHERE {SyncdBatchId} = {p}"
-_PEOPLE_NEWER = "SELECT {IndvId} FROM {people} WHERE {SyncdExportEnd} > {p}"
+_PEOPLE_NEWER = (
+    "SELECT {IndvId} FROM {people} WHERE {SyncdExportEnd} > {p} AND {IndvId} IN ({placeholders})"
+)
 _PEOPLE_DELETE = "DELETE FROM {people} WHERE {IndvId} IN ({placeholders})"
 _PEOPLE_INSERT = "INSERT INTO {table} ({columns}) VALUES {rows}"
 _PEOPLE_BATCHES = "SELECT {SyncdBatchId} FROM {sync}"
@@ -776,10 +778,15 @@ def people_batches(d: Dialect, sync: str) -> Query:
     return Query(render(_PEOPLE_BATCHES, d, sync=sync))
 
 
-def people_newer(d: Dialect, people: str, export_end: datetime) -> Query:
-    """The individuals whose stored row came from an export ending after `export_end`: an
-    older export never overwrites them."""
-    return Query(render(_PEOPLE_NEWER, d, people=people), (to_db_timestamp(export_end),))
+def people_newer(d: Dialect, people: str, export_end: datetime, ids: Sequence[int]) -> list[Query]:
+    """Which of `ids` have a stored row from an export ending after `export_end` (an older
+    export never overwrites them), in chunks of PEOPLE_CHUNK ids."""
+    queries = []
+    for i in range(0, len(ids), PEOPLE_CHUNK):
+        chunk = tuple(ids[i : i + PEOPLE_CHUNK])
+        text = render(_PEOPLE_NEWER, d, people=people, placeholders=d.placeholders(len(chunk)))
+        queries.append(Query(text, (to_db_timestamp(export_end), *chunk)))
+    return queries
 
 
 def people_upsert(
