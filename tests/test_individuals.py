@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,10 @@ from people_support import IDENTITY, assert_people_equal, expected_people, store
 
 from standins.redshift_proxy import RedshiftProxy
 from syncd.cli import EXIT_CONFIG, EXIT_OK
-from syncd.people import PeopleBatch, people_batch_id, read_individuals
+from syncd.people import PeopleBatch, people_batch_id, read_individuals, write_ndjson
 from syncd.simulator import Simulator, SimulatorConfig
 from syncd.timeutil import UTC
+from warehouses.sql import PEOPLE_COLUMNS
 
 START = datetime(2026, 11, 1, 21, tzinfo=UTC)
 #: The first run sees three windows (21:00..00:00), the second five (..02:00).
@@ -54,7 +56,7 @@ FIRST = hour_windows(START, datetime(2026, 11, 2, 0, tzinfo=UTC))
 ALL = hour_windows(START, datetime(2026, 11, 2, 2, tzinfo=UTC))
 EVENTS_PER_HOUR = 150
 #: Individuals come back across windows (with other user vars): "most recent wins" matters.
-RETURNING = 40
+RETURNING = 12
 PEOPLE_KEYS: dict[str, object] = {"ExportIndividuals": True, "CreateViews": True}
 
 
@@ -235,40 +237,110 @@ def test_bigquery_people_table_follows_the_exports(
     assert not [n for n in gcp_support.object_names(bucket) if "individuals" in n]
 
 
-def _batch(sim: Simulator, tmp_path: Path, window: tuple[datetime, datetime]) -> PeopleBatch:
-    """The people batch syncd would commit for `window`, from the simulator's rows."""
+def _batch(
+    sim: Simulator, tmp_path: Path, window: tuple[datetime, datetime], direct: Direct
+) -> PeopleBatch:
+    """The people batch syncd would commit for `window`, from the simulator's rows (staged
+    as syncd stages it for a warehouse that loads from its stage)."""
     start, end = window
-    path = tmp_path / f"{people_batch_id(start, end)}.ndjson"
+    batch_id = people_batch_id(start, end)
+    path = tmp_path / f"{batch_id}.export.ndjson"
     path.write_text(
         "".join(json.dumps(r) + "\n" for r in sim.expected_individuals(start, end)),
         encoding="utf-8",
     )
     now = datetime(2026, 11, 3, tzinfo=UTC)
-    rows = read_individuals(path, people_batch_id(start, end), end, now)
-    return PeopleBatch(people_batch_id(start, end), start, end, "op", now, rows)
+    rows = read_individuals(path, batch_id, end, now)
+    uri = ""
+    if direct.warehouse.people_from_stage:
+        staged = tmp_path / f"{batch_id}.ndjson"
+        write_ndjson(rows, [c.name for c in PEOPLE_COLUMNS], staged)
+        uri = direct.stage.put(staged, staged.name)
+    return PeopleBatch(batch_id, start, end, "op", now, rows, uri)
 
 
-def test_duckdb_replay_and_an_older_export_change_nothing(tmp_path: Path, sim: Simulator) -> None:
-    """A committed batch committed again is a no-op; an older window's batch committed after
-    a newer one never overwrites the newer rows (and is recorded)."""
+@dataclass
+class Direct:
+    """A warehouse used directly (no CLI), its stage, and a reader of its tables."""
+
+    warehouse: Any
+    stage: Any
+    read: TableReader
+    cleanup: Callable[[], None]
+
+
+def _direct_duckdb(tmp_path: Path) -> Direct:
     from warehouses.duckdb import DuckDBWarehouse
+    from warehouses.local import LocalStage
 
     wh = DuckDBWarehouse(tmp_path / "p.duckdb", reader_window=0)
+    return Direct(
+        wh,
+        LocalStage(tmp_path / "stage"),
+        lambda table: read_table(tmp_path / "p.duckdb", table),
+        lambda: None,
+    )
+
+
+def _direct_postgres(tmp_path: Path) -> Direct:
+    from aws_support import drop_schema, postgres_over_local, shared_postgres
+
+    wh, stage = postgres_over_local(tmp_path)
+    schema = wh.tables.schema
+    env = AwsEnv(None, shared_postgres(), "", schema)  # type: ignore[arg-type] # no S3 read
+    return Direct(wh, stage, lambda table: warehouse_rows(env, table), lambda: drop_schema(schema))
+
+
+def _direct_bigquery(tmp_path: Path) -> Direct:
+    import gcp_support
+
+    wh, stage = gcp_support.bigquery_over_gcs(tmp_path)
+    return Direct(
+        wh,
+        stage,
+        lambda table: gcp_support.bq_rows(wh.dataset, table),
+        lambda: gcp_support.drop_dataset(wh.dataset),
+    )
+
+
+DIRECT = {"duckdb": _direct_duckdb, "postgres": _direct_postgres, "bigquery": _direct_bigquery}
+
+
+@pytest.mark.parametrize("name", list(DIRECT))
+def test_replay_and_an_older_export_change_nothing(
+    tmp_path: Path, sim: Simulator, name: str, short_retries: None
+) -> None:
+    """A committed batch committed again is a no-op; an older window's batch committed after
+    a newer one never overwrites the newer rows (and is recorded)."""
+    direct = DIRECT[name](tmp_path)
+    wh = direct.warehouse
     try:
         wh.ensure_people_tables("people")
         wh.ensure_people_tables("people")  # reconciling again is harmless
-        newer = _batch(sim, tmp_path, ALL[-1])
+        # two windows that share individuals, so the older export has rows to (not) overwrite
+        old_window, new_window = ALL[0], ALL[2]
+        shared = {r["IndvId"] for r in sim.expected_individuals(*old_window)} & {
+            r["IndvId"] for r in sim.expected_individuals(*new_window)
+        }
+        assert len(shared) >= 2
+        newer = _batch(sim, tmp_path, new_window, direct)
         assert wh.commit_people("people", newer) is True
+        before = stored_people(direct.read("people"))
         assert wh.commit_people("people", newer) is False
-        older = _batch(sim, tmp_path, ALL[-2])
+        assert stored_people(direct.read("people")) == before
+        older = _batch(sim, tmp_path, old_window, direct)
         assert wh.commit_people("people", older) is True
         assert wh.people_batch_ids("people") == {newer.batch_id, older.batch_id}
-        stored = stored_people(read_table(tmp_path / "p.duckdb", "people"))
-        expected = expected_people(sim, [ALL[-2], ALL[-1]])
-        assert_people_equal(stored, expected)
+        stored = stored_people(direct.read("people"))
+        assert_people_equal(stored, expected_people(sim, [old_window, new_window]))
+        assert {i for i, r in stored.items() if r["SyncdBatchId"] == newer.batch_id} >= {
+            int(i) for i in shared
+        }
         assert any(r["SyncdBatchId"] == older.batch_id for r in stored.values())
+        assert len(direct.read("people_sync")) == 2
     finally:
         wh.close()
+        direct.cleanup()
 
 
 def test_export_individuals_is_refused_with_storage_only(tmp_path: Path, sim: Simulator) -> None:
