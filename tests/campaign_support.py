@@ -54,7 +54,7 @@ from e2e_support import (
     window_key,
     write_config,
 )
-from people_support import expected_people, stored_people
+from people_support import DuplicatePerson, expected_people, stored_people
 
 from syncd.fields import BATCH_ID, LOADED_AT
 from syncd.people import people_batch_id
@@ -508,7 +508,11 @@ def people_match(
 ) -> bool:
     """The people table equals the simulator's individuals (the most recent winning), and its
     sync table holds one row per window with that window's individuals."""
-    stored = stored_people(target.read(root, _PEOPLE))
+    try:
+        stored = stored_people(target.read(root, _PEOPLE))
+    except DuplicatePerson as exc:
+        problems.append(f"people rows duplicated: {exc}")
+        return False
     expected = expected_people(sim, windows)
     wrong = sorted(i for i in set(stored) | set(expected) if stored.get(i) != expected.get(i))
     if wrong:

@@ -44,9 +44,13 @@ def _as_json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+class DuplicatePerson(AssertionError):
+    """The people table holds an individual twice."""
+
+
 def stored_people(rows: Sequence[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """The people table's rows keyed like `expected_people` (names folded by the warehouse
-    matched back to syncd's spelling)."""
+    matched back to syncd's spelling). An individual stored twice is an error (DuplicatePerson)."""
     spelled = {n.lower(): n for n in ("IndvId", *IDENTITY, "UserVars", "SyncdExportEnd")}
     spelled["syncdbatchid"] = "SyncdBatchId"
     out: dict[int, dict[str, Any]] = {}
@@ -58,6 +62,8 @@ def stored_people(rows: Sequence[dict[str, Any]]) -> dict[int, dict[str, Any]]:
         end = named["SyncdExportEnd"]
         if isinstance(end, datetime) and end.tzinfo is not None:
             end = end.astimezone(UTC).replace(tzinfo=None)
+        if int(named["IndvId"]) in out:
+            raise DuplicatePerson(f"IndvId {named['IndvId']} has more than one row")
         out[int(named["IndvId"])] = {
             **{k: named[k] for k in ("UserId", "UserAppKey", "UserDisplayName", "UserEmail")},
             "UserCreated": created,
