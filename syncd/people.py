@@ -193,13 +193,25 @@ def read_individuals(
     path: Path, batch_id: str, export_end: datetime, loaded_at: datetime
 ) -> tuple[tuple[Any, ...], ...]:
     """The people-table rows of a downloaded individuals export (NDJSON or a JSON array,
-    gzipped or not); one per IndvId (a repeated id: its last row)."""
+    gzipped or not); one per IndvId (a repeated id: its last row). A line that is not a JSON
+    object with an IndvId (and a UserCreated that is a timestamp, when present) is skipped and
+    counted in a warning: one bad row never holds the people table back."""
     rows: dict[int, tuple[Any, ...]] = {}
+    skipped = 0
     for line in _lines(path):
-        raw = orjson.loads(line)
-        if isinstance(raw, dict):
+        try:
+            raw = orjson.loads(line)
+            if not isinstance(raw, dict):
+                raise TerminalSourceError(f"{batch_id}: not a JSON object")
             row = individual_row(raw, batch_id, export_end, loaded_at)
-            rows[row[0]] = row
+        except (orjson.JSONDecodeError, TerminalSourceError, ValueError):
+            skipped += 1
+            continue
+        rows[row[0]] = row
+    if skipped:
+        log.warning(
+            "individuals rows skipped: not an object with an IndvId", batch=batch_id, rows=skipped
+        )
     return tuple(rows.values())
 
 

@@ -365,3 +365,23 @@ def test_syncd_views_makes_fs_users_over_the_people_table(tmp_path: Path, sim: S
         row = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'fs_users'").fetchone()
     assert row is not None and "fsindividuals" in row[0]
     assert read_table(files.duckdb, "fs_users") == []
+
+
+def test_a_bad_individuals_row_is_skipped_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "people.ndjson"
+    path.write_text(
+        '{"IndvId": 7, "UserId": "8", "UserCreated": "2026-01-02T03:04:05.678Z", '
+        '"user_plan_str": "pro"}\n'
+        "{not json\n"
+        '{"UserId": 9}\n'
+        '{"IndvId": 10, "UserCreated": "yesterday"}\n'
+        "[1, 2]\n"
+        '{"IndvId": "11", "UserEmail": "a@b"}\n',
+        encoding="utf-8",
+    )
+    end = datetime(2026, 11, 2, tzinfo=UTC)
+    rows = read_individuals(path, "individuals-x", end, end)
+    assert [(r[0], r[1], r[2], r[5], json.loads(r[6])) for r in rows] == [
+        (7, 8, datetime(2026, 1, 2, 3, 4, 5, 678000), None, {"user_plan_str": "pro"}),
+        (11, None, None, "a@b", {}),
+    ]
