@@ -9,7 +9,9 @@ Each warehouse runs backfills (rounds) of `--days` days of 1-hour windows, each 
 killed. Meanwhile the simulator gets one API fault at a time, every `--fault-gap` seconds (429
 with Retry-After 1 s, 5xx, dropped connections, truncated gzip, expired signed URLs, FAILED
 operations), and serves `--bad-row-rate` bad rows. Every round is checked against the
-simulator's events (see tests/campaign_support.py). Prints a Markdown summary table (faults
+simulator's events (see tests/campaign_support.py); with `--individuals` (ExportIndividuals)
+the people batches are killed too and the people table is checked against the simulator's
+individuals exports. Prints a Markdown summary table (faults
 counted as they fired) and writes JSON (`--out`). Exits 1 when any round lost, duplicated or
 misplaced a row, its sync table or rejects did not reconcile, or a run failed for any reason
 but a batch held by a FAILED export.
@@ -68,6 +70,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="seconds between two API faults planned (drawn from [MIN, MAX]; default per "
         "warehouse, 0.1,0.4 to 0.2,0.8); 0 for none",
     )
+    parser.add_argument(
+        "--individuals",
+        action="store_true",
+        help="ExportIndividuals on: kill people batches too and check the people table",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dir", type=Path, help="work folder (default: a new temporary one)")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "campaign.json")
@@ -107,6 +114,7 @@ def main(argv: list[str]) -> int:
             max_fault_gap=(args.fault_gap or FAULT_GAP[name])[1],
             max_delay=MAX_DELAY[name],
             seed=args.seed,
+            individuals=args.individuals,
         )
         results.append(run_campaign(settings, root / name, lambda line: print(line, flush=True)))
     print(summary_table(results))

@@ -20,6 +20,7 @@ from syncd.config.table import key_table
 from syncd.errors import ConfigError
 from syncd.fields import dropped_fields, export_columns
 from syncd.observability.logging import register_secret
+from syncd.people import PeopleSync, PeopleWarehouse
 from syncd.pipeline import BatchSource, Pipeline, PipelineHooks, PipelineOptions
 from syncd.planner import WindowPlan
 from syncd.sources.batches import LegacySource, SegmentSource
@@ -178,13 +179,14 @@ class ViewsAtStart(PipelineHooks):
     """`CreateViews = true`: create or replace the views (`warehouses.views`) once the tables
     are ready at start-up. A failure is logged as a warning (the sync goes on without them)."""
 
-    def __init__(self, warehouse: Warehouse) -> None:
+    def __init__(self, warehouse: Warehouse, people_table: str | None = None) -> None:
         self.warehouse = warehouse
+        self.people_table = people_table
 
     def after_start(self, records: Sequence[SyncRecord]) -> None:
         from warehouses.views import create_views
 
-        names = create_views(self.warehouse)
+        names = create_views(self.warehouse, self.people_table)
         log.info("views created or replaced", views=names)
 
 
@@ -221,9 +223,10 @@ def build_app(
         dropped_fields=dropped_fields(settings.include_mobile_apps_fields),
     )
     if settings.create_views:
-        hooks = [*hooks, ViewsAtStart(warehouse)]
+        hooks = [*hooks, ViewsAtStart(warehouse, people_table(settings))]
+    source = build_source(settings, client)
     pipeline = Pipeline(
-        build_source(settings, client),
+        source,
         stage,
         warehouse,
         export_columns(settings.source, settings.include_mobile_apps_fields),
@@ -232,5 +235,34 @@ def build_app(
         hooks=hooks,
         stop=stop,
         clock=clock,
+        people=build_people(settings, source, stage, warehouse),
     )
     return App(settings, client, stage, warehouse, pipeline, http)
+
+
+def people_table(settings: Settings) -> str | None:
+    """The people table when ExportIndividuals keeps one (fs_users reads it), else None."""
+    return settings.individuals_table if settings.export_individuals else None
+
+
+def build_people(
+    settings: Settings, source: BatchSource, stage: Stage, warehouse: Warehouse
+) -> PeopleSync | None:
+    """ExportIndividuals: the people table's sync (`syncd.people`), sharing the events'
+    fetcher (one store of in-flight operations); None when off."""
+    if not settings.export_individuals:
+        return None
+    if not isinstance(source, SegmentSource):
+        raise ConfigError(['ExportIndividuals: exports individuals: needs Source "segment"'])
+    if not isinstance(warehouse, PeopleWarehouse):
+        raise ConfigError(
+            [f"ExportIndividuals: Provider {settings.provider!r} keeps no people table"]
+        )
+    return PeopleSync(
+        source.fetcher,
+        warehouse,
+        stage,
+        settings.individuals_table,
+        settings.state_dir / "work" / "people",
+        keep_staged=settings.keep_staged_files,
+    )

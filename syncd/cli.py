@@ -182,9 +182,13 @@ def cmd_run(args: argparse.Namespace, *, until_caught_up: bool) -> int:
         rows=summary.rows,
         rejected=summary.rejected,
         seconds=round(summary.seconds, 1),
+        **({"people_batches": summary.people_batches} if app.pipeline.people else {}),
     )
     if summary.held is not None and until_caught_up:
         _err(f"batch {summary.held.batch_id} is held: {summary.held.error}")
+        return EXIT_FAILED
+    if summary.people_error and until_caught_up:
+        _err(f"a people batch failed (tried again next run): {summary.people_error}")
         return EXIT_FAILED
     return EXIT_OK
 
@@ -528,7 +532,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_views(args: argparse.Namespace) -> int:
+    from syncd.app import people_table
     from syncd.fields import export_columns
+    from syncd.people import PeopleWarehouse
     from warehouses.registry import build_stage, build_warehouse
     from warehouses.views import create_views
 
@@ -538,7 +544,10 @@ def cmd_views(args: argparse.Namespace) -> int:
         warehouse.ensure_tables(
             export_columns(settings.source, settings.include_mobile_apps_fields)
         )
-        names = create_views(warehouse)
+        people = people_table(settings)
+        if people is not None and isinstance(warehouse, PeopleWarehouse):
+            warehouse.ensure_people_tables(people)  # fs_users reads it
+        names = create_views(warehouse, people)
     finally:
         warehouse.close()
     print(f"created or replaced {len(names)} views: {', '.join(names)} (see docs/views.md)")

@@ -20,6 +20,13 @@ settle sits out its backoff (`_settle_waits`) while fresh windows go on.
 A warehouse that may wait for another process (`warehouses.base.ReportsWaits`: DuckDB while a
 reader has its file open) tells the pipeline, which shows the wait in the status file (state
 "waiting") and puts the previous state back when the wait ends.
+
+With ExportIndividuals (`people`: `syncd.people.PeopleSync`), a people round runs after each
+commit and whenever the loop is caught up: the individuals export of every committed window
+that has no people batch yet, each committed with its own bookkeeping. A transient failure is
+retried after its backoff (up to MaxBatchAttempts); a people batch that still fails is logged,
+shown in the status detail and tried again at the next round; it never holds the events back
+for longer (`RunSummary.people_error`: `syncd once` exits 1 with it).
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from syncd.batch import (
 from syncd.errors import SyncdError, TransformError
 from syncd.fields import Column
 from syncd.observability.logging import safe_text
+from syncd.people import PeopleBatch, PeopleSync
 from syncd.planner import contiguous_end, covering_before
 from syncd.sources.retry import RetryPolicy
 from syncd.state import DaemonStatus, HeldBatch, StatusFile
@@ -179,6 +187,9 @@ class RunSummary:
     seconds: float = 0.0
     held: HeldBatch | None = None
     committed: list[SyncRecord] = field(default_factory=list)
+    people_batches: int = 0  # people batches committed (ExportIndividuals)
+    people_rows: int = 0
+    people_error: str = ""  # the last people round's failure, "" when it succeeded
 
 
 class Pipeline:
@@ -196,8 +207,10 @@ class Pipeline:
         hooks: Sequence[PipelineHooks] = (),
         stop: threading.Event | None = None,
         clock: Callable[[], datetime] = utcnow,
+        people: PeopleSync | None = None,
     ) -> None:
         self.source = source
+        self.people = people
         self.stage = stage
         self.warehouse = warehouse
         self.wanted_columns = tuple(columns)
@@ -236,6 +249,8 @@ class Pipeline:
         """Create or reconcile tables, repair inconsistent days, read the sync point."""
         self.columns = self.warehouse.ensure_tables(self.wanted_columns)
         self.records = self.warehouse.sync_records()
+        if self.people is not None:
+            self.people.start()
         self.repair()
         # Whatever a crash between commit and cleanup left: transform outputs are always
         # re-creatable, and spool files of committed batches are no longer needed.
@@ -338,6 +353,7 @@ class Pipeline:
                 self._leave_expired_hold(keys)
                 self._look_ahead(keys)
                 if not keys:
+                    self._people_round(summary)
                     ready_at = self._next_ready_at(plannable)
                     self._idle(ready_at)
                     if until_caught_up:
@@ -352,6 +368,7 @@ class Pipeline:
                     summary.rejected += record.rows_rejected
                     summary.bytes += record.bytes
                     summary.committed.append(record)
+                    self._people_round(summary)
                     continue
                 if key.settle:
                     continue  # planned again at its retry time; fresh windows go on meanwhile
@@ -471,6 +488,45 @@ class Pipeline:
         window at the sync point (at the Unix epoch before the first commit)."""
         point = contiguous_end(self.records) or datetime.fromtimestamp(0, UTC)
         return BatchKey(start=point, end=point, source=cast(SourceKind, self.source.kind))
+
+    # -- people (ExportIndividuals) ---------------------------------------------------------
+
+    def _people_round(self, summary: RunSummary) -> None:
+        """The people batches of the committed windows that have none, oldest first; the
+        first failure ends the round (tried again at the next one)."""
+        if self.people is None:
+            return
+        summary.people_error = ""
+        for start, end in self.people.pending(self.records):
+            batch = self._people_batch(start, end, summary)
+            if batch is None:
+                return
+            summary.people_batches += 1
+            summary.people_rows += len(batch.rows)
+
+    def _people_batch(
+        self, start: datetime, end: datetime, summary: RunSummary
+    ) -> PeopleBatch | None:
+        """One people batch, a transient failure retried after its backoff (as a batch's, up
+        to MaxBatchAttempts); None when it failed for this round (or a stop was asked for)."""
+        assert self.people is not None
+        for attempt in range(1, self.options.max_attempts + 1):
+            if self.stop.is_set():
+                return None
+            try:
+                return self.people.process(start, end, self.clock())
+            except Exception as exc:  # never stops the events; retried next round at worst
+                message = _describe(exc)
+                transient = (isinstance(exc, SyncdError) and exc.transient) or _disk_full(exc)
+                if transient and attempt < self.options.max_attempts:
+                    log.warning("people batch failed; will retry", attempt=attempt, error=message)
+                    self.stop.wait(self._backoff(attempt))
+                    continue
+                summary.people_error = message
+                log.error("people batch failed; tried again at the next round", error=message)
+                self._publish("loading", f"people batch failed: {message}")
+                return None
+        return None
 
     # -- one batch -------------------------------------------------------------------------
 

@@ -17,7 +17,10 @@ killed. After each round:
   that batch and RowsRejected to the bad rows the simulator served for it;
 - rejects ok: the rejects table holds exactly the bad rows the simulator served (malformed
   NDJSON lines, mistyped integers and timestamps), per batch: same positions, same raw text,
-  a reason naming the field (or JSON for a malformed line).
+  a reason naming the field (or JSON for a malformed line);
+- people ok (with `individuals`: ExportIndividuals on, individuals returning across windows):
+  the people table equals the simulator's individuals exports, the most recent winning, and
+  `<IndividualsTable>_sync` holds one row per window with its row count.
 
 The simulator and the stand-ins run in this process (threads, children) and survive the kills.
 Used by `tests/test_campaign.py` (CI scale) and `scripts/campaign.py` (the long run).
@@ -51,8 +54,10 @@ from e2e_support import (
     window_key,
     write_config,
 )
+from people_support import DuplicatePerson, expected_people, stored_people
 
 from syncd.fields import BATCH_ID, LOADED_AT
+from syncd.people import people_batch_id
 from syncd.simulator import BAD_MALFORMED, Fault, FaultPlan, ServedRow, Simulator, SimulatorConfig
 from syncd.timeutil import UTC, format_timestamp
 
@@ -65,6 +70,10 @@ BACKFILL_START = datetime(2026, 11, 1, tzinfo=UTC)
 _EXPORT = "fsexport"
 _SYNC = "fssync"
 _REJECTS = "fsrejects"
+_PEOPLE = "fsindividuals"
+_PEOPLE_SYNC = "fsindividuals_sync"
+#: With `individuals`, sessions belong to this many individuals (they return across windows).
+_RETURNING_INDIVIDUALS = 25
 
 
 # -- the warehouses --------------------------------------------------------------------------
@@ -313,6 +322,8 @@ class CampaignSettings:
     max_fault_gap: float = 0.8
     #: Runs again after the kills, when the last one ended held by a FAILED export.
     held_reruns: int = 3
+    #: ExportIndividuals on: the people batches are killed and checked too.
+    individuals: bool = False
 
 
 @dataclass
@@ -336,6 +347,8 @@ class RoundResult:
     held_runs: int = 0
     #: The simulator's seed: the same seed serves the same events and bad rows again.
     simulator_seed: int = 0
+    #: The people table and its sync rows matched (True when not exported).
+    people_ok: bool = True
 
 
 @dataclass
@@ -367,6 +380,7 @@ class CampaignResult:
             not (r.rows_lost or r.rows_duplicated or r.rows_unexpected or r.problems)
             and r.sync_rows_ok
             and r.rejects_ok
+            and r.people_ok
             and r.final_exit == 0
             for r in self.rounds
         )
@@ -389,6 +403,7 @@ class CampaignResult:
             "rows_unexpected": sum(r.rows_unexpected for r in self.rounds),
             "sync_rows_ok": all(r.sync_rows_ok for r in self.rounds),
             "rejects_ok": all(r.rejects_ok for r in self.rounds),
+            "people_ok": all(r.people_ok for r in self.rounds),
             "wall_seconds": round(self.wall_seconds, 1),
             "ok": self.ok,
         }
@@ -444,6 +459,7 @@ def run_round(
         events_per_hour=settings.events_per_hour,
         bad_row_rate=settings.bad_row_rate,
         seed=rng.randrange(1, 2**31),
+        returning_individuals=_RETURNING_INDIVIDUALS if settings.individuals else 0,
     )
     fault_seed = rng.randrange(1, 2**31)
     target = TARGETS[settings.warehouse]()
@@ -453,6 +469,7 @@ def run_round(
                 **target.overrides,
                 "Lookahead": settings.lookahead,
                 "ApiRequestsPerSecond": settings.api_requests_per_second,
+                "ExportIndividuals": settings.individuals,
             }
             files = write_config(directory, sim, BACKFILL_START, overrides)
             env = child_env(target, now)
@@ -482,6 +499,8 @@ def run_round(
             if final != 0:
                 problems.append(f"the final run exited {final}: {tail}")
             result = check(sim, windows, directory, target, kills, final, problems)
+            if settings.individuals:
+                result.people_ok = people_match(sim, windows, directory, target, result.problems)
             result.faults = fired_faults(sim.faults)
             result.held_runs = held
             result.simulator_seed = config.seed
@@ -491,9 +510,43 @@ def run_round(
 
 
 def held_by_failed_export(code: int, log: str) -> bool:
-    """True when `syncd once` exited 1 because a FAILED export operation held its batch."""
-    held = [line for line in log.splitlines() if " is held: " in line]
+    """True when `syncd once` exited 1 because a FAILED export operation held its batch (or
+    failed its people batch, every attempt)."""
+    held = [
+        line for line in log.splitlines() if " is held: " in line or "a people batch failed" in line
+    ]
     return code == 1 and bool(held) and _FAILED_EXPORT in held[-1]
+
+
+def people_match(
+    sim: Simulator,
+    windows: Sequence[tuple[datetime, datetime]],
+    root: Path,
+    target: Target,
+    problems: list[str],
+) -> bool:
+    """The people table equals the simulator's individuals (the most recent winning), and its
+    sync table holds one row per window with that window's individuals."""
+    try:
+        stored = stored_people(target.read(root, _PEOPLE))
+    except DuplicatePerson as exc:
+        problems.append(f"people rows duplicated: {exc}")
+        return False
+    expected = expected_people(sim, windows)
+    wrong = sorted(i for i in set(stored) | set(expected) if stored.get(i) != expected.get(i))
+    if wrong:
+        problems.append(f"people rows differ for {len(wrong)} individuals: {wrong[:3]}")
+    sync = sorted(
+        (
+            str(r.get("SyncdBatchId", r.get("syncdbatchid"))),
+            r.get("RowsLoaded", r.get("rowsloaded")),
+        )
+        for r in target.read(root, _PEOPLE_SYNC)
+    )
+    want = sorted((people_batch_id(*w), len(sim.expected_individuals(*w))) for w in windows)
+    if sync != want:
+        problems.append(f"people sync rows differ: {sorted(set(sync) ^ set(want))[:4]}")
+    return not wrong and sync == want
 
 
 def check(
@@ -613,7 +666,8 @@ def run_campaign(
                 f"faults {format_faults(result.faults)}, held {result.held_runs}, "
                 f"bad rows {sum(result.bad_rows.values())}, lost {result.rows_lost}, "
                 f"duplicated {result.rows_duplicated}, sync ok {result.sync_rows_ok}, "
-                f"rejects ok {result.rejects_ok}, problems {len(result.problems)}"
+                f"rejects ok {result.rejects_ok}, people ok {result.people_ok}, "
+                f"problems {len(result.problems)}"
             )
         last = rounds[-1]
         if not (last.kills or last.held_runs) and last.final_exit == 0 and len(rounds) > 3:
@@ -633,6 +687,7 @@ SUMMARY_COLUMNS = (
     ("rows_duplicated", "duplicated"),
     ("sync_rows_ok", "sync rows ok"),
     ("rejects_ok", "rejects ok"),
+    ("people_ok", "people ok"),
 )
 
 

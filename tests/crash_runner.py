@@ -12,6 +12,10 @@ The crash fires the N-th time (default 1) the point is reached. Points, in pipel
     loaded            the rows are inserted inside the open commit transaction
     before_commit     the sync row is inserted too: only COMMIT is missing
     committed         the transaction committed; cleanup has not run
+    people_fetched    a window's individuals export is downloaded; not yet read or committed
+    people_loaded     the people rows are upserted inside the open people transaction; its
+                      sync row is not inserted yet
+    people_committed  the people transaction committed; its cleanup has not run
     none              no crash (a plain run, with the frozen clock if one is given)
 
 `SYNCD_TEST_NOW` (RFC 3339) freezes syncd's clock, as the in-process tests do. The hooks are
@@ -28,6 +32,7 @@ from typing import Any
 
 import e2e_support
 
+import syncd.people
 import syncd.pipeline
 import syncd.sources.client
 import syncd.sources.download
@@ -137,24 +142,42 @@ def install_staged(crash: CrashPoint) -> None:
 
 
 def install_loaded(crash: CrashPoint) -> None:
-    _after(warehouses.duckdb.DuckDBWarehouse, "_load_rows", crash, _always)
+    _after(warehouses.duckdb.DuckDBWarehouse, "_load", crash, _always)
 
 
-def install_before_commit(crash: CrashPoint) -> None:
+def _after_insert_into(crash: CrashPoint, table: Callable[[Any], str]) -> None:
+    """Reach the crash point right after an INSERT INTO `table(warehouse)` (quoted) ran."""
     warehouse = warehouses.duckdb.DuckDBWarehouse
     original = warehouse._execute
 
-    def execute(self: warehouses.duckdb.DuckDBWarehouse, query: Any) -> None:
-        original(self, query)
-        sync_table = self.tables.qualified(self.tables.sync)
-        if query.sql.startswith(f"INSERT INTO {sync_table} "):
+    def execute(self: warehouses.duckdb.DuckDBWarehouse, cursor: Any, query: Any) -> int:
+        result = original(self, cursor, query)
+        if query.sql.startswith(f"INSERT INTO {self.tables.qualified(table(self))} "):
             crash.arrive()
+        return result
 
     warehouse._execute = execute  # type: ignore[method-assign]
 
 
+def install_before_commit(crash: CrashPoint) -> None:
+    _after_insert_into(crash, lambda wh: wh.tables.sync)
+
+
 def install_committed(crash: CrashPoint) -> None:
     _before(syncd.pipeline.Pipeline, "_cleanup", crash)
+
+
+def install_people_fetched(crash: CrashPoint) -> None:
+    _before(syncd.people, "read_individuals", crash)
+
+
+def install_people_loaded(crash: CrashPoint) -> None:
+    # the people table's name is the IndividualsTable default of the crash tests
+    _after_insert_into(crash, lambda wh: "fsindividuals")
+
+
+def install_people_committed(crash: CrashPoint) -> None:
+    _before(syncd.people.PeopleSync, "_cleanup", crash)
 
 
 POINTS: dict[str, Callable[[CrashPoint], None]] = {
@@ -166,6 +189,9 @@ POINTS: dict[str, Callable[[CrashPoint], None]] = {
     "loaded": install_loaded,
     "before_commit": install_before_commit,
     "committed": install_committed,
+    "people_fetched": install_people_fetched,
+    "people_loaded": install_people_loaded,
+    "people_committed": install_people_committed,
     "none": lambda crash: None,
 }
 

@@ -150,3 +150,37 @@ def test_the_rejects_check_fails_on_a_missing_a_surplus_or_a_wrong_reject() -> N
         for rejects in (right, right[1:], [*right, right[0]], wrong_raw, wrong_reason)
     ]
     assert (len(right) > 2, verdicts) == (True, [True, False, False, False, False])
+
+
+# -- the people batches (ExportIndividuals) ---------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["duckdb", "postgres"])
+def people_campaign(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> CampaignResult:
+    """Kills land in event and people batches alike (a people batch follows each commit)."""
+    settings = ci_settings(request.param, kills=3, days=1, max_delay=2.5)
+    settings.individuals = True
+    return run_campaign(settings, Path(tmp_path_factory.mktemp(f"people-{request.param}")))
+
+
+def test_people_campaign_kills_happened_and_nothing_was_lost(
+    people_campaign: CampaignResult,
+) -> None:
+    assert people_campaign.kills >= 3
+    summary = people_campaign.summary()
+    assert (summary["rows_lost"], summary["rows_duplicated"], summary["rows_unexpected"]) == (
+        0,
+        0,
+        0,
+    )
+    assert summary["sync_rows_ok"] and summary["rejects_ok"]
+
+
+def test_people_campaign_people_table_and_its_sync_rows_match(
+    people_campaign: CampaignResult,
+) -> None:
+    problems = [p for r in people_campaign.rounds for p in r.problems]
+    assert all(r.people_ok for r in people_campaign.rounds), problems
+    assert people_campaign.ok, problems

@@ -1,5 +1,6 @@
-"""Crash tests: syncd SIGKILLed at each step of a batch, then restarted, loses and duplicates
-nothing, and does not export a window twice.
+"""Crash tests: syncd SIGKILLed at each step of a batch (and of a people batch, with
+ExportIndividuals), then restarted, loses and duplicates nothing, and does not export a window
+twice.
 
 `tests/crash_runner.py` runs the CLI in a subprocess with one crash point installed; the
 simulator runs here (a thread) and survives the kill. The restart runs in process.
@@ -26,13 +27,16 @@ from e2e_support import (
     expected_segment_rows,
     export_rows,
     hour_windows,
+    read_table,
     run_cli,
     sync_rows,
     window_key,
     write_config,
 )
+from people_support import assert_people_equal, expected_people, stored_people
 
 from syncd.cli import EXIT_OK
+from syncd.people import people_batch_id
 from syncd.simulator import Simulator, SimulatorConfig
 from syncd.timeutil import UTC, format_timestamp
 
@@ -135,3 +139,55 @@ def test_a_kill_while_the_export_is_pending_resumes_that_export(tmp_path: Path) 
         assert run_cli(["once", "-c", str(files.config)], now=now) == EXIT_OK
         assert dict(sim.stats.exports_by_window) == {windows[0]: 1}
         assert_rows_equal(export_rows(files.duckdb), expected_segment_rows(sim, windows))
+
+
+# -- the people batch (ExportIndividuals) ------------------------------------------------------
+
+#: The steps of a people batch; each crash hits the second one, so the first is committed.
+PEOPLE_POINTS = ("people_fetched", "people_loaded", "people_committed")
+
+
+@pytest.fixture(scope="module", params=PEOPLE_POINTS)
+def people_recovery(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Recovery]:
+    point = request.param
+    config = SimulatorConfig(api_key=API_KEY, events_per_hour=120, returning_individuals=30)
+    with Simulator(config) as sim:
+        files = write_config(
+            tmp_path_factory.mktemp(point), sim, START, {"ExportIndividuals": True}
+        )
+        crashed = crash(files, f"{point}@2")
+        restart = run_cli(["once", "-c", str(files.config)])
+        yield Recovery(sim, files, crashed, restart, 0)
+
+
+def test_a_people_crash_runner_dies_by_sigkill(people_recovery: Recovery) -> None:
+    assert people_recovery.crashed.returncode == -signal.SIGKILL, people_recovery.crashed.stderr
+
+
+def test_after_a_people_crash_the_people_table_is_exact(people_recovery: Recovery) -> None:
+    assert people_recovery.restart_code == EXIT_OK
+    stored = stored_people(read_table(people_recovery.files.duckdb, "fsindividuals"))
+    assert_people_equal(stored, expected_people(people_recovery.sim, WINDOWS))
+
+
+def test_after_a_people_crash_each_window_has_one_people_sync_row(
+    people_recovery: Recovery,
+) -> None:
+    rows = read_table(people_recovery.files.duckdb, "fsindividuals_sync", order_by="WindowStart")
+    assert [(r["SyncdBatchId"], r["RowsLoaded"]) for r in rows] == [
+        (people_batch_id(*w), len(people_recovery.sim.expected_individuals(*w))) for w in WINDOWS
+    ]
+
+
+def test_after_a_people_crash_the_events_are_exact_and_nothing_is_exported_twice(
+    people_recovery: Recovery,
+) -> None:
+    assert_rows_equal(
+        export_rows(people_recovery.files.duckdb),
+        expected_segment_rows(people_recovery.sim, WINDOWS),
+    )
+    # one event export and one individuals export per window: the crashed people batch's
+    # export was resumed (or its commit found done), never created again
+    assert dict(people_recovery.sim.stats.exports_by_window) == {w: 2 for w in WINDOWS}

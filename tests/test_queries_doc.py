@@ -35,7 +35,7 @@ from syncd.fields import export_columns
 from syncd.simulator import Simulator, SimulatorConfig
 from syncd.timeutil import UTC
 from warehouses import columns_doc
-from warehouses.sql import REJECTS_COLUMNS, SYNC_COLUMNS
+from warehouses.sql import PEOPLE_COLUMNS, PEOPLE_SYNC_COLUMNS, REJECTS_COLUMNS, SYNC_COLUMNS
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 START = datetime(2026, 11, 1, 23, tzinfo=UTC)
@@ -88,7 +88,7 @@ def documented_types(warehouse: int) -> dict[str, dict[str, str]]:
 
 
 def test_duckdb_queries_run_on_a_loaded_warehouse(tmp_path: Path, sim: Simulator) -> None:
-    files = write_config(tmp_path, sim, START)
+    files = write_config(tmp_path, sim, START, PEOPLE)
     assert run_cli(["once", "-c", str(files.config)]) == 0
     with duckdb.connect(str(files.duckdb), read_only=True) as con:
         for query in queries("duckdb"):
@@ -111,13 +111,23 @@ def test_duckdb_queries_run_on_a_loaded_warehouse(tmp_path: Path, sim: Simulator
 def expected_names(table: str) -> list[str]:
     if table == "fsexport":
         return [c.name for c in export_columns()]
-    return [c.name for c in (SYNC_COLUMNS if table == "fssync" else REJECTS_COLUMNS)]
+    tables = {
+        "fssync": SYNC_COLUMNS,
+        "fsrejects": REJECTS_COLUMNS,
+        "fsindividuals": PEOPLE_COLUMNS,
+        "fsindividuals_sync": PEOPLE_SYNC_COLUMNS,
+    }
+    return [c.name for c in tables[table]]
+
+
+#: The people tables are documented too: keep them, so their documented types are checked.
+PEOPLE: dict[str, object] = {"ExportIndividuals": True}
 
 
 def test_postgres_queries_run_on_a_loaded_warehouse(
     tmp_path: Path, sim: Simulator, postgres: PostgresCluster, schema: str
 ) -> None:
-    overrides = postgres_overrides(postgres, schema)
+    overrides = {**postgres_overrides(postgres, schema), **PEOPLE}
     files = write_config(tmp_path, sim, START, overrides)
     assert run_cli(["once", "-c", str(files.config)]) == 0
     with psycopg.connect(postgres.dsn, autocommit=True) as con:
@@ -145,7 +155,7 @@ def test_postgres_queries_run_on_a_loaded_warehouse(
 def test_redshift_queries_run_on_the_standin(
     tmp_path: Path, sim: Simulator, aws: AwsEnv, redshift_proxy: RedshiftProxy
 ) -> None:
-    files = write_config(tmp_path, sim, START, aws_overrides(aws))
+    files = write_config(tmp_path, sim, START, {**aws_overrides(aws), **PEOPLE})
     assert run_cli(["once", "-c", str(files.config)]) == 0
     con: Any = redshift_connector.connect(
         host=redshift_proxy.host,
@@ -183,6 +193,7 @@ def test_bigquery_queries_run_on_the_emulator(
         "bigquery.Project": gcp_support.PROJECT,
         "bigquery.Dataset": dataset,
         "bigquery.EndpointURL": gcp_support.shared_bigquery().endpoint,
+        **PEOPLE,
     }
     try:
         files = write_config(tmp_path, sim, START, overrides)

@@ -243,4 +243,6 @@ class MakesViews(Protocol):
     (`warehouses.views`: fs_sessions, fs_pageviews, ...) in its own SQL, in one transaction
     where it has them."""
 
-    def create_views(self) -> None: ...
+    def create_views(self, people_table: str | None = None) -> None:
+        """`people_table`: the people table `fs_users` reads identities from (ExportIndividuals)."""
+        ...

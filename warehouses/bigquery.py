@@ -75,6 +75,8 @@ if TYPE_CHECKING:
     from google.api_core import exceptions as api_exceptions
     from google.api_core.retry import Retry
     from google.cloud import bigquery
+
+    from syncd.people import PeopleBatch
 else:  # the gcp extra is imported when first used, not when the plugin is loaded
     api_exceptions = lazy_import("google.api_core.exceptions")
 
@@ -321,13 +323,78 @@ class BigQueryWarehouse:
         self._query(statements.script, (), action)
         return sql.rolled_back(first, last, rows_deleted, sync_rows_deleted, kept=len(keep))
 
-    def create_views(self) -> None:
-        """`warehouses.base.MakesViews`: create or replace the views, one DDL job each."""
+    def create_views(self, people_table: str | None = None) -> None:
+        """`warehouses.base.MakesViews`: create or replace the views, one DDL job each
+        (`fs_users` over `people_table` too, when given)."""
         from warehouses.views import view_statements
 
         columns = [c.name for c in self._table_columns(self.tables.export)]
-        for statement in view_statements(sql.BIGQUERY, self.tables.export, self.dataset, columns):
+        statements = view_statements(
+            sql.BIGQUERY, self.tables.export, self.dataset, columns, people_table
+        )
+        for statement in statements:
             self._query(statement, (), "create the views")
+
+    # --- the people table (`syncd.people`) ----------------------------------------------------
+
+    #: People batches load from their staged NDJSON (a load job), like the events.
+    people_from_stage = True
+
+    def ensure_people_tables(self, table: str) -> None:
+        """`syncd.people.PeopleWarehouse`: create or reconcile the people table and its sync
+        table."""
+        self._check_dataset()
+        self._reconcile(table, sql.PEOPLE_COLUMNS)
+        self._reconcile(sql.people_sync_table(table), sql.PEOPLE_SYNC_COLUMNS)
+
+    def people_batch_ids(self, table: str) -> set[str]:
+        """`syncd.people.PeopleWarehouse`: the committed people batches."""
+        sync_table = sql.people_sync_table(table)
+        if not self._table_columns(sync_table):
+            return set()
+        text = bigquery_sql.people_batches(self._sql.q(sync_table))
+        return {str(row[0]) for row in self._query(text, (), "read the people sync rows")}
+
+    def commit_people(self, table: str, batch: PeopleBatch) -> bool:
+        """`syncd.people.PeopleWarehouse`: load the staged NDJSON into a staging table, write
+        the sync row into another, then one transaction upserts and records the batch
+        (`bigquery_sql.people_commit`: a replay changes nothing); the staging tables go."""
+        _require_gcs(batch.uri)
+        action = f"commit people batch {batch.batch_id}"
+        sync_table = sql.people_sync_table(table)
+        names = staging_tables(table, batch.batch_id)
+        schema = [(c.name, bigquery_sql.people_staged_type(c.type)) for c in sql.PEOPLE_COLUMNS]
+        record = SyncRecord(
+            batch_id=batch.batch_id,
+            source="individuals",
+            start=batch.start,
+            end=batch.end,
+            committed_at=batch.committed_at,
+            operation_id=batch.operation_id,
+        )
+        rows = len(batch.rows)
+        job_id = load_job_id(self.dataset, table, record, "data", rows)
+        self._load(batch.uri, names.data, schema, "ndjson", job_id, rows)
+        self._write_row(names.row, sql.PEOPLE_SYNC_COLUMNS, batch.sync_row())
+        committed = bigquery_sql.people_committed(self._sql.q(sync_table))
+        done = self._query(committed, [("batch_id", "STRING", batch.batch_id)], action)
+        script = bigquery_sql.people_commit(
+            self._sql.q(table),
+            self._sql.q(sync_table),
+            self._sql.q(names.data),
+            self._sql.q(names.row),
+            batch.end,
+            self._lease.fence(),
+        )
+        try:
+            self._query(script, (), action)
+        except LoadError as exc:
+            if self._lease.lost(exc):
+                self._drop(names.data, names.row)
+                raise self._lease.refusal(action) from exc
+            raise
+        self._drop(names.data, names.row)
+        return not (done and int(done[0][0]))
 
     def check(self) -> None:
         """The dataset exists and a query job can run."""

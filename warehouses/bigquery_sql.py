@@ -360,3 +360,57 @@ def lease_fence(lease: str, name: str, holder_id: str) -> str:
         holder_id=literal(holder_id),
         lost=literal(LEASE_LOST),
     )
+
+
+# --- the people table (ExportIndividuals, `syncd.people`) -------------------------------------
+
+# One people batch, from its staging tables (`data`: the staged NDJSON, `row`: its sync row),
+# in one transaction and without IF (scripts stay plain statements): unless the batch's sync
+# row is there already, the stored rows of its individuals that no newer export wrote are
+# deleted; then its rows are inserted for the individuals the table no longer holds (on a
+# replay: none), and its sync row unless it is there. `end` is the export's end (a literal).
+_PEOPLE_COMMIT = """BEGIN TRANSACTION;
+DELETE FROM {people} WHERE {IndvId} IN (SELECT {IndvId} FROM {data}) AND {SyncdExportEnd} <= {end} AND NOT EXISTS (SELECT 1 FROM {sync} WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {row}));
+INSERT INTO {people} ({targets}) SELECT {expressions} FROM {data} AS s WHERE s.{IndvId} NOT IN (SELECT {IndvId} FROM {people});
+INSERT INTO {sync} ({sync_columns}) SELECT {sync_columns} FROM {row} WHERE NOT EXISTS (SELECT 1 FROM {sync} WHERE {SyncdBatchId} IN (SELECT {SyncdBatchId} FROM {row}));
+{fence}COMMIT TRANSACTION;"""
+_PEOPLE_COMMITTED = "SELECT COUNT(*) FROM {sync} WHERE {SyncdBatchId} = @batch_id"
+_PEOPLE_BATCHES = "SELECT {SyncdBatchId} FROM {sync}"
+
+
+def people_staged_type(type_: FieldType) -> str:
+    """How the staged NDJSON carries a people column: JSON as its text."""
+    return "STRING" if type_ == FieldType.JSON else sql.BIGQUERY.column_type(type_)
+
+
+def people_commit(people: str, sync: str, data: str, row: str, end: datetime, fence: str) -> str:
+    """The commit script of one people batch (quoted table names; see `_PEOPLE_COMMIT`)."""
+    targets: list[str] = []
+    expressions: list[str] = []
+    for column in sql.PEOPLE_COLUMNS:
+        source = sql.column_list([column.name], sql.BIGQUERY, "s.")
+        key = (people_staged_type(column.type), sql.BIGQUERY.column_type(column.type))
+        targets.append(column.name)
+        expressions.append(_CONVERSIONS.get(key, "{column}").replace("{column}", source))
+    return sql.render(
+        _PEOPLE_COMMIT,
+        sql.BIGQUERY,
+        None,
+        people=people,
+        sync=sync,
+        data=data,
+        row=row,
+        end=timestamp(end),
+        fence=fence,
+        targets=sql.column_list(targets, sql.BIGQUERY),
+        expressions=", ".join(expressions),
+        sync_columns=sql.column_list(sql.PEOPLE_SYNC_COLUMNS, sql.BIGQUERY),
+    )
+
+
+def people_committed(sync: str) -> str:
+    return sql.render(_PEOPLE_COMMITTED, sql.BIGQUERY, sync=sync)
+
+
+def people_batches(sync: str) -> str:
+    return sql.render(_PEOPLE_BATCHES, sql.BIGQUERY, sync=sync)

@@ -16,7 +16,15 @@ from collections.abc import Sequence
 from syncd.fields import EXPORT_FIELDS, LEGACY_FIELDS, MOBILE_FIELDS, TRACE_COLUMNS, Column
 from syncd.fields import FieldType as T
 from warehouses.redshift import REDSHIFT_VARCHAR_MAX, redshift_dialect
-from warehouses.sql import BIGQUERY, DUCKDB, POSTGRES, REJECTS_COLUMNS, SYNC_COLUMNS
+from warehouses.sql import (
+    BIGQUERY,
+    DUCKDB,
+    PEOPLE_COLUMNS,
+    PEOPLE_SYNC_COLUMNS,
+    POSTGRES,
+    REJECTS_COLUMNS,
+    SYNC_COLUMNS,
+)
 
 #: Column name -> (meaning, example value as a query shows it).
 DESCRIPTIONS: dict[str, tuple[str, str]] = {
@@ -159,11 +167,39 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "rows the settle added to the window (negative: removed); empty for a first load",
         "12",
     ),
+    # the people table (ExportIndividuals)
+    "UserVars": (
+        "JSON object of the individual's user vars (user_<name>_<type>, keys sorted), as the "
+        "individuals export has them",
+        '{"user_age_int":34,"user_plan_str":"pro"}',
+    ),
+    "SyncdExportEnd": (
+        "end of the export window the row came from: the most recent export wins",
+        "2026-11-01 01:00:00",
+    ),
+    "WindowStart": ("start of the people batch's window, inclusive", "2026-11-01 00:00:00"),
+    "WindowEnd": ("end of the people batch's window, exclusive", "2026-11-01 01:00:00"),
+    "CommittedAt": ("when the people batch was committed (UTC)", "2026-11-01 02:03:05.001"),
     # rejects
     "Position": ("0-based position of the row in the export body", "412"),
     "Reason": ("why the row was quarantined, naming the field", "IndvId: not an integer: 'abc'"),
     "Raw": ("the row as the export served it (first 64 KiB)", '{"IndvId":"abc",...}'),
     "RejectedAt": ("when syncd quarantined it (UTC)", "2026-11-01 02:03:04.512"),
+}
+
+#: What a shared column name means in the people tables.
+_PEOPLE_MEANINGS: dict[str, tuple[str, str]] = {
+    "UserId": (
+        "FullStory's id of the individual's user cookie, from the export",
+        "2739058571827658885",
+    ),
+    "SyncdBatchId": (
+        "the people batch that wrote the row (its people sync row has the same id)",
+        "individuals-20261101T000000Z-20261101T010000Z",
+    ),
+    "SyncdLoadedAt": ("when syncd read the individuals export (UTC)", "2026-11-01 02:03:04.567"),
+    "OperationId": ("the individuals export operation", "op-7f3a9c"),
+    "RowsLoaded": ("individuals in the window's export", "214"),
 }
 
 _REDSHIFT = redshift_dialect()
@@ -177,13 +213,18 @@ def _types(t: T) -> tuple[str, str, str, str]:
     return DUCKDB.column_type(t), POSTGRES.column_type(t), redshift, BIGQUERY.column_type(t)
 
 
-def _table(columns: Sequence[Column], note: dict[str, str] | None = None) -> list[str]:
+def _table(
+    columns: Sequence[Column],
+    note: dict[str, str] | None = None,
+    own: dict[str, tuple[str, str]] | None = None,
+) -> list[str]:
+    """The Markdown table of `columns`; `own`: this table's meaning of a shared name."""
     lines = [
         "| column | DuckDB | PostgreSQL | Redshift | BigQuery | meaning | example |",
         "|---|---|---|---|---|---|---|",
     ]
     for c in columns:
-        meaning, example = DESCRIPTIONS[c.name]
+        meaning, example = (own or {}).get(c.name) or DESCRIPTIONS[c.name]
         extra = (note or {}).get(c.name, "")
         cells = (f"`{c.name}`", *_types(c.type), meaning + extra, f"`{example}`")
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
@@ -193,7 +234,8 @@ def _table(columns: Sequence[Column], note: dict[str, str] | None = None) -> lis
 def undocumented() -> list[str]:
     """Columns of any table that have no description (the test wants none)."""
     every = (*EXPORT_FIELDS, *MOBILE_FIELDS, *LEGACY_FIELDS, *TRACE_COLUMNS)
-    return [c.name for c in (*every, *SYNC_COLUMNS, *REJECTS_COLUMNS) if c.name not in DESCRIPTIONS]
+    tables = (*every, *SYNC_COLUMNS, *REJECTS_COLUMNS, *PEOPLE_COLUMNS, *PEOPLE_SYNC_COLUMNS)
+    return [c.name for c in tables if c.name not in DESCRIPTIONS]
 
 
 def markdown() -> str:
@@ -242,6 +284,15 @@ warehouse: [queries.md](queries.md).
         "and hauser could still read syncd's.\n\n" + "\n".join(_table(SYNC_COLUMNS)),
         "## Rejects table (`fsrejects`)\n\nOne row per quarantined export row, committed with "
         "its batch.\n\n" + "\n".join(_table(REJECTS_COLUMNS)),
+        "## People table (`fsindividuals`)\n\nWith `ExportIndividuals = true` (name: "
+        "`IndividualsTable`): one row per individual, from the individuals exports "
+        "(`TYPE_INDIVIDUAL`) of the committed windows; a newer export's row replaces an older "
+        "one. `fs_users` reads identities from it ([views.md](views.md)).\n\n"
+        + "\n".join(_table(PEOPLE_COLUMNS, own=_PEOPLE_MEANINGS)),
+        "## People sync table (`fsindividuals_sync`)\n\n`<IndividualsTable>_sync`: one row per "
+        "committed people batch (a window's individuals export), written in the batch's "
+        "transaction; the SyncTable never holds people batches.\n\n"
+        + "\n".join(_table(PEOPLE_SYNC_COLUMNS, own=_PEOPLE_MEANINGS)),
     ]
     return "\n\n".join(parts) + "\n"
 

@@ -32,7 +32,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -54,6 +54,9 @@ from warehouses.base import (
 )
 from warehouses.lease_sql import TableLease
 from warehouses.sql import POSTGRES, Dialect, Query, TableNames, render
+
+if TYPE_CHECKING:
+    from syncd.people import PeopleBatch
 
 log = structlog.get_logger(__name__)
 
@@ -275,9 +278,10 @@ class DbApiCore(ABC):
             first, last, rows_deleted, sync_rows_deleted, rejects_deleted, kept=len(keep)
         )
 
-    def create_views(self) -> None:
+    def create_views(self, people_table: str | None = None) -> None:
         """`warehouses.base.MakesViews`: create or replace the analysis views over the export
-        table (`warehouses.views`, in this dialect) in one transaction."""
+        table (`warehouses.views`, in this dialect; `fs_users` over `people_table` too, when
+        given) in one transaction."""
         from warehouses.views import view_statements
 
         self._require_writable("create the views")
@@ -285,9 +289,61 @@ class DbApiCore(ABC):
             with self._transaction("create the views") as cursor:
                 columns = [name for name, _ in self._columns(cursor, self.tables.export)]
                 for statement in view_statements(
-                    self.dialect, self.tables.export, self.tables.schema, columns
+                    self.dialect, self.tables.export, self.tables.schema, columns, people_table
                 ):
                     self._execute(cursor, Query(statement))
+
+    # --- the people table (`syncd.people`) ----------------------------------------------------
+
+    #: People batches commit from their rows (parameters), not from a staged file.
+    people_from_stage = False
+
+    def ensure_people_tables(self, table: str) -> None:
+        """`syncd.people.PeopleWarehouse`: create or reconcile the people table and its sync
+        table (`sql.PEOPLE_COLUMNS`, `sql.PEOPLE_SYNC_COLUMNS`)."""
+        self._require_writable("ensure the people tables")
+        sync_table = sql.people_sync_table(table)
+        with self._lock, self._transaction("ensure the people tables") as cursor:
+            self._create_schema(cursor)
+            self._reconcile(cursor, table, sql.PEOPLE_COLUMNS)
+            self._reconcile(cursor, sync_table, sql.PEOPLE_SYNC_COLUMNS)
+
+    def people_batch_ids(self, table: str) -> set[str]:
+        """`syncd.people.PeopleWarehouse`: the committed people batches."""
+        sync_table = sql.people_sync_table(table)
+        with self._lock, self._transaction("read the people sync rows") as cursor:
+            if not self._columns(cursor, sync_table):
+                return set()
+            rows = self._fetch(
+                cursor, sql.people_batches(self.dialect, self.tables.qualified(sync_table))
+            )
+        return {str(row[0]) for row in rows}
+
+    def commit_people(self, table: str, batch: PeopleBatch) -> bool:
+        """`syncd.people.PeopleWarehouse`: in one transaction, unless the batch's sync row is
+        there already: delete the stored rows of its individuals that no newer export wrote,
+        insert its rows for them, insert its sync row (`sql.people_upsert`)."""
+        self._require_writable("commit a people batch")
+        action = f"commit people batch {batch.batch_id}"
+        d = self.dialect
+        people = self.tables.qualified(table, d.quote)
+        sync_table = self.tables.qualified(sql.people_sync_table(table), d.quote)
+        with self._lock, self._session(action), self._transaction(action) as cursor:
+            self._begin_commit(cursor)
+            done = self._fetch(cursor, sql.people_committed(d, people, sync_table, batch.batch_id))
+            if int(done[0][0]):
+                return False
+            ids = [int(r[0]) for r in batch.rows]
+            newer = {
+                int(row[0])
+                for query in sql.people_newer(d, people, batch.end, ids)
+                for row in self._fetch(cursor, query)
+            }
+            rows = [r for r in batch.rows if r[0] not in newer]
+            for query in sql.people_upsert(d, people, sync_table, rows, batch.sync_row()):
+                self._execute(cursor, query)
+            self._fence(cursor, action)
+        return True
 
     def check(self) -> None:
         """Connect and read; unless read-only, create a table in the schema (rolled back,

@@ -743,3 +743,105 @@ def as_date(value: Any) -> date:
     if isinstance(value, date):
         return value
     return date.fromisoformat(str(value)[:10])
+
+
+# --- the people table (ExportIndividuals, `syncd.people`) -------------------------------------
+
+#: The people table: one row per individual, the identity fields of an individuals export
+#: (`TYPE_INDIVIDUAL`), their user vars as one JSON object, and where the row came from: the
+#: people batch, the end of its export window (the most recent export wins) and when it loaded.
+PEOPLE_COLUMNS: tuple[Column, ...] = (
+    Column("IndvId", _I),
+    Column("UserId", _I),
+    Column("UserCreated", _T),
+    Column("UserAppKey", _S),
+    Column("UserDisplayName", _S),
+    Column("UserEmail", _S),
+    Column("UserVars", FieldType.JSON),
+    Column("SyncdBatchId", _S),
+    Column("SyncdExportEnd", _T),
+    Column("SyncdLoadedAt", _T),
+)
+
+#: `<IndividualsTable>_sync`: one row per committed people batch (its own bookkeeping, so the
+#: SyncTable, its consistency check, rollback and hauser's reader never see people batches).
+PEOPLE_SYNC_COLUMNS: tuple[Column, ...] = (
+    Column("SyncdBatchId", _S),
+    Column("WindowStart", _T),
+    Column("WindowEnd", _T),
+    Column("OperationId", _S),
+    Column("RowsLoaded", _I),
+    Column("CommittedAt", _T),
+    Column("SyncdVersion", _S),
+)
+
+#: Rows per INSERT (and ids per DELETE) of a people commit: well under every driver's limit
+#: on parameters per statement.
+PEOPLE_CHUNK = 200
+
+_PEOPLE_COMMITTED = "SELECT COUNT(*) FROM {sync} WHERE {SyncdBatchId} = {p}"
+_PEOPLE_NEWER = (
+    "SELECT {IndvId} FROM {people} WHERE {SyncdExportEnd} > {p} AND {IndvId} IN ({placeholders})"
+)
+_PEOPLE_DELETE = "DELETE FROM {people} WHERE {IndvId} IN ({placeholders})"
+_PEOPLE_INSERT = "INSERT INTO {table} ({columns}) VALUES {rows}"
+_PEOPLE_BATCHES = "SELECT {SyncdBatchId} FROM {sync}"
+
+
+def people_sync_table(people_table: str) -> str:
+    """The people table's bookkeeping table: `<IndividualsTable>_sync`."""
+    validate_identifier(people_table, "IndividualsTable")
+    return validate_identifier(f"{people_table}_sync", "IndividualsTable's sync table")
+
+
+def people_committed(d: Dialect, people: str, sync: str, batch_id: str) -> Query:
+    """How many sync rows the people batch has (1: committed already, its replay is a no-op)."""
+    return Query(render(_PEOPLE_COMMITTED, d, sync=sync), (batch_id,))
+
+
+def people_batches(d: Dialect, sync: str) -> Query:
+    """The ids of the committed people batches."""
+    return Query(render(_PEOPLE_BATCHES, d, sync=sync))
+
+
+def people_newer(d: Dialect, people: str, export_end: datetime, ids: Sequence[int]) -> list[Query]:
+    """Which of `ids` have a stored row from an export ending after `export_end` (an older
+    export never overwrites them), in chunks of PEOPLE_CHUNK ids."""
+    queries = []
+    for i in range(0, len(ids), PEOPLE_CHUNK):
+        chunk = tuple(ids[i : i + PEOPLE_CHUNK])
+        text = render(_PEOPLE_NEWER, d, people=people, placeholders=d.placeholders(len(chunk)))
+        queries.append(Query(text, (to_db_timestamp(export_end), *chunk)))
+    return queries
+
+
+def people_upsert(
+    d: Dialect, people: str, sync: str, rows: Sequence[Sequence[Any]], sync_row: Sequence[Any]
+) -> list[Query]:
+    """Replace the stored rows of `rows`' individuals (the caller left out those a newer
+    export wrote) and insert `rows` and the batch's sync row: DELETE + INSERT, in chunks of
+    PEOPLE_CHUNK, every value a parameter."""
+    queries: list[Query] = []
+    for i in range(0, len(rows), PEOPLE_CHUNK):
+        chunk = rows[i : i + PEOPLE_CHUNK]
+        delete = render(_PEOPLE_DELETE, d, people=people, placeholders=d.placeholders(len(chunk)))
+        queries.append(Query(delete, tuple(r[0] for r in chunk)))
+    for i in range(0, len(rows), PEOPLE_CHUNK):
+        chunk = rows[i : i + PEOPLE_CHUNK]
+        queries.append(_insert_rows(d, people, PEOPLE_COLUMNS, chunk))
+    queries.append(_insert_rows(d, sync, PEOPLE_SYNC_COLUMNS, [sync_row]))
+    return queries
+
+
+def _insert_rows(
+    d: Dialect, table: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
+) -> Query:
+    one = f"({d.placeholders(len(columns))})"
+    statement = render(
+        _PEOPLE_INSERT,
+        d,
+        table=table,
+        columns=column_list(columns, d),
+        rows=", ".join([one] * len(rows)),
+    )
+    return Query(statement, tuple(v for row in rows for v in row))

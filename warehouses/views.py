@@ -13,11 +13,12 @@ requires), so nothing else differs.
 Durations come from the export's own millisecond fields (EventSessionOffset, PageDuration),
 never from timestamp arithmetic, so every warehouse computes the same figures.
 
-`fs_users` is built in two parts joined on IndvId: the identity of each individual (`_IDENTITY`,
-derived here from the latest event of each IndvId) and the activity (`_ACTIVITY`, aggregates
-of the events). A people table (an individuals export, `ExportClient.
-create_individuals_export`) can take the identity part over by replacing `_IDENTITY` with a
-SELECT of the same columns from that table, keeping the view's columns.
+`fs_users` is built in two parts joined on IndvId: the identity of each individual and the
+activity (`_ACTIVITY`, aggregates of the events). The identity comes from the events
+(`_IDENTITY`: the latest event of each IndvId), or, when the people table is kept
+(ExportIndividuals: `people_table`), from that table (`_PEOPLE_IDENTITY`: the individuals
+export, the most recent winning), with the events' identity only for individuals it does not
+hold yet; the view's columns are the same either way.
 
 Creating them: `create_views(warehouse)`, for a warehouse with the optional `MakesViews`
 protocol (`warehouses.base`), which runs `view_statements` for its dialect in a transaction.
@@ -138,6 +139,15 @@ _IDENTITY = f"""SELECT {{IndvId}},
   ) latest
   GROUP BY {{IndvId}}"""  # noqa: S608 - a constant template; names quoted by sql.render
 
+#: Who each individual is, from the people table (`syncd.people`), and from the events for
+#: those it does not hold (yet).
+_PEOPLE_IDENTITY = """SELECT {IndvId}, {UserId}, {UserAppKey}, {UserDisplayName}, {UserEmail}
+  FROM {people}
+  UNION ALL
+  SELECT ev.{IndvId}, ev.{UserId}, ev.{UserAppKey}, ev.{UserDisplayName}, ev.{UserEmail}
+  FROM ({events_identity}) ev
+  WHERE ev.{IndvId} NOT IN (SELECT {IndvId} FROM {people})"""
+
 #: What each individual did, from the events.
 _ACTIVITY = """SELECT {IndvId},
     MIN({UserCreated}) AS {UserCreated},
@@ -175,11 +185,13 @@ def view_sql(
     export_table: str,
     schema: str | None = None,
     columns: Collection[str] = (),
+    people_table: str | None = None,
 ) -> str:
     """The SELECT of one view over `export_table` (in `schema`: a schema, or BigQuery's
     dataset), in the dialect's SQL. `columns`: the export table's columns, when known: a
     legacy table's `EventTargetSelectorTok` fills `TargetSelector` where the new name is
-    NULL."""
+    NULL. `people_table`: the people table (ExportIndividuals), which `fs_users` reads
+    identities from."""
     d = _dialect(dialect)
     validate_identifier(export_table, "ExportTable")
     legacy = _LEGACY_SELECTOR.lower() in {c.lower() for c in columns}
@@ -191,7 +203,12 @@ def view_sql(
     }
     if view == "fs_users":
         fragments["activity"] = sql.render(_ACTIVITY, d, None, **fragments)
-        fragments["identity"] = sql.render(_IDENTITY, d, None, **fragments)
+        identity = sql.render(_IDENTITY, d, None, **fragments)
+        if people_table is not None:
+            validate_identifier(people_table, "IndividualsTable")
+            people = sql.qualified_name(people_table, schema, d.quote)
+            identity = sql.render(_PEOPLE_IDENTITY, d, people=people, events_identity=identity)
+        fragments["identity"] = identity
     return sql.render(_BODIES[view], d, None, **fragments)
 
 
@@ -200,14 +217,16 @@ def view_statements(
     export_table: str,
     schema: str | None = None,
     columns: Collection[str] = (),
+    people_table: str | None = None,
 ) -> list[str]:
     """Every statement that creates or replaces the views, in order (run them in one
-    transaction where the warehouse has one); `columns` as for `view_sql`."""
+    transaction where the warehouse has one); `columns` and `people_table` as for
+    `view_sql`."""
     d = _dialect(dialect)
     statements = []
     for view in VIEW_NAMES:
         name = sql.qualified_name(view, schema, d.quote)
-        body = view_sql(d, view, export_table, schema, columns)
+        body = view_sql(d, view, export_table, schema, columns, people_table)
         if d.replace_view_changes_columns:
             statements.append(f"CREATE OR REPLACE VIEW {name} AS\n{body}")
         else:
@@ -228,8 +247,9 @@ def _dialect(dialect: str | Dialect) -> Dialect:
         ) from None
 
 
-def create_views(warehouse: object) -> list[str]:
-    """Create or replace every view in the warehouse; the names of the views.
+def create_views(warehouse: object, people_table: str | None = None) -> list[str]:
+    """Create or replace every view in the warehouse; the names of the views. With
+    `people_table` (ExportIndividuals), `fs_users` reads identities from it.
 
     A warehouse without views (StorageOnly, `local`) is a TerminalLoadError saying so."""
     if not isinstance(warehouse, MakesViews):
@@ -237,5 +257,5 @@ def create_views(warehouse: object) -> list[str]:
             "this configuration has no SQL warehouse to create views in (Provider local or "
             "StorageOnly): views need DuckDB, PostgreSQL, Redshift or BigQuery"
         )
-    warehouse.create_views()
+    warehouse.create_views(people_table)
     return list(VIEW_NAMES)

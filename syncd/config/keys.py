@@ -223,6 +223,25 @@ TOP_LEVEL: tuple[Key, ...] = (
     ),
     Key(
         "",
+        "ExportIndividuals",
+        K.BOOL,
+        False,
+        "Also keep a people table (IndividualsTable) current from the individuals export "
+        "(TYPE_INDIVIDUAL) of every committed window: one row per individual with the identity "
+        "fields and user vars, the most recent export winning, committed with its own "
+        "bookkeeping in <IndividualsTable>_sync (docs/reliability.md). fs_users reads it. "
+        'Needs Source "segment"; not with StorageOnly.',
+    ),
+    Key(
+        "",
+        "IndividualsTable",
+        K.STRING,
+        "fsindividuals",
+        "The people table of ExportIndividuals, beside the export table (same dataset or "
+        "schema); its bookkeeping is <IndividualsTable>_sync.",
+    ),
+    Key(
+        "",
         "ExportDuration",
         K.DURATION,
         "1h",

@@ -62,6 +62,8 @@ class Settings:
     state_dir: Path
     keep_staged_files: bool
     create_views: bool  # CreateViews: the views of warehouses.views at start-up
+    export_individuals: bool  # ExportIndividuals: the people table (syncd.people)
+    individuals_table: str  # IndividualsTable
     export_duration: timedelta
     export_delay: timedelta
     settle_after: timedelta  # 0: settling off

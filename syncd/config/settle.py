@@ -320,9 +320,32 @@ class _Settle:
                     "SettleAfter",
                     "replaces a window's rows in a warehouse: StorageOnly keeps files only",
                 )
+        self._check_individuals()
         for label in _POSITIVE_DURATIONS:
             if self.ok(label) and self.get(label) <= timedelta(0):
                 self.problem(label, "must be more than 0s")
+
+    def _check_individuals(self) -> None:
+        self.identifier("IndividualsTable")
+        if self.ok("IndividualsTable") and self.get("IndividualsTable"):
+            try:
+                validate_identifier(f"{self.get('IndividualsTable')}_sync", "IndividualsTable")
+            except ConfigError as exc:
+                self.problems.extend(exc.problems)
+        if not (self.ok("ExportIndividuals") and self.get("ExportIndividuals")):
+            return
+        if self.get("Source") != "segment":
+            self.problem("ExportIndividuals", 'exports individuals: needs Source "segment"')
+        elif self.ok("StorageOnly") and self.get("StorageOnly"):
+            self.problem(
+                "ExportIndividuals",
+                "keeps a people table in a warehouse: StorageOnly keeps files only",
+            )
+        plugin = self._plugin()
+        if plugin is not None and plugin.section is not None and self.ok("IndividualsTable"):
+            tables = [plugin.section.label(t) for t in ("ExportTable", "SyncTable", "RejectsTable")]
+            present = [t for t in tables if t in self.table.by_label and self.ok(t)]
+            self.distinct_tables([*present, "IndividualsTable"])
 
     def _check_counts(self) -> None:
         for label, least in (

@@ -58,6 +58,10 @@ class SimulatorConfig:
     #: Operation and export ids with "+", "/" and "==" that a client must URL-quote (for
     #: testing a client's quoting); False: URL-safe ids, usable unencoded in a path.
     hostile_ids: bool = False
+    #: >0: every session belongs to one of this many individuals (the same identity fields in
+    #: every hour), so individuals come back across windows with newer user vars; 0: each
+    #: session is a new individual.
+    returning_individuals: int = 0
 
     def __post_init__(self) -> None:
         problems = []

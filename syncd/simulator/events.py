@@ -57,6 +57,26 @@ def format_ms(ms: int) -> str:
     return from_ms(ms).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
+#: Before every session: the moment returning individuals' UserCreated is counted back from.
+_PERSON_EPOCH_MS = 1_700_000_000_000
+
+
+def _identity(rng: random.Random, indv_id: int, created_before: int) -> dict[str, Any]:
+    """The identity fields of individual `indv_id` (and a SessionId), drawn from `rng`."""
+    chance = rng.random
+    identity: dict[str, Any] = {
+        "IndvId": indv_id,
+        "UserId": indv_id if chance() < 0.9 else _big_id(rng),
+        "SessionId": _big_id(rng),
+    }
+    if chance() < 0.8:
+        identity["UserCreated"] = format_ms(created_before - 1 - _below(chance, 400 * 86_400_000))
+    identity["UserAppKey"] = "" if chance() < 0.6 else f"user-{_below(chance, 10**6)}"
+    identity["UserDisplayName"] = _pick(chance, vocabulary.NAMES)
+    identity["UserEmail"] = "" if chance() < 0.3 else f"u{_below(chance, 10**6)}@example.com"
+    return identity
+
+
 def _big_id(rng: random.Random) -> int:
     """A 16-digit id like the samples', and above 2^53 (up to 2^63) about a third of the time."""
     if rng.random() < 0.35:
@@ -92,8 +112,12 @@ class EventGenerator:
         data_start: datetime | None = None,
         new_field: tuple[str, datetime] | None = None,
         late_fraction: float = 0.0,
+        returning_individuals: int = 0,
     ) -> None:
         self.seed = seed
+        #: >0: sessions belong to this many individuals, who come back across hours (see
+        #: SimulatorConfig.returning_individuals); 0: every session is a new individual.
+        self.returning_individuals = returning_individuals
         self.late_fraction = late_fraction
         self.events_per_hour = events_per_hour
         self.include_mobile = include_mobile
@@ -189,18 +213,17 @@ class EventGenerator:
         hour_end = hour_ms + HOUR_MS
         chance = rng.random
         session_ms = hour_ms + _below(chance, HOUR_MS - 60_000)
-        indv_id = _big_id(rng)
-        mobile = self.include_mobile and chance() < 0.25
-        identity: dict[str, Any] = {
-            "IndvId": indv_id,
-            "UserId": indv_id if chance() < 0.9 else _big_id(rng),
-            "SessionId": _big_id(rng),
-        }
-        if chance() < 0.8:
-            identity["UserCreated"] = format_ms(session_ms - 1 - _below(chance, 400 * 86_400_000))
-        identity["UserAppKey"] = "" if chance() < 0.6 else f"user-{_below(chance, 10**6)}"
-        identity["UserDisplayName"] = _pick(chance, vocabulary.NAMES)
-        identity["UserEmail"] = "" if chance() < 0.3 else f"u{_below(chance, 10**6)}@example.com"
+        if self.returning_individuals:
+            # who the individual is comes from their number alone: the same in every hour
+            number = _below(chance, self.returning_individuals)
+            person = random.Random(f"syncd-sim/person/{self.seed}/{number}")
+            identity = _identity(person, _big_id(person), _PERSON_EPOCH_MS)
+            identity["SessionId"] = _big_id(rng)
+            mobile = self.include_mobile and chance() < 0.25
+        else:
+            indv_id = _big_id(rng)
+            mobile = self.include_mobile and chance() < 0.25
+            identity = _identity(rng, indv_id, session_ms)
         session_start = format_ms(session_ms)
         page_ms = session_ms
         for _ in range(_int(chance, 1, 4)):

@@ -106,6 +106,7 @@ class Simulator:
                 None if cfg.new_field_from is None else (cfg.new_field_name, cfg.new_field_from)
             ),
             late_fraction=cfg.late_fraction,
+            returning_individuals=cfg.returning_individuals,
         )
         self._calendar = BundleCalendar(cfg.legacy_bundle_hours, cfg.data_start)
         self._stopping = threading.Event()

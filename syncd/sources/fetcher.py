@@ -82,8 +82,11 @@ class Fetcher:
         self.operation_deadline = operation_deadline
         self._clock = clock
 
-    def fetch_segment(self, batch_id: str, start: datetime, end: datetime) -> FetchResult:
-        """Download the export of [start, end), resuming the batch's persisted operation."""
+    def fetch_segment(
+        self, batch_id: str, start: datetime, end: datetime, *, individuals: bool = False
+    ) -> FetchResult:
+        """Download the export of [start, end), resuming the batch's persisted operation;
+        with `individuals`, the individuals export of the window (`syncd.people`)."""
         pending = self.store.get(batch_id)
         if pending is not None and (pending.start, pending.end) != (start, end):
             log.warning(
@@ -112,7 +115,8 @@ class Fetcher:
                 self.store.remove(batch_id)
         # every field (`fields` omitted): a list would never export a field FullStory adds
         # later; what the config leaves out is dropped by the transform
-        operation_id = self.client.create_export(start, end, segment_id=self.segment_id)
+        create = self.client.create_individuals_export if individuals else self.client.create_export
+        operation_id = create(start, end, segment_id=self.segment_id)
         pending = PendingOperation(
             batch_id=batch_id,
             operation_id=operation_id,
