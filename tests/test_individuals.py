@@ -237,6 +237,26 @@ def test_bigquery_people_table_follows_the_exports(
     assert not [n for n in gcp_support.object_names(bucket) if "individuals" in n]
 
 
+def test_snowflake_people_table_follows_the_exports(tmp_path: Path, sim: Simulator) -> None:
+    """On Snowflake (its internal stage), whose INSERT ... VALUES takes no JSON text for the
+    VARIANT UserVars: the people rows are inserted through a SELECT that parses it."""
+    from snowflake_support import new_schema, snowflake_overrides, snowflake_rows
+
+    schema = new_schema()
+    overrides = {**snowflake_overrides(schema), **PEOPLE_KEYS}
+    files = write_config(tmp_path, sim, START, overrides)
+    check_people_follow_the_exports(
+        files,
+        sim,
+        lambda table: snowflake_rows(schema, table),
+        lambda: len(snowflake_rows(schema)),
+    )
+    assert {r["SyncdSource"] for r in snowflake_rows(schema, "fssync")} == {"segment"}
+    # UserVars is a JSON object in the VARIANT, not a JSON string
+    people = snowflake_rows(schema, "fsindividuals")
+    assert people and all(isinstance(json.loads(r["UserVars"]), dict) for r in people)
+
+
 def _batch(
     sim: Simulator, tmp_path: Path, window: tuple[datetime, datetime], direct: Direct
 ) -> PeopleBatch:
@@ -303,7 +323,21 @@ def _direct_bigquery(tmp_path: Path) -> Direct:
     )
 
 
-DIRECT = {"duckdb": _direct_duckdb, "postgres": _direct_postgres, "bigquery": _direct_bigquery}
+def _direct_snowflake(tmp_path: Path) -> Direct:
+    from snowflake_support import snowflake_over_internal, snowflake_rows
+
+    wh, stage = snowflake_over_internal(tmp_path)
+    schema = wh.tables.schema
+    assert schema is not None
+    return Direct(wh, stage, lambda table: snowflake_rows(schema, table), wh.drop_tables)
+
+
+DIRECT = {
+    "duckdb": _direct_duckdb,
+    "postgres": _direct_postgres,
+    "bigquery": _direct_bigquery,
+    "snowflake": _direct_snowflake,
+}
 
 
 @pytest.mark.parametrize("name", list(DIRECT))

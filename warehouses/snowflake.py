@@ -76,6 +76,7 @@ SNOWFLAKE = Dialect(
     param="%s",  # the connector's default paramstyle (pyformat)
     paramstyle="format",
     fold_case=False,  # every name is quoted: matched exactly
+    insert_json_function="PARSE_JSON",  # INSERT ... VALUES takes neither JSON text nor calls
 )
 
 _COPY = (
