@@ -252,6 +252,12 @@ def test_every_dialect_makes_every_view() -> None:
     for dialect in ("duckdb", "postgres", "redshift", "bigquery"):
         statements = view_statements(dialect, "fsexport", None if dialect == "duckdb" else "s")
         assert all(any(view in s for s in statements) for view in VIEW_NAMES), dialect
+    # Snowflake commits each DDL statement at once: a view is replaced, never dropped first
+    from warehouses.snowflake import SNOWFLAKE
+
+    statements = view_statements(SNOWFLAKE, "fsexport", "PUBLIC")
+    assert len(statements) == len(VIEW_NAMES)
+    assert all(s.startswith("CREATE OR REPLACE VIEW") for s in statements)
 
 
 def test_custom_vars_hold_the_event_vars(truth: dict[str, list[Row]]) -> None:
@@ -416,6 +422,30 @@ def test_bigquery_views_match_the_events_on_the_emulator(
             client.close()
     finally:
         gcp_support.drop_dataset(dataset)
+
+
+def test_snowflake_views_match_the_events_on_the_standin(
+    tmp_path: Path, sim: Simulator, truth: dict[str, list[Row]]
+) -> None:
+    from snowflake_support import new_schema, shared_snowflake, snowflake_overrides
+
+    schema = new_schema()
+    files = write_config(tmp_path, sim, START, snowflake_overrides(schema))
+    assert run_cli(["once", "-c", str(files.config)]) == 0
+    assert run_cli(["views", "-c", str(files.config)]) == 0
+    assert run_cli(["views", "-c", str(files.config)]) == 0
+    con = shared_snowflake().connect(schema=schema)
+    try:
+        cursor = con.cursor()
+
+        def read(view: str) -> list[Row]:
+            cursor.execute(f'SELECT * FROM "{schema}"."{view}"')  # noqa: S608
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+        assert_views(read, truth)
+    finally:
+        con.close()
 
 
 # -- docs/views.md -----------------------------------------------------------------------------
