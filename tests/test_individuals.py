@@ -377,6 +377,33 @@ def test_replay_and_an_older_export_change_nothing(
         direct.cleanup()
 
 
+def test_only_snowflake_inserts_people_through_a_select() -> None:
+    """Snowflake's VALUES take constants only and its VARIANT no JSON text: its people rows go
+    through a SELECT that parses UserVars; every other dialect keeps its plain VALUES list."""
+    from warehouses.snowflake import SNOWFLAKE
+    from warehouses.sql import DIALECTS, people_upsert
+
+    row = (1, 2, None, "app", "Ann", "a@b", '{"user_plan_str": "pro"}', "b", None, None)
+    sync_row = ("b", None, None, "op", 1, None, "v")
+    for d in DIALECTS.values():
+        if d.paramstyle == "named":
+            continue  # BigQuery loads people from its stage
+        insert = people_upsert(d, '"people"', '"people_sync"', [row, row], sync_row)[1]
+        one = f"({d.placeholders(len(PEOPLE_COLUMNS))})"
+        assert insert.sql.endswith(f") VALUES {one}, {one}"), d.name
+        assert "PARSE_JSON" not in insert.sql
+    insert = people_upsert(SNOWFLAKE, '"people"', '"people_sync"', [row, row], sync_row)[1]
+    assert 'PARSE_JSON(v."UserVars")' in insert.sql
+    assert insert.sql.startswith('INSERT INTO "people" ("IndvId", ')
+    assert ' SELECT v."IndvId", v."UserId", ' in insert.sql
+    assert insert.sql.endswith(
+        ' AS v ("IndvId", "UserId", "UserCreated", "UserAppKey", '
+        '"UserDisplayName", "UserEmail", "UserVars", "SyncdBatchId", "SyncdExportEnd", '
+        '"SyncdLoadedAt")'
+    )
+    assert insert.params == row + row
+
+
 def test_export_individuals_is_refused_with_storage_only(tmp_path: Path, sim: Simulator) -> None:
     files = write_config(tmp_path, sim, START, {"ExportIndividuals": True, "Provider": "local"})
     assert run_cli(["once", "-c", str(files.config)], now=FIRST_NOW) == EXIT_CONFIG
