@@ -357,7 +357,9 @@ def check_insert_values(self: Any, expression: Any) -> None:
     rows = [row.expressions for row in expression.expression.expressions]
     for row in rows:
         for value in row:
-            if not isinstance(value, _CONSTANTS):
+            # a constant cast ('2024-01-01'::TIMESTAMP_NTZ) is evaluated at compilation: allowed
+            inner = value.this if isinstance(value, exp.Cast) else value
+            if not isinstance(inner, _CONSTANTS):
                 raise _error(
                     f"SQL compilation error:\nInvalid expression [{value.sql('snowflake')}] "
                     "in VALUES clause",

@@ -341,6 +341,8 @@ def test_the_standin_refuses_json_text_and_calls_in_insert_values() -> None:
             )
         assert call.value.errno == 2014
         cur.execute('INSERT INTO "people" ("IndvId", "UserVars") VALUES (%s, NULL)', (2,))
+        # a constant cast is a constant: allowed, as in Snowflake
+        cur.execute('INSERT INTO "people" ("IndvId", "UserVars") VALUES (4, \'[1]\'::VARIANT)')
         cur.execute(
             'INSERT INTO "people" ("IndvId", "UserVars") SELECT v."IndvId", '
             'PARSE_JSON(v."UserVars") FROM (VALUES (%s, %s)) AS v ("IndvId", "UserVars")',
@@ -348,6 +350,6 @@ def test_the_standin_refuses_json_text_and_calls_in_insert_values() -> None:
         )
         cur.execute('SELECT "IndvId", "UserVars" FROM "people" ORDER BY 1')
         rows = [(int(i), json.loads(v) if v is not None else None) for i, v in cur.fetchall()]
-        assert rows == [(2, None), (3, {"a": 1})]
+        assert rows == [(2, None), (3, {"a": 1}), (4, [1])]
     finally:
         con.close()
