@@ -1,7 +1,8 @@
-"""The analysis views (warehouses/views.py, docs/views.md) on all four warehouses.
+"""The analysis views (warehouses/views.py, docs/views.md) on every SQL warehouse.
 
 `syncd once` loads three hours from the simulator into DuckDB, PostgreSQL, Redshift (the
-dialect proxy over PostgreSQL, moto S3) and BigQuery (the emulator over the GCS emulator);
+dialect proxy over PostgreSQL, moto S3), BigQuery (the emulator over the GCS emulator) and
+Snowflake (the fakesnow stand-in, its internal stage);
 `syncd views` (or `CreateViews = true` at start-up) creates the views; every row of every view
 is compared with figures computed here, in Python, from the simulator's generated events (its
 truth), not from the warehouse.
@@ -265,7 +266,7 @@ def test_custom_vars_hold_the_event_vars(truth: dict[str, list[Row]]) -> None:
     assert not {k for e in truth["fs_custom_events"] for k in e["Vars"]} & set(KNOWN_FIELDS)
 
 
-# -- the four warehouses -----------------------------------------------------------------------
+# -- the warehouses ---------------------------------------------------------------------------
 
 
 def test_duckdb_views_match_the_events(
