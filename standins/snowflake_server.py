@@ -18,6 +18,11 @@ docs/cloud-conformance.md, "Snowflake"):
   (`--integrations`) or CREDENTIALS = (AWS_KEY_ID = ... AWS_SECRET_KEY = ...), as Snowflake
   refuses a private bucket without either; the path is a prefix, as in Snowflake;
 - a NULL TIMESTAMP in a result reaches the client as NULL (fakesnow sent 1970-01-01);
+- INSERT ... VALUES takes constants only ("VALUES": each expression a constant): a function
+  call such as PARSE_JSON inside the VALUES list is refused (002014), and so is a string for
+  a VARIANT column (002023, "Expression type does not match column data type"); fakesnow
+  (DuckDB) took both, turning the text into JSON. `INSERT ... SELECT ... FROM (VALUES ...)`
+  stays allowed, as in Snowflake;
 - MATCH_BY_COLUMN_NAME = CASE_SENSITIVE matches the table's column names as stored (fakesnow
   upper-cased them, so a quoted mixed-case column never matched).
 """
@@ -338,6 +343,49 @@ def timestamp_to_sf_struct(ts: Any) -> Any:
     return pa.StructArray.from_arrays(children, fields=list(filled.type), mask=mask)
 
 
+_original_check = cursor_mod.FakeSnowflakeCursor.check_db_and_schema
+#: What a VALUES list of an INSERT may hold: constants (a parameter arrives inlined by the
+#: connector's client-side binding, or as a placeholder bound to a constant).
+_CONSTANTS = (exp.Literal, exp.Null, exp.Boolean, exp.Placeholder, exp.Neg)
+
+
+def check_insert_values(self: Any, expression: Any) -> None:
+    """fakesnow's check of the statement, then Snowflake's rules for INSERT ... VALUES."""
+    _original_check(self, expression)
+    if not isinstance(expression, exp.Insert) or not isinstance(expression.expression, exp.Values):
+        return
+    rows = [row.expressions for row in expression.expression.expressions]
+    for row in rows:
+        for value in row:
+            # a constant cast ('2024-01-01'::TIMESTAMP_NTZ) is evaluated at compilation: allowed
+            inner = value.this if isinstance(value, exp.Cast) else value
+            if not isinstance(inner, _CONSTANTS):
+                raise _error(
+                    f"SQL compilation error:\nInvalid expression [{value.sql('snowflake')}] "
+                    "in VALUES clause",
+                    2014,
+                    "42601",
+                )
+    target = expression.this
+    table = target.this if isinstance(target, exp.Schema) else target
+    named = [c.name for c in target.expressions] if isinstance(target, exp.Schema) else []
+    described = copy_mod._describe_table(
+        table, self._duck_conn, self._conn.database, self._conn.schema
+    )
+    types = {name: type_.upper() for name, type_ in described}
+    columns = named or [name for name, _ in described]
+    variant = {i for i, name in enumerate(columns) if types.get(name) == "JSON"}
+    for row in rows:
+        for i in variant:
+            if i < len(row) and isinstance(row[i], exp.Literal) and row[i].is_string:
+                raise _error(
+                    "SQL compilation error:\nExpression type does not match column data type, "
+                    f"expecting VARIANT but got VARCHAR for column {columns[i]}",
+                    2023,
+                    "22000",
+                )
+
+
 async def move_clock(request: Request) -> JSONResponse:
     """Stand-in control: move the clock on by `days` (load metadata ages with it)."""
     global _clock_offset
@@ -365,6 +413,7 @@ def main() -> None:
     _settings["s3_endpoint"] = args.s3_endpoint.rstrip("/")
     _settings["integrations"] = frozenset(n for n in args.integrations.split(",") if n)
     cursor_mod.copy_into = copy_into
+    cursor_mod.FakeSnowflakeCursor.check_db_and_schema = check_insert_values
     arrow_mod.timestamp_to_sf_struct = timestamp_to_sf_struct
     copy_mod._get_table_columns = _get_table_columns
     copy_mod._match_parquet_columns = _match_parquet_columns

@@ -237,6 +237,26 @@ def test_bigquery_people_table_follows_the_exports(
     assert not [n for n in gcp_support.object_names(bucket) if "individuals" in n]
 
 
+def test_snowflake_people_table_follows_the_exports(tmp_path: Path, sim: Simulator) -> None:
+    """On Snowflake (its internal stage), whose INSERT ... VALUES takes no JSON text for the
+    VARIANT UserVars: the people rows are inserted through a SELECT that parses it."""
+    from snowflake_support import new_schema, snowflake_overrides, snowflake_rows
+
+    schema = new_schema()
+    overrides = {**snowflake_overrides(schema), **PEOPLE_KEYS}
+    files = write_config(tmp_path, sim, START, overrides)
+    check_people_follow_the_exports(
+        files,
+        sim,
+        lambda table: snowflake_rows(schema, table),
+        lambda: len(snowflake_rows(schema)),
+    )
+    assert {r["SyncdSource"] for r in snowflake_rows(schema, "fssync")} == {"segment"}
+    # UserVars is a JSON object in the VARIANT, not a JSON string
+    people = snowflake_rows(schema, "fsindividuals")
+    assert people and all(isinstance(json.loads(r["UserVars"]), dict) for r in people)
+
+
 def _batch(
     sim: Simulator, tmp_path: Path, window: tuple[datetime, datetime], direct: Direct
 ) -> PeopleBatch:
@@ -303,7 +323,21 @@ def _direct_bigquery(tmp_path: Path) -> Direct:
     )
 
 
-DIRECT = {"duckdb": _direct_duckdb, "postgres": _direct_postgres, "bigquery": _direct_bigquery}
+def _direct_snowflake(tmp_path: Path) -> Direct:
+    from snowflake_support import snowflake_over_internal, snowflake_rows
+
+    wh, stage = snowflake_over_internal(tmp_path)
+    schema = wh.tables.schema
+    assert schema is not None
+    return Direct(wh, stage, lambda table: snowflake_rows(schema, table), wh.drop_tables)
+
+
+DIRECT = {
+    "duckdb": _direct_duckdb,
+    "postgres": _direct_postgres,
+    "bigquery": _direct_bigquery,
+    "snowflake": _direct_snowflake,
+}
 
 
 @pytest.mark.parametrize("name", list(DIRECT))
@@ -341,6 +375,33 @@ def test_replay_and_an_older_export_change_nothing(
     finally:
         wh.close()
         direct.cleanup()
+
+
+def test_only_snowflake_inserts_people_through_a_select() -> None:
+    """Snowflake's VALUES take constants only and its VARIANT no JSON text: its people rows go
+    through a SELECT that parses UserVars; every other dialect keeps its plain VALUES list."""
+    from warehouses.snowflake import SNOWFLAKE
+    from warehouses.sql import DIALECTS, people_upsert
+
+    row = (1, 2, None, "app", "Ann", "a@b", '{"user_plan_str": "pro"}', "b", None, None)
+    sync_row = ("b", None, None, "op", 1, None, "v")
+    for d in DIALECTS.values():
+        if d.paramstyle == "named":
+            continue  # BigQuery loads people from its stage
+        insert = people_upsert(d, '"people"', '"people_sync"', [row, row], sync_row)[1]
+        one = f"({d.placeholders(len(PEOPLE_COLUMNS))})"
+        assert insert.sql.endswith(f") VALUES {one}, {one}"), d.name
+        assert "PARSE_JSON" not in insert.sql
+    insert = people_upsert(SNOWFLAKE, '"people"', '"people_sync"', [row, row], sync_row)[1]
+    assert 'PARSE_JSON(v."UserVars")' in insert.sql
+    assert insert.sql.startswith('INSERT INTO "people" ("IndvId", ')
+    assert ' SELECT v."IndvId", v."UserId", ' in insert.sql
+    assert insert.sql.endswith(
+        ' AS v ("IndvId", "UserId", "UserCreated", "UserAppKey", '
+        '"UserDisplayName", "UserEmail", "UserVars", "SyncdBatchId", "SyncdExportEnd", '
+        '"SyncdLoadedAt")'
+    )
+    assert insert.params == row + row
 
 
 def test_export_individuals_is_refused_with_storage_only(tmp_path: Path, sim: Simulator) -> None:

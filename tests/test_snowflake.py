@@ -4,6 +4,7 @@ covers the Warehouse protocol; these tests cover what is Snowflake's own."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from datetime import date, datetime
@@ -316,3 +317,39 @@ def test_the_config_builds_the_internal_stage_without_a_bucket() -> None:
     wh = build_warehouse(settings, stage)
     assert isinstance(wh, SnowflakeWarehouse) and wh._stage == "internal"
     wh.close()
+
+
+def test_the_standin_refuses_json_text_and_calls_in_insert_values() -> None:
+    """As Snowflake: INSERT ... VALUES takes constants only, so neither JSON text for a VARIANT
+    column nor PARSE_JSON(...) in the list; INSERT ... SELECT ... FROM (VALUES ...) parses it."""
+    from snowflake.connector.errors import ProgrammingError
+
+    schema = new_schema()
+    con = shared_snowflake().connect(schema="PUBLIC")
+    try:
+        cur = con.cursor()
+        cur.execute(f'CREATE SCHEMA "{schema}"')
+        cur.execute(f'USE SCHEMA "{schema}"')
+        cur.execute('CREATE TABLE "people" ("IndvId" NUMBER(38,0), "UserVars" VARIANT)')
+        with pytest.raises(ProgrammingError, match="expecting VARIANT") as text:
+            cur.execute('INSERT INTO "people" ("IndvId", "UserVars") VALUES (%s, %s)', (1, "{}"))
+        assert text.value.errno == 2023
+        with pytest.raises(ProgrammingError, match="Invalid expression") as call:
+            cur.execute(
+                'INSERT INTO "people" ("IndvId", "UserVars") VALUES (%s, PARSE_JSON(%s))',
+                (1, '{"a": 1}'),
+            )
+        assert call.value.errno == 2014
+        cur.execute('INSERT INTO "people" ("IndvId", "UserVars") VALUES (%s, NULL)', (2,))
+        # a constant cast is a constant: allowed, as in Snowflake
+        cur.execute('INSERT INTO "people" ("IndvId", "UserVars") VALUES (4, \'[1]\'::VARIANT)')
+        cur.execute(
+            'INSERT INTO "people" ("IndvId", "UserVars") SELECT v."IndvId", '
+            'PARSE_JSON(v."UserVars") FROM (VALUES (%s, %s)) AS v ("IndvId", "UserVars")',
+            (3, '{"a": 1}'),
+        )
+        cur.execute('SELECT "IndvId", "UserVars" FROM "people" ORDER BY 1')
+        rows = [(int(i), json.loads(v) if v is not None else None) for i, v in cur.fetchall()]
+        assert rows == [(2, None), (3, {"a": 1}), (4, [1])]
+    finally:
+        con.close()

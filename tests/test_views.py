@@ -1,7 +1,8 @@
-"""The analysis views (warehouses/views.py, docs/views.md) on all four warehouses.
+"""The analysis views (warehouses/views.py, docs/views.md) on every SQL warehouse.
 
 `syncd once` loads three hours from the simulator into DuckDB, PostgreSQL, Redshift (the
-dialect proxy over PostgreSQL, moto S3) and BigQuery (the emulator over the GCS emulator);
+dialect proxy over PostgreSQL, moto S3), BigQuery (the emulator over the GCS emulator) and
+Snowflake (the fakesnow stand-in, its internal stage);
 `syncd views` (or `CreateViews = true` at start-up) creates the views; every row of every view
 is compared with figures computed here, in Python, from the simulator's generated events (its
 truth), not from the warehouse.
@@ -252,6 +253,12 @@ def test_every_dialect_makes_every_view() -> None:
     for dialect in ("duckdb", "postgres", "redshift", "bigquery"):
         statements = view_statements(dialect, "fsexport", None if dialect == "duckdb" else "s")
         assert all(any(view in s for s in statements) for view in VIEW_NAMES), dialect
+    # Snowflake commits each DDL statement at once: a view is replaced, never dropped first
+    from warehouses.snowflake import SNOWFLAKE
+
+    statements = view_statements(SNOWFLAKE, "fsexport", "PUBLIC")
+    assert len(statements) == len(VIEW_NAMES)
+    assert all(s.startswith("CREATE OR REPLACE VIEW") for s in statements)
 
 
 def test_custom_vars_hold_the_event_vars(truth: dict[str, list[Row]]) -> None:
@@ -259,7 +266,7 @@ def test_custom_vars_hold_the_event_vars(truth: dict[str, list[Row]]) -> None:
     assert not {k for e in truth["fs_custom_events"] for k in e["Vars"]} & set(KNOWN_FIELDS)
 
 
-# -- the four warehouses -----------------------------------------------------------------------
+# -- the warehouses ---------------------------------------------------------------------------
 
 
 def test_duckdb_views_match_the_events(
@@ -416,6 +423,30 @@ def test_bigquery_views_match_the_events_on_the_emulator(
             client.close()
     finally:
         gcp_support.drop_dataset(dataset)
+
+
+def test_snowflake_views_match_the_events_on_the_standin(
+    tmp_path: Path, sim: Simulator, truth: dict[str, list[Row]]
+) -> None:
+    from snowflake_support import new_schema, shared_snowflake, snowflake_overrides
+
+    schema = new_schema()
+    files = write_config(tmp_path, sim, START, snowflake_overrides(schema))
+    assert run_cli(["once", "-c", str(files.config)]) == 0
+    assert run_cli(["views", "-c", str(files.config)]) == 0
+    assert run_cli(["views", "-c", str(files.config)]) == 0
+    con = shared_snowflake().connect(schema=schema)
+    try:
+        cursor = con.cursor()
+
+        def read(view: str) -> list[Row]:
+            cursor.execute(f'SELECT * FROM "{schema}"."{view}"')  # noqa: S608
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+        assert_views(read, truth)
+    finally:
+        con.close()
 
 
 # -- docs/views.md -----------------------------------------------------------------------------

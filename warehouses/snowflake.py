@@ -76,6 +76,9 @@ SNOWFLAKE = Dialect(
     param="%s",  # the connector's default paramstyle (pyformat)
     paramstyle="format",
     fold_case=False,  # every name is quoted: matched exactly
+    insert_json_function="PARSE_JSON",  # INSERT ... VALUES takes neither JSON text nor calls
+    # DDL commits at once in Snowflake: each view is replaced in one statement, never dropped
+    replace_view_changes_columns=True,
 )
 
 _COPY = (

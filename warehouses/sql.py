@@ -96,6 +96,11 @@ class Dialect:
     #: (`warehouses.views`).
     replace_view_changes_columns: bool = False
     union_distinct: str = "UNION"  # a UNION that drops duplicate rows
+    #: The function that turns JSON text into a JSON column's value when INSERT ... VALUES
+    #: cannot take it (Snowflake: VALUES hold constants only and a VARIANT column refuses
+    #: text): a multi-row insert is then `INSERT INTO t (cols) SELECT v.a, ..., PARSE_JSON(v.j)
+    #: FROM (VALUES (...), (...)) AS v (cols)`. Empty: a plain `INSERT ... VALUES` list.
+    insert_json_function: str = ""
 
     def column_type(self, type_: FieldType) -> str:
         return self.types[type_]
@@ -785,6 +790,9 @@ _PEOPLE_NEWER = (
 )
 _PEOPLE_DELETE = "DELETE FROM {people} WHERE {IndvId} IN ({placeholders})"
 _PEOPLE_INSERT = "INSERT INTO {table} ({columns}) VALUES {rows}"
+_PEOPLE_INSERT_SELECT = (
+    "INSERT INTO {table} ({columns}) SELECT {values} FROM (VALUES {rows}) AS v ({columns})"
+)
 _PEOPLE_BATCHES = "SELECT {SyncdBatchId} FROM {sync}"
 
 
@@ -837,6 +845,22 @@ def _insert_rows(
     d: Dialect, table: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
 ) -> Query:
     one = f"({d.placeholders(len(columns))})"
+    if d.insert_json_function:
+        # VALUES of constants only; JSON text made a JSON value in the SELECT list
+        values = ", ".join(
+            f"{d.insert_json_function}(v.{q})" if c.type is FieldType.JSON else f"v.{q}"
+            for c in columns
+            for q in [quote_identifier(c.name, d.quote)]
+        )
+        statement = render(
+            _PEOPLE_INSERT_SELECT,
+            d,
+            table=table,
+            columns=column_list(columns, d),
+            values=values,
+            rows=", ".join([one] * len(rows)),
+        )
+        return Query(statement, tuple(v for row in rows for v in row))
     statement = render(
         _PEOPLE_INSERT,
         d,
