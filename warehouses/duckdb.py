@@ -247,12 +247,16 @@ class DuckDBWarehouse(DbApiCore):
         self.read_only = read_only
         self.lock_wait = lock_wait
         self.reader_window = reader_window
-        # DuckDB's memory_limit and threads for every connection (None / 0: DuckDB's defaults)
-        self._config: dict[str, str | bool | int | float | list[str]] = {}
+        # DuckDB's memory_limit and threads, SET on every connection (None / 0: DuckDB's
+        # defaults). Not passed as connect() config: DuckDB refuses a second connection to a
+        # file this process has open with another config (a reader's, `status` beside it).
+        self._settings: list[str] = []
         if memory_limit:
-            self._config["memory_limit"] = memory_limit
+            if not _MEMORY.fullmatch(memory_limit):
+                raise TerminalLoadError(f"DuckDB memory limit {memory_limit!r} is not a size")
+            self._settings.append(f"SET memory_limit = '{memory_limit.strip()}'")
         if threads > 0:
-            self._config["threads"] = threads
+            self._settings.append(f"SET threads = {int(threads)}")
         self._closed_at: float | None = None
         self._monotonic = monotonic
         self._pause = pause
@@ -417,13 +421,19 @@ class DuckDBWarehouse(DbApiCore):
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         try:
-            con = duckdb.connect(self.path, read_only=self.read_only, config=self._config)
+            con = duckdb.connect(self.path, read_only=self.read_only)
         except duckdb.Error as exc:
             locked = _lock_error(exc, self.path)
             if locked is not None:
                 raise locked from exc
             # not a database file, no such folder, no permission: retrying will not help
             raise TerminalLoadError(f"cannot open {self.path}: {_first_line(exc)}") from exc
+        try:
+            for setting in self._settings:
+                con.execute(setting)
+        except duckdb.Error as exc:
+            con.close()
+            raise TerminalLoadError(f"cannot configure {self.path}: {_first_line(exc)}") from exc
         try:
             con.execute(_SET_UTC)
         except duckdb.Error:
