@@ -539,8 +539,8 @@ def _transform_source(
             feed.raise_problem()
             raise
         finally:
-            connection.close()
             feed.close()
+            connection.close()
         feed.raise_problem()
         return seen, written
 
@@ -719,17 +719,26 @@ class _LineFeed:
             raise NeedsReference(self._problem)
 
     def close(self) -> None:
-        """Stop the thread (the query is gone) and let it end."""
+        """Stop the thread and the batches still asked for, and let the thread end."""
         self._stop.set()
         while self._thread.is_alive():
             try:
                 self._ready.get(timeout=0.05)
             except queue.Empty:
                 pass
-        self._thread.join()
+        if self._thread.ident is not None:
+            self._thread.join()
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
-        while (batch := self._ready.get()) is not None:
+        while True:
+            try:
+                batch = self._ready.get(timeout=0.05)
+            except queue.Empty:
+                if self._stop.is_set():
+                    raise NeedsReference("the transform stopped") from None
+                continue
+            if batch is None:
+                break
             yield batch
         self._thread.join()
         if self._problem is not None:
