@@ -6,11 +6,12 @@ Same signature and the SAME output as `transform_file` (row for row, type for ty
 quarantine), several times faster. How it stays identical:
 
 - A thread inflates the file and hands DuckDB its lines as Arrow batches of about 2 MiB of
-  text (`_LineFeed`); one query parses each row once, on every core: one `json_transform` gives every column's value as text (STRING
-  columns as JSON text, so a string is told from a number) and every custom key seen in the
-  file's first 8 MiB as JSON text, from which CustomVars is spelled in sorted key order;
-  `json_keys` counts the row's keys, proving none was missed or repeated. Typed values are
-  cast in SQL and accepted only when they are exactly the reference's.
+  text (`_LineFeed`); one query parses each row once, on every core: one `json_transform`
+  gives every column's value as text (STRING columns as JSON text, so a string is told from a
+  number) and every custom key seen in the file's first 8 MiB as JSON text, from which
+  CustomVars is spelled in sorted key order; `json_keys` counts the row's keys, proving none
+  was missed or repeated. Typed values are cast in SQL and accepted only when they are
+  exactly the reference's.
 - Every row where anything might differ from the reference is *flagged* and converted by the
   reference `RowConverter` from its raw text instead: a value of another JSON type (the
   reference converts or rejects it), a timestamp that is not the API's canonical
@@ -20,9 +21,10 @@ quarantine), several times faster. How it stays identical:
   warehouse holds (`OutputRules`: the reference cuts or rejects it). Flagged rows are rare in real
   exports, so nearly all work stays in C++.
 - Whole files go to the reference `transform_file` when the fast path cannot follow them: a
-  line that is not JSON (DuckDB's parse fails the query) or not UTF-8, an array not laid out one element per
-  line, staged format NDJSON, an empty file; and files under `FAST_PATH_MIN_BYTES`, where the
-  fast path's fixed cost is more than it saves.
+  line that is not JSON (DuckDB's parse fails the query), not UTF-8 or longer than
+  `MAX_FAST_ROW_BYTES`, an array not laid out one element per line, staged format NDJSON, an
+  empty file; and files under `FAST_PATH_MIN_BYTES`, where the fast path's fixed cost is more
+  than it saves.
 
 A JSON array (FORMAT_JSON, legacy bundles) is rewritten to lines on the way by the same thread,
 which drops the separators of the usual one-element-per-line layout: the array is never held
