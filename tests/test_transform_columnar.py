@@ -223,6 +223,60 @@ def test_array_missing_a_separator_fails_like_the_reference(tmp_path: Path) -> N
         transform_columnar(KEY, source, tmp_path / "fast", SEGMENT, "parquet", LOADED_AT)
 
 
+# ---- the lines fed to DuckDB ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("array", [False, True], ids=["ndjson", "json-array"])
+def test_lines_fed_in_many_batches_match_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, array: bool
+) -> None:
+    # batches of a few rows each: rows cut between batches, rejects' positions across them
+    monkeypatch.setattr(columnar, "_LINE_BATCH_BYTES", 4096)
+    source = simulated(
+        tmp_path / "export.gz", events=3000, array=array, bad_row_rate=0.05 if array else 0.0
+    )
+    reference, fast = both(tmp_path, source)
+    assert fast == reference and fast[0] > 2000
+    if array:
+        assert fast[1] > 0
+
+
+def test_bom_crlf_and_blank_lines_match_reference(tmp_path: Path) -> None:
+    rows = [b'{"IndvId":%d,"EventType":"click","user_k":"v%d"}' % (i, i) for i in range(200)]
+    rows[7] = b'{"IndvId":7,"EventStart":"not a time"}'  # flagged, then rejected
+    rows[150] = b'{"IndvId":150,"UserId":"abc"}'  # the same, its position after blanks
+    body = b"\xef\xbb\xbf \r\n" + b"\r\n".join(rows[:100]) + b"\r\n \t\r\n\r\n\n"
+    body += b"\n".join(rows[100:])  # the last row without its newline
+    source = tmp_path / "crlf.ndjson"
+    source.write_bytes(body)
+    reference, fast = both(tmp_path, source)
+    assert fast == reference and (fast[0], fast[1]) == (198, 2)
+
+
+def test_a_row_that_is_not_utf8_hands_the_file_to_the_reference(tmp_path: Path) -> None:
+    source = tmp_path / "latin1.ndjson"
+    source.write_bytes(b'{"IndvId":1}\n{"EventType":"caf\xe9"}\n')
+    with pytest.raises(NeedsReference, match="UTF-8"):
+        transform_columnar(KEY, source, tmp_path / "fast", SEGMENT, "parquet", LOADED_AT)
+    reference, fast = both(tmp_path, source, fast_only=False)
+    assert fast == reference and fast[0] == 2
+
+
+@pytest.mark.parametrize("array", [False, True], ids=["ndjson", "json-array"])
+def test_a_row_too_long_for_the_fast_path_hands_the_file_to_the_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, array: bool
+) -> None:
+    monkeypatch.setattr(columnar, "MAX_FAST_ROW_BYTES", 1000)
+    rows = [b'{"IndvId":1}', b'{"EventType":"' + b"x" * 2000 + b'"}', b'{"IndvId":3}']
+    body = (b"[" + b",\n".join(rows) + b"]\n") if array else b"\n".join(rows) + b"\n"
+    source = tmp_path / "long.json"
+    source.write_bytes(body)
+    with pytest.raises(NeedsReference, match="longer than 1000 bytes"):
+        transform_columnar(KEY, source, tmp_path / "fast", SEGMENT, "parquet", LOADED_AT)
+    reference, fast = both(tmp_path, source, fast_only=False)
+    assert fast == reference and fast[0] == 3
+
+
 # ---- crafted edge cases --------------------------------------------------------------------
 
 EDGE_ROWS: list[bytes] = [

@@ -5,12 +5,13 @@
 Same signature and the SAME output as `transform_file` (row for row, type for type, the same
 quarantine), several times faster. How it stays identical:
 
-- DuckDB reads the NDJSON (its own gzip reader) with `read_ndjson_objects` and parses each
-  row once, on every core: one `json_transform` gives every column's value as text (STRING
-  columns as JSON text, so a string is told from a number) and every custom key seen in the
-  file's first 8 MiB as JSON text, from which CustomVars is spelled in sorted key order;
-  `json_keys` counts the row's keys, proving none was missed or repeated. Typed values are
-  cast in SQL and accepted only when they are exactly the reference's.
+- A thread inflates the file and hands DuckDB its lines as Arrow batches of about 2 MiB of
+  text (`_LineFeed`); one query parses each row once, on every core: one `json_transform`
+  gives every column's value as text (STRING columns as JSON text, so a string is told from a
+  number) and every custom key seen in the file's first 8 MiB as JSON text, from which
+  CustomVars is spelled in sorted key order; `json_keys` counts the row's keys, proving none
+  was missed or repeated. Typed values are cast in SQL and accepted only when they are
+  exactly the reference's.
 - Every row where anything might differ from the reference is *flagged* and converted by the
   reference `RowConverter` from its raw text instead: a value of another JSON type (the
   reference converts or rejects it), a timestamp that is not the API's canonical
@@ -20,13 +21,14 @@ quarantine), several times faster. How it stays identical:
   warehouse holds (`OutputRules`: the reference cuts or rejects it). Flagged rows are rare in real
   exports, so nearly all work stays in C++.
 - Whole files go to the reference `transform_file` when the fast path cannot follow them: a
-  line that is not JSON (its text is lost to DuckDB), an array not laid out one element per
-  line, staged format NDJSON, an empty file; and files under `FAST_PATH_MIN_BYTES`, where the
-  fast path's fixed cost is more than it saves.
+  line that is not JSON (DuckDB's parse fails the query), not UTF-8 or longer than
+  `MAX_FAST_ROW_BYTES`, an array not laid out one element per line, staged format NDJSON, an
+  empty file; and files under `FAST_PATH_MIN_BYTES`, where the fast path's fixed cost is more
+  than it saves.
 
-A JSON array (FORMAT_JSON, legacy bundles) is rewritten to NDJSON on the fly by a thread that
-inflates it and drops the separators of the usual one-element-per-line layout, into chunk files
-of 64 MiB that DuckDB reads one after the other: the array is never held whole.
+A JSON array (FORMAT_JSON, legacy bundles) is rewritten to lines on the way by the same thread,
+which drops the separators of the usual one-element-per-line layout: the array is never held
+whole, and both layouts take the same query.
 """
 
 from __future__ import annotations
@@ -78,10 +80,9 @@ log = structlog.get_logger(__name__)
 FAST_FORMATS: frozenset[StagedFormat] = frozenset(("parquet", "csv"))
 #: Files (compressed bytes, all sources of a batch) below this take the reference path.
 FAST_PATH_MIN_BYTES = 256 << 10
-#: DuckDB's memory cap for one transform (it streams; this bounds its buffers). With two
-#: threads the query needs about 224 MB (the JSON reader's buffers and the typed vectors of
-#: each thread; docs/benchmark.md): below that DuckDB runs out at the first rows and every
-#: file would take the reference path.
+#: DuckDB's memory cap for one transform (it streams; this bounds its buffers): below what
+#: the query needs DuckDB runs out at the first rows and every file would take the reference
+#: path (docs/benchmark.md).
 DUCKDB_MEMORY_LIMIT = "256MB"
 #: Most rows in one Arrow batch out of DuckDB (one Parquet row group): a batch is held by the
 #: query, by the writer's queue and by the writer at once.
@@ -94,11 +95,12 @@ _SAMPLE_BYTES = 8 << 20
 #: query types each key (a struct field, a term of sums and CASEs: DuckDB refuses expressions
 #: deeper than 1000, and 100,000 keys took gigabytes).
 _MAX_SAMPLED_KEYS = 512
-#: NDJSON bytes per chunk file the array rewriter hands to DuckDB, and chunks written ahead.
-_CHUNK_BYTES = 64 << 20
-_CHUNKS_AHEAD = 1
-#: Bytes inflated per read by the array rewriter.
-_ARRAY_READ = 1 << 20
+#: Text (inflated) per Arrow batch of lines handed to DuckDB, cut between lines.
+_LINE_BATCH_BYTES = 2 << 20
+#: Batches of lines ready ahead of DuckDB's query.
+_BATCHES_AHEAD = 1
+#: Bytes read, and most bytes inflated, at a time.
+_READ_BYTES = 1 << 20
 
 _TRACE = frozenset((CUSTOM_VARS.name, BATCH_ID.name, LOADED_AT.name))
 _OK, _RAW = "__syncd_ok", "__syncd_raw"
@@ -421,8 +423,7 @@ folded AS (
 ),
 judged AS (SELECT *, ({ok}) AS ok FROM folded)
 SELECT {", ".join(values)}, ok AS {_OK},
-  CASE WHEN ok AND m = 0 THEN NULL ELSE coalesce(j, '') END AS {_RAW},
-  j IS NULL AS __syncd_unreadable
+  CASE WHEN ok AND m = 0 THEN NULL ELSE j END AS {_RAW}
 FROM judged
 """  # noqa: S608
 
@@ -505,9 +506,9 @@ def _transform_source(
 ) -> tuple[int, int]:
     """Transform one file; (rows seen, rows written).
 
-    NDJSON is read by DuckDB itself (its gzip reader). A JSON array is rewritten to NDJSON
-    chunk files by a thread, each transformed as it is complete: memory stays bounded by the
-    chunk size whatever the array's size, and DuckDB parses each chunk on every core."""
+    The file is inflated here and handed to DuckDB as Arrow batches of its lines (`_LineFeed`),
+    one query over them all: DuckDB's own JSON reader and its per-thread buffers are not used,
+    a JSON array is rewritten to lines on the way, and DuckDB parses each batch on every core."""
     with tempfile.TemporaryDirectory(prefix="syncd-columnar-", dir=scratch_root) as scratch:
         connection = duckdb.connect(
             ":memory:",
@@ -518,42 +519,32 @@ def _transform_source(
             },
         )
         connection.execute("SET enable_progress_bar = false")
-        rewriter: _ArrayRewriter | None = None
+        feed = _LineFeed(path, gzipped, layout)
+        seen = written = 0
         try:
-            if layout == "array":
-                rewriter = _ArrayRewriter(path, gzipped, Path(scratch))
-                rewriter.start()
-                parts: Iterator[tuple[Path, str]] = ((c, "none") for c in rewriter.chunks())
-            else:
-                parts = iter([(path, "gzip" if gzipped else "none")])
-            seen = written = 0
-            for read_from, compression in parts:
-                source_sql = (
-                    f"read_ndjson_objects({_sql_text(str(read_from))}, "
-                    f"compression={_sql_text(compression)}, ignore_errors=true, "
-                    f"maximum_object_size={MAX_FAST_ROW_BYTES})"
+            connection.register(_LINES, feed.reader())
+            reader = connection.sql(plan.query(_LINES_SQL)).to_arrow_reader(
+                min(block_rows, _ARROW_BATCH_ROWS)
+            )
+            for batch in _batches(reader):
+                table, count = _finish_batch(
+                    batch, plan, converter, rejects, offset + seen, layout == "array"
                 )
-                try:
-                    reader = connection.sql(plan.query(source_sql)).to_arrow_reader(
-                        min(block_rows, _ARROW_BATCH_ROWS)
-                    )
-                    for batch in _batches(reader):
-                        table, count = _finish_batch(
-                            batch, plan, converter, rejects, offset + seen, layout == "array"
-                        )
-                        seen += count
-                        if table.num_rows:
-                            writer.write(table)
-                            written += table.num_rows
-                except duckdb.Error as exc:
-                    raise NeedsReference(f"DuckDB could not read it: {exc}") from exc
-                if read_from != path:
-                    read_from.unlink()
-            return seen, written
+                seen += count
+                if table.num_rows:
+                    writer.write(table)
+                    written += table.num_rows
+        except duckdb.Error as exc:
+            feed.raise_problem()
+            raise NeedsReference(f"DuckDB could not read it: {exc}") from exc
+        except NeedsReference:
+            feed.raise_problem()
+            raise
         finally:
-            if rewriter is not None:
-                rewriter.abandon()
+            feed.close()
             connection.close()
+        feed.raise_problem()
+        return seen, written
 
 
 def _batches(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
@@ -579,8 +570,6 @@ def _finish_batch(
 ) -> tuple[pa.Table, int]:
     """The batch's rows as the reference would write them, its rejects quarantined."""
     count = batch.num_rows
-    if pc.any(batch.column("__syncd_unreadable")).as_py():
-        raise NeedsReference("a row is not JSON")
     ok = batch.column(_OK)
     custom = batch.column(CUSTOM_VARS.name) if CUSTOM_VARS.name in batch.schema.names else None
     if custom is not None:
@@ -595,7 +584,7 @@ def _finish_batch(
     kept: list[int] = []
     for index in flagged:
         raw = raw_column[index].as_py()
-        text = (raw or "").encode()
+        text = (raw or "").encode().strip(_JSON_WS)
         try:
             converted.append(_reference_row(converter, text, array))
             kept.append(index)
@@ -701,171 +690,213 @@ def _remove(path: Path) -> None:
         pass
 
 
-# -- JSON arrays -----------------------------------------------------------------------------
+# -- the lines handed to DuckDB --------------------------------------------------------------
 
 
-def _pieces(raw: Any, gzipped: bool) -> Iterator[bytes]:
-    """The file's (inflated) bytes in pieces of at most `_ARRAY_READ`, then one b"": however
-    far a piece of gzip inflates, no more than that is held at once."""
-    inflater = zlib.decompressobj(31) if gzipped else None
-    while chunk := raw.read(_ARRAY_READ):
-        if inflater is None:
-            yield chunk
-            continue
-        data = inflater.decompress(chunk, _ARRAY_READ)
-        while True:
-            if data:
-                yield data
-            if not inflater.unconsumed_tail:
-                break
-            data = inflater.decompress(inflater.unconsumed_tail, _ARRAY_READ)
-    if inflater is not None and not inflater.eof:
-        raise EOFError("compressed file ended before the end-of-stream marker")
-    yield b""
+class _LineFeed:
+    """A file's rows as Arrow batches of lines (one large_string column), read by DuckDB's
+    query as it goes. A thread of its own inflates the file (zlib and Arrow's kernels release
+    the GIL) and cuts it between lines into batches of about `_LINE_BATCH_BYTES`, at most
+    `_BATCHES_AHEAD` ahead of DuckDB, so a few batches are held whatever the file's size. A
+    JSON array laid out one element per line is rewritten to lines on the way (`_array_lines`).
 
+    What stops the feed (a layout the fast path cannot follow, a damaged file) reaches DuckDB
+    as an error; `raise_problem` raises it as NeedsReference after the query fails."""
 
-class _ArrayRewriter:
-    """Inflates a JSON array laid out one element per line and writes it as NDJSON chunk
-    files of about `_CHUNK_BYTES` each (cut between rows), at most `_CHUNKS_AHEAD` ahead of
-    the reader.
-
-    Runs on its own thread (zlib releases the GIL). When the layout is anything else it stops
-    and `chunks` raises NeedsReference: the reference reader handles every layout.
-    """
-
-    def __init__(self, source: Path, gzipped: bool, scratch: Path) -> None:
-        self._source = source
+    def __init__(self, path: Path, gzipped: bool, layout: str) -> None:
+        self._path = path
         self._gzipped = gzipped
-        self._scratch = scratch
+        self._layout = layout
         self._problem: str | None = None
-        self._error: BaseException | None = None
-        self._ready: queue.Queue[Path | None] = queue.Queue(maxsize=_CHUNKS_AHEAD)
-        self._thread = threading.Thread(target=self._run, name="syncd-array-rewriter", daemon=True)
+        self._ready: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=_BATCHES_AHEAD)
         self._stop = threading.Event()
-        self._count = 0
-        self._out: Any = None
-        self._out_path: Path | None = None
+        self._thread = threading.Thread(target=self._run, name="syncd-line-feed", daemon=True)
 
-    def start(self) -> None:
+    def reader(self) -> pa.RecordBatchReader:
         self._thread.start()
+        return pa.RecordBatchReader.from_batches(_LINE_SCHEMA, self._batches())
 
-    def chunks(self) -> Iterator[Path]:
-        """Each complete chunk file, in order; then raises what stopped the rewrite, if any."""
-        while True:
-            chunk = self._ready.get()
-            if chunk is None:
-                break
-            yield chunk
-        self._thread.join()
-        if self._error is not None:
-            raise TransformError(f"cannot read {self._source.name}: {self._error}")
+    def raise_problem(self) -> None:
         if self._problem is not None:
             raise NeedsReference(self._problem)
 
-    def abandon(self) -> None:
-        """Stop the thread (the reader is gone) and let it end."""
+    def close(self) -> None:
+        """Stop the thread and the batches still asked for, and let the thread end."""
         self._stop.set()
         while self._thread.is_alive():
             try:
                 self._ready.get(timeout=0.05)
             except queue.Empty:
                 pass
+        if self._thread.ident is not None:
+            self._thread.join()
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        while True:
+            try:
+                batch = self._ready.get(timeout=0.05)
+            except queue.Empty:
+                if self._stop.is_set():
+                    raise NeedsReference("the transform stopped") from None
+                continue
+            if batch is None:
+                break
+            yield batch
         self._thread.join()
+        if self._problem is not None:
+            raise NeedsReference(self._problem)
 
     def _run(self) -> None:
         try:
-            self._rewrite(self)
-            self._close_chunk()
-        except (OSError, zlib.error, EOFError) as exc:
-            self._error = exc
+            with open(self._path, "rb") as raw:
+                pieces = _pieces(raw, self._gzipped)
+                if self._layout == "array":
+                    pieces = _array_lines(pieces)
+                for block in _line_blocks(pieces):
+                    if not self._hand_over(_line_batch(block)):
+                        return
+        except NeedsReference as exc:
+            self._problem = str(exc)
+        except (OSError, EOFError, zlib.error) as exc:
+            self._problem = f"cannot read it: {exc}"
         finally:
-            if self._out is not None:
-                self._out.close()
             self._hand_over(None)
 
-    def write(self, data: bytes) -> None:
-        """Append NDJSON rows to the current chunk; a full chunk is handed over."""
-        if self._out is None:
-            self._count += 1
-            self._out_path = self._scratch / f"chunk-{self._count:06d}.ndjson"
-            self._out = open(self._out_path, "wb")
-        self._out.write(data)
-        if self._out.tell() >= _CHUNK_BYTES:
-            self._close_chunk()
-
-    def _close_chunk(self) -> None:
-        if self._out is None:
-            return
-        self._out.close()
-        self._out = None
-        if self._problem is None:
-            self._hand_over(self._out_path)
-
-    def _hand_over(self, chunk: Path | None) -> None:
-        while not (self._stop.is_set() and chunk is not None):
+    def _hand_over(self, batch: pa.RecordBatch | None) -> bool:
+        while not self._stop.is_set():
             try:
-                self._ready.put(chunk, timeout=0.05)
-                return
+                self._ready.put(batch, timeout=0.05)
+                return True
             except queue.Full:
                 continue
+        return False
 
-    def _rewrite(self, out: Any) -> None:
-        carry = b""
-        started = False
-        emitted = False
-        with open(self._source, "rb") as raw:
-            for data in _pieces(raw, self._gzipped):
-                if self._stop.is_set():
-                    return
-                end = not data
-                carry += data
-                if not started:
-                    stripped = carry.removeprefix(b"\xef\xbb\xbf").lstrip(_JSON_WS)
-                    if not stripped and not end:
-                        if len(carry) > 3:  # only whitespace so far (a BOM is 3 bytes)
-                            carry = b""
-                        continue
-                    if stripped[:1] != b"[":
-                        self._problem = "not a JSON array"
-                        return
-                    carry = stripped[1:]
-                    started = True
-                if end:
-                    break
-                # keep the last complete line back: it may be the one before "]"
-                last = carry.rfind(b"\n")
-                cut = carry.rfind(b"\n", 0, last) if last > 0 else -1
-                if cut < 0:
-                    if len(carry) > MAX_ROW_BYTES:
-                        self._problem = "an array line is too long"
-                        return
-                    continue
-                block, carry = carry[: cut + 1], carry[cut + 1 :]
-                if not self._write_block(out, block, emitted):
-                    return
-                emitted = True
-        tail = carry.rstrip(_JSON_WS)
-        if not tail.endswith(b"]"):
-            self._problem = "the array does not end with ]"
-            return
-        body = tail[:-1].rstrip(_JSON_WS)
-        if not body:
-            if emitted:
-                self._problem = "a separator before ]"
-            return
-        if body.endswith(b","):
-            self._problem = "a separator before ]"
-            return
-        if not self._write_block(out, body + b",\n", emitted):
+
+_LINES = "syncd_lines"
+_LINE_SCHEMA = pa.schema([("line", pa.large_string())])
+#: The rows of the fed lines: blank lines are not rows (the reference reader's rule).
+_LINES_SQL = (
+    "(SELECT line AS json FROM syncd_lines"
+    " WHERE CASE WHEN left(line, 1) = '{' THEN true ELSE trim(line, E' \\t\\r\\n') <> '' END)"
+)
+
+
+def _line_blocks(pieces: Iterator[bytes]) -> Iterator[memoryview]:
+    """The text of `pieces` (ended by b"") in blocks of whole lines of about
+    `_LINE_BATCH_BYTES` (the last one may lack its newline), a leading BOM left out."""
+    parts: list[bytes] = []
+    size = 0
+    first = True
+    for data in pieces:
+        if data:
+            parts.append(data)
+            size += len(data)
+            if size < _LINE_BATCH_BYTES:
+                continue
+        block = b"".join(parts)
+        if first:
+            block, first = block.removeprefix(b"\xef\xbb\xbf"), False
+        view = memoryview(block)
+        if data:
+            cut = block.rfind(b"\n") + 1
+            if cut == 0:
+                if len(block) > MAX_FAST_ROW_BYTES:
+                    raise NeedsReference(f"a row longer than {MAX_FAST_ROW_BYTES} bytes")
+                parts = [block]
+                continue
+            parts = [bytes(view[cut:])]
+            size = len(parts[0])
+            view = view[:cut]
+        if len(view):
+            yield view
+        if not data:
             return
 
-    def _write_block(self, out: Any, block: bytes, emitted: bool) -> bool:
-        """Write lines that each end with ",\\n" as NDJSON; False (and a problem) otherwise."""
-        if not emitted:
-            block = block.lstrip(_JSON_WS)
-        rewritten = block.replace(b",\n", b"\n")
-        if len(block) - len(rewritten) != block.count(b"\n"):
-            self._problem = "not one array element per line"
-            return False
-        out.write(rewritten)
-        return True
+
+def _line_batch(block: memoryview) -> pa.RecordBatch:
+    """One batch of `block`'s lines (not yet stripped; blank ones included)."""
+    offsets = pa.array([0, len(block)], pa.int64()).buffers()[1]
+    whole = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), 1, [None, offsets, pa.py_buffer(block)]
+    )
+    lines = pc.split_pattern(whole, b"\n").flatten()
+    if pc.max(pc.binary_length(lines)).as_py() > MAX_FAST_ROW_BYTES:
+        raise NeedsReference(f"a row longer than {MAX_FAST_ROW_BYTES} bytes")
+    try:
+        text = lines.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        raise NeedsReference("a row is not UTF-8") from None
+    return pa.record_batch([text], schema=_LINE_SCHEMA)
+
+
+def _pieces(raw: Any, gzipped: bool) -> Iterator[bytes]:
+    """The file's (inflated) bytes in pieces of at most `_READ_BYTES`, then one b"": however
+    far a piece of gzip inflates, no more than that is held at once."""
+    inflater = zlib.decompressobj(31) if gzipped else None
+    while chunk := raw.read(_READ_BYTES):
+        if inflater is None:
+            yield chunk
+            continue
+        data = inflater.decompress(chunk, _READ_BYTES)
+        while True:
+            if data:
+                yield data
+            if not inflater.unconsumed_tail:
+                break
+            data = inflater.decompress(inflater.unconsumed_tail, _READ_BYTES)
+    if inflater is not None and not inflater.eof:
+        raise EOFError("compressed file ended before the end-of-stream marker")
+    yield b""
+
+
+def _array_lines(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """A JSON array laid out one element per line, from its text in `pieces` (ended by b""),
+    as NDJSON text, then b""; NeedsReference at any other layout (the reference reader
+    handles every layout)."""
+    carry = b""
+    started = False
+    emitted = False
+    for data in pieces:
+        end = not data
+        carry += data
+        if not started:
+            stripped = carry.removeprefix(b"\xef\xbb\xbf").lstrip(_JSON_WS)
+            if not stripped and not end:
+                if len(carry) > 3:  # only whitespace so far (a BOM is 3 bytes)
+                    carry = b""
+                continue
+            if stripped[:1] != b"[":
+                raise NeedsReference("not a JSON array")
+            carry = stripped[1:]
+            started = True
+        if end:
+            break
+        # keep the last complete line back: it may be the one before "]"
+        last = carry.rfind(b"\n")
+        cut = carry.rfind(b"\n", 0, last) if last > 0 else -1
+        if cut < 0:
+            if len(carry) > MAX_ROW_BYTES:
+                raise NeedsReference("an array line is too long")
+            continue
+        block, carry = carry[: cut + 1], carry[cut + 1 :]
+        yield _element_lines(block, emitted)
+        emitted = True
+    tail = carry.rstrip(_JSON_WS)
+    if not tail.endswith(b"]"):
+        raise NeedsReference("the array does not end with ]")
+    body = tail[:-1].rstrip(_JSON_WS)
+    if body.endswith(b",") or (not body and emitted):
+        raise NeedsReference("a separator before ]")
+    if body:
+        yield _element_lines(body + b",\n", emitted)
+    yield b""
+
+
+def _element_lines(block: bytes, emitted: bool) -> bytes:
+    """Lines that each end with ",\\n" as NDJSON; NeedsReference otherwise."""
+    if not emitted:
+        block = block.lstrip(_JSON_WS)
+    rewritten = block.replace(b",\n", b"\n")
+    if len(block) - len(rewritten) != block.count(b"\n"):
+        raise NeedsReference("not one array element per line")
+    return rewritten
