@@ -255,7 +255,8 @@ def create_views(warehouse: object, people_table: str | None = None) -> list[str
     if not isinstance(warehouse, MakesViews):
         raise TerminalLoadError(
             "this configuration has no SQL warehouse to create views in (Provider local or "
-            "StorageOnly): views need DuckDB, PostgreSQL, Redshift or BigQuery"
+            "StorageOnly): views need a SQL warehouse (DuckDB, PostgreSQL, Redshift, BigQuery "
+            "or Snowflake)"
         )
     warehouse.create_views(people_table)
     return list(VIEW_NAMES)
