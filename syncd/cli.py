@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from syncd import __version__
+from syncd.allocator import cap_arenas
 from syncd.config import LoadedSettings, Settings, load_settings
 from syncd.errors import ConfigError, LockedError, NotCreatedError, SyncdError
 from syncd.observability.logging import configure_logging, safe_text, safe_values
@@ -810,6 +811,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    cap_arenas()  # before any thread: see syncd/allocator.py
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "rollback" and args.from_day and not args.to_day:
