@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+import syncd.pipeline as pipeline_module
 from syncd.batch import BatchKey, SyncRecord
 from syncd.errors import TerminalSourceError, TransientSourceError
 from syncd.fields import export_columns
@@ -24,6 +25,7 @@ from syncd.pipeline import Fetched, Pipeline, PipelineHooks, PipelineOptions
 from syncd.planner import WindowPlan, next_window_ready_at, plan_windows
 from syncd.state import StatusFile
 from syncd.timeutil import UTC
+from syncd.transform.columnar import transform
 from warehouses.duckdb import DuckDBWarehouse
 from warehouses.local import LocalStage
 
@@ -278,6 +280,55 @@ def test_lookahead_prepares_batches_in_parallel_and_commits_in_order(tmp_path: P
     summary = pipeline.run(until_caught_up=True)
     assert (summary.batches, source.most_at_once > 1) == (4, True)
     assert [r.start for r in warehouse.sync_records()] == [T0 + i * H for i in range(4)]
+
+
+class Overlaps:
+    """Wraps the transform and the warehouse's commit: each waits a while for the other to be
+    running, and `seen` records whether they ever ran at the same time."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = {"transform": 0, "commit": 0}
+        self.started = {"transform": threading.Event(), "commit": threading.Event()}
+        self.seen = False
+
+    def wrap(self, step: str, call: Callable[..., object]) -> Callable[..., object]:
+        other = "commit" if step == "transform" else "transform"
+
+        def wrapped(*args: object, **kwargs: object) -> object:
+            with self.lock:
+                self.running[step] += 1
+                self.started[step].set()
+            self.started[other].wait(0.3)  # long enough for the other to start, if it may
+            with self.lock:
+                self.seen = self.seen or self.running[other] > 0
+            try:
+                return call(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.running[step] -= 1
+                    if not self.running[step]:
+                        self.started[step].clear()
+
+        return wrapped
+
+
+@pytest.mark.parametrize("in_process", [True, False])
+def test_a_commit_that_loads_in_process_never_runs_beside_a_transform(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_process: bool
+) -> None:
+    """DuckDB's commit and the transform each hold a DuckDB query's memory: the pipeline runs
+    them one at a time when the warehouse loads in this process (docs/sizing.md). A warehouse
+    that loads elsewhere (the control) lets a look-ahead transform run beside a commit."""
+    overlaps = Overlaps()
+    monkeypatch.setattr(pipeline_module, "transform", overlaps.wrap("transform", transform))
+    pipeline, warehouse = make(tmp_path, FakeSource(tmp_path / "spool"), lookahead=2)
+    warehouse.capabilities = dataclasses.replace(
+        warehouse.capabilities, loads_in_process=in_process
+    )
+    monkeypatch.setattr(warehouse, "commit_batch", overlaps.wrap("commit", warehouse.commit_batch))
+    assert pipeline.run(until_caught_up=True).batches == 4
+    assert overlaps.seen is not in_process
 
 
 def test_a_failed_batch_prepared_ahead_is_retried_in_its_turn(tmp_path: Path) -> None:
