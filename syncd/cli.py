@@ -633,6 +633,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         operation_latency=args.operation_latency,
         hostile_ids=args.hostile_ids,
+        gzip_member_bytes=args.gzip_member_bytes,
     )
     print(
         f"simulating FullStory's export APIs on http://{args.host}:{args.port} "
@@ -806,6 +807,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="operation and export ids with '+', '/' and '==' that a client must URL-quote "
         "(default: URL-safe ids)",
+    )
+    p.add_argument(
+        "--gzip-member-bytes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="serve each export body as several gzip members, a new one at the first row end "
+        "past every N bytes of text (default 0: one member)",
     )
     return parser
 

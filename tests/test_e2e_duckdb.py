@@ -47,6 +47,7 @@ from e2e_support import (
 from syncd.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from syncd.simulator import BAD_MALFORMED, Endpoint, Fault, Simulator, SimulatorConfig
 from syncd.timeutil import UTC, format_timestamp, utcnow
+from syncd.transform.columnar import FAST_PATH_MIN_BYTES
 
 START = datetime(2026, 11, 1, 21, tzinfo=UTC)
 WINDOWS = hour_windows(START, datetime(2026, 11, 2, 2, tzinfo=UTC))
@@ -174,6 +175,22 @@ def test_once_as_a_subprocess_exits_0_with_the_table_exact(tmp_path: Path, sim: 
     windows = hour_windows(start, ready_end)
     assert (len(windows) >= 2, committed_ids(files)) == (True, batch_ids(windows))
     assert_rows_equal(export_rows(files.duckdb), expected_segment_rows(sim, windows))
+
+
+def test_bodies_of_many_gzip_members_load_every_row(tmp_path: Path) -> None:
+    """Bodies of about ten gzip members each, large enough for the fast transform: every
+    member's rows land (the fast path once read only the first member and lost the rest)."""
+    config = SimulatorConfig(api_key=API_KEY, events_per_hour=4000, gzip_member_bytes=256 << 10)
+    windows = WINDOWS[:2]
+    with Simulator(config) as members_sim:
+        files = write_config(tmp_path, members_sim, START)
+        assert once(files, now=windows[-1][1] + HOUR) == EXIT_OK
+        synced = sync_rows(files.duckdb)
+        assert [r["Bytes"] >= FAST_PATH_MIN_BYTES for r in synced] == [True, True]
+        assert [r["RowsLoaded"] for r in synced] == [
+            len(members_sim.expected_events(start, end)) for start, end in windows
+        ]
+        assert_rows_equal(export_rows(files.duckdb), expected_segment_rows(members_sim, windows))
 
 
 # -- bad rows --------------------------------------------------------------------------------

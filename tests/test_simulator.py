@@ -11,6 +11,7 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,7 +36,9 @@ from syncd.simulator import (
     SimulatorConfig,
     serve,
 )
+from syncd.simulator.bodies import ExportSpec, render_gzip
 from syncd.simulator.config import NEW_FIELD_NAME
+from syncd.simulator.events import EventGenerator, to_ms
 from syncd.simulator.operations import mint_id
 from syncd.timeutil import UTC, parse_timestamp
 
@@ -427,6 +430,21 @@ def test_a_tampered_signature_is_403(api: httpx.Client, web: httpx.Client) -> No
 def test_download_body_is_gzip(api: httpx.Client, web: httpx.Client) -> None:
     _, body = raw_download(web, location(api, create(api)))
     assert body[:2] == b"\x1f\x8b"
+
+
+def test_bodies_of_many_gzip_members_end_each_member_at_a_row_end() -> None:
+    """`gzip_member_bytes`: the same text as one member, cut into members at row ends."""
+    spec = ExportSpec(to_ms(T0), to_ms(T0 + H), FORMAT_NDJSON)
+    generator = EventGenerator(seed=3, events_per_hour=400)
+    whole = gzip.decompress(render_gzip(generator, spec, level=1))
+    body = render_gzip(generator, spec, level=1, member_bytes=20_000)
+    texts = []
+    while body:
+        inflate = zlib.decompressobj(31)
+        texts.append(inflate.decompress(body))
+        body = inflate.unused_data
+    assert b"".join(texts) == whole and len(texts) > 5
+    assert all(t.endswith(b"\n") and len(t) >= 20_000 for t in texts[:-1])
 
 
 def test_repeated_downloads_are_served_from_the_cache(

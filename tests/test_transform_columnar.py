@@ -7,6 +7,7 @@ rows) and the quarantine files line for line.
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -239,6 +240,24 @@ def test_lines_fed_in_many_batches_match_reference(
     assert fast == reference and fast[0] > 2000
     if array:
         assert fast[1] > 0
+
+
+@pytest.mark.parametrize("array", [False, True], ids=["ndjson", "json-array"])
+def test_every_gzip_member_is_read_like_the_reference(tmp_path: Path, array: bool) -> None:
+    """A body of several gzip members (cut mid-row, zero padding after the last): the
+    download's check accepts it, so the fast path must read every member, not only the
+    first one that zlib stops after."""
+    one = simulated(tmp_path / "one.gz", events=3000, array=array)
+    plain = gzip.decompress(one.read_bytes())
+    cuts = [0, len(plain) // 3 + 17, 2 * len(plain) // 3 + 5, len(plain)]
+    source = tmp_path / "members.gz"
+    source.write_bytes(
+        b"".join(gzip.compress(plain[a:b], compresslevel=1) for a, b in itertools.pairwise(cuts))
+        + b"\0" * 512
+    )
+    reference, fast = both(tmp_path, source)
+    whole = transform_columnar(KEY, one, tmp_path / "one", SEGMENT, "parquet", LOADED_AT)
+    assert fast == reference and fast[0] == whole.rows > 2000
 
 
 def test_bom_crlf_and_blank_lines_match_reference(tmp_path: Path) -> None:

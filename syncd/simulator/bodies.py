@@ -246,20 +246,28 @@ def render_gzip(
     spec: ExportSpec,
     *,
     level: int,
+    member_bytes: int = 0,
     progress: Callable[[float], None] | None = None,
     cancelled: threading.Event | None = None,
 ) -> bytes:
-    """The gzipped body of `spec`: one gzip member, compressed on a second thread.
+    """The gzipped body of `spec`: one gzip member, compressed on a second thread; with
+    `member_bytes`, a new member at the first row end past every `member_bytes` of text, as
+    a server that flushes a member per block of rows sends it.
 
     zlib releases the GIL while it compresses, so generating the next chunk overlaps with
     compressing the last one.
     """
+    report = progress or (lambda _fraction: None)
+    chunks = _plain_chunks(generator, spec, report)
+    if member_bytes > 0:
+        body = _members(chunks, level, member_bytes, cancelled)
+        report(1.0)
+        return body
     compressor = zlib.compressobj(level, zlib.DEFLATED, 31)
     parts: list[bytes] = []
     pending: deque[Future[bytes]] = deque()
-    report = progress or (lambda _fraction: None)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-gzip") as pool:
-        for chunk in _plain_chunks(generator, spec, report):
+        for chunk in chunks:
             if cancelled is not None and cancelled.is_set():
                 raise Cancelled
             pending.append(pool.submit(compressor.compress, chunk))
@@ -269,6 +277,31 @@ def render_gzip(
             parts.append(pending.popleft().result())
     parts.append(compressor.flush())
     report(1.0)
+    return b"".join(parts)
+
+
+def _members(
+    chunks: Iterator[bytes], level: int, member_bytes: int, cancelled: threading.Event | None
+) -> bytes:
+    """The text of `chunks` as gzip members, each ended at the first row end past
+    `member_bytes` of text (the last one shorter)."""
+    parts: list[bytes] = []
+    compressor = zlib.compressobj(level, zlib.DEFLATED, 31)
+    used = 0
+    for chunk in chunks:
+        if cancelled is not None and cancelled.is_set():
+            raise Cancelled
+        pos = 0
+        while pos < len(chunk):
+            cut = chunk.find(b"\n", pos + max(member_bytes - used, 1) - 1)
+            if cut < 0:
+                parts.append(compressor.compress(chunk[pos:]))
+                used += len(chunk) - pos
+                break
+            parts.append(compressor.compress(chunk[pos : cut + 1]))
+            parts.append(compressor.flush())
+            compressor, used, pos = zlib.compressobj(level, zlib.DEFLATED, 31), 0, cut + 1
+    parts.append(compressor.flush())
     return b"".join(parts)
 
 

@@ -44,6 +44,10 @@ class SimulatorConfig:
     data_start: datetime | None = None
     export_ttl: float = DEFAULT_EXPORT_TTL
     gzip_level: int = DEFAULT_GZIP_LEVEL
+    #: >0: export bodies are several gzip members, a new one at the first row end past every
+    #: this many bytes of text (as a server that flushes a member per block of rows sends
+    #: them); 0: one member.
+    gzip_member_bytes: int = 0
     #: Compressed export bodies kept for repeated downloads (least recently used go first).
     cache_bytes: int = DEFAULT_CACHE_BYTES
     #: From this instant on (by EventStart), every event carries `new_field_name`: a field
@@ -93,5 +97,7 @@ class SimulatorConfig:
             problems.append("late_after must be >= 0")
         if not 0 <= self.gzip_level <= 9:
             problems.append("gzip_level must be 0..9")
+        if self.gzip_member_bytes < 0:
+            problems.append("gzip_member_bytes must be >= 0 (0: one member)")
         if problems:
             raise ConfigError(problems)

@@ -302,6 +302,7 @@ class Simulator:
             self._generator,
             spec,
             level=self.config.gzip_level,
+            member_bytes=self.config.gzip_member_bytes,
             progress=progress,
             cancelled=self._stopping,
         )

@@ -20,6 +20,7 @@ import httpx
 import structlog
 
 from syncd.errors import TransientSourceError
+from syncd.gzip_members import GzipMembers
 from syncd.private_files import open_private_new
 
 log = structlog.get_logger(__name__)
@@ -27,7 +28,6 @@ log = structlog.get_logger(__name__)
 #: The longest one download may take, however steadily bytes trickle in.
 DEFAULT_DOWNLOAD_DEADLINE = 30 * 60.0
 GZIP_MAGIC = b"\x1f\x8b"
-_GZIP_WBITS = 31  # zlib: expect a gzip header and trailer
 _INFLATE_STEP = 1 << 20  # most inflated bytes held at once while checking
 
 
@@ -48,52 +48,30 @@ class GzipCheck:
     """Inflates gzip data as it arrives, discarding the output, to prove the stream whole.
 
     Handles several gzip members back to back (and zero padding after the last one, as gzip
-    tools do). `finish()` raises unless the data ended exactly at the end of a member.
+    tools do): `GzipMembers`, the same reading the fast transform does. `finish()` raises
+    unless the data ended exactly at the end of a member.
     """
 
     def __init__(self) -> None:
-        self._inflate = zlib.decompressobj(wbits=_GZIP_WBITS)
-        self._members = 0
-        self._in_member = False
+        self._members = GzipMembers(_INFLATE_STEP)
 
     def feed(self, data: bytes) -> None:
         try:
-            self._feed(data)
+            for _ in self._members.feed(data):
+                pass
         except zlib.error as exc:
             raise TruncatedDownload(f"gzip data is corrupt: {exc}") from exc
 
     def finish(self) -> None:
         try:
-            self._drain()
+            for _ in self._members.finish():
+                pass
         except zlib.error as exc:
             raise TruncatedDownload(f"gzip data is corrupt: {exc}") from exc
-        if self._in_member or self._members == 0:
-            raise TruncatedDownload("gzip data ends before its trailer (truncated download)")
-
-    def _feed(self, data: bytes) -> None:
-        while data:
-            if not self._in_member and self._members and not data.strip(b"\x00"):
-                return  # zero padding after a complete member
-            self._in_member = True
-            self._inflate.decompress(data, _INFLATE_STEP)
-            if self._inflate.eof:
-                data = self._inflate.unused_data
-                self._end_member()
-            else:
-                data = self._inflate.unconsumed_tail
-
-    def _drain(self) -> None:
-        """Inflate output the decompressor still holds back after the last chunk."""
-        while self._in_member and not self._inflate.eof:
-            if not self._inflate.decompress(b"", _INFLATE_STEP):
-                break
-        if self._in_member and self._inflate.eof:
-            self._end_member()
-
-    def _end_member(self) -> None:
-        self._members += 1
-        self._in_member = False
-        self._inflate = zlib.decompressobj(wbits=_GZIP_WBITS)
+        except EOFError as exc:
+            raise TruncatedDownload(
+                "gzip data ends before its trailer (truncated download)"
+            ) from exc
 
 
 def _raw_chunks(response: httpx.Response) -> Iterator[bytes]:

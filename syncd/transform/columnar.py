@@ -53,6 +53,7 @@ import structlog
 from syncd.batch import BatchKey, StagedFormat, TransformedBatch
 from syncd.errors import TransformError
 from syncd.fields import BATCH_ID, CUSTOM_PREFIXES, CUSTOM_VARS, LOADED_AT, Column, FieldType
+from syncd.gzip_members import GzipMembers
 from syncd.timeutil import UTC
 from syncd.transform.convert import (
     EVENT_START,
@@ -831,21 +832,16 @@ def _line_batch(block: memoryview) -> pa.RecordBatch:
 
 def _pieces(raw: Any, gzipped: bool) -> Iterator[bytes]:
     """The file's (inflated) bytes in pieces of at most `_READ_BYTES`, then one b"": however
-    far a piece of gzip inflates, no more than that is held at once."""
-    inflater = zlib.decompressobj(31) if gzipped else None
+    far a piece of gzip inflates, no more than that is held at once. Every gzip member is
+    read, as the download's check and the reference reader read them (`GzipMembers`)."""
+    members = GzipMembers(_READ_BYTES) if gzipped else None
     while chunk := raw.read(_READ_BYTES):
-        if inflater is None:
+        if members is None:
             yield chunk
-            continue
-        data = inflater.decompress(chunk, _READ_BYTES)
-        while True:
-            if data:
-                yield data
-            if not inflater.unconsumed_tail:
-                break
-            data = inflater.decompress(inflater.unconsumed_tail, _READ_BYTES)
-    if inflater is not None and not inflater.eof:
-        raise EOFError("compressed file ended before the end-of-stream marker")
+        else:
+            yield from members.feed(chunk)
+    if members is not None:
+        yield from members.finish()
     yield b""
 
 
