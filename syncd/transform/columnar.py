@@ -472,16 +472,19 @@ def _typed_value(column: Column, v: str, alias: str) -> tuple[str, str]:
         # the API's own shape only, as the reference's fast path: digits where digits go,
         # hours below 24 and a year from 0001 (DuckDB takes 24:00 and year 0); DuckDB's cast
         # checks the rest of the calendar like datetime.fromisoformat
+        # (substr, not v[a:b]: DuckDB's slice counts characters from both ends, 2-3x slower)
         shape = (
-            f"{v} GLOB {_sql_text(_TIMESTAMP_GLOB)} AND {v}[12:13] < '24' AND {v}[1:4] <> '0000'"
+            f"{v} GLOB {_sql_text(_TIMESTAMP_GLOB)} AND substr({v}, 12, 2) < '24'"
+            f" AND substr({v}, 1, 4) <> '0000'"
         )
-        value = f"CASE WHEN {shape} THEN TRY_CAST({v}[1:23] AS TIMESTAMP) END"
+        value = f"CASE WHEN {shape} THEN TRY_CAST(substr({v}, 1, 23) AS TIMESTAMP) END"
         return value, f"({v} IS NULL OR {alias} IS NOT NULL)"
     if column.type is FieldType.JSON:  # JSON columns besides CustomVars: the reference's text
         return "CAST(NULL AS VARCHAR)", f"{v} IS NULL"
     # STRING: the JSON text of a string, unquoted; escapes undone by a tiny parse
     value = (
-        f"CASE WHEN NOT contains({v}, '\\') THEN {v}[2:-2] ELSE json_extract_string({v}, '$') END"
+        f"CASE WHEN NOT contains({v}, '\\') THEN substr({v}, 2, length({v}) - 2)"
+        f" ELSE json_extract_string({v}, '$') END"
     )
     return value, f"({v} IS NULL OR left({v}, 1) = '\"')"
 
