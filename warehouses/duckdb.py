@@ -637,9 +637,11 @@ SECTION = ConfigSection(
             "duckdb",
             "MemoryLimit",
             Kind.STRING,
-            "256MB",
+            "128MB",
             "DuckDB's memory limit for syncd's connection to the file (its `memory_limit`, such as "
-            '"256MB" or "2GB"); a commit that needs more spills to `<Path>.tmp`. DuckDB\'s own '
+            '"128MB" or "2GB"); a commit that needs more spills to `<Path>.tmp`. DuckDB fills its '
+            "cache up to the limit while a commit checkpoints: 128MB keeps a commit's peak near "
+            "the transform's, at a few per cent of commit time (docs/benchmark.md); DuckDB's own "
             "default, 80 % of the machine's memory, would let the daemon grow far past what it "
             "needs (docs/sizing.md).",
         ),
