@@ -240,9 +240,12 @@ class Expiring:
 @pytest.fixture
 def expiring(tmp_path: Path, sim: Simulator) -> Expiring:
     """StartTime four days back, partitions expiring after two days, day-long windows. The
-    stand-in expires partitions by the wall clock, so syncd's clock is frozen at it."""
+    stand-in expires partitions by the wall clock, so syncd's clock is frozen at it; in the
+    first hour of a day (ExportDelay) at 01:05, when yesterday's window is ready: an hour
+    ahead of the wall clock moves no partition past its two days."""
     now = datetime.now(UTC)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    now = max(now, midnight + timedelta(hours=1, minutes=5))
     starts = [midnight - timedelta(days=n) for n in (4, 3, 2, 1)]
     windows = [(s, s + timedelta(days=1)) for s in starts]
     syncd = gcp_config(tmp_path, sim)
