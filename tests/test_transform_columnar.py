@@ -244,17 +244,15 @@ def test_lines_fed_in_many_batches_match_reference(
 
 @pytest.mark.parametrize("array", [False, True], ids=["ndjson", "json-array"])
 def test_every_gzip_member_is_read_like_the_reference(tmp_path: Path, array: bool) -> None:
-    """A body of several gzip members (cut mid-row, zero padding after the last): the
-    download's check accepts it, so the fast path must read every member, not only the
-    first one that zlib stops after."""
+    """A body of several gzip members (an empty one first, then cut mid-row, zero padding
+    after the last): the download's check accepts it, so the fast path must read every
+    member, not only the first one that zlib stops after, and sniff past an empty one."""
     one = simulated(tmp_path / "one.gz", events=3000, array=array)
     plain = gzip.decompress(one.read_bytes())
     cuts = [0, len(plain) // 3 + 17, 2 * len(plain) // 3 + 5, len(plain)]
     source = tmp_path / "members.gz"
-    source.write_bytes(
-        b"".join(gzip.compress(plain[a:b], compresslevel=1) for a, b in itertools.pairwise(cuts))
-        + b"\0" * 512
-    )
+    members = [gzip.compress(plain[a:b], compresslevel=1) for a, b in itertools.pairwise(cuts)]
+    source.write_bytes(gzip.compress(b"") + b"".join(members) + b"\0" * 512)
     reference, fast = both(tmp_path, source)
     whole = transform_columnar(KEY, one, tmp_path / "one", SEGMENT, "parquet", LOADED_AT)
     assert fast == reference and fast[0] == whole.rows > 2000

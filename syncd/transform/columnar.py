@@ -222,19 +222,10 @@ def _sniff(path: Path) -> tuple[bool, str]:
     """(gzipped, layout) where layout is "ndjson" or "array"; NeedsReference for anything else."""
     with open(path, "rb") as probe:
         gzipped = probe.read(2) == GZIP_MAGIC
-    inflater = zlib.decompressobj(31) if gzipped else None
-    with open(path, "rb") as raw:
-        head = b""
-        while len(head) < 4096:
-            chunk = raw.read(1 << 16)
-            if not chunk:
-                break
-            try:
-                head += inflater.decompress(chunk, 4096) if inflater else chunk
-            except zlib.error as exc:
-                raise NeedsReference(f"not readable as gzip: {exc}") from None
-            if inflater is not None and inflater.unconsumed_tail:
-                break
+    try:
+        head = _head(path, gzipped, 4096)
+    except (zlib.error, EOFError) as exc:
+        raise NeedsReference(f"not readable as gzip: {exc}") from None
     text = head.removeprefix(b"\xef\xbb\xbf").lstrip(_JSON_WS)
     if text[:1] == b"{":
         return gzipped, "ndjson"
@@ -247,19 +238,10 @@ def _sample_keys(path: Path, gzipped: bool, layout: str) -> set[str]:
     """The keys of the rows in the file's first `_SAMPLE_BYTES`: the custom keys to expect.
 
     A key first seen later only costs speed: its rows are flagged and take the reference."""
-    inflater = zlib.decompressobj(31) if gzipped else None
-    head = b""
-    with open(path, "rb") as raw:
-        while len(head) < _SAMPLE_BYTES:
-            chunk = raw.read(1 << 16)
-            if not chunk:
-                break
-            try:
-                head += inflater.decompress(chunk, _SAMPLE_BYTES) if inflater else chunk
-            except zlib.error:
-                break
-            if inflater is not None and inflater.unconsumed_tail:
-                break
+    try:
+        head = _head(path, gzipped, _SAMPLE_BYTES)
+    except (zlib.error, EOFError):
+        return set()  # damaged: the transform itself says so
     keys: set[str] = set()
     lines = head.split(b"\n")
     if len(head) >= _SAMPLE_BYTES:
@@ -277,6 +259,18 @@ def _sample_keys(path: Path, gzipped: bool, layout: str) -> set[str]:
             if len(keys) > _MAX_SAMPLED_KEYS:  # more would make the query's struct huge
                 break
     return keys
+
+
+def _head(path: Path, gzipped: bool, limit: int) -> bytes:
+    """The file's first `limit` bytes of text (all of it when shorter), across gzip members
+    as the transform reads them (`_pieces`)."""
+    head = bytearray()
+    with open(path, "rb") as raw:
+        for data in _pieces(raw, gzipped):
+            head += data
+            if len(head) >= limit:
+                break
+    return bytes(head[:limit])
 
 
 # -- the query -------------------------------------------------------------------------------
